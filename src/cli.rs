@@ -1,0 +1,96 @@
+//! Command-line arguments. The doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ui::OutputFormat;
+
+/// A disposable copy of your Flux/EKS platform, on your machine or per pull request.
+///
+/// devenv reads devenv.yaml at the root of a Flux GitOps repository, starts containers in
+/// place of the AWS managed services it names (RDS → MariaDB, …), and keeps their endpoints
+/// and generated credentials stable across runs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "devenv",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository root [default: the nearest directory at or above the current one with a devenv.yaml]
+    #[arg(long, global = true, value_name = "DIR", env = "DEVENV_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Profile: where and how the environment runs (built in: local, k3d, sim, standalone, preview)
+    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_PROFILE")]
+    pub profile: Option<String>,
+    /// Environment name; several environments of one repository can coexist [default: the project name]
+    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_ENV")]
+    pub env: Option<String>,
+    /// Output format: text for people, json for programs (NDJSON progress events, then the result)
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print only errors and the result
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail about each step
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update the environment and wait until it is ready
+    #[command(
+        after_help = "Examples:\n  devenv up\n  devenv up --profile standalone --show-secrets\n  devenv up --env shop-feature-x --output json"
+    )]
+    Up(UpArgs),
+    /// Remove what `up` created; data volumes are kept unless --purge
+    #[command(
+        after_help = "Examples:\n  devenv down\n  devenv down --purge   # also delete data and generated credentials"
+    )]
+    Down(DownArgs),
+    /// Show what runs, its health and endpoints
+    #[command(
+        after_help = "Examples:\n  devenv status\n  devenv status --output json --show-secrets | jq '.services[0].outputs'"
+    )]
+    Status(StatusArgs),
+    /// Show what `up` would do, without doing it
+    #[command(
+        after_help = "Examples:\n  devenv plan\n  devenv plan --profile standalone --output json"
+    )]
+    Plan,
+    /// Check this machine and say how to fix what is missing
+    #[command(after_help = "Examples:\n  devenv doctor\n  devenv doctor --output json")]
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Show generated passwords and URLs with credentials in the summary
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete data volumes and the generated credentials
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show generated passwords and URLs with credentials
+    #[arg(long)]
+    pub show_secrets: bool,
+}

@@ -1,0 +1,259 @@
+//! `devenv doctor`: checks of this machine, each with its fix.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::Context;
+use crate::config;
+use crate::docker::Docker;
+use crate::errors::{self, Error};
+use crate::naming;
+use crate::ports;
+use crate::state::Store;
+use crate::ui;
+
+/// Minimum free disk space before doctor fails, and before it warns.
+const DISK_FAIL_BYTES: u64 = 1 << 30;
+const DISK_WARN_BYTES: u64 = 5 << 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &str, detail: String) -> Self {
+        Check {
+            name: name.to_string(),
+            verdict: Verdict::Ok,
+            detail,
+            fix: None,
+        }
+    }
+    fn problem(name: &str, verdict: Verdict, detail: String, fix: impl Into<String>) -> Self {
+        Check {
+            name: name.to_string(),
+            verdict,
+            detail,
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// Fails the command (exit 1) when a check fails; warnings pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} check(s) failed")]
+pub struct Failed(pub usize);
+
+pub async fn run(ctx: &Context) -> Result<(), Error> {
+    let mut checks = Vec::new();
+    let docker = match Docker::connect().await {
+        Ok(docker) => {
+            let detail = match docker.version().await {
+                Ok(v) => format!("Docker {} (API {})", v.version, v.api_version),
+                Err(e) => format!("reachable, but its version is unknown: {e}"),
+            };
+            checks.push(Check::ok("docker", detail));
+            Some(docker)
+        }
+        Err(error) => {
+            let error = Error::from(error);
+            let fix = errors::diagnose(&error).hint.unwrap_or_default();
+            checks.push(Check::problem(
+                "docker",
+                Verdict::Fail,
+                error.to_string(),
+                fix,
+            ));
+            None
+        }
+    };
+
+    let config = config::load(&ctx.selection, &ctx.cwd);
+    match &config {
+        Ok(config) => checks.push(Check::ok(
+            "config",
+            format!("{} is valid (environment `{}`, profile `{}`)", config::PROJECT_FILE, config.env, config.profile_name),
+        )),
+        Err(config::Error::ProjectNotFound { .. }) => checks.push(Check::problem(
+            "config",
+            Verdict::Warn,
+            format!("no {} here", config::PROJECT_FILE),
+            "run doctor inside the GitOps repository, or pass --repo DIR, to check its configuration",
+        )),
+        Err(error) => checks.push(Check::problem("config", Verdict::Fail, error.to_string(), "fix the file; `devenv plan` shows the full error")),
+    }
+
+    let mut disk_paths = Vec::new();
+    if let Ok(store) = Store::for_env("doctor") {
+        let root = store
+            .dir()
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        disk_paths.extend(root.map(|r| ("state directory", r)));
+    }
+    if let Some(docker) = &docker
+        && let Some(root) = docker.root_dir().await
+    {
+        disk_paths.push(("Docker data", root.into()));
+    }
+    for (what, path) in disk_paths {
+        checks.push(disk_check(what, &path));
+    }
+
+    if let Ok(config) = &config {
+        checks.extend(port_checks(config, docker.as_ref()).await);
+    }
+
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if ctx.json() {
+        ui::print_json(&serde_json::json!({"checks": checks, "failed": failed}));
+    } else {
+        for check in &checks {
+            let word = match check.verdict {
+                Verdict::Ok => "ok",
+                Verdict::Warn => "warn",
+                Verdict::Fail => "FAIL",
+            };
+            println!("{word:>5}  {:<8} {}", check.name, check.detail);
+            if let Some(fix) = &check.fix {
+                println!("{:>5}  {:<8} fix: {fix}", "", "");
+            }
+        }
+    }
+    if failed > 0 {
+        Err(Error::Doctor(Failed(failed)))
+    } else {
+        Ok(())
+    }
+}
+
+fn disk_check(what: &str, path: &Path) -> Check {
+    // The nearest existing ancestor tells which filesystem the path will be on.
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match free_bytes(existing) {
+        Some(free) if free < DISK_FAIL_BYTES => Check::problem(
+            "disk",
+            Verdict::Fail,
+            format!(
+                "{what} ({}): only {} free",
+                path.display(),
+                human_bytes(free)
+            ),
+            "free some space (`docker system prune` removes unused images and containers)",
+        ),
+        Some(free) if free < DISK_WARN_BYTES => Check::problem(
+            "disk",
+            Verdict::Warn,
+            format!("{what} ({}): {} free", path.display(), human_bytes(free)),
+            "substitute images and data take a few GiB; consider freeing space",
+        ),
+        Some(free) => Check::ok(
+            "disk",
+            format!("{what} ({}): {} free", path.display(), human_bytes(free)),
+        ),
+        None => Check::problem(
+            "disk",
+            Verdict::Warn,
+            format!("cannot read free space of {}", path.display()),
+            "check the path exists",
+        ),
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Pinned and remembered ports must be free, or held by the environment's own container.
+async fn port_checks(config: &config::Config, docker: Option<&Docker>) -> Vec<Check> {
+    let remembered = Store::for_env(&config.env)
+        .ok()
+        .and_then(|s| s.load().ok().flatten());
+    let mut checks = Vec::new();
+    for service in &config.services {
+        let main = &service.substitute.main_port;
+        let pinned = service.port;
+        let kept = remembered
+            .as_ref()
+            .and_then(|s| s.services.get(&service.name))
+            .and_then(|s| s.host_ports.get(main))
+            .copied();
+        let Some(port) = pinned.or(kept) else {
+            continue;
+        };
+        let ours = match docker {
+            Some(docker) => docker
+                .inspect_container(&naming::container_name(&config.env, &service.name))
+                .await
+                .ok()
+                .flatten()
+                .filter(|c| c.running)
+                .and_then(|c| c.ports.get(&service.substitute.ports[main]).copied()),
+            None => None,
+        };
+        let check = if ours == Some(port) {
+            Check::ok(
+                "ports",
+                format!(
+                    "127.0.0.1:{port} is held by `{}`'s own container",
+                    service.name
+                ),
+            )
+        } else if ports::is_free(port) {
+            Check::ok(
+                "ports",
+                format!("127.0.0.1:{port} for `{}` is free", service.name),
+            )
+        } else if pinned.is_some() {
+            Check::problem(
+                "ports",
+                Verdict::Fail,
+                format!(
+                    "127.0.0.1:{port}, pinned for `{}`, is taken by another program",
+                    service.name
+                ),
+                format!(
+                    "stop the program holding it (`ss -ltnp 'sport = :{port}'`) or change `port:` in devenv.yaml"
+                ),
+            )
+        } else {
+            Check::problem(
+                "ports",
+                Verdict::Warn,
+                format!(
+                    "127.0.0.1:{port}, remembered for `{}`, is taken by another program",
+                    service.name
+                ),
+                "`devenv up` will move the service to a free port",
+            )
+        };
+        checks.push(check);
+    }
+    checks
+}

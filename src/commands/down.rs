@@ -1,0 +1,58 @@
+//! `devenv down`: remove what `up` created, found by label; data survives unless `--purge`.
+
+use super::Context;
+use crate::cli::DownArgs;
+use crate::config;
+use crate::docker::Docker;
+use crate::errors::Error;
+use crate::state::Store;
+use crate::substitutes::{self, Removed};
+use crate::ui;
+
+pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
+    // A broken devenv.yaml must not stop a cleanup: with `--env`, the name is enough.
+    let env = match (config::load(&ctx.selection, &ctx.cwd), &ctx.selection.env) {
+        (Ok(config), _) => config.env,
+        (Err(_), Some(env)) => env.clone(),
+        (Err(error), None) => return Err(error.into()),
+    };
+    let store = Store::for_env(&env)?;
+    let state = store.load()?;
+    let reporter = ctx.reporter();
+
+    let removed = match Docker::connect().await {
+        Ok(docker) => substitutes::remove_all(&docker, &env, args.purge, reporter.as_ref()).await?,
+        // Without a state file devenv never made anything here, so there is nothing to remove.
+        Err(_) if state.is_none() => Removed::default(),
+        Err(error) => return Err(error.into()),
+    };
+    if args.purge {
+        store.remove()?;
+    }
+
+    if ctx.json() {
+        ui::print_json(
+            &serde_json::json!({"event": "result", "env": env, "purged": args.purge, "removed": removed}),
+        );
+        return Ok(());
+    }
+    if removed.containers.is_empty() && removed.volumes.is_empty() {
+        println!("Environment `{env}` has nothing running; nothing to remove.");
+    } else {
+        println!(
+            "Environment `{env}` is down: removed {} container(s){}.",
+            removed.containers.len(),
+            if args.purge {
+                format!(" and {} volume(s)", removed.volumes.len())
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !args.purge && state.is_some() {
+        println!(
+            "Data volumes and credentials are kept for the next `devenv up`; `devenv down --purge` deletes them."
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! One module per command: glue between configuration, the parts that act, and the UI.
+
+pub mod doctor;
+pub mod down;
+pub mod plan;
+pub mod status;
+pub mod up;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::config::Selection;
+use crate::errors::Error;
+use crate::substitutes::OutputValue;
+use crate::ui::{self, OutputFormat, Reporter, Verbosity};
+
+/// What every command gets from the command line.
+pub struct Context {
+    pub selection: Selection,
+    pub format: OutputFormat,
+    pub verbosity: Verbosity,
+    pub cwd: PathBuf,
+}
+
+impl Context {
+    pub fn new(cli: &Cli, cwd: PathBuf) -> Self {
+        let global = &cli.global;
+        Context {
+            selection: Selection {
+                repo: global.repo.clone(),
+                profile: global.profile.clone(),
+                env: global.env.clone(),
+            },
+            format: global.output,
+            verbosity: if global.quiet {
+                Verbosity::Quiet
+            } else if global.verbose {
+                Verbosity::Verbose
+            } else {
+                Verbosity::Normal
+            },
+            cwd,
+        }
+    }
+
+    pub fn reporter(&self) -> Box<dyn Reporter> {
+        ui::reporter(self.format, self.verbosity)
+    }
+
+    pub fn json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+}
+
+pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), Error> {
+    match &cli.command {
+        Command::Up(args) => up::run(ctx, args).await,
+        Command::Down(args) => down::run(ctx, args).await,
+        Command::Status(args) => status::run(ctx, args).await,
+        Command::Plan => plan::run(ctx).await,
+        Command::Doctor => doctor::run(ctx).await,
+    }
+}
+
+/// Outputs as a JSON object, secrets as null unless shown.
+fn outputs_json(
+    outputs: &[OutputValue],
+    show_secrets: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    outputs
+        .iter()
+        .map(|o| {
+            let value = if o.secret && !show_secrets {
+                serde_json::Value::Null
+            } else {
+                o.value.clone().into()
+            };
+            (o.name.clone(), value)
+        })
+        .collect()
+}
+
+/// Table rows `service, output, value`, secrets hidden unless shown.
+fn output_rows(service: &str, outputs: &[OutputValue], show_secrets: bool) -> Vec<Vec<String>> {
+    outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let value = if o.secret && !show_secrets {
+                "(hidden; --show-secrets)".to_string()
+            } else {
+                o.value.clone()
+            };
+            vec![
+                if i == 0 {
+                    service.to_string()
+                } else {
+                    String::new()
+                },
+                o.name.clone(),
+                value,
+            ]
+        })
+        .collect()
+}

@@ -1,0 +1,103 @@
+//! `devenv status`: each substitute's container, health and endpoint.
+
+use super::{Context, output_rows, outputs_json};
+use crate::cli::StatusArgs;
+use crate::config;
+use crate::docker::Docker;
+use crate::errors::Error;
+use crate::naming;
+use crate::state::Store;
+use crate::substitutes::{self, probe};
+use crate::ui::{self, table};
+
+pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
+    let config = config::load(&ctx.selection, &ctx.cwd)?;
+    let state = Store::for_env(&config.env)?.load()?;
+    let docker = if config.services.is_empty() {
+        None
+    } else {
+        Some(Docker::connect().await?)
+    };
+
+    let mut services = Vec::new();
+    let mut rows = Vec::new();
+    let mut output_table = Vec::new();
+    for service in &config.services {
+        let container_name = naming::container_name(&config.env, &service.name);
+        let container = match &docker {
+            Some(docker) => docker.inspect_container(&container_name).await?,
+            None => None,
+        };
+        let remembered = state.as_ref().and_then(|s| s.services.get(&service.name));
+        let port = remembered
+            .and_then(|r| r.host_ports.get(&service.substitute.main_port))
+            .copied();
+        let values = remembered.map(|r| substitutes::host_values(&config.env, service, r));
+        let (state_word, health) = match (&container, port, &values) {
+            (None, ..) => ("absent".to_string(), "-".to_string()),
+            (Some(c), Some(port), Some(values)) if c.running => {
+                match probe::check_once(&service.substitute.probe, port, values).await {
+                    Ok(()) => ("running".to_string(), "ready".to_string()),
+                    Err(error) => ("running".to_string(), format!("not ready: {error}")),
+                }
+            }
+            (Some(c), ..) => (c.state.clone(), "-".to_string()),
+        };
+        let endpoint = port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_else(|| "-".to_string());
+        let outputs = values
+            .as_ref()
+            .map(|v| substitutes::render_outputs(service, v))
+            .unwrap_or_default();
+        rows.push(vec![
+            service.name.clone(),
+            service.kind.clone(),
+            state_word.clone(),
+            health.clone(),
+            endpoint.clone(),
+        ]);
+        output_table.extend(output_rows(&service.name, &outputs, args.show_secrets));
+        services.push(serde_json::json!({
+            "name": service.name,
+            "kind": service.kind,
+            "container": container_name,
+            "state": state_word,
+            "health": health,
+            "endpoint": port.map(|p| format!("127.0.0.1:{p}")),
+            "outputs": outputs_json(&outputs, args.show_secrets),
+        }));
+    }
+
+    if ctx.json() {
+        ui::print_json(&serde_json::json!({
+            "env": config.env,
+            "profile": config.profile_name,
+            "created": state.is_some(),
+            "services": services,
+        }));
+        return Ok(());
+    }
+    println!(
+        "Environment `{}` (profile `{}`)",
+        config.env, config.profile_name
+    );
+    if state.is_none() {
+        println!("Not created yet; `devenv up` creates it.");
+    }
+    if !rows.is_empty() {
+        println!();
+        print!(
+            "{}",
+            table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT"], &rows)
+        );
+    }
+    if !output_table.is_empty() {
+        println!();
+        print!(
+            "{}",
+            table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table)
+        );
+    }
+    Ok(())
+}

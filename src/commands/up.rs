@@ -1,0 +1,103 @@
+//! `devenv up`: validate, record, then create or update each substitute and wait for it.
+
+use futures_util::future::join_all;
+
+use super::{Context, output_rows, outputs_json};
+use crate::cli::UpArgs;
+use crate::config;
+use crate::docker::Docker;
+use crate::errors::Error;
+use crate::plan;
+use crate::providers;
+use crate::state::Store;
+use crate::substitutes::{self, STOP_GRACE};
+use crate::ui::{self, ReporterExt, table};
+
+pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
+    // Everything that can be checked without side effects is checked first.
+    let config = config::load(&ctx.selection, &ctx.cwd)?;
+    providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
+    let store = Store::for_env(&config.env)?;
+    let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
+    let reporter = ctx.reporter();
+
+    let mut ready = Vec::new();
+    if !config.services.is_empty() {
+        let docker = Docker::connect().await?;
+        let (observed, orphans) = substitutes::observe(&docker, &config).await?;
+        let desired = substitutes::resolve(&config, &mut state, &observed)?;
+        // Recorded before anything is created, so `down` can always clean up.
+        store.save(&state)?;
+        let plan = plan::compute(&config, &desired, &observed, &orphans);
+        for step in &plan.services {
+            if let Some(note) = &step.port_note
+                && note.contains("taken")
+            {
+                reporter.warning(&format!("{}: {note}", step.service));
+            }
+        }
+        for orphan in &plan.orphans {
+            reporter.warning(&format!(
+                "removing `{orphan}`: its service is no longer in devenv.yaml (volume kept)"
+            ));
+            docker.remove_container(orphan, STOP_GRACE).await?;
+        }
+        // Substitutes start in parallel; each reports its own progress.
+        let results = join_all(
+            desired
+                .iter()
+                .zip(&plan.services)
+                .map(|(d, step)| substitutes::ensure(&docker, d, step.action, reporter.as_ref())),
+        )
+        .await;
+        let total = results.len();
+        let mut errors: Vec<Error> = results
+            .into_iter()
+            .filter_map(Result::err)
+            .map(Error::from)
+            .collect();
+        match errors.len() {
+            0 => {}
+            1 => return Err(errors.remove(0)),
+            failed => {
+                return Err(Error::Several {
+                    failed,
+                    total,
+                    first: Box::new(errors.remove(0)),
+                });
+            }
+        }
+        ready = desired;
+    }
+
+    if ctx.json() {
+        let services: Vec<_> = ready
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.service.name,
+                    "kind": d.service.kind,
+                    "container": d.spec.name,
+                    "endpoint": format!("127.0.0.1:{}", d.main_port()),
+                    "outputs": outputs_json(&d.outputs(), args.show_secrets),
+                })
+            })
+            .collect();
+        ui::print_json(
+            &serde_json::json!({"event": "result", "env": config.env, "profile": config.profile_name, "services": services}),
+        );
+    } else if ready.is_empty() {
+        println!(
+            "Environment `{}` is up (no services in devenv.yaml).",
+            config.env
+        );
+    } else {
+        let rows: Vec<Vec<String>> = ready
+            .iter()
+            .flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets))
+            .collect();
+        println!("Environment `{}` is up.\n", config.env);
+        print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,726 @@
+//! Configuration: `devenv.yaml`, profiles and the substitute catalogue, loaded and validated
+//! before anything else happens. Every error names the file, line, column and field.
+
+pub mod catalogue;
+pub mod locate;
+pub mod profile;
+pub mod project;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::naming;
+pub use catalogue::Substitute;
+pub use locate::{Locator, Position};
+pub use profile::Profile;
+pub use project::ProjectFile;
+
+pub const PROJECT_FILE: &str = "devenv.yaml";
+/// Profile used when neither `--profile` nor `defaultProfile` names one.
+pub const DEFAULT_PROFILE: &str = "local";
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+}
+
+/// Where in which file a problem is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub position: Option<Position>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{}:{}:{}", self.file, p.line, p.column),
+            None => write!(f, "{}", self.file),
+        }
+    }
+}
+
+/// The kind of a configuration problem; each has its own error id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Problem {
+    Syntax,
+    UnknownKind,
+    UnknownProfile,
+    InvalidName,
+    Duplicate,
+    UnknownOutput,
+    UnknownVersion,
+    UnknownParam,
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no {PROJECT_FILE} in `{}` or any directory above it", start.display())]
+    ProjectNotFound { start: PathBuf },
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{at}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
+    Invalid {
+        problem: Problem,
+        at: Location,
+        field: String,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+/// A configuration file's name (as shown to the user) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    fn read(repo: &Path, relative: &str) -> Result<Self, Error> {
+        let path = repo.join(relative);
+        let text = fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
+        Ok(SourceFile {
+            name: relative.to_string(),
+            text,
+        })
+    }
+}
+
+/// One managed service of the environment, with its catalogue entry resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub image: String,
+    /// Host port pinned in devenv.yaml for the main port.
+    pub port: Option<u16>,
+    /// Catalogue parameter defaults overlaid with the service's own values.
+    pub params: BTreeMap<String, String>,
+    /// ConfigMap key → output name.
+    pub keys: BTreeMap<String, String>,
+    pub substitute: Substitute,
+}
+
+/// Everything a command needs to know, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub repo: PathBuf,
+    pub env: String,
+    pub profile_name: String,
+    pub project: ProjectFile,
+    pub profile: Profile,
+    pub services: Vec<Service>,
+}
+
+/// What the user chose on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub repo: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub env: Option<String>,
+}
+
+/// The repository root: `--repo`, or the nearest directory at or above `start` holding
+/// devenv.yaml.
+pub fn find_repo(explicit: Option<&Path>, start: &Path) -> Result<PathBuf, Error> {
+    if let Some(dir) = explicit {
+        let file = dir.join(PROJECT_FILE);
+        return match fs::metadata(&file) {
+            Ok(_) => Ok(dir.to_path_buf()),
+            Err(source) => Err(Error::Read { path: file, source }),
+        };
+    }
+    start
+        .ancestors()
+        .find(|dir| dir.join(PROJECT_FILE).is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::ProjectNotFound {
+            start: start.to_path_buf(),
+        })
+}
+
+/// Loads and validates the project, the selected profile and the catalogue.
+pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
+    let repo = find_repo(selection.repo.as_deref(), cwd)?;
+    let project_source = SourceFile::read(&repo, PROJECT_FILE)?;
+    let project: ProjectFile = parse_layers(&[project_source.clone()])?;
+    let project_locator = Locator::new(&project_source.text);
+    let at = |field: &str| Location {
+        file: PROJECT_FILE.to_string(),
+        position: project_locator.find(field),
+    };
+
+    check_name(&project.project, "project", &at, naming::MAX_ENV_LEN)?;
+    let env = match &selection.env {
+        Some(env) => {
+            let cli = |_: &str| Location {
+                file: "--env".to_string(),
+                position: None,
+            };
+            check_name(env, "", &cli, naming::MAX_ENV_LEN)?;
+            env.clone()
+        }
+        None => project.project.clone(),
+    };
+
+    let profiles = load_catalogue::<Profile>(&repo, "profiles", builtin::PROFILES)?;
+    let profile_name = selection
+        .profile
+        .clone()
+        .or_else(|| project.default_profile.clone())
+        .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
+    let Some(profile) = profiles.get(&profile_name).cloned() else {
+        let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+        let (file, position) = match &selection.profile {
+            Some(_) => ("--profile".to_string(), None),
+            None => (
+                PROJECT_FILE.to_string(),
+                project_locator.find("defaultProfile"),
+            ),
+        };
+        return Err(Error::Invalid {
+            problem: Problem::UnknownProfile,
+            at: Location { file, position },
+            field: String::new(),
+            message: format!("unknown profile `{profile_name}`"),
+            hint: Some(known_list("profiles", &known, &profile_name)),
+        });
+    };
+
+    let catalogue = load_catalogue::<Substitute>(&repo, "substitutes", builtin::SUBSTITUTES)?;
+    let services = resolve_services(&project, &profile, &catalogue, &env, &at)?;
+    Ok(Config {
+        repo,
+        env,
+        profile_name,
+        project,
+        profile,
+        services,
+    })
+}
+
+fn resolve_services(
+    project: &ProjectFile,
+    profile: &Profile,
+    catalogue: &BTreeMap<String, Substitute>,
+    env: &str,
+    at: &dyn Fn(&str) -> Location,
+) -> Result<Vec<Service>, Error> {
+    let invalid = |problem, field: String, message: String, hint: Option<String>| Error::Invalid {
+        problem,
+        at: at(&field),
+        field,
+        message,
+        hint,
+    };
+    let mut names = BTreeSet::new();
+    // ConfigMap key → where it is first defined, to report clashes.
+    let mut key_owners: BTreeMap<&str, String> = profile
+        .environment
+        .keys()
+        .map(|k| (k.as_str(), "the profile's `environment`".to_string()))
+        .collect();
+    let mut services = Vec::new();
+    for (i, service) in project.services.iter().enumerate() {
+        let field = |name: &str| format!("services[{i}].{name}");
+        check_name(&service.name, &field("name"), at, naming::MAX_SERVICE_LEN)?;
+        let container = naming::container_name(env, &service.name);
+        if container.len() > naming::MAX_OBJECT_LEN {
+            return Err(invalid(
+                Problem::InvalidName,
+                field("name"),
+                format!(
+                    "container name `{container}` is longer than {} characters",
+                    naming::MAX_OBJECT_LEN
+                ),
+                Some("shorten the service name or the environment name (--env)".to_string()),
+            ));
+        }
+        if !names.insert(service.name.as_str()) {
+            return Err(invalid(
+                Problem::Duplicate,
+                field("name"),
+                format!("service `{}` is defined twice", service.name),
+                Some("give each service its own name".to_string()),
+            ));
+        }
+        let Some(substitute) = catalogue.get(&service.kind) else {
+            let known: Vec<&str> = catalogue.keys().map(String::as_str).collect();
+            return Err(invalid(
+                Problem::UnknownKind,
+                field("kind"),
+                format!("unknown substitute kind `{}`", service.kind),
+                Some(known_list("kinds", &known, &service.kind)),
+            ));
+        };
+        let version = service
+            .version
+            .clone()
+            .unwrap_or_else(|| substitute.versions.default.clone());
+        let Some(tag) = substitute.versions.tags.get(&version) else {
+            let known: Vec<&str> = substitute
+                .versions
+                .tags
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(invalid(
+                Problem::UnknownVersion,
+                field("version"),
+                format!("`{}` has no version `{version}`", service.kind),
+                Some(known_list("versions", &known, &version)),
+            ));
+        };
+        for name in service.params.keys() {
+            if !substitute.params.contains_key(name) {
+                let known: Vec<&str> = substitute.params.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    Problem::UnknownParam,
+                    format!("services[{i}].params.{name}"),
+                    format!("`{}` has no parameter `{name}`", service.kind),
+                    Some(known_list("parameters", &known, name)),
+                ));
+            }
+        }
+        for (key, output) in &service.keys {
+            let key_field = format!("services[{i}].keys.{key}");
+            if !naming::is_variable_name(key) {
+                return Err(invalid(
+                    Problem::Invalid,
+                    key_field,
+                    format!("`{key}` is not a valid variable name"),
+                    Some(
+                        "use letters, digits and `_`, not starting with a digit (e.g. `DB_HOST`)"
+                            .to_string(),
+                    ),
+                ));
+            }
+            if !substitute.outputs.contains_key(output) {
+                let known: Vec<&str> = substitute.outputs.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    Problem::UnknownOutput,
+                    key_field,
+                    format!("`{}` has no output `{output}`", service.kind),
+                    Some(known_list("outputs", &known, output)),
+                ));
+            }
+            if let Some(owner) = key_owners.insert(key, format!("service `{}`", service.name)) {
+                return Err(invalid(
+                    Problem::Duplicate,
+                    key_field,
+                    format!("key `{key}` is already filled by {owner}"),
+                    Some("each ConfigMap key gets its value from one place".to_string()),
+                ));
+            }
+        }
+        let image = if naming::image_has_tag(&substitute.image) {
+            substitute.image.clone()
+        } else {
+            format!("{}:{tag}", substitute.image)
+        };
+        let mut params = substitute.params.clone();
+        params.extend(service.params.clone());
+        services.push(Service {
+            name: service.name.clone(),
+            kind: service.kind.clone(),
+            version,
+            image,
+            port: service.port,
+            params,
+            keys: service.keys.clone(),
+            substitute: substitute.clone(),
+        });
+    }
+    Ok(services)
+}
+
+fn check_name(
+    value: &str,
+    field: &str,
+    at: &dyn Fn(&str) -> Location,
+    max: usize,
+) -> Result<(), Error> {
+    match naming::check_label(value, max) {
+        Ok(()) => Ok(()),
+        Err(reason) => Err(Error::Invalid {
+            problem: Problem::InvalidName,
+            at: at(field),
+            field: field.to_string(),
+            message: format!("`{value}` {reason}"),
+            hint: Some(format!(
+                "use lowercase letters, digits and `-`, starting and ending with a letter or digit, at most {max} characters (e.g. `{}`)",
+                naming::sanitize(value, max)
+            )),
+        }),
+    }
+}
+
+/// "known kinds: a, b; did you mean `c`?"
+fn known_list(what: &str, known: &[&str], given: &str) -> String {
+    let mut hint = format!("known {what}: {}", known.join(", "));
+    if let Some(best) = suggest(given, known) {
+        hint.push_str(&format!("; did you mean `{best}`?"));
+    }
+    hint
+}
+
+/// The closest candidate to a mistyped word, if one is close enough to be a typo.
+pub fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(given, c), *c))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Loads `<dir>/*.yaml` entries: built-in ones, then `.devenv/<dir>/*.yaml` from the repo,
+/// whose top-level fields replace the built-in entry's of the same name or add a new entry.
+fn load_catalogue<T: DeserializeOwned + Validate>(
+    repo: &Path,
+    dir: &str,
+    builtin: &[(&str, &str)],
+) -> Result<BTreeMap<String, T>, Error> {
+    let mut layers: BTreeMap<String, Vec<SourceFile>> = builtin
+        .iter()
+        .map(|(name, text)| {
+            let file = SourceFile {
+                name: format!("<built-in>/{dir}/{name}.yaml"),
+                text: text.to_string(),
+            };
+            (name.to_string(), vec![file])
+        })
+        .collect();
+    let user_dir = repo.join(".devenv").join(dir);
+    if user_dir.is_dir() {
+        let entries = fs::read_dir(&user_dir).map_err(|source| Error::Read {
+            path: user_dir.clone(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let stem = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let relative = format!(
+                ".devenv/{dir}/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let file = SourceFile::read(repo, &relative)?;
+            if let Err(reason) = naming::check_label(&stem, naming::MAX_OBJECT_LEN) {
+                return Err(Error::Invalid {
+                    problem: Problem::InvalidName,
+                    at: Location {
+                        file: relative,
+                        position: None,
+                    },
+                    field: String::new(),
+                    message: format!("file name `{stem}` {reason}"),
+                    hint: Some(
+                        "the file name (without .yaml) is the entry's name: use a DNS label"
+                            .to_string(),
+                    ),
+                });
+            }
+            layers.entry(stem).or_default().push(file);
+        }
+    }
+    let mut entries = BTreeMap::new();
+    for (name, files) in layers {
+        let entry: T = parse_layers(&files)?;
+        let last = files.last().expect("every entry has a file");
+        entry.validate(&last.name, &Locator::new(&last.text))?;
+        entries.insert(name, entry);
+    }
+    Ok(entries)
+}
+
+/// Checks a catalogue entry beyond its shape.
+trait Validate {
+    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error>;
+}
+
+impl Validate for Profile {
+    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
+        let at = |field: &str| Location {
+            file: file.to_string(),
+            position: locator.find(field),
+        };
+        if let Some(memory) = &self.substitutes.memory
+            && parse_memory(memory).is_none()
+        {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: at("substitutes.memory"),
+                field: "substitutes.memory".to_string(),
+                message: format!("`{memory}` is not a memory size"),
+                hint: Some("write it like `512Mi` or `2Gi`".to_string()),
+            });
+        }
+        if let Some(ttl) = &self.ttl
+            && parse_duration(ttl).is_none()
+        {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: at("ttl"),
+                field: "ttl".to_string(),
+                message: format!("`{ttl}` is not a duration"),
+                hint: Some("write it like `90m`, `72h` or `7d`".to_string()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Validate for Substitute {
+    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
+        let invalid = |field: String, message: String, hint: &str| Error::Invalid {
+            problem: Problem::Invalid,
+            at: Location {
+                file: file.to_string(),
+                position: locator.find(&field),
+            },
+            field,
+            message,
+            hint: Some(hint.to_string()),
+        };
+        if !self.ports.contains_key(&self.main_port) {
+            return Err(invalid(
+                "mainPort".to_string(),
+                format!("`{}` is not one of `ports`", self.main_port),
+                "name one of the entries under `ports`",
+            ));
+        }
+        if !self.versions.tags.contains_key(&self.versions.default) {
+            return Err(invalid(
+                "versions.default".to_string(),
+                format!("`{}` is not one of `versions.tags`", self.versions.default),
+                "add it under `versions.tags` or pick one of them",
+            ));
+        }
+        if parse_duration(self.probe.timeout()).is_none() {
+            return Err(invalid(
+                "probe.timeout".to_string(),
+                format!("`{}` is not a duration", self.probe.timeout()),
+                "write it like `30s` or `2m`",
+            ));
+        }
+        let known = self.template_variables();
+        for (field, template) in self.templates() {
+            for variable in template::variables(template) {
+                if !known.contains(variable) {
+                    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                    return Err(invalid(
+                        field.clone(),
+                        format!("unknown variable `${{{variable}}}`"),
+                        &known_list("variables", &names, variable),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Substitute {
+    /// Names a template may use: parameters, secrets, `service`, `env`, `host`, `port` (the
+    /// main port) and `port.<name>` for every port.
+    pub fn template_variables(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> =
+            self.params.keys().chain(&self.secrets).cloned().collect();
+        names.extend(["service", "env", "host", "port"].map(String::from));
+        names.extend(self.ports.keys().map(|p| format!("port.{p}")));
+        names
+    }
+
+    /// Every templated field, with its path.
+    fn templates(&self) -> Vec<(String, &str)> {
+        let mut all: Vec<(String, &str)> = Vec::new();
+        all.extend(
+            self.env
+                .iter()
+                .map(|(k, v)| (format!("env.{k}"), v.as_str())),
+        );
+        if let Some(command) = &self.command {
+            all.extend(
+                command
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("command[{i}]"), v.as_str())),
+            );
+        }
+        all.extend(
+            self.outputs
+                .iter()
+                .map(|(k, v)| (format!("outputs.{k}"), v.template())),
+        );
+        if let catalogue::Probe::Sql {
+            username,
+            password,
+            database,
+            ..
+        } = &self.probe
+        {
+            all.push(("probe.username".to_string(), username));
+            all.push(("probe.password".to_string(), password));
+            all.push(("probe.database".to_string(), database));
+        }
+        all
+    }
+}
+
+/// Parses the files of one entry, later files' top-level fields replacing earlier ones'.
+fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
+    let mut merged = serde_yaml::Mapping::new();
+    // Top-level key → index of the file that supplied it, to place errors.
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, file) in files.iter().enumerate() {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(&file.text).map_err(|e| syntax_error(file, &e))?;
+        let mapping = match value {
+            serde_yaml::Value::Mapping(mapping) => mapping,
+            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+            _ => {
+                return Err(Error::Invalid {
+                    problem: Problem::Syntax,
+                    at: Location {
+                        file: file.name.clone(),
+                        position: Some(Position { line: 1, column: 1 }),
+                    },
+                    field: String::new(),
+                    message: "expected a mapping of fields".to_string(),
+                    hint: Some(
+                        "the file holds one YAML mapping, e.g. `key: value` lines".to_string(),
+                    ),
+                });
+            }
+        };
+        for (key, value) in mapping {
+            if let Some(name) = key.as_str() {
+                owner.insert(name.to_string(), index);
+            }
+            merged.insert(key, value);
+        }
+    }
+    serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged)).map_err(|error| {
+        let mut field = error.path().to_string();
+        if field == "." {
+            field.clear();
+        }
+        let message = strip_position(&error.inner().to_string());
+        // For an unknown field, point at the field itself rather than its parent.
+        let lookup = match message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(unknown) if field.is_empty() => unknown.to_string(),
+            Some(unknown) => format!("{field}.{unknown}"),
+            None => field.clone(),
+        };
+        let top = lookup.split(['.', '[']).next().unwrap_or_default();
+        let file = &files[owner.get(top).copied().unwrap_or(files.len() - 1)];
+        Error::Invalid {
+            problem: Problem::Syntax,
+            at: Location {
+                file: file.name.clone(),
+                position: Locator::new(&file.text).find(&lookup),
+            },
+            field,
+            message,
+            hint: schema_hint(&lookup),
+        }
+    })
+}
+
+fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
+    Error::Invalid {
+        problem: Problem::Syntax,
+        at: Location {
+            file: file.name.clone(),
+            position: error.location().map(|l| Position {
+                line: l.line(),
+                column: l.column(),
+            }),
+        },
+        field: String::new(),
+        message: strip_position(&error.to_string()),
+        hint: Some("fix the YAML syntax at that position".to_string()),
+    }
+}
+
+fn schema_hint(field: &str) -> Option<String> {
+    Some(format!(
+        "see the configuration reference in README.md for `{}`",
+        if field.is_empty() { "the file" } else { field }
+    ))
+}
+
+/// serde_yaml appends " at line L column C"; devenv shows the position in front instead.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(cut) => message[..cut].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// `30s`, `5m`, `72h`, `7d` → seconds.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
+}
+
+/// `512Mi`, `2Gi`, `1G`, `1048576` → bytes.
+pub fn parse_memory(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let number: i64 = number.parse().ok()?;
+    let factor: i64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor).filter(|bytes| *bytes > 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! `profiles/*.yaml`: where and how an environment runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Profile {
+    #[serde(default)]
+    pub description: String,
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub substitutes: SubstituteRuntimeConfig,
+    /// Static keys added to the environment ConfigMap, e.g. `AWS_REGION`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Resource quota for namespaced environments.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    /// Lifetime of a preview environment, e.g. `72h`.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// No cluster: substitutes only.
+    None,
+    Kind,
+    K3d,
+    Existing,
+    EksNamespace,
+    Sim,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::None => "none",
+            Provider::Kind => "kind",
+            Provider::K3d => "k3d",
+            Provider::Existing => "existing",
+            Provider::EksNamespace => "eks-namespace",
+            Provider::Sim => "sim",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub provider: Provider,
+    /// Cluster name (kind/k3d); default `devenv-<env>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kubernetes_version: Option<String>,
+    /// kubeconfig context (existing, eks-namespace).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// Host port of the environment's registry on 127.0.0.1 (default: a free port).
+    #[serde(default)]
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubstituteRuntime {
+    /// Containers in the local Docker engine, ports on 127.0.0.1.
+    #[default]
+    Docker,
+    /// StatefulSets inside the environment's namespace.
+    Cluster,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubstituteRuntimeConfig {
+    #[serde(default)]
+    pub runtime: SubstituteRuntime,
+    /// Memory cap per substitute, e.g. `1Gi`.
+    #[serde(default)]
+    pub memory: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Quota {
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub pods: Option<u32>,
+}

@@ -1,0 +1,441 @@
+//! The Docker engine, through bollard: one error variant per operation, 404 means "absent".
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::ports::LOOPBACK;
+
+/// How long to wait for the engine to answer the first request.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the Docker engine at `{endpoint}`")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("the Docker engine at `{endpoint}` did not answer within {}s", CONNECT_DEADLINE.as_secs())]
+    NoAnswer { endpoint: String },
+    #[error("cannot pull image `{image}`")]
+    Pull {
+        image: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot inspect image `{image}`")]
+    InspectImage {
+        image: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot create container `{name}`")]
+    CreateContainer {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot start container `{name}`")]
+    StartContainer {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot stop container `{name}`")]
+    StopContainer {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot remove container `{name}`")]
+    RemoveContainer {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot inspect container `{name}`")]
+    InspectContainer {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot list containers")]
+    ListContainers(#[source] BollardError),
+    #[error("cannot create volume `{name}`")]
+    CreateVolume {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot remove volume `{name}`")]
+    RemoveVolume {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot list volumes")]
+    ListVolumes(#[source] BollardError),
+}
+
+/// What a container should be; its hash decides whether an existing one still fits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub command: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+    /// Container port → host port on 127.0.0.1.
+    pub ports: BTreeMap<u16, u16>,
+    /// Named volume and the path it is mounted at.
+    pub volume: Option<(String, String)>,
+    pub memory_bytes: Option<i64>,
+}
+
+/// What a container is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub running: bool,
+    /// Docker's state word: running, exited, created …
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    /// Container port → host port.
+    pub ports: BTreeMap<u16, u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineVersion {
+    pub version: String,
+    pub api_version: String,
+}
+
+impl Docker {
+    /// Connects to the engine named by `DOCKER_HOST` or the default socket, agreeing on an
+    /// API version both sides speak.
+    pub async fn connect() -> Result<Self, Error> {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |source| Error::Unreachable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let client = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
+        let client = tokio::time::timeout(CONNECT_DEADLINE, client.negotiate_version())
+            .await
+            .map_err(|_| Error::NoAnswer {
+                endpoint: endpoint.clone(),
+            })?
+            .map_err(unreachable)?;
+        Ok(Docker { client, endpoint })
+    }
+
+    pub async fn version(&self) -> Result<EngineVersion, Error> {
+        let version = self
+            .client
+            .version()
+            .await
+            .map_err(|source| Error::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        Ok(EngineVersion {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+        })
+    }
+
+    /// The engine's data directory, for the disk-space check.
+    pub async fn root_dir(&self) -> Option<String> {
+        self.client
+            .info()
+            .await
+            .ok()
+            .and_then(|info| info.docker_root_dir)
+    }
+
+    /// Makes sure the image is present, pulling it if not; `progress` receives pull status lines.
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<bool, Error> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => return Ok(false),
+            Err(e) if is_not_found(&e) => {}
+            Err(source) => {
+                return Err(Error::InspectImage {
+                    image: image.to_string(),
+                    source,
+                });
+            }
+        }
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut stream = self.client.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|source| Error::Pull {
+                image: image.to_string(),
+                source,
+            })?;
+            if let Some(status) = info.status {
+                progress(&status);
+            }
+        }
+        Ok(true)
+    }
+
+    pub async fn inspect_container(&self, name: &str) -> Result<Option<ContainerInfo>, Error> {
+        let response = match self.client.inspect_container(name, None).await {
+            Ok(response) => response,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(source) => {
+                return Err(Error::InspectContainer {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        };
+        let state = response.state.unwrap_or_default();
+        let config = response.config.unwrap_or_default();
+        let ports = response
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .map(|bindings| parse_port_map(&bindings))
+            .unwrap_or_default();
+        Ok(Some(ContainerInfo {
+            id: response.id.unwrap_or_default(),
+            name: response
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code,
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            ports,
+        }))
+    }
+
+    /// Names of all containers (running or not) carrying every given label.
+    pub async fn containers_with_labels(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<String>, Error> {
+        let filters = label_filters(labels);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(Error::ListContainers)?;
+        let mut names: Vec<String> = summaries
+            .into_iter()
+            .filter_map(|s| s.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .ports
+            .iter()
+            .map(|(container, host)| {
+                let binding = PortBinding {
+                    host_ip: Some(LOOPBACK.to_string()),
+                    host_port: Some(host.to_string()),
+                };
+                (format!("{container}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: spec.command.clone(),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: Some(spec.ports.keys().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: spec
+                    .volume
+                    .as_ref()
+                    .map(|(name, path)| vec![format!("{name}:{path}")]),
+                memory: spec.memory_bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let response = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|source| Error::CreateContainer {
+                name: spec.name.clone(),
+                source,
+            })?;
+        Ok(response.id)
+    }
+
+    pub async fn start_container(&self, name: &str) -> Result<(), Error> {
+        self.client
+            .start_container(name, None)
+            .await
+            .map_err(|source| Error::StartContainer {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; absent is fine.
+    pub async fn remove_container(&self, name: &str, grace: Duration) -> Result<(), Error> {
+        let stop = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs() as i32)
+            .build();
+        match self.client.stop_container(name, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(e) if status_code(&e) == Some(304) => {}
+            Err(source) => {
+                return Err(Error::StopContainer {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.client.remove_container(name, Some(remove)).await {
+            Err(e) if !is_not_found(&e) => Err(Error::RemoveContainer {
+                name: name.to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The last lines a container printed, to explain why it stopped.
+    pub async fn logs_tail(&self, name: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.client.logs(name, Some(options));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        out
+    }
+
+    /// Creates a labelled volume; an existing one is kept as it is.
+    pub async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.client
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::CreateVolume {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    pub async fn volumes_with_labels(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, Error> {
+        let filters = label_filters(labels);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let response = self
+            .client
+            .list_volumes(Some(options))
+            .await
+            .map_err(Error::ListVolumes)?;
+        let mut names: Vec<String> = response
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match self.client.remove_volume(name, Some(options)).await {
+            Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume {
+                name: name.to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    )])
+}
+
+fn parse_port_map(bindings: &HashMap<String, Option<Vec<PortBinding>>>) -> BTreeMap<u16, u16> {
+    bindings
+        .iter()
+        .filter_map(|(key, list)| {
+            let container = key.split('/').next()?.parse().ok()?;
+            let host = list.as_ref()?.first()?.host_port.as_ref()?.parse().ok()?;
+            Some((container, host))
+        })
+        .collect()
+}
+
+fn status_code(error: &BollardError) -> Option<u16> {
+    match error {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn is_not_found(error: &BollardError) -> bool {
+    status_code(error) == Some(404)
+}

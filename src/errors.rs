@@ -1,0 +1,231 @@
+//! The error every command returns, its stable id, exit code and hint, and how it is shown.
+//!
+//! Ids are stable: scripts and the README refer to them. All hints are chosen here.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::{self, Problem};
+use crate::{docker, ports, providers, state, substitutes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+    #[error(transparent)]
+    Substitute(#[from] substitutes::Error),
+    #[error(transparent)]
+    Provider(#[from] providers::Error),
+    #[error(
+        "interrupted; what was created so far is labelled, `devenv up` resumes and `devenv down` removes it"
+    )]
+    Interrupted,
+    #[error(transparent)]
+    Doctor(#[from] crate::commands::doctor::Failed),
+    #[error("{failed} of {total} substitutes failed")]
+    Several {
+        failed: usize,
+        total: usize,
+        first: Box<Error>,
+    },
+}
+
+/// Every id with a one-line title; the README's table lists the same.
+pub const IDS: &[(&str, &str)] = &[
+    ("DEV001", "no devenv.yaml found"),
+    (
+        "DEV002",
+        "a configuration file is not valid YAML or has a wrong or unknown field",
+    ),
+    ("DEV003", "unknown substitute kind"),
+    ("DEV004", "unknown profile"),
+    ("DEV005", "a name is not a valid DNS label or is too long"),
+    ("DEV006", "a name or ConfigMap key is defined twice"),
+    ("DEV007", "unknown substitute output"),
+    ("DEV008", "unknown version for a substitute kind"),
+    ("DEV009", "unknown substitute parameter"),
+    ("DEV010", "an invalid value in a configuration file"),
+    ("DEV011", "a file cannot be read"),
+    ("DEV020", "the Docker engine cannot be reached"),
+    ("DEV021", "a Docker operation failed"),
+    ("DEV022", "an image cannot be pulled"),
+    ("DEV023", "a port on 127.0.0.1 is taken"),
+    ("DEV024", "a substitute did not become ready in time"),
+    ("DEV025", "a substitute stopped while starting"),
+    ("DEV030", "the state file cannot be read or written"),
+    (
+        "DEV031",
+        "the environment name is used by another repository",
+    ),
+    ("DEV040", "the profile's cluster provider is not available"),
+    ("DEV041", "the cluster cannot be started or reached"),
+    ("DEV050", "a doctor check failed"),
+    ("DEV090", "interrupted"),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    pub id: &'static str,
+    #[serde(skip)]
+    pub exit_code: i32,
+    pub hint: Option<String>,
+}
+
+/// The id, exit code (0 ok, 1 failure, 2 usage or configuration error, 130 interrupted) and
+/// hint for an error.
+pub fn diagnose(error: &Error) -> Diagnosis {
+    let (id, hint): (&'static str, Option<String>) = match error {
+        Error::Config(e) => return diagnose_config(e),
+        Error::State(e) => match e {
+            state::Error::OtherRepo { .. } => (
+                "DEV031",
+                Some("choose another name with `--env NAME`, or run `devenv down` in that repository first".into()),
+            ),
+            state::Error::Corrupt { path, .. } => (
+                "DEV030",
+                Some(format!(
+                    "move `{}` aside; devenv then starts afresh (new credentials, new ports)",
+                    path.display()
+                )),
+            ),
+            _ => ("DEV030", Some(format!("check the permissions of the state directory (or set {})", state::STATE_DIR_ENV))),
+        },
+        Error::Docker(e) | Error::Substitute(substitutes::Error::Docker(e)) => diagnose_docker(e),
+        Error::Substitute(e) => match e {
+            substitutes::Error::Port { source: ports::Error::InUse { port }, .. } => (
+                "DEV023",
+                Some(format!(
+                    "free the port (`ss -ltnp 'sport = :{port}'` shows who holds it) or change or remove the service's `port:` in devenv.yaml"
+                )),
+            ),
+            substitutes::Error::Port { .. } => ("DEV023", Some("check that 127.0.0.1 has free ports".into())),
+            substitutes::Error::NotReady { last_error, .. } => (
+                "DEV024",
+                Some(format!(
+                    "last attempt: {last_error}; see `docker logs` of the container, or raise the catalogue's `probe.timeout`"
+                )),
+            ),
+            substitutes::Error::Exited { container, logs, .. } => {
+                let mut hint = format!("its last output (`docker logs {container}`):");
+                for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+                    let _ = write!(hint, "\n    {line}");
+                }
+                ("DEV025", Some(hint))
+            }
+            substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
+        },
+        Error::Provider(e) => match e {
+            providers::Error::NotAvailable { provider, .. } => (
+                "DEV040",
+                Some(format!(
+                    "this version of devenv runs the providers {}; pick a profile that uses one (`--profile standalone` runs the substitutes alone), or a `{provider}` profile later",
+                    providers::AVAILABLE.join(", ")
+                )),
+            ),
+        },
+        Error::Doctor(_) => return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) },
+        Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
+        Error::Several { first, .. } => return diagnose(first),
+    };
+    Diagnosis {
+        id,
+        exit_code: 1,
+        hint,
+    }
+}
+
+fn diagnose_config(error: &config::Error) -> Diagnosis {
+    let (id, hint) = match error {
+        config::Error::ProjectNotFound { .. } => (
+            "DEV001",
+            Some(format!(
+                "run devenv inside a repository with a {}, or pass `--repo DIR`",
+                config::PROJECT_FILE
+            )),
+        ),
+        config::Error::Read { .. } => (
+            "DEV011",
+            Some("check that the file exists and is readable".into()),
+        ),
+        config::Error::Invalid { problem, hint, .. } => (
+            match problem {
+                Problem::Syntax => "DEV002",
+                Problem::UnknownKind => "DEV003",
+                Problem::UnknownProfile => "DEV004",
+                Problem::InvalidName => "DEV005",
+                Problem::Duplicate => "DEV006",
+                Problem::UnknownOutput => "DEV007",
+                Problem::UnknownVersion => "DEV008",
+                Problem::UnknownParam => "DEV009",
+                Problem::Invalid => "DEV010",
+            },
+            hint.clone(),
+        ),
+    };
+    Diagnosis {
+        id,
+        exit_code: 2,
+        hint,
+    }
+}
+
+fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {
+    match error {
+        docker::Error::Unreachable { .. } | docker::Error::NoAnswer { .. } => (
+            "DEV020",
+            Some(
+                "start the Docker engine (`sudo systemctl start docker`, or `sudo dockerd &`), or point DOCKER_HOST at a running one; `devenv doctor` checks it"
+                    .into(),
+            ),
+        ),
+        docker::Error::Pull { image, .. } => (
+            "DEV022",
+            Some(format!(
+                "check the image name and your registry access (`docker pull {image}`), or point the substitute at an image you have in `.devenv/substitutes/<kind>.yaml` (`image: …`)"
+            )),
+        ),
+        _ => ("DEV021", Some("check the Docker engine's log; `devenv doctor` checks the engine".into())),
+    }
+}
+
+/// The error for people: `error[ID]: …`, `Caused by:` lines, then `hint: …`.
+pub fn render_text(error: &Error) -> String {
+    let diagnosis = diagnose(error);
+    let mut out = format!("error[{}]: {error}\n", diagnosis.id);
+    for cause in causes(error) {
+        let _ = writeln!(out, "  Caused by: {cause}");
+    }
+    if let Some(hint) = diagnosis.hint {
+        let _ = writeln!(out, "hint: {hint}");
+    }
+    out
+}
+
+/// The error for programs.
+pub fn render_json(error: &Error) -> serde_json::Value {
+    let diagnosis = diagnose(error);
+    serde_json::json!({
+        "error": {
+            "id": diagnosis.id,
+            "message": error.to_string(),
+            "causes": causes(error),
+            "hint": diagnosis.hint,
+        }
+    })
+}
+
+fn causes(error: &Error) -> Vec<String> {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes
+}

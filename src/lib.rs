@@ -1,0 +1,14 @@
+//! devenv: a disposable copy of a Flux/EKS platform for every developer and pull request.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod docker;
+pub mod errors;
+pub mod naming;
+pub mod plan;
+pub mod ports;
+pub mod providers;
+pub mod state;
+pub mod substitutes;
+pub mod ui;

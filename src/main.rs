@@ -1,0 +1,38 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use devenv::cli::Cli;
+use devenv::commands::{self, Context};
+use devenv::errors::{self, Error};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(error) => {
+            eprintln!("error: cannot read the current directory: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = Context::new(&cli, cwd);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = commands::run(&cli, &ctx) => result,
+            // Every object is labelled when it is created, so stopping here leaves nothing
+            // that `down` cannot find.
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if ctx.json() {
+                println!("{}", errors::render_json(&error));
+            } else {
+                eprint!("{}", errors::render_text(&error));
+            }
+            ExitCode::from(errors::diagnose(&error).exit_code as u8)
+        }
+    }
+}

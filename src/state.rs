@@ -1,0 +1,240 @@
+//! The ledger of what devenv made for an environment: a 0600 JSON file in the user's state
+//! directory, written before anything is created so `down` can always find it again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+/// Overrides the state directory (tests, CI).
+pub const STATE_DIR_ENV: &str = "DEVENV_STATE_DIR";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find a state directory for this user")]
+    NoStateDir,
+    #[error("cannot read the state file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the state file `{}` is not valid", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write the state file `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("environment `{env}` belongs to the repository `{}`", other_repo.display())]
+    OtherRepo { env: String, other_repo: PathBuf },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub version: u32,
+    pub env: String,
+    pub repo: PathBuf,
+    pub profile: String,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceState {
+    pub kind: String,
+    /// Port name → host port on 127.0.0.1, kept so endpoints stay stable.
+    #[serde(default)]
+    pub host_ports: BTreeMap<String, u16>,
+    /// Generated credentials, by the catalogue's secret names.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl State {
+    pub fn new(env: &str, repo: &Path, profile: &str) -> Self {
+        State {
+            version: FORMAT_VERSION,
+            env: env.to_string(),
+            repo: repo.to_path_buf(),
+            profile: profile.to_string(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// A random password: 24 letters and digits (safe in URLs and shell).
+pub fn generate_secret() -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// The state directory of one environment.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn for_env(env: &str) -> Result<Self, Error> {
+        let root = match std::env::var_os(STATE_DIR_ENV) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs::state_dir()
+                .or_else(dirs::data_local_dir)
+                .ok_or(Error::NoStateDir)?
+                .join("devenv"),
+        };
+        Ok(Store {
+            dir: root.join("envs").join(env),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn load(&self) -> Result<Option<State>, Error> {
+        let path = self.file();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read { path, source }),
+        }
+    }
+
+    /// The environment's state, or a new one; refuses an environment of another repository.
+    pub fn load_for(&self, env: &str, repo: &Path, profile: &str) -> Result<State, Error> {
+        match self.load()? {
+            Some(state) if state.repo != repo => Err(Error::OtherRepo {
+                env: env.to_string(),
+                other_repo: state.repo,
+            }),
+            Some(mut state) => {
+                state.profile = profile.to_string();
+                Ok(state)
+            }
+            None => Ok(State::new(env, repo, profile)),
+        }
+    }
+
+    /// Writes the state atomically, readable by the user only.
+    pub fn save(&self, state: &State) -> Result<(), Error> {
+        let path = self.file();
+        let write_error = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(write_error)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(write_error)?;
+        let temp = self.dir.join("state.json.tmp");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(write_error)?;
+        let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(write_error)?;
+        fs::rename(&temp, &path).map_err(write_error)
+    }
+
+    /// Removes the environment's whole state directory (`down --purge`).
+    pub fn remove(&self) -> Result<(), Error> {
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Write {
+                path: self.dir.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_with_private_permissions_and_reloads() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: temp.path().join("envs").join("shop"),
+        };
+        assert_eq!(store.load().unwrap(), None);
+        let mut state = State::new("shop", Path::new("/repo"), "standalone");
+        state.services.insert(
+            "db".into(),
+            ServiceState {
+                kind: "rds-mariadb".into(),
+                host_ports: BTreeMap::from([("sql".into(), 40000)]),
+                secrets: BTreeMap::from([("password".into(), generate_secret())]),
+            },
+        );
+        store.save(&state).unwrap();
+        let mode = fs::metadata(store.file()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn refuses_an_environment_of_another_repository() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: temp.path().join("shop"),
+        };
+        store
+            .save(&State::new("shop", Path::new("/one"), "standalone"))
+            .unwrap();
+        let error = store
+            .load_for("shop", Path::new("/two"), "standalone")
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::OtherRepo { ref other_repo, .. } if other_repo == Path::new("/one"))
+        );
+        assert!(store.load_for("shop", Path::new("/one"), "sim").is_ok());
+    }
+
+    #[test]
+    fn reports_a_corrupt_file() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: temp.path().to_path_buf(),
+        };
+        fs::write(store.file(), "{not json").unwrap();
+        assert!(matches!(store.load(), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn secrets_are_random_and_url_safe() {
+        let (a, b) = (generate_secret(), generate_secret());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,418 @@
+//! Containers that stand in for managed services: what each should be (from the catalogue,
+//! the service's settings and the remembered state), making it so, and waiting until it
+//! answers as the application will use it.
+
+pub mod probe;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Config, Service};
+use crate::docker::{self, ContainerInfo, ContainerSpec, Docker};
+use crate::naming::{
+    self, LABEL_ENV, LABEL_MANAGED_BY, LABEL_SERVICE, LABEL_SPEC_HASH, MANAGED_BY,
+};
+use crate::ports::{self, Choice};
+use crate::state::{self, ServiceState, State};
+use crate::ui::{Reporter, ReporterExt, Status};
+
+/// How long a container gets to stop before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot publish `{service}` on 127.0.0.1")]
+    Port {
+        service: String,
+        #[source]
+        source: ports::Error,
+    },
+    #[error("`{service}` did not become ready within {}s (waiting for {waiting_for})", waited.as_secs())]
+    NotReady {
+        service: String,
+        waiting_for: String,
+        last_error: String,
+        waited: Duration,
+    },
+    #[error("`{service}` stopped while starting (container `{container}`, exit code {exit_code})")]
+    Exited {
+        service: String,
+        container: String,
+        exit_code: i64,
+        logs: String,
+    },
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+}
+
+/// What one service's container should be.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub service: Service,
+    pub spec: ContainerSpec,
+    pub ports: BTreeMap<String, Choice>,
+    /// Template values as seen from this machine (host 127.0.0.1, published ports).
+    pub values: BTreeMap<String, String>,
+}
+
+/// What one service's container is.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub container: Option<ContainerInfo>,
+    pub volume_exists: bool,
+}
+
+/// A rendered output of a substitute.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutputValue {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl Desired {
+    pub fn main_port(&self) -> u16 {
+        self.ports[&self.service.substitute.main_port].port()
+    }
+
+    pub fn outputs(&self) -> Vec<OutputValue> {
+        render_outputs(&self.service, &self.values)
+    }
+}
+
+pub fn render_outputs(service: &Service, values: &BTreeMap<String, String>) -> Vec<OutputValue> {
+    service
+        .substitute
+        .outputs
+        .iter()
+        .map(|(name, output)| OutputValue {
+            name: name.clone(),
+            value: config::template::render(output.template(), values),
+            secret: output.is_secret(),
+        })
+        .collect()
+}
+
+/// Template values for a service as seen from this machine.
+pub fn host_values(
+    env: &str,
+    service: &Service,
+    remembered: &ServiceState,
+) -> BTreeMap<String, String> {
+    let mut values = service.params.clone();
+    values.extend(remembered.secrets.clone());
+    values.insert("service".into(), service.name.clone());
+    values.insert("env".into(), env.to_string());
+    values.insert("host".into(), ports::LOOPBACK.to_string());
+    for (name, port) in &remembered.host_ports {
+        values.insert(format!("port.{name}"), port.to_string());
+    }
+    if let Some(main) = remembered.host_ports.get(&service.substitute.main_port) {
+        values.insert("port".into(), main.to_string());
+    }
+    values
+}
+
+/// Labels that mark an environment's objects as devenv's.
+pub fn env_labels(env: &str) -> [(&'static str, String); 2] {
+    [
+        (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
+        (LABEL_ENV, env.to_string()),
+    ]
+}
+
+/// Reads what exists for each configured service, and any container of the environment whose
+/// service is gone from devenv.yaml (returned as orphans).
+pub async fn observe(
+    docker: &Docker,
+    config: &Config,
+) -> Result<(BTreeMap<String, Observed>, Vec<String>), Error> {
+    let labels = env_labels(&config.env);
+    let label_refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let volumes = docker.volumes_with_labels(&label_refs).await?;
+    let mut observed = BTreeMap::new();
+    for service in &config.services {
+        let container = docker
+            .inspect_container(&naming::container_name(&config.env, &service.name))
+            .await?;
+        let volume_exists = volumes.contains(&naming::volume_name(&config.env, &service.name));
+        observed.insert(
+            service.name.clone(),
+            Observed {
+                container,
+                volume_exists,
+            },
+        );
+    }
+    let expected: Vec<String> = config
+        .services
+        .iter()
+        .map(|s| naming::container_name(&config.env, &s.name))
+        .collect();
+    let orphans = docker
+        .containers_with_labels(&label_refs)
+        .await?
+        .into_iter()
+        .filter(|name| !expected.contains(name))
+        .collect();
+    Ok((observed, orphans))
+}
+
+/// Decides every service's container: remembered or new credentials and ports. Updates
+/// `state`; the caller saves it before creating anything.
+pub fn resolve(
+    config: &Config,
+    state: &mut State,
+    observed: &BTreeMap<String, Observed>,
+) -> Result<Vec<Desired>, Error> {
+    let memory = config
+        .profile
+        .substitutes
+        .memory
+        .as_deref()
+        .and_then(config::parse_memory);
+    let mut taken: Vec<u16> = Vec::new();
+    let mut desired = Vec::new();
+    for service in &config.services {
+        let substitute = &service.substitute;
+        let remembered = state.services.entry(service.name.clone()).or_default();
+        remembered.kind = service.kind.clone();
+        for secret in &substitute.secrets {
+            remembered
+                .secrets
+                .entry(secret.clone())
+                .or_insert_with(state::generate_secret);
+        }
+        let ours = observed
+            .get(&service.name)
+            .and_then(|o| o.container.as_ref());
+        let mut choices = BTreeMap::new();
+        for (name, container_port) in &substitute.ports {
+            let pinned = if *name == substitute.main_port {
+                service.port
+            } else {
+                None
+            };
+            let held = ours.and_then(|c| c.ports.get(container_port).copied());
+            let choice = ports::choose(
+                pinned,
+                remembered.host_ports.get(name).copied(),
+                held,
+                ports::is_free,
+                || ports::pick_free(&taken),
+            )
+            .map_err(|source| Error::Port {
+                service: service.name.clone(),
+                source,
+            })?;
+            taken.push(choice.port());
+            remembered.host_ports.insert(name.clone(), choice.port());
+            choices.insert(name.clone(), choice);
+        }
+        let values = host_values(&config.env, service, remembered);
+        let render = |t: &String| config::template::render(t, &values);
+        let mut spec = ContainerSpec {
+            name: naming::container_name(&config.env, &service.name),
+            image: service.image.clone(),
+            env: substitute
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v)))
+                .collect(),
+            command: substitute
+                .command
+                .as_ref()
+                .map(|c| c.iter().map(render).collect()),
+            labels: BTreeMap::from([
+                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+                (LABEL_ENV.to_string(), config.env.clone()),
+                (LABEL_SERVICE.to_string(), service.name.clone()),
+            ]),
+            ports: substitute
+                .ports
+                .iter()
+                .map(|(name, container_port)| (*container_port, choices[name].port()))
+                .collect(),
+            volume: substitute.data_path.as_ref().map(|path| {
+                (
+                    naming::volume_name(&config.env, &service.name),
+                    path.clone(),
+                )
+            }),
+            memory_bytes: memory,
+        };
+        let hash = spec_hash(&spec);
+        spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);
+        desired.push(Desired {
+            service: service.clone(),
+            spec,
+            ports: choices,
+            values,
+        });
+    }
+    Ok(desired)
+}
+
+/// A short digest of everything that shapes a container (before the hash label is added).
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let bytes = serde_json::to_vec(spec).expect("spec serialises");
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to do with one service's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Recreate,
+    Start,
+    Keep,
+}
+
+/// Brings one container to its desired state, then waits until it answers.
+pub async fn ensure(
+    docker: &Docker,
+    desired: &Desired,
+    action: Action,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    let step = format!("substitute/{}", desired.service.name);
+    let started = Instant::now();
+    let name = &desired.spec.name;
+    let result = async {
+        match action {
+            Action::Keep => reporter.started(&step, "checking"),
+            Action::Start => {
+                reporter.started(&step, "starting the stopped container");
+                docker.start_container(name).await?;
+            }
+            Action::Create | Action::Recreate => {
+                reporter.started(
+                    &step,
+                    &format!(
+                        "{} {}",
+                        if action == Action::Create {
+                            "creating"
+                        } else {
+                            "recreating"
+                        },
+                        desired.spec.image
+                    ),
+                );
+                let progress = |line: &str| {
+                    reporter.progress(&step, &format!("pulling {}: {line}", desired.spec.image))
+                };
+                docker.ensure_image(&desired.spec.image, &progress).await?;
+                if action == Action::Recreate {
+                    docker.remove_container(name, STOP_GRACE).await?;
+                }
+                if let Some((volume, _)) = &desired.spec.volume {
+                    let mut labels = desired.spec.labels.clone();
+                    labels.remove(LABEL_SPEC_HASH);
+                    docker.ensure_volume(volume, &labels).await?;
+                }
+                docker.create_container(&desired.spec).await?;
+                docker.start_container(name).await?;
+            }
+        }
+        wait_ready(docker, desired, reporter, &step).await
+    }
+    .await;
+    match &result {
+        Ok(()) => {
+            let status = if action == Action::Keep {
+                Status::Unchanged
+            } else {
+                Status::Ok
+            };
+            let message = format!("on 127.0.0.1:{}", desired.main_port());
+            reporter.finished(&step, status, &message, started.elapsed());
+        }
+        Err(error) => {
+            reporter.finished(&step, Status::Failed, &error.to_string(), started.elapsed())
+        }
+    }
+    result
+}
+
+/// Polls the catalogue's probe until it passes, the container stops, or the deadline passes.
+pub async fn wait_ready(
+    docker: &Docker,
+    desired: &Desired,
+    reporter: &dyn Reporter,
+    step: &str,
+) -> Result<(), Error> {
+    let probe = &desired.service.substitute.probe;
+    let deadline = config::parse_duration(probe.timeout()).unwrap_or(Duration::from_secs(120));
+    let port = desired.main_port();
+    let waiting_for = probe::describe(probe, port);
+    reporter.progress(step, &format!("waiting for {waiting_for}"));
+    let started = Instant::now();
+    loop {
+        let Err(last_error) = probe::check_once(probe, port, &desired.values).await else {
+            return Ok(());
+        };
+        if let Some(info) = docker.inspect_container(&desired.spec.name).await?
+            && !info.running
+        {
+            return Err(Error::Exited {
+                service: desired.service.name.clone(),
+                container: desired.spec.name.clone(),
+                exit_code: info.exit_code.unwrap_or(-1),
+                logs: docker.logs_tail(&desired.spec.name, 20).await,
+            });
+        }
+        if started.elapsed() >= deadline {
+            return Err(Error::NotReady {
+                service: desired.service.name.clone(),
+                waiting_for,
+                last_error,
+                waited: deadline,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Removed {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+/// Removes every container of the environment, found by label, and with `purge` its volumes.
+pub async fn remove_all(
+    docker: &Docker,
+    env: &str,
+    purge: bool,
+    reporter: &dyn Reporter,
+) -> Result<Removed, Error> {
+    let labels = env_labels(env);
+    let label_refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut removed = Removed::default();
+    for name in docker.containers_with_labels(&label_refs).await? {
+        let step = format!("container/{name}");
+        let started = Instant::now();
+        reporter.started(&step, "stopping and removing");
+        docker.remove_container(&name, STOP_GRACE).await?;
+        reporter.finished(&step, Status::Ok, "removed", started.elapsed());
+        removed.containers.push(name);
+    }
+    if purge {
+        for name in docker.volumes_with_labels(&label_refs).await? {
+            docker.remove_volume(&name).await?;
+            reporter.finished(
+                &format!("volume/{name}"),
+                Status::Ok,
+                "removed",
+                Duration::ZERO,
+            );
+            removed.volumes.push(name);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,105 @@
+//! Everything the user sees: progress reporters, tables, JSON output.
+//!
+//! Library code reports through [`Reporter`]; only this module decides how that looks:
+//! spinners on a terminal, plain status lines otherwise, NDJSON events with `--output json`.
+
+mod reporters;
+pub mod table;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use reporters::{JsonReporter, PlainReporter, SilentReporter, TtyReporter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    Unchanged,
+    Failed,
+}
+
+/// A progress event. `step` identifies one unit of work, e.g. `substitute/orders-db`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event<'a> {
+    Started {
+        step: &'a str,
+        message: &'a str,
+    },
+    Progress {
+        step: &'a str,
+        message: &'a str,
+    },
+    Finished {
+        step: &'a str,
+        status: Status,
+        message: &'a str,
+        #[serde(rename = "elapsedMs")]
+        elapsed_ms: u128,
+    },
+    Warning {
+        message: &'a str,
+    },
+}
+
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: Event<'_>);
+}
+
+/// Convenience methods for library code.
+pub trait ReporterExt: Reporter {
+    fn started(&self, step: &str, message: &str) {
+        self.report(Event::Started { step, message });
+    }
+    fn progress(&self, step: &str, message: &str) {
+        self.report(Event::Progress { step, message });
+    }
+    fn finished(&self, step: &str, status: Status, message: &str, elapsed: Duration) {
+        self.report(Event::Finished {
+            step,
+            status,
+            message,
+            elapsed_ms: elapsed.as_millis(),
+        });
+    }
+    fn warning(&self, message: &str) {
+        self.report(Event::Warning { message });
+    }
+}
+
+impl<R: Reporter + ?Sized> ReporterExt for R {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// How much the user wants to hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// The reporter that fits the output format, verbosity and terminal.
+pub fn reporter(format: OutputFormat, verbosity: Verbosity) -> Box<dyn Reporter> {
+    match (format, verbosity) {
+        (OutputFormat::Json, _) => Box::new(JsonReporter),
+        (_, Verbosity::Quiet) => Box::new(SilentReporter),
+        _ if std::io::stderr().is_terminal() => Box::new(TtyReporter::new()),
+        _ => Box::new(PlainReporter::new(verbosity == Verbosity::Verbose)),
+    }
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json(value: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("output serialises")
+    );
+}
