@@ -187,7 +187,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let project = "project: shop\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\nservices:\n  - name: db\n    kind: rds-mariadb\n";
         std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
-        let config = config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
+        let config = config::load(
+            &Selection {
+                repo: Some(dir.path().into()),
+                ..Default::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
         (dir, config)
     }
 
@@ -204,8 +211,18 @@ mod tests {
         }
     }
 
-    fn plan_with(config: &Config, state: &mut State, container: Option<ContainerInfo>) -> (Plan, Vec<Desired>) {
-        let observed = BTreeMap::from([("db".to_string(), Observed { container, volume_exists: false })]);
+    fn plan_with(
+        config: &Config,
+        state: &mut State,
+        container: Option<ContainerInfo>,
+    ) -> (Plan, Vec<Desired>) {
+        let observed = BTreeMap::from([(
+            "db".to_string(),
+            Observed {
+                container,
+                volume_exists: false,
+            },
+        )]);
         let desired = substitutes::resolve(config, state, &observed).unwrap();
         (compute(config, &desired, &observed, &[]), desired)
     }
@@ -217,8 +234,17 @@ mod tests {
         let (plan, desired) = plan_with(&config, &mut state, None);
         assert_eq!(plan.services[0].action, Action::Create);
         assert_eq!(plan.services[0].container, "devenv-shop-db");
-        assert_eq!(desired[0].spec.volume, Some(("devenv-shop-db-data".into(), "/var/lib/mysql".into())));
-        assert!(plan.services[0].port_note.as_deref().unwrap().starts_with("new port"));
+        assert_eq!(
+            desired[0].spec.volume,
+            Some(("devenv-shop-db-data".into(), "/var/lib/mysql".into()))
+        );
+        assert!(
+            plan.services[0]
+                .port_note
+                .as_deref()
+                .unwrap()
+                .starts_with("new port")
+        );
         assert!(render(&plan).contains("create   devenv-shop-db"));
     }
 
@@ -230,7 +256,10 @@ mod tests {
         let password = state.services["db"].secrets["password"].clone();
         let (plan, second) = plan_with(&config, &mut state, Some(running(&first[0])));
         assert_eq!(plan.services[0].action, Action::Keep);
-        assert_eq!(first[0].spec, second[0].spec, "same inputs give the same container");
+        assert_eq!(
+            first[0].spec, second[0].spec,
+            "same inputs give the same container"
+        );
         assert_eq!(state.services["db"].secrets["password"], password);
         assert_eq!(second[0].spec.env["MARIADB_PASSWORD"], password);
         assert_eq!(plan.services[0].port_note, None);
@@ -241,7 +270,11 @@ mod tests {
         let (_dir, config) = config();
         let mut state = State::default();
         let (_, first) = plan_with(&config, &mut state, None);
-        let stopped = ContainerInfo { running: false, state: "exited".into(), ..running(&first[0]) };
+        let stopped = ContainerInfo {
+            running: false,
+            state: "exited".into(),
+            ..running(&first[0])
+        };
         let (plan, _) = plan_with(&config, &mut state, Some(stopped));
         assert_eq!(plan.services[0].action, Action::Start);
         assert_eq!(plan.services[0].reason, "container is exited");
@@ -255,7 +288,10 @@ mod tests {
         config.services[0].image = "docker.io/library/mariadb:11.8".into();
         let (plan, _) = plan_with(&config, &mut state, Some(running(&first[0])));
         assert_eq!(plan.services[0].action, Action::Recreate);
-        assert_eq!(plan.services[0].reason, "image changes from docker.io/library/mariadb:11.4 to docker.io/library/mariadb:11.8");
+        assert_eq!(
+            plan.services[0].reason,
+            "image changes from docker.io/library/mariadb:11.4 to docker.io/library/mariadb:11.8"
+        );
     }
 
     #[test]
@@ -263,7 +299,9 @@ mod tests {
         let (_dir, mut config) = config();
         let mut state = State::default();
         let (_, first) = plan_with(&config, &mut state, None);
-        config.services[0].params.insert("database".into(), "orders".into());
+        config.services[0]
+            .params
+            .insert("database".into(), "orders".into());
         let (plan, _) = plan_with(&config, &mut state, Some(running(&first[0])));
         assert_eq!(plan.services[0].action, Action::Recreate);
         assert_eq!(plan.services[0].reason, "settings changed");
@@ -274,7 +312,15 @@ mod tests {
         let (_dir, config) = config();
         let mut state = State::default();
         let desired = substitutes::resolve(&config, &mut state, &BTreeMap::new()).unwrap();
-        let plan = compute(&config, &desired, &BTreeMap::new(), &["devenv-shop-old".to_string()]);
-        assert!(render(&plan).contains("remove   devenv-shop-old: its service is no longer in devenv.yaml"));
+        let plan = compute(
+            &config,
+            &desired,
+            &BTreeMap::new(),
+            &["devenv-shop-old".to_string()],
+        );
+        assert!(
+            render(&plan)
+                .contains("remove   devenv-shop-old: its service is no longer in devenv.yaml")
+        );
     }
 }

@@ -633,10 +633,17 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
         let (lookup, hint) = locate_schema_error(&field, &message);
         let top = lookup.split(['.', '[']).next().unwrap_or_default();
         let file = &files[owner.get(top).copied().unwrap_or(files.len() - 1)];
-        let position = if lookup.is_empty() { None } else { Locator::new(&file.text).find(&lookup) };
+        let position = if lookup.is_empty() {
+            None
+        } else {
+            Locator::new(&file.text).find(&lookup)
+        };
         Error::Invalid {
             problem: Problem::Syntax,
-            at: Location { file: file.name.clone(), position },
+            at: Location {
+                file: file.name.clone(),
+                position,
+            },
             field,
             message,
             hint: Some(hint),
@@ -647,7 +654,12 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
 /// Where a serde error points, and its hint. serde's path for an unknown field already ends
 /// with that field; for a missing field it is the parent.
 fn locate_schema_error(field: &str, message: &str) -> (String, String) {
-    let quoted = |prefix: &str| message.strip_prefix(prefix).and_then(|m| m.split('`').next()).map(str::to_string);
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|m| m.split('`').next())
+            .map(str::to_string)
+    };
     if let Some(unknown) = quoted("unknown field `") {
         let expected: Vec<&str> = message
             .split_once("expected one of ")
@@ -661,11 +673,25 @@ fn locate_schema_error(field: &str, message: &str) -> (String, String) {
         return (field.to_string(), hint);
     }
     if let Some(missing) = quoted("missing field `") {
-        let parent = if field.is_empty() { "the top level".to_string() } else { format!("`{field}`") };
-        return (field.to_string(), format!("add `{missing}:` to {parent} (see the configuration reference in README.md)"));
+        let parent = if field.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{field}`")
+        };
+        return (
+            field.to_string(),
+            format!("add `{missing}:` to {parent} (see the configuration reference in README.md)"),
+        );
     }
-    let reference = if field.is_empty() { "the file".to_string() } else { format!("`{field}`") };
-    (field.to_string(), format!("see the configuration reference in README.md for {reference}"))
+    let reference = if field.is_empty() {
+        "the file".to_string()
+    } else {
+        format!("`{field}`")
+    };
+    (
+        field.to_string(),
+        format!("see the configuration reference in README.md for {reference}"),
+    )
 }
 
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
@@ -684,20 +710,18 @@ fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
     }
 }
 
-fn schema_hint(field: &str) -> Option<String> {
-    Some(format!(
-        "see the configuration reference in README.md for `{}`",
-        if field.is_empty() { "the file" } else { field }
-    ))
-}
-
 /// serde_yaml writes " at line L column C" into messages; devenv shows the position in front.
 fn strip_position(message: &str) -> String {
     let mut out = message.to_string();
     while let Some(start) = out.find(" at line ") {
         let rest = &out[start + " at line ".len()..];
-        let Some(after_column) = rest.find(" column ") else { break };
-        let digits = rest[after_column + " column ".len()..].chars().take_while(char::is_ascii_digit).count();
+        let Some(after_column) = rest.find(" column ") else {
+            break;
+        };
+        let digits = rest[after_column + " column ".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
         let end = start + " at line ".len() + after_column + " column ".len() + digits;
         out.replace_range(start..end, "");
     }

@@ -1,0 +1,386 @@
+//! The processes of a sim cluster: what each one is called, which ports it takes, how it is
+//! started and how its health is checked.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::certs::Pki;
+
+/// The service range; its first address (10.0.0.1) is the `kubernetes` Service.
+pub(super) const SERVICE_RANGE: &str = "10.0.0.0/24";
+/// Addresses kwok hands out to simulated pods, and the simulated node's address.
+const POD_RANGE: &str = "10.244.0.1/16";
+const NODE_IP: &str = "10.1.0.1";
+/// The annotation that puts a Node under kwok's management.
+pub(super) const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
+/// The namespace the Flux controllers consider their own.
+pub(super) const FLUX_NAMESPACE: &str = "flux-system";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Component {
+    Etcd,
+    Apiserver,
+    ControllerManager,
+    Scheduler,
+    Kwok,
+    SourceController,
+    KustomizeController,
+    HelmController,
+    Registry,
+}
+
+use Component::*;
+
+impl Component {
+    /// In start order.
+    pub const ALL: [Component; 9] = [
+        Etcd,
+        Apiserver,
+        ControllerManager,
+        Scheduler,
+        Kwok,
+        SourceController,
+        KustomizeController,
+        HelmController,
+        Registry,
+    ];
+
+    /// The process's name, which is also its binary's name in the cache.
+    pub fn name(self) -> &'static str {
+        match self {
+            Etcd => "etcd",
+            Apiserver => "kube-apiserver",
+            ControllerManager => "kube-controller-manager",
+            Scheduler => "kube-scheduler",
+            Kwok => "kwok",
+            SourceController => "source-controller",
+            KustomizeController => "kustomize-controller",
+            HelmController => "helm-controller",
+            Registry => "registry",
+        }
+    }
+
+    /// The ports it listens on, by name; the first is the one `status` shows.
+    pub fn ports(self) -> &'static [&'static str] {
+        match self {
+            Etcd => &["etcd", "etcd-peer"],
+            Apiserver => &["kube-apiserver"],
+            ControllerManager => &["kube-controller-manager"],
+            Scheduler => &["kube-scheduler"],
+            Kwok => &["kwok", "kwok-node"],
+            SourceController => &[
+                "source-controller-storage",
+                "source-controller-health",
+                "source-controller-metrics",
+            ],
+            KustomizeController => &[
+                "kustomize-controller-health",
+                "kustomize-controller-metrics",
+            ],
+            HelmController => &["helm-controller-health", "helm-controller-metrics"],
+            Registry => &["registry"],
+        }
+    }
+
+    pub fn main_port(self) -> &'static str {
+        self.ports()[0]
+    }
+
+    /// How its health is checked, and what that check is called in messages.
+    pub fn probe(self, ports: &Ports) -> Probe {
+        let (port, path, tls) = match self {
+            Etcd => ("etcd", "/health", false),
+            Apiserver => ("kube-apiserver", "/readyz", true),
+            ControllerManager => ("kube-controller-manager", "/healthz", true),
+            Scheduler => ("kube-scheduler", "/healthz", true),
+            Kwok => ("kwok", "/healthz", false),
+            SourceController => ("source-controller-health", "/readyz", false),
+            KustomizeController => ("kustomize-controller-health", "/readyz", false),
+            HelmController => ("helm-controller-health", "/readyz", false),
+            Registry => ("registry", "/v2/", false),
+        };
+        Probe {
+            port: ports.get(port),
+            path,
+            tls,
+        }
+    }
+
+    /// The Flux controllers read the kubeconfig from the environment.
+    fn is_flux(self) -> bool {
+        matches!(
+            self,
+            SourceController | KustomizeController | HelmController
+        )
+    }
+}
+
+/// An HTTP GET on 127.0.0.1; with `tls`, HTTPS verified against the cluster CA and
+/// authenticated with the admin client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Probe {
+    pub port: u16,
+    pub path: &'static str,
+    pub tls: bool,
+}
+
+impl Probe {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{}", self.port, self.path)
+    }
+}
+
+/// Port name → port on 127.0.0.1.
+pub(super) type Ports = BTreeMap<String, u16>;
+
+pub(super) trait PortsExt {
+    /// The port, or 0 (which no check reaches) when a record predates the name.
+    fn get(&self, name: &str) -> u16;
+    fn addr(&self, name: &str) -> String {
+        format!("127.0.0.1:{}", self.get(name))
+    }
+}
+
+impl PortsExt for Ports {
+    fn get(&self, name: &str) -> u16 {
+        BTreeMap::get(self, name).copied().unwrap_or(0)
+    }
+}
+
+/// Everything a command line refers to.
+pub(super) struct Setting<'a> {
+    pub env: &'a str,
+    pub ports: &'a Ports,
+    pub pki: &'a Pki,
+    /// Admin kubeconfig (kwok, the Flux controllers).
+    pub kubeconfig: &'a Path,
+    pub controller_manager_kubeconfig: &'a Path,
+    pub scheduler_kubeconfig: &'a Path,
+    pub kwok_config: &'a Path,
+    pub registry_config: &'a Path,
+    pub data: &'a Path,
+    pub home: &'a Path,
+    pub tmp: &'a Path,
+}
+
+fn flag(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
+    let mut s = OsString::from(format!("--{name}="));
+    s.push(value.as_ref());
+    s
+}
+
+impl Setting<'_> {
+    pub fn etcd_data(&self) -> PathBuf {
+        self.data.join("etcd")
+    }
+    pub fn registry_data(&self) -> PathBuf {
+        self.data.join("registry")
+    }
+    pub fn source_storage(&self) -> PathBuf {
+        self.data.join("source-controller")
+    }
+
+    /// Arguments and extra environment of a component.
+    pub fn command(&self, component: Component) -> (Vec<OsString>, Vec<(&'static str, OsString)>) {
+        let p = self.ports;
+        let pki = self.pki;
+        let http = |name: &str| format!("http://{}", p.addr(name));
+        let args: Vec<OsString> = match component {
+            Etcd => vec![
+                flag("name", "devenv"),
+                flag("data-dir", self.etcd_data()),
+                flag("listen-client-urls", http("etcd")),
+                flag("advertise-client-urls", http("etcd")),
+                flag("listen-peer-urls", http("etcd-peer")),
+                flag("initial-advertise-peer-urls", http("etcd-peer")),
+                flag("initial-cluster", format!("devenv={}", http("etcd-peer"))),
+                flag("unsafe-no-fsync", "true"),
+                flag("log-level", "warn"),
+            ],
+            Apiserver => vec![
+                flag("etcd-servers", http("etcd")),
+                flag("bind-address", "127.0.0.1"),
+                flag("advertise-address", "127.0.0.1"),
+                flag("secure-port", p.get("kube-apiserver").to_string()),
+                flag("tls-cert-file", pki.serving_cert()),
+                flag("tls-private-key-file", pki.serving_key()),
+                flag("client-ca-file", pki.ca_cert()),
+                flag("service-account-issuer", "https://kubernetes.default.svc.cluster.local"),
+                flag("service-account-key-file", pki.sa_pub()),
+                flag("service-account-signing-key-file", pki.sa_key()),
+                flag("service-cluster-ip-range", SERVICE_RANGE),
+                flag("authorization-mode", "RBAC"),
+                flag("allow-privileged", "true"),
+                flag("cert-dir", self.tmp),
+                flag("profiling", "false"),
+            ],
+            ControllerManager => vec![
+                flag("kubeconfig", self.controller_manager_kubeconfig),
+                flag("authentication-kubeconfig", self.controller_manager_kubeconfig),
+                flag("authorization-kubeconfig", self.controller_manager_kubeconfig),
+                flag("bind-address", "127.0.0.1"),
+                flag("secure-port", p.get("kube-controller-manager").to_string()),
+                flag("tls-cert-file", pki.serving_cert()),
+                flag("tls-private-key-file", pki.serving_key()),
+                flag("leader-elect", "false"),
+                flag("controllers", "*"),
+                flag("use-service-account-credentials", "true"),
+                flag("service-account-private-key-file", pki.sa_key()),
+                flag("root-ca-file", pki.ca_cert()),
+                flag("cluster-signing-cert-file", pki.ca_cert()),
+                flag("cluster-signing-key-file", pki.ca_key()),
+                flag("service-cluster-ip-range", SERVICE_RANGE),
+                flag("cluster-name", format!("devenv-{}", self.env)),
+                flag("kube-api-qps", "100"),
+                flag("kube-api-burst", "200"),
+                flag("profiling", "false"),
+            ],
+            Scheduler => vec![
+                flag("kubeconfig", self.scheduler_kubeconfig),
+                flag("authentication-kubeconfig", self.scheduler_kubeconfig),
+                flag("authorization-kubeconfig", self.scheduler_kubeconfig),
+                flag("bind-address", "127.0.0.1"),
+                flag("secure-port", p.get("kube-scheduler").to_string()),
+                flag("tls-cert-file", pki.serving_cert()),
+                flag("tls-private-key-file", pki.serving_key()),
+                flag("leader-elect", "false"),
+                flag("kube-api-qps", "100"),
+                flag("kube-api-burst", "200"),
+                flag("profiling", "false"),
+            ],
+            Kwok => vec![
+                flag("kubeconfig", self.kubeconfig),
+                flag("config", self.kwok_config),
+                flag("manage-all-nodes", "false"),
+                flag(
+                    "manage-nodes-with-annotation-selector",
+                    format!("{}={}", KWOK_NODE_ANNOTATION.0, KWOK_NODE_ANNOTATION.1),
+                ),
+                flag("server-address", p.addr("kwok")),
+                flag("node-port", p.get("kwok-node").to_string()),
+                flag("node-ip", NODE_IP),
+                flag("cidr", POD_RANGE),
+                flag("tls-cert-file", pki.serving_cert()),
+                flag("tls-private-key-file", pki.serving_key()),
+                flag("node-lease-duration-seconds", "40"),
+            ],
+            SourceController => vec![
+                flag("storage-path", self.source_storage()),
+                flag("storage-addr", p.addr("source-controller-storage")),
+                flag("storage-adv-addr", p.addr("source-controller-storage")),
+                flag("metrics-addr", p.addr("source-controller-metrics")),
+                flag("health-addr", p.addr("source-controller-health")),
+                flag("events-addr", ""),
+                flag("watch-all-namespaces", "true"),
+                flag("requeue-dependency", "5s"),
+                flag("log-encoding", "console"),
+            ],
+            KustomizeController => vec![
+                flag("metrics-addr", p.addr("kustomize-controller-metrics")),
+                flag("health-addr", p.addr("kustomize-controller-health")),
+                flag("events-addr", ""),
+                flag("watch-all-namespaces", "true"),
+                flag("requeue-dependency", "5s"),
+                flag("log-encoding", "console"),
+            ],
+            HelmController => vec![
+                flag("metrics-addr", p.addr("helm-controller-metrics")),
+                flag("health-addr", p.addr("helm-controller-health")),
+                flag("events-addr", ""),
+                flag("watch-all-namespaces", "true"),
+                flag("requeue-dependency", "5s"),
+                flag("graceful-shutdown-timeout", "5s"),
+                flag("log-encoding", "console"),
+            ],
+            Registry => vec!["serve".into(), self.registry_config.into()],
+        };
+        let mut env: Vec<(&'static str, OsString)> = vec![
+            ("HOME", self.home.into()),
+            ("TMPDIR", self.tmp.into()),
+        ];
+        if component.is_flux() {
+            env.push(("KUBECONFIG", self.kubeconfig.into()));
+            env.push(("RUNTIME_NAMESPACE", FLUX_NAMESPACE.into()));
+        }
+        (args, env)
+    }
+
+    /// The registry's configuration file: plain HTTP on 127.0.0.1, storage under the env.
+    pub fn registry_config_text(&self) -> String {
+        format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  formatter: text\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {}\n",
+            yaml_string(&self.registry_data().display().to_string()),
+            self.ports.addr("registry"),
+        )
+    }
+}
+
+/// A YAML double-quoted string.
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+/// kwok's stage configuration: how simulated nodes and pods move through their lives.
+pub(super) const KWOK_STAGES: [(&str, &str); 5] = [
+    (
+        "node-initialize",
+        include_str!("../../../sim/kwok/node-initialize.yaml"),
+    ),
+    (
+        "node-heartbeat",
+        include_str!("../../../sim/kwok/node-heartbeat.yaml"),
+    ),
+    ("pod-ready", include_str!("../../../sim/kwok/pod-ready.yaml")),
+    (
+        "pod-complete",
+        include_str!("../../../sim/kwok/pod-complete.yaml"),
+    ),
+    (
+        "pod-delete",
+        include_str!("../../../sim/kwok/pod-delete.yaml"),
+    ),
+];
+
+/// All stages as one multi-document file for `kwok --config`.
+pub(super) fn kwok_config_text() -> String {
+    KWOK_STAGES
+        .iter()
+        .map(|(_, text)| text.trim_end())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_are_unique() {
+        let mut all: Vec<&str> = Component::ALL.iter().flat_map(|c| c.ports()).copied().collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count);
+    }
+
+    #[test]
+    fn kwok_stages_parse_as_stages() {
+        for doc in serde_yaml::Deserializer::from_str(&kwok_config_text()) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            assert_eq!(value["kind"], "Stage");
+            assert_eq!(value["apiVersion"], "kwok.x-k8s.io/v1alpha1");
+        }
+        assert_eq!(
+            serde_yaml::Deserializer::from_str(&kwok_config_text()).count(),
+            KWOK_STAGES.len()
+        );
+    }
+
+    use serde::Deserialize;
+}

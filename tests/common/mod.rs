@@ -1,0 +1,145 @@
+//! Shared test helpers: the real binary in a clean environment, temporary repositories, and
+//! tier gates (under CI=true a tier that cannot run fails instead of skipping).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub const MARIADB_IMAGE_ENV: &str = "DEVENV_TEST_MARIADB_IMAGE";
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns false (test skipped with a note) or panics under CI when a tier cannot run.
+pub fn tier_available(tier: &str, problem: Option<String>) -> bool {
+    match problem {
+        None => true,
+        Some(problem) if in_ci() => panic!("the {tier} tier cannot run under CI=true: {problem}"),
+        Some(problem) => {
+            eprintln!("skipping: the {tier} tier cannot run: {problem}");
+            false
+        }
+    }
+}
+
+/// The MariaDB test image built by scripts/build-test-image.sh, if the docker tier can run.
+pub fn mariadb_image() -> Option<String> {
+    let image = std::env::var(MARIADB_IMAGE_ENV).ok();
+    let problem = match &image {
+        None => Some(format!(
+            "{MARIADB_IMAGE_ENV} is not set (scripts/test.sh builds the image and sets it)"
+        )),
+        Some(_) if !docker_works() => Some("`docker info` fails".to_string()),
+        Some(_) => None,
+    };
+    tier_available("docker", problem).then(|| image.unwrap())
+}
+
+pub fn docker_works() -> bool {
+    std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A temporary GitOps repository with a devenv.yaml and its own state directory.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub env: String,
+}
+
+impl TestRepo {
+    /// `services` is the YAML list under `services:` (indented by two spaces).
+    pub fn new(env: &str, services: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let project = format!(
+            "project: {env}\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\n    namespace: flux-system\nservices:\n{services}"
+        );
+        std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
+        TestRepo {
+            dir,
+            state: tempfile::tempdir().unwrap(),
+            env: env.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Points a catalogue kind at another image, as a user would.
+    pub fn override_image(&self, kind: &str, image: &str) {
+        self.write(
+            &format!(".devenv/substitutes/{kind}.yaml"),
+            &format!("image: {image}\n"),
+        );
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state
+            .path()
+            .join("envs")
+            .join(&self.env)
+            .join("state.json")
+    }
+
+    /// The devenv binary, run in this repository with a clean environment.
+    pub fn devenv(&self) -> Command {
+        Command::from_std(self.std_command())
+    }
+
+    /// The same as a plain `std::process::Command`, for tests that signal the process.
+    pub fn std_command(&self) -> std::process::Command {
+        let mut cmd = std_devenv_in(self.path());
+        cmd.env("DEVENV_STATE_DIR", self.state.path());
+        cmd
+    }
+}
+
+impl Drop for TestRepo {
+    fn drop(&mut self) {
+        // Best effort: a failed test must not leave containers behind.
+        let _ = self
+            .devenv()
+            .args(["down", "--purge", "--env", &self.env.clone()])
+            .output();
+    }
+}
+
+pub fn devenv_in(dir: &Path) -> Command {
+    Command::from_std(std_devenv_in(dir))
+}
+
+fn std_devenv_in(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devenv"));
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DEVENV_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// The last JSON line of NDJSON output: the command's result.
+pub fn result_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+}
