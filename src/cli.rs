@@ -12,12 +12,7 @@ use crate::ui::OutputFormat;
 /// place of the AWS managed services it names (RDS → MariaDB, …), and keeps their endpoints
 /// and generated credentials stable across runs.
 #[derive(Debug, Parser)]
-#[command(
-    name = "devenv",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "devenv", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -36,7 +31,7 @@ pub struct GlobalArgs {
     /// Environment name; several environments of one repository can coexist [default: the project name]
     #[arg(long, global = true, value_name = "NAME", env = "DEVENV_ENV")]
     pub env: Option<String>,
-    /// Output format: text for people, json for programs (NDJSON progress events, then the result)
+    /// Output format: text for people, or json for programs: NDJSON on stdout, one object per line with an `event` field; the last line is the `result` or the `error`
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Print only errors and the result
@@ -65,9 +60,7 @@ pub enum Command {
     )]
     Status(StatusArgs),
     /// Show what `up` would do, without doing it
-    #[command(
-        after_help = "Examples:\n  devenv plan\n  devenv plan --profile standalone --output json"
-    )]
+    #[command(after_help = "Examples:\n  devenv plan\n  devenv plan --profile standalone --output json")]
     Plan,
     /// Check this machine and say how to fix what is missing
     #[command(after_help = "Examples:\n  devenv doctor\n  devenv doctor --output json")]

@@ -22,27 +22,18 @@ pub enum Error {
     Substitute(#[from] substitutes::Error),
     #[error(transparent)]
     Provider(#[from] providers::Error),
-    #[error(
-        "interrupted; what was created so far is labelled, `devenv up` resumes and `devenv down` removes it"
-    )]
+    #[error("interrupted; what was created so far is labelled, `devenv up` resumes and `devenv down` removes it")]
     Interrupted,
     #[error(transparent)]
     Doctor(#[from] crate::commands::doctor::Failed),
     #[error("{failed} of {total} substitutes failed")]
-    Several {
-        failed: usize,
-        total: usize,
-        first: Box<Error>,
-    },
+    Several { failed: usize, total: usize, first: Box<Error> },
 }
 
 /// Every id with a one-line title; the README's table lists the same.
 pub const IDS: &[(&str, &str)] = &[
     ("DEV001", "no devenv.yaml found"),
-    (
-        "DEV002",
-        "a configuration file is not valid YAML or has a wrong or unknown field",
-    ),
+    ("DEV002", "a configuration file is not valid YAML or has a wrong or unknown field"),
     ("DEV003", "unknown substitute kind"),
     ("DEV004", "unknown profile"),
     ("DEV005", "a name is not a valid DNS label or is too long"),
@@ -59,10 +50,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV024", "a substitute did not become ready in time"),
     ("DEV025", "a substitute stopped while starting"),
     ("DEV030", "the state file cannot be read or written"),
-    (
-        "DEV031",
-        "the environment name is used by another repository",
-    ),
+    ("DEV031", "the environment name is used by another repository"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV050", "a doctor check failed"),
@@ -94,7 +82,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     path.display()
                 )),
             ),
-            _ => ("DEV030", Some(format!("check the permissions of the state directory (or set {})", state::STATE_DIR_ENV))),
+            _ => (
+                "DEV030",
+                Some(format!("check the permissions of the state directory (or set {})", state::STATE_DIR_ENV)),
+            ),
         },
         Error::Docker(e) | Error::Substitute(substitutes::Error::Docker(e)) => diagnose_docker(e),
         Error::Substitute(e) => match e {
@@ -129,30 +120,22 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 )),
             ),
         },
-        Error::Doctor(_) => return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) },
+        Error::Doctor(_) => {
+            return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };
+        }
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),
     };
-    Diagnosis {
-        id,
-        exit_code: 1,
-        hint,
-    }
+    Diagnosis { id, exit_code: 1, hint }
 }
 
 fn diagnose_config(error: &config::Error) -> Diagnosis {
     let (id, hint) = match error {
         config::Error::ProjectNotFound { .. } => (
             "DEV001",
-            Some(format!(
-                "run devenv inside a repository with a {}, or pass `--repo DIR`",
-                config::PROJECT_FILE
-            )),
+            Some(format!("run devenv inside a repository with a {}, or pass `--repo DIR`", config::PROJECT_FILE)),
         ),
-        config::Error::Read { .. } => (
-            "DEV011",
-            Some("check that the file exists and is readable".into()),
-        ),
+        config::Error::Read { .. } => ("DEV011", Some("check that the file exists and is readable".into())),
         config::Error::Invalid { problem, hint, .. } => (
             match problem {
                 Problem::Syntax => "DEV002",
@@ -168,11 +151,7 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
             hint.clone(),
         ),
     };
-    Diagnosis {
-        id,
-        exit_code: 2,
-        hint,
-    }
+    Diagnosis { id, exit_code: 2, hint }
 }
 
 fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {
@@ -228,4 +207,42 @@ fn causes(error: &Error) -> Vec<String> {
         source = cause.source();
     }
     causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_lists_every_error_id_and_no_other() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for (id, title) in IDS {
+            assert!(readme.contains(&format!("| {id} | {title} |")), "README.md lacks `| {id} | {title} |`");
+        }
+        let listed = readme.lines().filter(|l| l.starts_with("| DEV")).count();
+        assert_eq!(listed, IDS.len(), "README.md lists ids the code does not have");
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let mut ids: Vec<&str> = IDS.iter().map(|(id, _)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), IDS.len());
+    }
+
+    #[test]
+    fn rendering_shows_causes_and_hint() {
+        let error = Error::Substitute(substitutes::Error::Port {
+            service: "orders-db".into(),
+            source: ports::Error::InUse { port: 3306 },
+        });
+        assert_eq!(
+            render_text(&error),
+            "error[DEV023]: cannot publish `orders-db` on 127.0.0.1\n  Caused by: port 3306 on 127.0.0.1 is already in use\nhint: free the port (`ss -ltnp 'sport = :3306'` shows who holds it) or change or remove the service's `port:` in devenv.yaml\n"
+        );
+        let json = render_json(&error);
+        assert_eq!(json["error"]["id"], "DEV023");
+        assert_eq!(json["error"]["causes"][0], "port 3306 on 127.0.0.1 is already in use");
+    }
 }

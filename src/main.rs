@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if ctx.json() {
-                println!("{}", errors::render_json(&error));
+                devenv::ui::print_event("error", &errors::render_json(&error));
             } else {
                 eprint!("{}", errors::render_text(&error));
             }

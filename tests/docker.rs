@@ -9,7 +9,8 @@ use common::{TestRepo, mariadb_image, result_json};
 use devenv::docker::Docker;
 use mysql_async::prelude::Queryable;
 
-const DB_SERVICE: &str = "  - name: orders-db\n    kind: rds-mariadb\n    keys:\n      DB_HOST: host\n      DB_PASSWORD: password\n";
+const DB_SERVICE: &str =
+    "  - name: orders-db\n    kind: rds-mariadb\n    keys:\n      DB_HOST: host\n      DB_PASSWORD: password\n";
 
 fn repo(env: &str, image: &str, services: &str) -> TestRepo {
     let repo = TestRepo::new(env, services);
@@ -19,11 +20,7 @@ fn repo(env: &str, image: &str, services: &str) -> TestRepo {
 
 /// `up --output json --show-secrets`, returning the result object.
 fn up(repo: &TestRepo) -> serde_json::Value {
-    let output = repo
-        .devenv()
-        .args(["up", "--output", "json", "--show-secrets"])
-        .output()
-        .unwrap();
+    let output = repo.devenv().args(["up", "--output", "json", "--show-secrets"]).output().unwrap();
     assert!(
         output.status.success(),
         "up failed: {}\n{}",
@@ -47,38 +44,20 @@ async fn connect(result: &serde_json::Value, service: usize) -> mysql_async::Con
         .ip_or_hostname(outputs["host"].as_str().unwrap())
         .tcp_port(outputs["port"].as_str().unwrap().parse().unwrap())
         .user(Some(outputs["username"].as_str().unwrap()))
-        .pass(Some(
-            outputs["password"]
-                .as_str()
-                .expect("password shown with --show-secrets"),
-        ))
+        .pass(Some(outputs["password"].as_str().expect("password shown with --show-secrets")))
         .db_name(Some(outputs["database"].as_str().unwrap()))
         .prefer_socket(false);
-    mysql_async::Conn::new(opts)
-        .await
-        .expect("connects with the generated credentials")
+    mysql_async::Conn::new(opts).await.expect("connects with the generated credentials")
 }
 
 async fn labelled(env: &str) -> (Vec<String>, Vec<String>) {
     let docker = Docker::connect().await.unwrap();
-    let labels = [
-        ("app.kubernetes.io/managed-by", "devenv"),
-        ("devenv.io/env", env),
-    ];
-    (
-        docker.containers_with_labels(&labels).await.unwrap(),
-        docker.volumes_with_labels(&labels).await.unwrap(),
-    )
+    let labels = [("app.kubernetes.io/managed-by", "devenv"), ("devenv.io/env", env)];
+    (docker.containers_with_labels(&labels).await.unwrap(), docker.volumes_with_labels(&labels).await.unwrap())
 }
 
 async fn container_id(name: &str) -> Option<String> {
-    Docker::connect()
-        .await
-        .unwrap()
-        .inspect_container(name)
-        .await
-        .unwrap()
-        .map(|c| c.id)
+    Docker::connect().await.unwrap().inspect_container(name).await.unwrap().map(|c| c.id)
 }
 
 #[tokio::test]
@@ -87,18 +66,11 @@ async fn data_survives_down_and_up_and_purge_removes_it() {
     let repo = repo("t-data", &image, DB_SERVICE);
 
     let result = up(&repo);
-    let endpoint = result["services"][0]["endpoint"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let endpoint = result["services"][0]["endpoint"].as_str().unwrap().to_string();
     assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
     let mut conn = connect(&result, 0).await;
-    conn.query_drop("CREATE TABLE loans (id INT PRIMARY KEY, amount INT)")
-        .await
-        .unwrap();
-    conn.query_drop("INSERT INTO loans VALUES (1, 250000)")
-        .await
-        .unwrap();
+    conn.query_drop("CREATE TABLE loans (id INT PRIMARY KEY, amount INT)").await.unwrap();
+    conn.query_drop("INSERT INTO loans VALUES (1, 250000)").await.unwrap();
     conn.disconnect().await.unwrap();
 
     // The container and its volume carry the labels `down` finds them by.
@@ -112,24 +84,15 @@ async fn data_survives_down_and_up_and_purge_removes_it() {
     assert_eq!(volumes.len(), 1, "the data volume survives down");
 
     let again = up(&repo);
-    assert_eq!(
-        again["services"][0]["endpoint"], endpoint,
-        "the endpoint is stable across down/up"
-    );
+    assert_eq!(again["services"][0]["endpoint"], endpoint, "the endpoint is stable across down/up");
     let mut conn = connect(&again, 0).await;
-    let amount: Option<i64> = conn
-        .query_first("SELECT amount FROM loans WHERE id = 1")
-        .await
-        .unwrap();
+    let amount: Option<i64> = conn.query_first("SELECT amount FROM loans WHERE id = 1").await.unwrap();
     assert_eq!(amount, Some(250000));
     conn.disconnect().await.unwrap();
 
     down(&repo, true);
     let (containers, volumes) = labelled("t-data").await;
-    assert!(
-        containers.is_empty() && volumes.is_empty(),
-        "purge removes everything: {containers:?} {volumes:?}"
-    );
+    assert!(containers.is_empty() && volumes.is_empty(), "purge removes everything: {containers:?} {volumes:?}");
     assert!(!repo.state_file().exists(), "purge removes the state file");
 
     let fresh = up(&repo);
@@ -139,10 +102,7 @@ async fn data_survives_down_and_up_and_purge_removes_it() {
     );
     let mut conn = connect(&fresh, 0).await;
     let tables: Vec<String> = conn.query("SHOW TABLES").await.unwrap();
-    assert!(
-        tables.is_empty(),
-        "an empty database after purge: {tables:?}"
-    );
+    assert!(tables.is_empty(), "an empty database after purge: {tables:?}");
     conn.disconnect().await.unwrap();
 }
 
@@ -151,9 +111,7 @@ async fn second_up_changes_nothing() {
     let Some(image) = mariadb_image() else { return };
     let repo = repo("t-idem", &image, DB_SERVICE);
     up(&repo);
-    let id = container_id("devenv-t-idem-orders-db")
-        .await
-        .expect("container exists");
+    let id = container_id("devenv-t-idem-orders-db").await.expect("container exists");
 
     let started = Instant::now();
     let output = repo.devenv().arg("up").output().unwrap();
@@ -161,11 +119,7 @@ async fn second_up_changes_nothing() {
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Unchanged orders-db"), "{stderr}");
-    assert_eq!(
-        container_id("devenv-t-idem-orders-db").await,
-        Some(id),
-        "container untouched"
-    );
+    assert_eq!(container_id("devenv-t-idem-orders-db").await, Some(id), "container untouched");
     eprintln!("no-op up took {elapsed:?}");
 }
 
@@ -176,40 +130,24 @@ async fn state_file_is_private_and_status_reports_health() {
     let repo = repo("t-status", &image, DB_SERVICE);
     let result = up(&repo);
 
-    let mode = std::fs::metadata(repo.state_file())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = std::fs::metadata(repo.state_file()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    let output = repo
-        .devenv()
-        .args(["status", "--output", "json"])
-        .output()
-        .unwrap();
+    let output = repo.devenv().args(["status", "--output", "json"]).output().unwrap();
     assert!(output.status.success());
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let status = result_json(&output.stdout);
     let service = &status["services"][0];
     assert_eq!(service["state"], "running");
     assert_eq!(service["health"], "ready");
     assert_eq!(service["endpoint"], result["services"][0]["endpoint"]);
-    assert!(
-        service["outputs"]["password"].is_null(),
-        "secrets hidden without --show-secrets"
-    );
+    assert!(service["outputs"]["password"].is_null(), "secrets hidden without --show-secrets");
     assert_eq!(service["outputs"]["username"], "app");
 
     let text = repo.devenv().arg("up").output().unwrap();
     let table = String::from_utf8_lossy(&text.stdout);
     assert!(table.contains("(hidden; --show-secrets)"), "{table}");
-    let password = result["services"][0]["outputs"]["password"]
-        .as_str()
-        .unwrap();
-    assert!(
-        !table.contains(password),
-        "the password is not printed without --show-secrets"
-    );
+    let password = result["services"][0]["outputs"]["password"].as_str().unwrap();
+    assert!(!table.contains(password), "the password is not printed without --show-secrets");
 }
 
 #[tokio::test]
@@ -228,40 +166,23 @@ async fn changed_spec_recreates_only_that_container_and_keeps_its_data() {
 
     // A second tag of the same image is a changed spec for orders-db only.
     let retagged = format!("{}-retag", image.replace(':', "-retag:"));
-    let status = std::process::Command::new("docker")
-        .args(["tag", &image, &retagged])
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("docker").args(["tag", &image, &retagged]).status().unwrap();
     assert!(status.success());
     repo.override_image("rds-mariadb", &retagged);
     let plan = repo.devenv().arg("plan").output().unwrap();
     let plan = String::from_utf8_lossy(&plan.stdout);
-    assert!(
-        plan.contains("recreate devenv-t-change-orders-db"),
-        "{plan}"
-    );
-    assert!(
-        plan.contains("keep     devenv-t-change-reports-db"),
-        "{plan}"
-    );
+    assert!(plan.contains("recreate devenv-t-change-orders-db"), "{plan}");
+    assert!(plan.contains("keep     devenv-t-change-reports-db"), "{plan}");
 
     let after = up(&repo);
-    assert_ne!(
-        container_id("devenv-t-change-orders-db").await.unwrap(),
-        orders_id
-    );
-    assert_eq!(
-        container_id("devenv-t-change-reports-db").await.unwrap(),
-        reports_id
-    );
+    assert_ne!(container_id("devenv-t-change-orders-db").await.unwrap(), orders_id);
+    assert_eq!(container_id("devenv-t-change-reports-db").await.unwrap(), reports_id);
     let mut conn = connect(&after, 0).await;
     let tables: Vec<String> = conn.query("SHOW TABLES").await.unwrap();
     assert_eq!(tables, ["kept"], "the volume survived the recreation");
     conn.disconnect().await.unwrap();
     drop(repo);
-    let _ = std::process::Command::new("docker")
-        .args(["rmi", &retagged])
-        .output();
+    let _ = std::process::Command::new("docker").args(["rmi", &retagged]).output();
 }
 
 #[tokio::test]
@@ -270,33 +191,15 @@ async fn a_remembered_port_taken_by_another_program_moves() {
     let repo = repo("t-port", &image, DB_SERVICE);
     let first = up(&repo);
     down(&repo, false);
-    let port: u16 = first["services"][0]["outputs"]["port"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port: u16 = first["services"][0]["outputs"]["port"].as_str().unwrap().parse().unwrap();
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("port free after down");
 
-    let output = repo
-        .devenv()
-        .args(["up", "--output", "json", "--show-secrets"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = repo.devenv().args(["up", "--output", "json", "--show-secrets"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains(&format!("port {port} is taken by another program")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("port {port} is taken by another program")), "{stdout}");
     let moved = result_json(&output.stdout);
-    assert_ne!(
-        moved["services"][0]["outputs"]["port"],
-        first["services"][0]["outputs"]["port"]
-    );
+    assert_ne!(moved["services"][0]["outputs"]["port"], first["services"][0]["outputs"]["port"]);
     connect(&moved, 0).await.disconnect().await.unwrap();
 }
 
@@ -305,19 +208,12 @@ async fn a_pinned_port_taken_by_another_program_fails_before_creating_anything()
     let Some(image) = mariadb_image() else { return };
     let squatter = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = squatter.local_addr().unwrap().port();
-    let repo = repo(
-        "t-pinned",
-        &image,
-        &format!("{DB_SERVICE}    port: {port}\n"),
-    );
+    let repo = repo("t-pinned", &image, &format!("{DB_SERVICE}    port: {port}\n"));
     let output = repo.devenv().arg("up").output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error[DEV023]"), "{stderr}");
-    assert!(
-        stderr.contains(&format!("port {port} on 127.0.0.1 is already in use")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("port {port} on 127.0.0.1 is already in use")), "{stderr}");
     let (containers, volumes) = labelled("t-pinned").await;
     assert!(containers.is_empty() && volumes.is_empty());
 }
@@ -333,11 +229,12 @@ async fn a_probe_that_never_passes_times_out_with_its_last_error() {
     let output = repo.devenv().arg("up").output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("error[DEV024]: `orders-db` did not become ready within 20s (waiting for SELECT 1 on 127.0.0.1:"), "{stderr}");
     assert!(
-        stderr.contains("Access denied"),
-        "the last attempt's error is shown: {stderr}"
+        stderr
+            .contains("error[DEV024]: `orders-db` did not become ready within 20s (waiting for SELECT 1 on 127.0.0.1:"),
+        "{stderr}"
     );
+    assert!(stderr.contains("Access denied"), "the last attempt's error is shown: {stderr}");
 }
 
 #[tokio::test]
@@ -346,18 +243,18 @@ async fn a_container_that_exits_is_reported_with_its_logs() {
     let repo = TestRepo::new("t-exit", DB_SERVICE);
     repo.write(
         ".devenv/substitutes/rds-mariadb.yaml",
-        &format!(
-            "image: {image}\ncommand: [bash, -c, \"echo cannot start: disk on fire >&2; exit 3\"]\n"
-        ),
+        &format!("image: {image}\ncommand: [bash, -c, \"echo cannot start: disk on fire >&2; exit 3\"]\n"),
     );
     let output = repo.devenv().arg("up").output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("error[DEV025]: `orders-db` stopped while starting (container `devenv-t-exit-orders-db`, exit code 3)"), "{stderr}");
     assert!(
-        stderr.contains("    cannot start: disk on fire"),
-        "the container's own output is shown: {stderr}"
+        stderr.contains(
+            "error[DEV025]: `orders-db` stopped while starting (container `devenv-t-exit-orders-db`, exit code 3)"
+        ),
+        "{stderr}"
     );
+    assert!(stderr.contains("    cannot start: disk on fire"), "the container's own output is shown: {stderr}");
 }
 
 #[tokio::test]
@@ -369,10 +266,7 @@ async fn an_image_that_cannot_be_pulled_is_reported() {
     let output = repo.devenv().arg("up").output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("error[DEV022]: cannot pull image `devenv-test/not-built-anywhere:1`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error[DEV022]: cannot pull image `devenv-test/not-built-anywhere:1`"), "{stderr}");
     let (containers, _) = labelled("t-pull").await;
     assert!(containers.is_empty());
 }
@@ -404,8 +298,5 @@ async fn interrupting_up_leaves_only_what_down_removes() {
 
     down(&repo, true);
     let (containers, volumes) = labelled("t-sigint").await;
-    assert!(
-        containers.is_empty() && volumes.is_empty(),
-        "{containers:?} {volumes:?}"
-    );
+    assert!(containers.is_empty() && volumes.is_empty(), "{containers:?} {volumes:?}");
 }

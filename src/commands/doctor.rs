@@ -35,20 +35,10 @@ pub struct Check {
 
 impl Check {
     fn ok(name: &str, detail: String) -> Self {
-        Check {
-            name: name.to_string(),
-            verdict: Verdict::Ok,
-            detail,
-            fix: None,
-        }
+        Check { name: name.to_string(), verdict: Verdict::Ok, detail, fix: None }
     }
     fn problem(name: &str, verdict: Verdict, detail: String, fix: impl Into<String>) -> Self {
-        Check {
-            name: name.to_string(),
-            verdict,
-            detail,
-            fix: Some(fix.into()),
-        }
+        Check { name: name.to_string(), verdict, detail, fix: Some(fix.into()) }
     }
 }
 
@@ -71,12 +61,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
         Err(error) => {
             let error = Error::from(error);
             let fix = errors::diagnose(&error).hint.unwrap_or_default();
-            checks.push(Check::problem(
-                "docker",
-                Verdict::Fail,
-                error.to_string(),
-                fix,
-            ));
+            checks.push(Check::problem("docker", Verdict::Fail, error.to_string(), fix));
             None
         }
     };
@@ -85,7 +70,12 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     match &config {
         Ok(config) => checks.push(Check::ok(
             "config",
-            format!("{} is valid (environment `{}`, profile `{}`)", config::PROJECT_FILE, config.env, config.profile_name),
+            format!(
+                "{} is valid (environment `{}`, profile `{}`)",
+                config::PROJECT_FILE,
+                config.env,
+                config.profile_name
+            ),
         )),
         Err(config::Error::ProjectNotFound { .. }) => checks.push(Check::problem(
             "config",
@@ -93,16 +83,17 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
             format!("no {} here", config::PROJECT_FILE),
             "run doctor inside the GitOps repository, or pass --repo DIR, to check its configuration",
         )),
-        Err(error) => checks.push(Check::problem("config", Verdict::Fail, error.to_string(), "fix the file; `devenv plan` shows the full error")),
+        Err(error) => checks.push(Check::problem(
+            "config",
+            Verdict::Fail,
+            error.to_string(),
+            "fix the file; `devenv plan` shows the full error",
+        )),
     }
 
     let mut disk_paths = Vec::new();
     if let Ok(store) = Store::for_env("doctor") {
-        let root = store
-            .dir()
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf);
+        let root = store.dir().parent().and_then(Path::parent).map(Path::to_path_buf);
         disk_paths.extend(root.map(|r| ("state directory", r)));
     }
     if let Some(docker) = &docker
@@ -120,7 +111,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
 
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     if ctx.json() {
-        ui::print_json(&serde_json::json!({"checks": checks, "failed": failed}));
+        ui::print_result(&serde_json::json!({"checks": checks, "failed": failed}));
     } else {
         for check in &checks {
             let word = match check.verdict {
@@ -134,28 +125,17 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
             }
         }
     }
-    if failed > 0 {
-        Err(Error::Doctor(Failed(failed)))
-    } else {
-        Ok(())
-    }
+    if failed > 0 { Err(Error::Doctor(Failed(failed))) } else { Ok(()) }
 }
 
 fn disk_check(what: &str, path: &Path) -> Check {
     // The nearest existing ancestor tells which filesystem the path will be on.
-    let existing = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     match free_bytes(existing) {
         Some(free) if free < DISK_FAIL_BYTES => Check::problem(
             "disk",
             Verdict::Fail,
-            format!(
-                "{what} ({}): only {} free",
-                path.display(),
-                human_bytes(free)
-            ),
+            format!("{what} ({}): only {} free", path.display(), human_bytes(free)),
             "free some space (`docker system prune` removes unused images and containers)",
         ),
         Some(free) if free < DISK_WARN_BYTES => Check::problem(
@@ -164,10 +144,7 @@ fn disk_check(what: &str, path: &Path) -> Check {
             format!("{what} ({}): {} free", path.display(), human_bytes(free)),
             "substitute images and data take a few GiB; consider freeing space",
         ),
-        Some(free) => Check::ok(
-            "disk",
-            format!("{what} ({}): {} free", path.display(), human_bytes(free)),
-        ),
+        Some(free) => Check::ok("disk", format!("{what} ({}): {} free", path.display(), human_bytes(free))),
         None => Check::problem(
             "disk",
             Verdict::Warn,
@@ -192,9 +169,7 @@ fn human_bytes(bytes: u64) -> String {
 
 /// Pinned and remembered ports must be free, or held by the environment's own container.
 async fn port_checks(config: &config::Config, docker: Option<&Docker>) -> Vec<Check> {
-    let remembered = Store::for_env(&config.env)
-        .ok()
-        .and_then(|s| s.load().ok().flatten());
+    let remembered = Store::for_env(&config.env).ok().and_then(|s| s.load().ok().flatten());
     let mut checks = Vec::new();
     for service in &config.services {
         let main = &service.substitute.main_port;
@@ -218,38 +193,21 @@ async fn port_checks(config: &config::Config, docker: Option<&Docker>) -> Vec<Ch
             None => None,
         };
         let check = if ours == Some(port) {
-            Check::ok(
-                "ports",
-                format!(
-                    "127.0.0.1:{port} is held by `{}`'s own container",
-                    service.name
-                ),
-            )
+            Check::ok("ports", format!("127.0.0.1:{port} is held by `{}`'s own container", service.name))
         } else if ports::is_free(port) {
-            Check::ok(
-                "ports",
-                format!("127.0.0.1:{port} for `{}` is free", service.name),
-            )
+            Check::ok("ports", format!("127.0.0.1:{port} for `{}` is free", service.name))
         } else if pinned.is_some() {
             Check::problem(
                 "ports",
                 Verdict::Fail,
-                format!(
-                    "127.0.0.1:{port}, pinned for `{}`, is taken by another program",
-                    service.name
-                ),
-                format!(
-                    "stop the program holding it (`ss -ltnp 'sport = :{port}'`) or change `port:` in devenv.yaml"
-                ),
+                format!("127.0.0.1:{port}, pinned for `{}`, is taken by another program", service.name),
+                format!("stop the program holding it (`ss -ltnp 'sport = :{port}'`) or change `port:` in devenv.yaml"),
             )
         } else {
             Check::problem(
                 "ports",
                 Verdict::Warn,
-                format!(
-                    "127.0.0.1:{port}, remembered for `{}`, is taken by another program",
-                    service.name
-                ),
+                format!("127.0.0.1:{port}, remembered for `{}`, is taken by another program", service.name),
                 "`devenv up` will move the service to a free port",
             )
         };

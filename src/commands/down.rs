@@ -31,9 +31,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     }
 
     if ctx.json() {
-        ui::print_json(
-            &serde_json::json!({"event": "result", "env": env, "purged": args.purge, "removed": removed}),
-        );
+        ui::print_result(&serde_json::json!({"env": env, "purged": args.purge, "removed": removed}));
         return Ok(());
     }
     if removed.containers.is_empty() && removed.volumes.is_empty() {
@@ -42,17 +40,11 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         println!(
             "Environment `{env}` is down: removed {} container(s){}.",
             removed.containers.len(),
-            if args.purge {
-                format!(" and {} volume(s)", removed.volumes.len())
-            } else {
-                String::new()
-            }
+            if args.purge { format!(" and {} volume(s)", removed.volumes.len()) } else { String::new() }
         );
     }
     if !args.purge && state.is_some() {
-        println!(
-            "Data volumes and credentials are kept for the next `devenv up`; `devenv down --purge` deletes them."
-        );
+        println!("Data volumes and credentials are kept for the next `devenv up`; `devenv down --purge` deletes them.");
     }
     Ok(())
 }

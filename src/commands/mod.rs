@@ -63,18 +63,11 @@ pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), Error> {
 }
 
 /// Outputs as a JSON object, secrets as null unless shown.
-fn outputs_json(
-    outputs: &[OutputValue],
-    show_secrets: bool,
-) -> serde_json::Map<String, serde_json::Value> {
+fn outputs_json(outputs: &[OutputValue], show_secrets: bool) -> serde_json::Map<String, serde_json::Value> {
     outputs
         .iter()
         .map(|o| {
-            let value = if o.secret && !show_secrets {
-                serde_json::Value::Null
-            } else {
-                o.value.clone().into()
-            };
+            let value = if o.secret && !show_secrets { serde_json::Value::Null } else { o.value.clone().into() };
             (o.name.clone(), value)
         })
         .collect()
@@ -86,20 +79,9 @@ fn output_rows(service: &str, outputs: &[OutputValue], show_secrets: bool) -> Ve
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            let value = if o.secret && !show_secrets {
-                "(hidden; --show-secrets)".to_string()
-            } else {
-                o.value.clone()
-            };
-            vec![
-                if i == 0 {
-                    service.to_string()
-                } else {
-                    String::new()
-                },
-                o.name.clone(),
-                value,
-            ]
+            let value =
+                if o.secret && !show_secrets { "(hidden; --show-secrets)".to_string() } else { o.value.clone() };
+            vec![if i == 0 { service.to_string() } else { String::new() }, o.name.clone(), value]
         })
         .collect()
 }

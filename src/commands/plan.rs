@@ -15,17 +15,14 @@ use crate::ui::{self, ReporterExt};
 pub async fn run(ctx: &Context) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
-    let mut state =
-        Store::for_env(&config.env)?.load_for(&config.env, &config.repo, &config.profile_name)?;
+    let mut state = Store::for_env(&config.env)?.load_for(&config.env, &config.repo, &config.profile_name)?;
     let (observed, orphans) = if config.services.is_empty() {
         (BTreeMap::new(), Vec::new())
     } else {
         match Docker::connect().await {
             Ok(docker) => substitutes::observe(&docker, &config).await?,
             Err(error) => {
-                ctx.reporter().warning(&format!(
-                    "{error}; showing the plan as if nothing exists yet"
-                ));
+                ctx.reporter().warning(&format!("{error}; showing the plan as if nothing exists yet"));
                 (BTreeMap::new(), Vec::new())
             }
         }
@@ -34,7 +31,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     let desired = substitutes::resolve(&config, &mut state, &observed)?;
     let plan = plan::compute(&config, &desired, &observed, &orphans);
     if ctx.json() {
-        ui::print_json(&plan);
+        ui::print_result(&plan);
     } else {
         print!("{}", plan::render(&plan));
     }

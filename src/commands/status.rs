@@ -13,11 +13,7 @@ use crate::ui::{self, table};
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let state = Store::for_env(&config.env)?.load()?;
-    let docker = if config.services.is_empty() {
-        None
-    } else {
-        Some(Docker::connect().await?)
-    };
+    let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
 
     let mut services = Vec::new();
     let mut rows = Vec::new();
@@ -29,9 +25,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             None => None,
         };
         let remembered = state.as_ref().and_then(|s| s.services.get(&service.name));
-        let port = remembered
-            .and_then(|r| r.host_ports.get(&service.substitute.main_port))
-            .copied();
+        let port = remembered.and_then(|r| r.host_ports.get(&service.substitute.main_port)).copied();
         let values = remembered.map(|r| substitutes::host_values(&config.env, service, r));
         let (state_word, health) = match (&container, port, &values) {
             (None, ..) => ("absent".to_string(), "-".to_string()),
@@ -43,13 +37,8 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             }
             (Some(c), ..) => (c.state.clone(), "-".to_string()),
         };
-        let endpoint = port
-            .map(|p| format!("127.0.0.1:{p}"))
-            .unwrap_or_else(|| "-".to_string());
-        let outputs = values
-            .as_ref()
-            .map(|v| substitutes::render_outputs(service, v))
-            .unwrap_or_default();
+        let endpoint = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "-".to_string());
+        let outputs = values.as_ref().map(|v| substitutes::render_outputs(service, v)).unwrap_or_default();
         rows.push(vec![
             service.name.clone(),
             service.kind.clone(),
@@ -70,7 +59,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     }
 
     if ctx.json() {
-        ui::print_json(&serde_json::json!({
+        ui::print_result(&serde_json::json!({
             "env": config.env,
             "profile": config.profile_name,
             "created": state.is_some(),
@@ -78,26 +67,17 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         }));
         return Ok(());
     }
-    println!(
-        "Environment `{}` (profile `{}`)",
-        config.env, config.profile_name
-    );
+    println!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
         println!("Not created yet; `devenv up` creates it.");
     }
     if !rows.is_empty() {
         println!();
-        print!(
-            "{}",
-            table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT"], &rows)
-        );
+        print!("{}", table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT"], &rows));
     }
     if !output_table.is_empty() {
         println!();
-        print!(
-            "{}",
-            table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table)
-        );
+        print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
     }
     Ok(())
 }

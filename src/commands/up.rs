@@ -37,9 +37,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             }
         }
         for orphan in &plan.orphans {
-            reporter.warning(&format!(
-                "removing `{orphan}`: its service is no longer in devenv.yaml (volume kept)"
-            ));
+            reporter.warning(&format!("removing `{orphan}`: its service is no longer in devenv.yaml (volume kept)"));
             docker.remove_container(orphan, STOP_GRACE).await?;
         }
         // Substitutes start in parallel; each reports its own progress.
@@ -51,20 +49,12 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         )
         .await;
         let total = results.len();
-        let mut errors: Vec<Error> = results
-            .into_iter()
-            .filter_map(Result::err)
-            .map(Error::from)
-            .collect();
+        let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).map(Error::from).collect();
         match errors.len() {
             0 => {}
             1 => return Err(errors.remove(0)),
             failed => {
-                return Err(Error::Several {
-                    failed,
-                    total,
-                    first: Box::new(errors.remove(0)),
-                });
+                return Err(Error::Several { failed, total, first: Box::new(errors.remove(0)) });
             }
         }
         ready = desired;
@@ -83,19 +73,12 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
                 })
             })
             .collect();
-        ui::print_json(
-            &serde_json::json!({"event": "result", "env": config.env, "profile": config.profile_name, "services": services}),
-        );
+        ui::print_result(&serde_json::json!({"env": config.env, "profile": config.profile_name, "services": services}));
     } else if ready.is_empty() {
-        println!(
-            "Environment `{}` is up (no services in devenv.yaml).",
-            config.env
-        );
+        println!("Environment `{}` is up (no services in devenv.yaml).", config.env);
     } else {
-        let rows: Vec<Vec<String>> = ready
-            .iter()
-            .flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets))
-            .collect();
+        let rows: Vec<Vec<String>> =
+            ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets)).collect();
         println!("Environment `{}` is up.\n", config.env);
         print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }

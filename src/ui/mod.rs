@@ -58,12 +58,7 @@ pub trait ReporterExt: Reporter {
         self.report(Event::Progress { step, message });
     }
     fn finished(&self, step: &str, status: Status, message: &str, elapsed: Duration) {
-        self.report(Event::Finished {
-            step,
-            status,
-            message,
-            elapsed_ms: elapsed.as_millis(),
-        });
+        self.report(Event::Finished { step, status, message, elapsed_ms: elapsed.as_millis() });
     }
     fn warning(&self, message: &str) {
         self.report(Event::Warning { message });
@@ -96,10 +91,18 @@ pub fn reporter(format: OutputFormat, verbosity: Verbosity) -> Box<dyn Reporter>
     }
 }
 
-/// Prints one JSON document on stdout.
-pub fn print_json(value: &impl Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string(value).expect("output serialises")
-    );
+/// Prints a command's result as the last NDJSON line on stdout: the object with
+/// `"event": "result"` added.
+pub fn print_result(value: &impl Serialize) {
+    print_event("result", value);
+}
+
+/// Prints `value` (an object) with an `event` field on one line of stdout.
+pub fn print_event(event: &str, value: &impl Serialize) {
+    let mut object = match serde_json::to_value(value).expect("output serialises") {
+        serde_json::Value::Object(object) => object,
+        other => serde_json::Map::from_iter([("value".to_string(), other)]),
+    };
+    object.insert("event".to_string(), event.into());
+    println!("{}", serde_json::Value::Object(object));
 }

@@ -62,18 +62,8 @@ impl Reporter for PlainReporter {
                 format!("{:>12} {} {message}", "", subject(step))
             }
             Event::Progress { .. } => return,
-            Event::Finished {
-                step,
-                status,
-                message,
-                elapsed_ms,
-            } => {
-                format!(
-                    "{:>12} {} {message} ({:.1}s)",
-                    verb(status),
-                    subject(step),
-                    elapsed_ms as f64 / 1000.0
-                )
+            Event::Finished { step, status, message, elapsed_ms } => {
+                format!("{:>12} {} {message} ({:.1}s)", verb(status), subject(step), elapsed_ms as f64 / 1000.0)
             }
             Event::Warning { message } => format!("warning: {message}"),
         };
@@ -89,10 +79,7 @@ pub struct TtyReporter {
 
 impl TtyReporter {
     pub fn new() -> Self {
-        TtyReporter {
-            multi: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
-        }
+        TtyReporter { multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -109,10 +96,8 @@ impl Reporter for TtyReporter {
             Event::Started { step, message } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:.dim}",
-                    )
-                    .expect("valid template"),
+                    ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:.dim}")
+                        .expect("valid template"),
                 );
                 bar.set_prefix(subject(step).to_string());
                 bar.set_message(message.to_string());
@@ -124,18 +109,9 @@ impl Reporter for TtyReporter {
                     bar.set_message(message.to_string());
                 }
             }
-            Event::Finished {
-                step,
-                status,
-                message,
-                elapsed_ms,
-            } => {
-                let line = format!(
-                    "{:>12} {} {message} ({:.1}s)",
-                    verb(status),
-                    subject(step),
-                    elapsed_ms as f64 / 1000.0
-                );
+            Event::Finished { step, status, message, elapsed_ms } => {
+                let line =
+                    format!("{:>12} {} {message} ({:.1}s)", verb(status), subject(step), elapsed_ms as f64 / 1000.0);
                 match bars.remove(step) {
                     Some(bar) => {
                         bar.finish_and_clear();

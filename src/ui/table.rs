@@ -11,11 +11,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         padded.join("  ").trim_end().to_string()
     };
     let mut out = line(header.to_vec());
@@ -31,13 +27,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn aligns_columns() {
-        let rows = vec![
-            vec!["orders-db".to_string(), "ready".to_string()],
-            vec!["x".to_string(), "-".to_string()],
-        ];
-        assert_eq!(
-            super::render(&["SERVICE", "HEALTH"], &rows),
-            "SERVICE    HEALTH\norders-db  ready\nx          -\n"
-        );
+        let rows = vec![vec!["orders-db".to_string(), "ready".to_string()], vec!["x".to_string(), "-".to_string()]];
+        assert_eq!(super::render(&["SERVICE", "HEALTH"], &rows), "SERVICE    HEALTH\norders-db  ready\nx          -\n");
     }
 }

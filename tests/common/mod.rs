@@ -28,9 +28,7 @@ pub fn tier_available(tier: &str, problem: Option<String>) -> bool {
 pub fn mariadb_image() -> Option<String> {
     let image = std::env::var(MARIADB_IMAGE_ENV).ok();
     let problem = match &image {
-        None => Some(format!(
-            "{MARIADB_IMAGE_ENV} is not set (scripts/test.sh builds the image and sets it)"
-        )),
+        None => Some(format!("{MARIADB_IMAGE_ENV} is not set (scripts/test.sh builds the image and sets it)")),
         Some(_) if !docker_works() => Some("`docker info` fails".to_string()),
         Some(_) => None,
     };
@@ -61,11 +59,7 @@ impl TestRepo {
             "project: {env}\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\n    namespace: flux-system\nservices:\n{services}"
         );
         std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
-        TestRepo {
-            dir,
-            state: tempfile::tempdir().unwrap(),
-            env: env.to_string(),
-        }
+        TestRepo { dir, state: tempfile::tempdir().unwrap(), env: env.to_string() }
     }
 
     pub fn path(&self) -> &Path {
@@ -80,18 +74,11 @@ impl TestRepo {
 
     /// Points a catalogue kind at another image, as a user would.
     pub fn override_image(&self, kind: &str, image: &str) {
-        self.write(
-            &format!(".devenv/substitutes/{kind}.yaml"),
-            &format!("image: {image}\n"),
-        );
+        self.write(&format!(".devenv/substitutes/{kind}.yaml"), &format!("image: {image}\n"));
     }
 
     pub fn state_file(&self) -> PathBuf {
-        self.state
-            .path()
-            .join("envs")
-            .join(&self.env)
-            .join("state.json")
+        self.state.path().join("envs").join(&self.env).join("state.json")
     }
 
     /// The devenv binary, run in this repository with a clean environment.
@@ -110,10 +97,7 @@ impl TestRepo {
 impl Drop for TestRepo {
     fn drop(&mut self) {
         // Best effort: a failed test must not leave containers behind.
-        let _ = self
-            .devenv()
-            .args(["down", "--purge", "--env", &self.env.clone()])
-            .output();
+        let _ = self.devenv().args(["down", "--purge", "--env", &self.env.clone()]).output();
     }
 }
 
@@ -136,10 +120,6 @@ fn std_devenv_in(dir: &Path) -> std::process::Command {
 /// The last JSON line of NDJSON output: the command's result.
 pub fn result_json(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .expect("some output");
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).expect("some output");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
 }

@@ -1,0 +1,165 @@
+//! CLI tier: the real binary's help, errors and exit codes. No Docker engine needed: tests
+//! that touch Docker point DOCKER_HOST at a socket that does not exist.
+
+mod common;
+
+use common::{TestRepo, devenv_in};
+use predicates::prelude::*;
+
+const NO_DOCKER: &str = "unix:///nonexistent/docker.sock";
+const SERVICE: &str = "  - name: orders-db\n    kind: rds-mariadb\n";
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for command in ["up", "down", "status", "plan", "doctor"] {
+        let dir = tempfile::tempdir().unwrap();
+        devenv_in(dir.path())
+            .args([command, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Examples:"))
+            .stdout(predicate::str::contains("--profile"));
+    }
+}
+
+#[test]
+fn no_project_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    devenv_in(dir.path())
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV001]: no devenv.yaml in"))
+        .stderr(predicate::str::contains(
+            "hint: run devenv inside a repository with a devenv.yaml, or pass `--repo DIR`",
+        ));
+}
+
+#[test]
+fn bad_config_fails_with_its_location_and_creates_nothing() {
+    let repo = TestRepo::new("t-cli-bad", "  - name: orders-db\n    kind: rds-mariadbb\n");
+    repo.devenv()
+        .arg("up")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV003]: devenv.yaml:11:11: services[0].kind: unknown substitute kind `rds-mariadbb`",
+        ))
+        .stderr(predicate::str::contains("did you mean `rds-mariadb`?"));
+    assert!(!repo.state_file().exists(), "nothing is recorded for an invalid config");
+}
+
+#[test]
+fn errors_are_json_with_output_json() {
+    let repo = TestRepo::new("t-cli-json", "  - name: Orders\n    kind: rds-mariadb\n");
+    let output = repo.devenv().args(["plan", "--output", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let error = common::result_json(&output.stdout);
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["error"]["id"], "DEV005");
+    assert!(error["error"]["message"].as_str().unwrap().contains("services[0].name"));
+}
+
+#[test]
+fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
+    let repo = TestRepo::new("t-cli-kind", SERVICE);
+    repo.devenv()
+        .args(["up", "--profile", "local"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error[DEV040]: profile `local` uses the `kind` cluster provider, which this version of devenv cannot run",
+        ))
+        .stderr(predicate::str::contains("--profile standalone"));
+    assert!(!repo.state_file().exists());
+}
+
+#[test]
+fn unreachable_docker_names_the_fix() {
+    let repo = TestRepo::new("t-cli-nodocker", SERVICE);
+    repo.devenv()
+        .arg("up")
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("error[DEV020]: cannot reach the Docker engine at `{NO_DOCKER}`")))
+        .stderr(predicate::str::contains("hint: start the Docker engine"));
+    assert!(!repo.state_file().exists(), "nothing is recorded when Docker is unreachable");
+}
+
+#[test]
+fn plan_without_docker_shows_what_up_would_create() {
+    let repo = TestRepo::new("t-cli-plan", SERVICE);
+    let output = repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    settings.add_filter(r"new port \d+", "new port [PORT]");
+    settings.bind(|| insta::assert_snapshot!(stdout));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("showing the plan as if nothing exists yet"));
+    assert!(!repo.state_file().exists(), "plan records nothing");
+}
+
+#[test]
+fn plan_as_json() {
+    let repo = TestRepo::new("t-cli-planjson", SERVICE);
+    let output = repo.devenv().args(["plan", "--output", "json"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success());
+    let plan = common::result_json(&output.stdout);
+    assert_eq!(plan["event"], "result");
+    assert_eq!(plan["services"][0]["action"], "create");
+    assert_eq!(plan["services"][0]["container"], "devenv-t-cli-planjson-orders-db");
+    assert_eq!(plan["cluster"]["provider"], "none");
+}
+
+#[test]
+fn down_on_nothing_is_a_no_op() {
+    let repo = TestRepo::new("t-cli-down", SERVICE);
+    repo.devenv()
+        .arg("down")
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to remove"));
+}
+
+#[test]
+fn down_works_with_a_broken_config_when_the_env_is_named() {
+    let repo = TestRepo::new("t-cli-broken", "  - name: x\n    kind: nope\n");
+    repo.devenv().arg("down").env("DOCKER_HOST", NO_DOCKER).assert().code(2);
+    repo.devenv().args(["down", "--env", "t-cli-broken"]).env("DOCKER_HOST", NO_DOCKER).assert().success();
+}
+
+#[test]
+fn status_before_up() {
+    let repo = TestRepo::new("t-cli-status", "");
+    repo.devenv().arg("status").assert().success().stdout(predicate::str::contains("Not created yet"));
+}
+
+#[test]
+fn doctor_reports_docker_with_its_fix() {
+    let repo = TestRepo::new("t-cli-doctor", SERVICE);
+    repo.devenv()
+        .arg("doctor")
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("FAIL  docker"))
+        .stdout(predicate::str::contains("fix: start the Docker engine"))
+        .stdout(predicate::str::contains("ok  config"));
+}
+
+#[test]
+fn the_example_repository_is_valid() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let state = tempfile::tempdir().unwrap();
+    devenv_in(&example)
+        .args(["plan", "--profile", "standalone"])
+        .env("DEVENV_STATE_DIR", state.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("create   devenv-shop-orders-db"));
+}
