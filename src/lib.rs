@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod docker;
 pub mod errors;
+pub mod flux;
 pub mod naming;
 pub mod plan;
 pub mod ports;

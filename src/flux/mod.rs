@@ -1,0 +1,3 @@
+//! The Flux layer: the local overlay, packing the working tree, and the `${VAR}` contract.
+
+pub mod overlay;

@@ -1,0 +1,223 @@
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        flux_namespace: "flux-system".into(),
+        own_source: SourceRef::parse("GitRepository/flux-system").unwrap(),
+        config_map: "cluster-env".into(),
+        secret: "cluster-env-secrets".into(),
+        disable: vec!["aws-load-balancer-controller".into(), "security/external-secrets-aws".into()],
+        max_replicas: Some(1),
+        patches: vec![],
+    }
+}
+
+fn rewritten(text: &str) -> Rewritten {
+    rewrite(text, &settings()).unwrap().expect("the file changes")
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+}
+
+const CHILD: &str = "\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: apps
+  namespace: flux-system
+spec:
+  interval: 10m
+  path: ./apps/production
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+  patches:
+    - target:
+        kind: Deployment
+        name: orders
+      patch: |
+        - op: add
+          path: /metadata/labels/team
+          value: lending
+  postBuild:
+    substitute:
+      CLUSTER_NAME: production
+    substituteFrom:
+      - kind: ConfigMap
+        name: cluster-env
+";
+
+#[test]
+fn a_child_keeps_its_patches_and_inline_substitutions() {
+    let out = rewritten(CHILD);
+    let doc = &documents(&out.text)[0];
+    let spec = &doc["spec"];
+    assert_eq!(spec["sourceRef"]["kind"], "OCIRepository");
+    assert_eq!(spec["sourceRef"]["name"], "devenv-source");
+    assert_eq!(spec["sourceRef"]["namespace"], "flux-system");
+    assert_eq!(spec["postBuild"]["substitute"]["CLUSTER_NAME"], "production");
+    let from = spec["postBuild"]["substituteFrom"].as_sequence().unwrap();
+    assert_eq!(from.len(), 2, "the existing ConfigMap entry is not duplicated: {from:?}");
+    assert_eq!(from[1]["kind"], "Secret");
+    assert_eq!(from[1]["name"], "cluster-env-secrets");
+    let patches = spec["patches"].as_sequence().unwrap();
+    assert_eq!(patches.len(), 3, "the user's patch comes first, then the replica caps");
+    assert_eq!(patches[0]["target"]["name"], "orders");
+    assert_eq!(patches[1]["target"]["kind"], "Deployment");
+    assert!(patches[1]["patch"].as_str().unwrap().contains("path: /spec/replicas"));
+    assert_eq!(out.substitution_namespaces.iter().collect::<Vec<_>>(), ["flux-system"]);
+}
+
+#[test]
+fn nested_kustomizations_and_sources_in_one_file_are_reached() {
+    let text = "\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: bitnami
+  namespace: flux-system
+spec:
+  url: https://charts.example.com
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: payments
+  namespace: flux-system
+spec:
+  path: ./apps/payments
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: redis
+  namespace: payments
+spec:
+  chart:
+    spec:
+      chart: redis
+      sourceRef:
+        kind: HelmRepository
+        name: bitnami
+        namespace: flux-system
+";
+    let out = rewritten(text);
+    let docs = documents(&out.text);
+    assert_eq!(docs.len(), 3);
+    assert_eq!(docs[0]["spec"]["url"], "https://charts.example.com", "sources stay as they are");
+    assert_eq!(docs[1]["spec"]["sourceRef"]["name"], "devenv-source");
+    assert!(docs[1]["spec"].get("postBuild").is_none(), "no substitution is switched on where there was none");
+    let renderers = docs[2]["spec"]["postRenderers"].as_sequence().unwrap();
+    assert_eq!(renderers[0]["kustomize"]["patches"].as_sequence().unwrap().len(), 2);
+    assert_eq!(docs[2]["spec"]["chart"]["spec"]["sourceRef"]["name"], "bitnami");
+}
+
+#[test]
+fn a_kustomization_in_another_namespace_reaches_the_artifact_and_its_own_env() {
+    let text = CHILD.replace("namespace: flux-system\nspec", "namespace: team-a\nspec").replace(
+        "    name: flux-system\n  patches",
+        "    name: flux-system\n    namespace: flux-system\n  patches",
+    );
+    let out = rewritten(&text);
+    let doc = &documents(&out.text)[0];
+    assert_eq!(doc["spec"]["sourceRef"]["name"], "devenv-source");
+    assert_eq!(doc["spec"]["sourceRef"]["namespace"], "flux-system");
+    assert!(out.substitution_namespaces.contains("team-a"));
+}
+
+#[test]
+fn a_source_ref_to_another_source_is_left_alone() {
+    let text = CHILD.replace("kind: GitRepository\n    name: flux-system", "kind: GitRepository\n    name: platform-charts");
+    let out = rewritten(&text);
+    let doc = &documents(&out.text)[0];
+    assert_eq!(doc["spec"]["sourceRef"]["kind"], "GitRepository");
+    assert_eq!(doc["spec"]["sourceRef"]["name"], "platform-charts");
+    assert!(!out.changes.iter().any(|c| c.what.starts_with("sourceRef")));
+}
+
+#[test]
+fn a_same_named_source_in_another_namespace_is_left_alone() {
+    let text = CHILD.replace("    name: flux-system\n  patches", "    name: flux-system\n    namespace: other\n  patches");
+    let doc = &documents(&rewritten(&text).text)[0];
+    assert_eq!(doc["spec"]["sourceRef"]["kind"], "GitRepository");
+}
+
+#[test]
+fn disabled_components_are_removed_and_dependants_stop_waiting_for_them() {
+    let text = "\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: aws-load-balancer-controller
+  namespace: flux-system
+spec:
+  path: ./infrastructure/aws-lbc
+  sourceRef: {kind: GitRepository, name: flux-system}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: ingress
+  namespace: flux-system
+spec:
+  dependsOn:
+    - name: aws-load-balancer-controller
+    - name: cert-manager
+  path: ./infrastructure/ingress
+  sourceRef: {kind: GitRepository, name: flux-system}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: external-secrets-aws
+  namespace: security
+spec: {}
+";
+    let out = rewritten(text);
+    let docs = documents(&out.text);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["metadata"]["name"], "ingress");
+    let depends_on = docs[0]["spec"]["dependsOn"].as_sequence().unwrap();
+    assert_eq!(depends_on.len(), 1);
+    assert_eq!(depends_on[0]["name"], "cert-manager");
+    assert!(out.changes.contains(&Change {
+        object: "HelmRelease/security/external-secrets-aws".into(),
+        what: "removed (overlay.disable)".into()
+    }));
+}
+
+#[test]
+fn files_without_flux_objects_are_untouched() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  labels:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n";
+    assert!(rewrite(text, &settings()).unwrap().is_none());
+    assert!(!may_hold_flux_objects("apiVersion: apps/v1\nkind: Deployment\n"));
+}
+
+#[test]
+fn user_patches_are_appended() {
+    let mut settings = settings();
+    settings.max_replicas = None;
+    settings.patches = vec![serde_yaml::from_str("{target: {kind: Ingress}, patch: '[]'}").unwrap()];
+    let out = rewrite(CHILD, &settings).unwrap().unwrap();
+    let patches = documents(&out.text)[0]["spec"]["patches"].as_sequence().unwrap().clone();
+    assert_eq!(patches.len(), 2);
+    assert_eq!(patches[1]["target"]["kind"], "Ingress");
+}
+
+#[test]
+fn rewriting_twice_gives_the_same_text() {
+    let once = rewritten(CHILD).text;
+    let again = rewritten(CHILD).text;
+    assert_eq!(once, again);
+}
+
+#[test]
+fn source_refs_parse() {
+    assert_eq!(SourceRef::parse("GitRepository/flux-system").unwrap().name, "flux-system");
+    assert!(SourceRef::parse("flux-system").is_none());
+    assert!(SourceRef::parse("A/b/c").is_none());
+}
