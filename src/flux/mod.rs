@@ -1,3 +1,4 @@
 //! The Flux layer: the local overlay, packing the working tree, and the `${VAR}` contract.
 
 pub mod overlay;
+pub mod pack;
