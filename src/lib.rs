@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod envmap;
 pub mod errors;
 pub mod flux;
 pub mod naming;

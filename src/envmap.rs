@@ -1,0 +1,100 @@
+//! The environment ConfigMap and Secret, written the way Terraform writes them in AWS: the
+//! profile's static keys, plus each service's outputs under the keys devenv.yaml maps them to.
+//! Values are the addresses *pods* use, not the host's 127.0.0.1 ports.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{Config, Service, template};
+use crate::naming;
+use crate::state::State;
+use crate::substitutes;
+
+/// The data of the environment ConfigMap and Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnvMap {
+    pub config_map: BTreeMap<String, String>,
+    pub secret: BTreeMap<String, String>,
+}
+
+/// The name of the Secret that holds secret outputs.
+pub fn secret_name(config: &Config) -> String {
+    config
+        .project
+        .environment
+        .secret
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| format!("{}-secrets", config.project.environment.config_map.name))
+}
+
+/// The namespace of the environment ConfigMap (default: Flux's namespace).
+pub fn namespace(config: &Config) -> String {
+    config.project.environment.config_map.namespace.clone().unwrap_or_else(|| config.project.flux.namespace.clone())
+}
+
+/// Template values of a service as pods see it: a Docker substitute is reached by its
+/// container name on the cluster's Docker network, at its container port.
+pub fn pod_values(env: &str, service: &Service, state: &State) -> BTreeMap<String, String> {
+    let remembered = state.services.get(&service.name).cloned().unwrap_or_default();
+    let mut values = substitutes::host_values(env, service, &remembered);
+    values.insert("host".into(), naming::container_name(env, &service.name));
+    for (name, port) in &service.substitute.ports {
+        values.insert(format!("port.{name}"), port.to_string());
+    }
+    values.insert("port".into(), service.substitute.ports[&service.substitute.main_port].to_string());
+    values
+}
+
+/// The ConfigMap and Secret data for the environment.
+pub fn compute(config: &Config, state: &State) -> EnvMap {
+    let mut map = EnvMap { config_map: config.profile.environment.clone(), secret: BTreeMap::new() };
+    for service in &config.services {
+        let values = pod_values(&config.env, service, state);
+        for (key, output_name) in &service.keys {
+            let output = &service.substitute.outputs[output_name];
+            let value = template::render(output.template(), &values);
+            if output.is_secret() {
+                map.secret.insert(key.clone(), value);
+            } else {
+                map.config_map.insert(key.clone(), value);
+            }
+        }
+    }
+    map
+}
+
+/// Every key the environment provides, for the substitution contract.
+pub fn keys(map: &EnvMap) -> std::collections::BTreeSet<String> {
+    map.config_map.keys().chain(map.secret.keys()).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Selection};
+
+    #[test]
+    fn outputs_fill_the_mapped_keys_with_pod_addresses_and_secrets_go_to_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = "project: shop\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\nservices:\n  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: orders\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_NAME: database\n      DB_PASSWORD: password\n      DB_URL: url\n";
+        std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
+        let config = config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
+        let mut state = State::default();
+        substitutes::resolve(&config, &mut state, &Default::default()).unwrap();
+        let password = state.services["orders-db"].secrets["password"].clone();
+
+        let map = compute(&config, &state);
+        assert_eq!(map.config_map["DB_HOST"], "devenv-shop-orders-db");
+        assert_eq!(map.config_map["DB_PORT"], "3306", "the container port, not the host port");
+        assert_eq!(map.config_map["DB_NAME"], "orders");
+        assert_eq!(map.config_map["AWS_REGION"], "us-east-1", "the profile's static keys");
+        assert_eq!(map.secret["DB_PASSWORD"], password);
+        assert_eq!(map.secret["DB_URL"], format!("mysql://app:{password}@devenv-shop-orders-db:3306/orders"));
+        assert!(!map.config_map.contains_key("DB_PASSWORD"));
+        assert_eq!(secret_name(&config), "cluster-env-secrets");
+        assert_eq!(namespace(&config), "flux-system");
+        assert_eq!(keys(&map).len(), 7);
+    }
+}
