@@ -22,6 +22,8 @@ pub enum Error {
     Substitute(#[from] substitutes::Error),
     #[error(transparent)]
     Provider(#[from] providers::Error),
+    #[error(transparent)]
+    Flux(#[from] crate::flux::Error),
     #[error("interrupted; what was created so far is labelled, `devenv up` resumes and `devenv down` removes it")]
     Interrupted,
     #[error(transparent)]
@@ -54,6 +56,8 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV050", "a doctor check failed"),
+    ("DEV060", "a substituted variable has no value"),
+    ("DEV061", "the working tree cannot be packed"),
     ("DEV090", "interrupted"),
 ];
 
@@ -123,6 +127,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Doctor(_) => {
             return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };
         }
+        Error::Flux(e) => match e {
+            crate::flux::Error::Contract { .. } => (
+                "DEV060",
+                Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
+            ),
+            crate::flux::Error::SourceRef(_) => {
+                return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
+            }
+            crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
+        },
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),
     };

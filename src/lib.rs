@@ -6,6 +6,7 @@ pub mod config;
 pub mod docker;
 pub mod envmap;
 pub mod errors;
+pub mod kube;
 pub mod flux;
 pub mod naming;
 pub mod plan;

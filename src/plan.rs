@@ -19,6 +19,31 @@ pub struct Plan {
     pub services: Vec<ServiceStep>,
     /// Containers of the environment whose service left devenv.yaml; `up` removes them.
     pub orphans: Vec<String>,
+    /// What goes to Flux, when the profile has a cluster.
+    pub flux: Option<FluxStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FluxStep {
+    pub path: String,
+    pub files: usize,
+    pub digest: String,
+    /// `(file, change)` for every Flux object the overlay rewrites.
+    pub changes: Vec<(String, crate::flux::overlay::Change)>,
+    pub contract: crate::flux::contract::Report,
+}
+
+impl FluxStep {
+    pub fn new(config: &Config, prepared: &crate::flux::Prepared) -> Self {
+        FluxStep {
+            path: config.project.flux.path.clone(),
+            files: prepared.packed.files,
+            digest: prepared.packed.digest.clone(),
+            changes: prepared.packed.changes.clone(),
+            contract: prepared.contract.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,10 +97,11 @@ pub fn compute(
                 reason,
                 port: main.port(),
                 port_note: port_note(main),
-                volume: d.spec.volume.as_ref().map(|(name, _)| VolumeStep {
-                    name: name.clone(),
-                    exists: seen.volume_exists,
-                }),
+                volume: d
+                    .spec
+                    .volume
+                    .as_ref()
+                    .map(|(name, _)| VolumeStep { name: name.clone(), exists: seen.volume_exists }),
             }
         })
         .collect();
@@ -88,6 +114,7 @@ pub fn compute(
         },
         services,
         orphans: orphans.to_vec(),
+        flux: None,
     }
 }
 
@@ -99,10 +126,7 @@ fn decide(desired: &Desired, observed: &Observed) -> (Action, String) {
     let wanted_hash = desired.spec.labels.get(crate::naming::LABEL_SPEC_HASH);
     if container.labels.get(crate::naming::LABEL_SPEC_HASH) != wanted_hash {
         let reason = if container.image != desired.spec.image {
-            format!(
-                "image changes from {} to {}",
-                container.image, desired.spec.image
-            )
+            format!("image changes from {} to {}", container.image, desired.spec.image)
         } else if container.ports != desired.spec.ports {
             "published ports change".to_string()
         } else {
@@ -118,9 +142,7 @@ fn decide(desired: &Desired, observed: &Observed) -> (Action, String) {
 
 fn port_note(choice: Choice) -> Option<String> {
     match choice {
-        Choice::Moved { from, to } => Some(format!(
-            "port {from} is taken by another program; moving to {to}"
-        )),
+        Choice::Moved { from, to } => Some(format!("port {from} is taken by another program; moving to {to}")),
         Choice::New(port) => Some(format!("new port {port}")),
         Choice::Pinned(_) | Choice::Kept(_) => None,
     }
@@ -128,10 +150,7 @@ fn port_note(choice: Choice) -> Option<String> {
 
 /// The plan as text for people.
 pub fn render(plan: &Plan) -> String {
-    let mut out = format!(
-        "Plan for environment `{}` (profile `{}`)\n",
-        plan.env, plan.profile
-    );
+    let mut out = format!("Plan for environment `{}` (profile `{}`)\n", plan.env, plan.profile);
     out.push_str(&format!(
         "  cluster: {}\n",
         match plan.cluster.provider {
@@ -157,18 +176,30 @@ pub fn render(plan: &Plan) -> String {
             out.push_str(&format!("           {note}\n"));
         }
         if let Some(volume) = &step.volume {
-            let what = if volume.exists {
-                "keeps its data in"
-            } else {
-                "creates volume"
-            };
+            let what = if volume.exists { "keeps its data in" } else { "creates volume" };
             out.push_str(&format!("           {what} {}\n", volume.name));
         }
     }
     for orphan in &plan.orphans {
+        out.push_str(&format!("  remove   {orphan}: its service is no longer in devenv.yaml (volume kept)\n"));
+    }
+    if let Some(flux) = &plan.flux {
         out.push_str(&format!(
-            "  remove   {orphan}: its service is no longer in devenv.yaml (volume kept)\n"
+            "  flux:    apply `{}` from the working tree ({} files, {}), with the local overlay:\n",
+            flux.path, flux.files, flux.digest
         ));
+        if flux.changes.is_empty() {
+            out.push_str("           no Flux object changes\n");
+        }
+        for (file, change) in &flux.changes {
+            out.push_str(&format!("           {file}: {}: {}\n", change.object, change.what));
+        }
+        if flux.contract.missing.is_empty() && flux.contract.unverifiable.is_empty() && flux.contract.unused.is_empty() {
+            out.push_str("  contract: every substituted variable has a value\n");
+        } else {
+            out.push_str("  contract:\n");
+            out.push_str(&crate::flux::contract::render(&flux.contract));
+        }
     }
     out
 }
@@ -187,14 +218,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let project = "project: shop\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\nservices:\n  - name: db\n    kind: rds-mariadb\n";
         std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
-        let config = config::load(
-            &Selection {
-                repo: Some(dir.path().into()),
-                ..Default::default()
-            },
-            dir.path(),
-        )
-        .unwrap();
+        let config =
+            config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
         (dir, config)
     }
 
@@ -211,18 +236,8 @@ mod tests {
         }
     }
 
-    fn plan_with(
-        config: &Config,
-        state: &mut State,
-        container: Option<ContainerInfo>,
-    ) -> (Plan, Vec<Desired>) {
-        let observed = BTreeMap::from([(
-            "db".to_string(),
-            Observed {
-                container,
-                volume_exists: false,
-            },
-        )]);
+    fn plan_with(config: &Config, state: &mut State, container: Option<ContainerInfo>) -> (Plan, Vec<Desired>) {
+        let observed = BTreeMap::from([("db".to_string(), Observed { container, volume_exists: false })]);
         let desired = substitutes::resolve(config, state, &observed).unwrap();
         (compute(config, &desired, &observed, &[]), desired)
     }
@@ -234,17 +249,8 @@ mod tests {
         let (plan, desired) = plan_with(&config, &mut state, None);
         assert_eq!(plan.services[0].action, Action::Create);
         assert_eq!(plan.services[0].container, "devenv-shop-db");
-        assert_eq!(
-            desired[0].spec.volume,
-            Some(("devenv-shop-db-data".into(), "/var/lib/mysql".into()))
-        );
-        assert!(
-            plan.services[0]
-                .port_note
-                .as_deref()
-                .unwrap()
-                .starts_with("new port")
-        );
+        assert_eq!(desired[0].spec.volume, Some(("devenv-shop-db-data".into(), "/var/lib/mysql".into())));
+        assert!(plan.services[0].port_note.as_deref().unwrap().starts_with("new port"));
         assert!(render(&plan).contains("create   devenv-shop-db"));
     }
 
@@ -256,10 +262,7 @@ mod tests {
         let password = state.services["db"].secrets["password"].clone();
         let (plan, second) = plan_with(&config, &mut state, Some(running(&first[0])));
         assert_eq!(plan.services[0].action, Action::Keep);
-        assert_eq!(
-            first[0].spec, second[0].spec,
-            "same inputs give the same container"
-        );
+        assert_eq!(first[0].spec, second[0].spec, "same inputs give the same container");
         assert_eq!(state.services["db"].secrets["password"], password);
         assert_eq!(second[0].spec.env["MARIADB_PASSWORD"], password);
         assert_eq!(plan.services[0].port_note, None);
@@ -270,11 +273,7 @@ mod tests {
         let (_dir, config) = config();
         let mut state = State::default();
         let (_, first) = plan_with(&config, &mut state, None);
-        let stopped = ContainerInfo {
-            running: false,
-            state: "exited".into(),
-            ..running(&first[0])
-        };
+        let stopped = ContainerInfo { running: false, state: "exited".into(), ..running(&first[0]) };
         let (plan, _) = plan_with(&config, &mut state, Some(stopped));
         assert_eq!(plan.services[0].action, Action::Start);
         assert_eq!(plan.services[0].reason, "container is exited");
@@ -299,9 +298,7 @@ mod tests {
         let (_dir, mut config) = config();
         let mut state = State::default();
         let (_, first) = plan_with(&config, &mut state, None);
-        config.services[0]
-            .params
-            .insert("database".into(), "orders".into());
+        config.services[0].params.insert("database".into(), "orders".into());
         let (plan, _) = plan_with(&config, &mut state, Some(running(&first[0])));
         assert_eq!(plan.services[0].action, Action::Recreate);
         assert_eq!(plan.services[0].reason, "settings changed");
@@ -312,15 +309,7 @@ mod tests {
         let (_dir, config) = config();
         let mut state = State::default();
         let desired = substitutes::resolve(&config, &mut state, &BTreeMap::new()).unwrap();
-        let plan = compute(
-            &config,
-            &desired,
-            &BTreeMap::new(),
-            &["devenv-shop-old".to_string()],
-        );
-        assert!(
-            render(&plan)
-                .contains("remove   devenv-shop-old: its service is no longer in devenv.yaml")
-        );
+        let plan = compute(&config, &desired, &BTreeMap::new(), &["devenv-shop-old".to_string()]);
+        assert!(render(&plan).contains("remove   devenv-shop-old: its service is no longer in devenv.yaml"));
     }
 }

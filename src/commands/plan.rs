@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use super::Context;
 use crate::config;
+use crate::config::profile::Provider;
+use crate::{envmap, flux};
 use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
@@ -29,7 +31,11 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     };
     // Resolution picks ports and credentials in memory only; nothing is saved.
     let desired = substitutes::resolve(&config, &mut state, &observed)?;
-    let plan = plan::compute(&config, &desired, &observed, &orphans);
+    let mut plan = plan::compute(&config, &desired, &observed, &orphans);
+    if config.profile.cluster.provider != Provider::None {
+        let prepared = flux::prepare(&config, envmap::compute(&config, &state))?;
+        plan.flux = Some(plan::FluxStep::new(&config, &prepared));
+    }
     if ctx.json() {
         ui::print_result(&plan);
     } else {

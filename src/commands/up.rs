@@ -5,6 +5,9 @@ use futures_util::future::join_all;
 use super::{Context, output_rows, outputs_json};
 use crate::cli::UpArgs;
 use crate::config;
+use crate::config::profile::Provider;
+use crate::state::State;
+use crate::{envmap, flux};
 use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
@@ -17,6 +20,10 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     // Everything that can be checked without side effects is checked first.
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
+    if config.profile.cluster.provider != Provider::None {
+        // The contract needs only the keys, which do not depend on generated values.
+        flux::prepare(&config, envmap::compute(&config, &State::default()))?.check_contract()?;
+    }
     let store = Store::for_env(&config.env)?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     let reporter = ctx.reporter();

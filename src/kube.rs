@@ -1,0 +1,114 @@
+//! Kubernetes access: server-side apply of unstructured objects with the field manager
+//! `devenv`, every object labelled as devenv's, and small waits on named conditions.
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{self, Scope};
+use serde_json::Value;
+
+use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
+
+pub const FIELD_MANAGER: &str = "devenv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("`{what}` is not a Kubernetes object (apiVersion, kind and metadata.name are needed)")]
+    NotAnObject { what: String },
+    #[error("the cluster does not serve `{kind}` ({api_version}); are its CRDs installed?")]
+    Discovery {
+        api_version: String,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot apply {object}")]
+    Apply {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot delete {object}")]
+    Delete {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot read {object}")]
+    Get {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// An object's identity for messages: `Kind/namespace/name`.
+pub fn describe(object: &Value) -> String {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let metadata = object.get("metadata");
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("?");
+    match metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+        Some(namespace) => format!("{kind}/{namespace}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
+}
+
+/// Adds devenv's ownership labels to an object.
+pub fn label(object: &mut Value, env: &str) {
+    let labels = object
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| Value::Object(Default::default())))
+        .and_then(|m| m.as_object_mut())
+        .map(|m| m.entry("labels").or_insert_with(|| Value::Object(Default::default())));
+    if let Some(Value::Object(labels)) = labels {
+        labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+        labels.insert(LABEL_ENV.into(), env.into());
+    }
+}
+
+/// The API of an object's kind, found by discovery, for its namespace.
+pub async fn api_for(client: &kube::Client, object: &Value) -> Result<(Api<DynamicObject>, String), Error> {
+    let what = describe(object);
+    let api_version = object.get("apiVersion").and_then(Value::as_str);
+    let kind = object.get("kind").and_then(Value::as_str);
+    let name = object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str);
+    let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
+        return Err(Error::NotAnObject { what });
+    };
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, capabilities): (ApiResource, _) = discovery::pinned_kind(client, &gvk).await.map_err(|source| {
+        Error::Discovery { api_version: api_version.to_string(), kind: kind.to_string(), source }
+    })?;
+    let api = match capabilities.scope {
+        Scope::Namespaced => {
+            let namespace = object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    Ok((api, name.to_string()))
+}
+
+/// Creates or updates an object by server-side apply (field manager `devenv`).
+pub async fn apply(client: &kube::Client, object: &Value) -> Result<DynamicObject, Error> {
+    let (api, name) = api_for(client, object).await?;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(|source| Error::Apply { object: describe(object), source })
+}
+
+/// Reads an object; absent is `None`.
+pub async fn get(client: &kube::Client, object: &Value) -> Result<Option<DynamicObject>, Error> {
+    let (api, name) = api_for(client, object).await?;
+    api.get_opt(&name).await.map_err(|source| Error::Get { object: describe(object), source })
+}
+
+/// Deletes an object; absent is fine. Returns whether it existed.
+pub async fn delete(client: &kube::Client, object: &Value) -> Result<bool, Error> {
+    let (api, name) = api_for(client, object).await?;
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Delete { object: describe(object), source }),
+    }
+}
