@@ -65,6 +65,17 @@ pub enum Command {
     /// Check this machine and say how to fix what is missing
     #[command(after_help = "Examples:\n  devenv doctor\n  devenv doctor --output json")]
     Doctor,
+    /// The sim cluster provider's tools
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Build the sim cluster's binaries (Kubernetes, etcd, kwok, Flux, a registry) from their Go
+    /// modules into the cache; needs Go, takes a while once, and is instant when cached
+    #[command(after_help = "Examples:\n  devenv sim build\n  DEVENV_CACHE_DIR=/var/cache/devenv devenv sim build")]
+    Build,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -85,6 +85,12 @@ pub enum Error {
     },
     #[error("cannot list volumes")]
     ListVolumes(#[source] BollardError),
+    #[error("cannot read the resource usage of container `{name}`")]
+    Stats {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
 }
 
 /// What a container should be; its hash decides whether an existing one still fits.
@@ -100,6 +106,15 @@ pub struct ContainerSpec {
     /// Named volume and the path it is mounted at.
     pub volume: Option<(String, String)>,
     pub memory_bytes: Option<i64>,
+}
+
+/// A running container's memory use, as `docker stats` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUsage {
+    /// Bytes in use, without the page cache the kernel can reclaim (inactive files).
+    pub used_bytes: u64,
+    /// The container's memory limit (the machine's memory when it has none).
+    pub limit_bytes: Option<u64>,
 }
 
 /// What a container is.
@@ -133,18 +148,12 @@ impl Docker {
     /// Connects to the engine named by `DOCKER_HOST` or the default socket, agreeing on an
     /// API version both sides speak.
     pub async fn connect() -> Result<Self, Error> {
-        let endpoint = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
-        let unreachable = |source| Error::Unreachable {
-            endpoint: endpoint.clone(),
-            source,
-        };
+        let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |source| Error::Unreachable { endpoint: endpoint.clone(), source };
         let client = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
         let client = tokio::time::timeout(CONNECT_DEADLINE, client.negotiate_version())
             .await
-            .map_err(|_| Error::NoAnswer {
-                endpoint: endpoint.clone(),
-            })?
+            .map_err(|_| Error::NoAnswer { endpoint: endpoint.clone() })?
             .map_err(unreachable)?;
         Ok(Docker { client, endpoint })
     }
@@ -154,10 +163,7 @@ impl Docker {
             .client
             .version()
             .await
-            .map_err(|source| Error::Unreachable {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Unreachable { endpoint: self.endpoint.clone(), source })?;
         Ok(EngineVersion {
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
@@ -166,38 +172,22 @@ impl Docker {
 
     /// The engine's data directory, for the disk-space check.
     pub async fn root_dir(&self) -> Option<String> {
-        self.client
-            .info()
-            .await
-            .ok()
-            .and_then(|info| info.docker_root_dir)
+        self.client.info().await.ok().and_then(|info| info.docker_root_dir)
     }
 
     /// Makes sure the image is present, pulling it if not; `progress` receives pull status lines.
-    pub async fn ensure_image(
-        &self,
-        image: &str,
-        progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<bool, Error> {
+    pub async fn ensure_image(&self, image: &str, progress: &(dyn Fn(&str) + Sync)) -> Result<bool, Error> {
         match self.client.inspect_image(image).await {
             Ok(_) => return Ok(false),
             Err(e) if is_not_found(&e) => {}
             Err(source) => {
-                return Err(Error::InspectImage {
-                    image: image.to_string(),
-                    source,
-                });
+                return Err(Error::InspectImage { image: image.to_string(), source });
             }
         }
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
-            .build();
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
         let mut stream = self.client.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|source| Error::Pull {
-                image: image.to_string(),
-                source,
-            })?;
+            let info = item.map_err(|source| Error::Pull { image: image.to_string(), source })?;
             if let Some(status) = info.status {
                 progress(&status);
             }
@@ -210,10 +200,7 @@ impl Docker {
             Ok(response) => response,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(source) => {
-                return Err(Error::InspectContainer {
-                    name: name.to_string(),
-                    source,
-                });
+                return Err(Error::InspectContainer { name: name.to_string(), source });
             }
         };
         let state = response.state.unwrap_or_default();
@@ -225,11 +212,7 @@ impl Docker {
             .unwrap_or_default();
         Ok(Some(ContainerInfo {
             id: response.id.unwrap_or_default(),
-            name: response
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            name: response.name.unwrap_or_default().trim_start_matches('/').to_string(),
             image: config.image.unwrap_or_default(),
             running: state.running.unwrap_or(false),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
@@ -240,20 +223,10 @@ impl Docker {
     }
 
     /// Names of all containers (running or not) carrying every given label.
-    pub async fn containers_with_labels(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> Result<Vec<String>, Error> {
+    pub async fn containers_with_labels(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, Error> {
         let filters = label_filters(labels);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let summaries = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .map_err(Error::ListContainers)?;
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries = self.client.list_containers(Some(options)).await.map_err(Error::ListContainers)?;
         let mut names: Vec<String> = summaries
             .into_iter()
             .filter_map(|s| s.names.and_then(|n| n.into_iter().next()))
@@ -268,10 +241,7 @@ impl Docker {
             .ports
             .iter()
             .map(|(container, host)| {
-                let binding = PortBinding {
-                    host_ip: Some(LOOPBACK.to_string()),
-                    host_port: Some(host.to_string()),
-                };
+                let binding = PortBinding { host_ip: Some(LOOPBACK.to_string()), host_port: Some(host.to_string()) };
                 (format!("{container}/tcp"), Some(vec![binding]))
             })
             .collect();
@@ -283,26 +253,18 @@ impl Docker {
             exposed_ports: Some(spec.ports.keys().map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
-                binds: spec
-                    .volume
-                    .as_ref()
-                    .map(|(name, path)| vec![format!("{name}:{path}")]),
+                binds: spec.volume.as_ref().map(|(name, path)| vec![format!("{name}:{path}")]),
                 memory: spec.memory_bytes,
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
         let response = self
             .client
             .create_container(Some(options), body)
             .await
-            .map_err(|source| Error::CreateContainer {
-                name: spec.name.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::CreateContainer { name: spec.name.clone(), source })?;
         Ok(response.id)
     }
 
@@ -310,46 +272,54 @@ impl Docker {
         self.client
             .start_container(name, None)
             .await
-            .map_err(|source| Error::StartContainer {
-                name: name.to_string(),
-                source,
-            })
+            .map_err(|source| Error::StartContainer { name: name.to_string(), source })
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; absent is fine.
     pub async fn remove_container(&self, name: &str, grace: Duration) -> Result<(), Error> {
-        let stop = StopContainerOptionsBuilder::default()
-            .t(grace.as_secs() as i32)
-            .build();
+        let stop = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
         match self.client.stop_container(name, Some(stop)).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => return Ok(()),
             // 304: already stopped.
             Err(e) if status_code(&e) == Some(304) => {}
             Err(source) => {
-                return Err(Error::StopContainer {
-                    name: name.to_string(),
-                    source,
-                });
+                return Err(Error::StopContainer { name: name.to_string(), source });
             }
         }
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.client.remove_container(name, Some(remove)).await {
-            Err(e) if !is_not_found(&e) => Err(Error::RemoveContainer {
-                name: name.to_string(),
-                source: e,
-            }),
+            Err(e) if !is_not_found(&e) => Err(Error::RemoveContainer { name: name.to_string(), source: e }),
             _ => Ok(()),
         }
     }
 
+    /// The memory a running container uses now (one sample, not a stream); `None` when the
+    /// container does not exist or is not running.
+    pub async fn memory_usage(&self, name: &str) -> Result<Option<MemoryUsage>, Error> {
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let mut stream = self.client.stats(name, Some(options));
+        let stats = match stream.next().await {
+            None => return Ok(None),
+            Some(Err(e)) if is_not_found(&e) => return Ok(None),
+            Some(Err(source)) => return Err(Error::Stats { name: name.to_string(), source }),
+            Some(Ok(stats)) => stats,
+        };
+        Ok(stats.memory_stats.and_then(|memory| {
+            let usage = memory.usage?;
+            // What `docker stats` subtracts: reclaimable page cache (cgroup v2, then v1 names).
+            let cache = memory
+                .stats
+                .as_ref()
+                .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied())
+                .unwrap_or(0);
+            Some(MemoryUsage { used_bytes: usage.saturating_sub(cache), limit_bytes: memory.limit })
+        }))
+    }
+
     /// The last lines a container printed, to explain why it stopped.
     pub async fn logs_tail(&self, name: &str, lines: usize) -> String {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
         let mut stream = self.client.logs(name, Some(options));
         let mut out = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
@@ -359,11 +329,7 @@ impl Docker {
     }
 
     /// Creates a labelled volume; an existing one is kept as it is.
-    pub async fn ensure_volume(
-        &self,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<(), Error> {
+    pub async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
         let request = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone().into_iter().collect()),
@@ -373,28 +339,14 @@ impl Docker {
             .create_volume(request)
             .await
             .map(|_| ())
-            .map_err(|source| Error::CreateVolume {
-                name: name.to_string(),
-                source,
-            })
+            .map_err(|source| Error::CreateVolume { name: name.to_string(), source })
     }
 
     pub async fn volumes_with_labels(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, Error> {
         let filters = label_filters(labels);
-        let options = ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let response = self
-            .client
-            .list_volumes(Some(options))
-            .await
-            .map_err(Error::ListVolumes)?;
-        let mut names: Vec<String> = response
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let response = self.client.list_volumes(Some(options)).await.map_err(Error::ListVolumes)?;
+        let mut names: Vec<String> = response.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
         names.sort();
         Ok(names)
     }
@@ -402,20 +354,14 @@ impl Docker {
     pub async fn remove_volume(&self, name: &str) -> Result<(), Error> {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.client.remove_volume(name, Some(options)).await {
-            Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume {
-                name: name.to_string(),
-                source: e,
-            }),
+            Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume { name: name.to_string(), source: e }),
             _ => Ok(()),
         }
     }
 }
 
 fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_string(),
-        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-    )])
+    HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())])
 }
 
 fn parse_port_map(bindings: &HashMap<String, Option<Vec<PortBinding>>>) -> BTreeMap<u16, u16> {

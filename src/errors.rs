@@ -55,6 +55,8 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV031", "the environment name is used by another repository"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
+    ("DEV042", "the sim cluster's binaries are not built"),
+    ("DEV043", "building the sim cluster's binaries failed"),
     ("DEV050", "a doctor check failed"),
     ("DEV060", "a substituted variable has no value"),
     ("DEV061", "the working tree cannot be packed"),
@@ -116,6 +118,7 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
         },
         Error::Provider(e) => match e {
+            providers::Error::Sim(e) => diagnose_sim(e),
             providers::Error::NotAvailable { provider, .. } => (
                 "DEV040",
                 Some(format!(
@@ -166,6 +169,33 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
         ),
     };
     Diagnosis { id, exit_code: 2, hint }
+}
+
+fn diagnose_sim(error: &providers::sim::Error) -> (&'static str, Option<String>) {
+    use providers::sim::Error as Sim;
+    match error {
+        Sim::NotBuilt { .. } => (
+            "DEV042",
+            Some("build them once with `devenv sim build` (needs Go; the build is cached by version)".into()),
+        ),
+        Sim::BuildFailed { tail, .. } => {
+            let mut hint = "the build's last lines:".to_string();
+            for line in tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+                let _ = write!(hint, "\n    {line}");
+            }
+            ("DEV043", Some(hint))
+        }
+        other => {
+            let mut hint = "`devenv status` shows each process; `devenv down` stops what started".to_string();
+            if let Some(log) = other.log() {
+                let _ = write!(hint, "\nlast lines of {}:", log.path.display());
+                for line in log.lines.lines() {
+                    let _ = write!(hint, "\n    {line}");
+                }
+            }
+            ("DEV041", Some(hint))
+        }
+    }
 }
 
 fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {

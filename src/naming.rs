@@ -21,10 +21,7 @@ pub fn check_label(value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!("is longer than {max} characters"));
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
         return Err(format!("contains `{c}`"));
     }
     if value.starts_with('-') || value.ends_with('-') {
@@ -38,22 +35,14 @@ pub fn sanitize(value: &str, max: usize) -> String {
     let mut out = String::new();
     for c in value.chars() {
         let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
         if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
             out.push(c);
         }
     }
     out.truncate(max);
     let trimmed = out.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "env".to_string()
-    } else {
-        trimmed.to_string()
-    }
+    if trimmed.is_empty() { "env".to_string() } else { trimmed.to_string() }
 }
 
 pub fn container_name(env: &str, service: &str) -> String {
@@ -67,9 +56,7 @@ pub fn volume_name(env: &str, service: &str) -> String {
 /// A Flux substitution variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn is_variable_name(value: &str) -> bool {
     let mut chars = value.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -88,15 +75,9 @@ mod tests {
     fn labels() {
         assert!(check_label("shop-1", 63).is_ok());
         assert_eq!(check_label("Shop", 63).unwrap_err(), "contains `S`");
-        assert_eq!(
-            check_label("-shop", 63).unwrap_err(),
-            "starts or ends with `-`"
-        );
+        assert_eq!(check_label("-shop", 63).unwrap_err(), "starts or ends with `-`");
         assert_eq!(check_label("", 63).unwrap_err(), "is empty");
-        assert_eq!(
-            check_label(&"a".repeat(31), 30).unwrap_err(),
-            "is longer than 30 characters"
-        );
+        assert_eq!(check_label(&"a".repeat(31), 30).unwrap_err(), "is longer than 30 characters");
         assert!(check_label(&"a".repeat(30), 30).is_ok());
     }
 
@@ -111,10 +92,7 @@ mod tests {
     #[test]
     fn object_names() {
         assert_eq!(container_name("shop", "orders-db"), "devenv-shop-orders-db");
-        assert_eq!(
-            volume_name("shop", "orders-db"),
-            "devenv-shop-orders-db-data"
-        );
+        assert_eq!(volume_name("shop", "orders-db"), "devenv-shop-orders-db-data");
     }
 
     #[test]

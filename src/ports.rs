@@ -48,10 +48,7 @@ pub fn choose(
         (Some(port), _) if usable(port) => Ok(Choice::Pinned(port)),
         (Some(port), _) => Err(Error::InUse { port }),
         (None, Some(port)) if usable(port) => Ok(Choice::Kept(port)),
-        (None, Some(port)) => Ok(Choice::Moved {
-            from: port,
-            to: pick()?,
-        }),
+        (None, Some(port)) => Ok(Choice::Moved { from: port, to: pick()? }),
         (None, None) => Ok(Choice::New(pick()?)),
     }
 }
@@ -72,9 +69,7 @@ pub fn pick_free(taken: &[u16]) -> Result<u16, Error> {
             return Ok(port);
         }
     }
-    Err(Error::NoFreePort(io::Error::other(
-        "the kernel kept offering ports already chosen",
-    )))
+    Err(Error::NoFreePort(io::Error::other("the kernel kept offering ports already chosen")))
 }
 
 #[cfg(test)]
@@ -87,14 +82,8 @@ mod tests {
 
     #[test]
     fn pinned_port_wins_when_free_or_ours() {
-        assert_eq!(
-            choose(Some(3306), Some(4000), None, |_| true, pick_9000).unwrap(),
-            Choice::Pinned(3306)
-        );
-        assert_eq!(
-            choose(Some(3306), None, Some(3306), |_| false, pick_9000).unwrap(),
-            Choice::Pinned(3306)
-        );
+        assert_eq!(choose(Some(3306), Some(4000), None, |_| true, pick_9000).unwrap(), Choice::Pinned(3306));
+        assert_eq!(choose(Some(3306), None, Some(3306), |_| false, pick_9000).unwrap(), Choice::Pinned(3306));
     }
 
     #[test]
@@ -105,29 +94,17 @@ mod tests {
 
     #[test]
     fn remembered_port_is_kept_or_moved() {
-        assert_eq!(
-            choose(None, Some(4000), None, |_| true, pick_9000).unwrap(),
-            Choice::Kept(4000)
-        );
-        assert_eq!(
-            choose(None, Some(4000), Some(4000), |_| false, pick_9000).unwrap(),
-            Choice::Kept(4000)
-        );
+        assert_eq!(choose(None, Some(4000), None, |_| true, pick_9000).unwrap(), Choice::Kept(4000));
+        assert_eq!(choose(None, Some(4000), Some(4000), |_| false, pick_9000).unwrap(), Choice::Kept(4000));
         assert_eq!(
             choose(None, Some(4000), None, |p| p != 4000, pick_9000).unwrap(),
-            Choice::Moved {
-                from: 4000,
-                to: 9000
-            }
+            Choice::Moved { from: 4000, to: 9000 }
         );
     }
 
     #[test]
     fn new_port_is_picked() {
-        assert_eq!(
-            choose(None, None, None, |_| true, pick_9000).unwrap(),
-            Choice::New(9000)
-        );
+        assert_eq!(choose(None, None, None, |_| true, pick_9000).unwrap(), Choice::New(9000));
     }
 
     #[test]

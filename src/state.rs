@@ -77,11 +77,7 @@ impl State {
 
 /// A random password: 24 letters and digits (safe in URLs and shell).
 pub fn generate_secret() -> String {
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect()
 }
 
 /// The state directory of one environment.
@@ -94,14 +90,9 @@ impl Store {
     pub fn for_env(env: &str) -> Result<Self, Error> {
         let root = match std::env::var_os(STATE_DIR_ENV) {
             Some(dir) => PathBuf::from(dir),
-            None => dirs::state_dir()
-                .or_else(dirs::data_local_dir)
-                .ok_or(Error::NoStateDir)?
-                .join("devenv"),
+            None => dirs::state_dir().or_else(dirs::data_local_dir).ok_or(Error::NoStateDir)?.join("devenv"),
         };
-        Ok(Store {
-            dir: root.join("envs").join(env),
-        })
+        Ok(Store { dir: root.join("envs").join(env) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -115,9 +106,7 @@ impl Store {
     pub fn load(&self) -> Result<Option<State>, Error> {
         let path = self.file();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::Corrupt { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(Error::Read { path, source }),
         }
@@ -126,10 +115,7 @@ impl Store {
     /// The environment's state, or a new one; refuses an environment of another repository.
     pub fn load_for(&self, env: &str, repo: &Path, profile: &str) -> Result<State, Error> {
         match self.load()? {
-            Some(state) if state.repo != repo => Err(Error::OtherRepo {
-                env: env.to_string(),
-                other_repo: state.repo,
-            }),
+            Some(state) if state.repo != repo => Err(Error::OtherRepo { env: env.to_string(), other_repo: state.repo }),
             Some(mut state) => {
                 state.profile = profile.to_string();
                 Ok(state)
@@ -141,34 +127,21 @@ impl Store {
     /// Writes the state atomically, readable by the user only.
     pub fn save(&self, state: &State) -> Result<(), Error> {
         let path = self.file();
-        let write_error = |source| Error::Write {
-            path: path.clone(),
-            source,
-        };
+        let write_error = |source| Error::Write { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(write_error)?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(write_error)?;
         let temp = self.dir.join("state.json.tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(write_error)?;
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(write_error)?;
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(write_error)?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(write_error)?;
         fs::rename(&temp, &path).map_err(write_error)
     }
 
     /// Removes the environment's whole state directory (`down --purge`).
     pub fn remove(&self) -> Result<(), Error> {
         match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Write {
-                path: self.dir.clone(),
-                source: e,
-            }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Write { path: self.dir.clone(), source: e }),
             _ => Ok(()),
         }
     }
@@ -181,9 +154,7 @@ mod tests {
     #[test]
     fn saves_with_private_permissions_and_reloads() {
         let temp = tempfile::tempdir().unwrap();
-        let store = Store {
-            dir: temp.path().join("envs").join("shop"),
-        };
+        let store = Store { dir: temp.path().join("envs").join("shop") };
         assert_eq!(store.load().unwrap(), None);
         let mut state = State::new("shop", Path::new("/repo"), "standalone");
         state.services.insert(
@@ -205,27 +176,17 @@ mod tests {
     #[test]
     fn refuses_an_environment_of_another_repository() {
         let temp = tempfile::tempdir().unwrap();
-        let store = Store {
-            dir: temp.path().join("shop"),
-        };
-        store
-            .save(&State::new("shop", Path::new("/one"), "standalone"))
-            .unwrap();
-        let error = store
-            .load_for("shop", Path::new("/two"), "standalone")
-            .unwrap_err();
-        assert!(
-            matches!(error, Error::OtherRepo { ref other_repo, .. } if other_repo == Path::new("/one"))
-        );
+        let store = Store { dir: temp.path().join("shop") };
+        store.save(&State::new("shop", Path::new("/one"), "standalone")).unwrap();
+        let error = store.load_for("shop", Path::new("/two"), "standalone").unwrap_err();
+        assert!(matches!(error, Error::OtherRepo { ref other_repo, .. } if other_repo == Path::new("/one")));
         assert!(store.load_for("shop", Path::new("/one"), "sim").is_ok());
     }
 
     #[test]
     fn reports_a_corrupt_file() {
         let temp = tempfile::tempdir().unwrap();
-        let store = Store {
-            dir: temp.path().to_path_buf(),
-        };
+        let store = Store { dir: temp.path().to_path_buf() };
         fs::write(store.file(), "{not json").unwrap();
         assert!(matches!(store.load(), Err(Error::Corrupt { .. })));
     }

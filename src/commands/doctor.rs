@@ -10,6 +10,7 @@ use crate::docker::Docker;
 use crate::errors::{self, Error};
 use crate::naming;
 use crate::ports;
+use crate::providers::sim;
 use crate::state::Store;
 use crate::ui;
 
@@ -90,6 +91,17 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
             "fix the file; `devenv plan` shows the full error",
         )),
     }
+
+    let wants_sim = config.as_ref().is_ok_and(|c| c.profile.cluster.provider == crate::config::profile::Provider::Sim);
+    checks.push(match sim::binaries() {
+        Ok(binaries) => Check::ok("sim", format!("the sim cluster's binaries are built ({})", binaries.dir.display())),
+        Err(error) => Check::problem(
+            "sim",
+            if wants_sim { Verdict::Fail } else { Verdict::Warn },
+            error.to_string(),
+            "run `devenv sim build` (needs Go; the build is cached by version)",
+        ),
+    });
 
     let mut disk_paths = Vec::new();
     if let Ok(store) = Store::for_env("doctor") {

@@ -5,6 +5,7 @@ use crate::cli::DownArgs;
 use crate::config;
 use crate::docker::Docker;
 use crate::errors::Error;
+use crate::providers::{self, sim};
 use crate::state::Store;
 use crate::substitutes::{self, Removed};
 use crate::ui;
@@ -26,17 +27,23 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         Err(_) if state.is_none() => Removed::default(),
         Err(error) => return Err(error.into()),
     };
+    // A sim cluster left by any profile of this environment stops too.
+    let cluster_stopped =
+        sim::Sim::new(store.dir()).down(args.purge, reporter.as_ref()).await.map_err(providers::Error::from)?;
     if args.purge {
         store.remove()?;
     }
 
     if ctx.json() {
-        ui::print_result(&serde_json::json!({"env": env, "purged": args.purge, "removed": removed}));
+        ui::print_result(&serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "clusterStopped": cluster_stopped}));
         return Ok(());
     }
-    if removed.containers.is_empty() && removed.volumes.is_empty() {
+    if cluster_stopped {
+        println!("Stopped the sim cluster of `{env}`{}.", if args.purge { " and deleted its data" } else { "" });
+    }
+    if removed.containers.is_empty() && removed.volumes.is_empty() && !cluster_stopped {
         println!("Environment `{env}` has nothing running; nothing to remove.");
-    } else {
+    } else if !removed.containers.is_empty() || !removed.volumes.is_empty() {
         println!(
             "Environment `{env}` is down: removed {} container(s){}.",
             removed.containers.len(),

@@ -3,12 +3,13 @@
 pub mod doctor;
 pub mod down;
 pub mod plan;
+pub mod sim;
 pub mod status;
 pub mod up;
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SimCommand};
 use crate::config::Selection;
 use crate::errors::Error;
 use crate::substitutes::OutputValue;
@@ -59,6 +60,7 @@ pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), Error> {
         Command::Status(args) => status::run(ctx, args).await,
         Command::Plan => plan::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
+        Command::Sim(SimCommand::Build) => sim::build(ctx).await,
     }
 }
 

@@ -5,6 +5,7 @@ use crate::cli::StatusArgs;
 use crate::config;
 use crate::docker::Docker;
 use crate::errors::Error;
+use crate::providers::{self, sim};
 use crate::naming;
 use crate::state::Store;
 use crate::substitutes::{self, probe};
@@ -12,7 +13,14 @@ use crate::ui::{self, table};
 
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
-    let state = Store::for_env(&config.env)?.load()?;
+    let store = Store::for_env(&config.env)?;
+    let state = store.load()?;
+    let sim = sim::Sim::new(store.dir());
+    let cluster = sim.info().map_err(providers::Error::from)?;
+    let processes = match &cluster {
+        Some(_) => sim.status().await.map_err(providers::Error::from)?,
+        None => Vec::new(),
+    };
     let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
 
     let mut services = Vec::new();
@@ -63,6 +71,8 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "env": config.env,
             "profile": config.profile_name,
             "created": state.is_some(),
+            "cluster": cluster,
+            "processes": processes,
             "services": services,
         }));
         return Ok(());
@@ -70,6 +80,22 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     println!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
         println!("Not created yet; `devenv up` creates it.");
+    }
+    if let Some(cluster) = &cluster {
+        println!("\nCluster (sim): {} — export KUBECONFIG={}", cluster.api_server, cluster.kubeconfig.display());
+        let rows: Vec<Vec<String>> = processes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".into()),
+                    p.port.map(|port| port.to_string()).unwrap_or_else(|| "-".into()),
+                    p.detail.clone(),
+                    p.rss_bytes.map(|b| format!("{} MiB", b >> 20)).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        print!("{}", table::render(&["PROCESS", "PID", "PORT", "HEALTH", "MEMORY"], &rows));
     }
     if !rows.is_empty() {
         println!();

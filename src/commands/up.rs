@@ -11,7 +11,7 @@ use crate::{envmap, flux};
 use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
-use crate::providers;
+use crate::providers::{self, sim};
 use crate::state::Store;
 use crate::substitutes::{self, STOP_GRACE};
 use crate::ui::{self, ReporterExt, table};
@@ -27,13 +27,21 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let store = Store::for_env(&config.env)?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     let reporter = ctx.reporter();
+    let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
+    // Recorded before anything is created, so `down` can always clean up.
+    store.save(&state)?;
+
+    let cluster = match config.profile.cluster.provider {
+        Provider::Sim => Some(
+            sim::Sim::new(store.dir()).up(&config.env, reporter.as_ref()).await.map_err(providers::Error::from)?,
+        ),
+        _ => None,
+    };
 
     let mut ready = Vec::new();
-    if !config.services.is_empty() {
-        let docker = Docker::connect().await?;
+    if let Some(docker) = docker {
         let (observed, orphans) = substitutes::observe(&docker, &config).await?;
         let desired = substitutes::resolve(&config, &mut state, &observed)?;
-        // Recorded before anything is created, so `down` can always clean up.
         store.save(&state)?;
         let plan = plan::compute(&config, &desired, &observed, &orphans);
         for step in &plan.services {
@@ -80,13 +88,19 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
                 })
             })
             .collect();
-        ui::print_result(&serde_json::json!({"env": config.env, "profile": config.profile_name, "services": services}));
-    } else if ready.is_empty() {
-        println!("Environment `{}` is up (no services in devenv.yaml).", config.env);
-    } else {
+        ui::print_result(&serde_json::json!({"env": config.env, "profile": config.profile_name, "cluster": cluster, "services": services}));
+        return Ok(());
+    }
+    println!("Environment `{}` is up.", config.env);
+    if let Some(cluster) = &cluster {
+        println!("\nCluster (sim): {} — context `{}`", cluster.api_server, cluster.context);
+        println!("  export KUBECONFIG={}", cluster.kubeconfig.display());
+        println!("  registry: {} (plain HTTP)", cluster.registry);
+    }
+    if !ready.is_empty() {
         let rows: Vec<Vec<String>> =
             ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets)).collect();
-        println!("Environment `{}` is up.\n", config.env);
+        println!();
         print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }
     Ok(())

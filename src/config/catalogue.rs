@@ -37,6 +37,126 @@ pub struct Substitute {
     pub probe: Probe,
     /// Outputs services map to environment ConfigMap keys.
     pub outputs: BTreeMap<String, Output>,
+    /// What a service may ask for with `resources:` (buckets, queues …), created once the
+    /// substitute is ready. Kinds without it take no `resources:`.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// Resources a service names in devenv.yaml (`resources: [orders, payments]`): how each is
+/// created, and the outputs each offers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// How each resource is created once the probe passes; creating one that exists is a no-op.
+    pub create: CreateResource,
+    /// Outputs of each resource, offered as `<resource>.<output>` (e.g. `orders.url`); templates
+    /// may also use `${resource}`, the resource's name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Output>,
+}
+
+/// A typed "create this resource" action, implemented once for every kind that uses it. The
+/// fields are templates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CreateResource {
+    /// An S3 bucket: `HeadBucket`, then `CreateBucket` if it is missing, signed (AWS Signature
+    /// Version 4, path-style) with the given credentials.
+    #[serde(rename_all = "camelCase")]
+    S3Bucket { endpoint: String, region: String, access_key: String, secret_key: String },
+    /// An SQS queue: `CreateQueue` (AWS JSON protocol), which returns the existing queue when
+    /// it is there; a name ending in `.fifo` makes a FIFO queue.
+    SqsQueue { endpoint: String },
+}
+
+impl CreateResource {
+    /// What one resource is called in messages.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            CreateResource::S3Bucket { .. } => "bucket",
+            CreateResource::SqsQueue { .. } => "queue",
+        }
+    }
+
+    /// The naming rules of the resource, as a hint.
+    pub fn naming_hint(&self) -> &'static str {
+        match self {
+            CreateResource::S3Bucket { .. } => {
+                "bucket names are 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit (e.g. `orders-uploads`)"
+            }
+            CreateResource::SqsQueue { .. } => {
+                "queue names are 1 to 80 letters, digits, `-` and `_`; a FIFO queue's name ends with `.fifo` (e.g. `orders` or `orders.fifo`)"
+            }
+        }
+    }
+
+    /// Checks a resource name against the managed service's rules; the error says why not.
+    pub fn check_name(&self, name: &str) -> Result<(), String> {
+        match self {
+            CreateResource::S3Bucket { .. } => check_bucket_name(name),
+            CreateResource::SqsQueue { .. } => check_queue_name(name),
+        }
+    }
+
+    /// Every templated field, with its name.
+    pub fn templates(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            CreateResource::S3Bucket { endpoint, region, access_key, secret_key } => vec![
+                ("endpoint", endpoint.as_str()),
+                ("region", region.as_str()),
+                ("accessKey", access_key.as_str()),
+                ("secretKey", secret_key.as_str()),
+            ],
+            CreateResource::SqsQueue { endpoint } => vec![("endpoint", endpoint.as_str())],
+        }
+    }
+}
+
+/// Amazon S3's rules for general purpose bucket names.
+fn check_bucket_name(name: &str) -> Result<(), String> {
+    if !(3..=63).contains(&name.len()) {
+        return Err(format!("is {} characters long; bucket names have 3 to 63", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+        return Err(format!("contains `{c}`; bucket names have only lowercase letters, digits, `-` and `.`"));
+    }
+    let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !alphanumeric(name.chars().next()) || !alphanumeric(name.chars().last()) {
+        return Err("must start and end with a letter or digit".to_string());
+    }
+    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        return Err("has `..`, `.-` or `-.`; each part between dots starts and ends with a letter or digit".to_string());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("is formatted as an IP address".to_string());
+    }
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return Err(format!("starts with `{prefix}`, which S3 reserves"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
+        if name.ends_with(suffix) {
+            return Err(format!("ends with `{suffix}`, which S3 reserves"));
+        }
+    }
+    Ok(())
+}
+
+/// Amazon SQS's rules for queue names.
+fn check_queue_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 80 {
+        return Err(format!("is {} characters long; queue names have 1 to 80", name.len()));
+    }
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    if base.is_empty() {
+        return Err("has nothing before `.fifo`".to_string());
+    }
+    if let Some(c) = base.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("contains `{c}`; queue names have only letters, digits, `-` and `_` (and may end with `.fifo`)"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -61,6 +181,24 @@ pub enum Probe {
         #[serde(default = "default_probe_timeout")]
         timeout: String,
     },
+    /// An HTTP `GET` of `path` (a template) on the main port answers with one of `status`,
+    /// and, with `json`, its JSON body has an accepted value at a field.
+    Http {
+        path: String,
+        #[serde(default = "default_http_status")]
+        status: Vec<u16>,
+        #[serde(default)]
+        json: Option<JsonCondition>,
+        #[serde(default = "default_probe_timeout")]
+        timeout: String,
+    },
+    /// `PING` answers `PONG` (after `AUTH` with `password`, a template, when it is given).
+    Redis {
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default = "default_probe_timeout")]
+        timeout: String,
+    },
     /// A TCP connection is accepted.
     Tcp {
         #[serde(default = "default_probe_timeout")]
@@ -68,12 +206,40 @@ pub enum Probe {
     },
 }
 
+/// A condition on an HTTP probe's JSON body: the value at `pointer` (a JSON pointer such as
+/// `/status`) is one of `oneOf` (strings; other JSON values are compared as written in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JsonCondition {
+    pub pointer: String,
+    pub one_of: Vec<String>,
+}
+
 impl Probe {
     pub fn timeout(&self) -> &str {
         match self {
-            Probe::Sql { timeout, .. } | Probe::Tcp { timeout } => timeout,
+            Probe::Sql { timeout, .. }
+            | Probe::Http { timeout, .. }
+            | Probe::Redis { timeout, .. }
+            | Probe::Tcp { timeout } => timeout,
         }
     }
+
+    /// Every templated field, with its name.
+    pub fn templates(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Probe::Sql { username, password, database, .. } => {
+                vec![("username", username.as_str()), ("password", password.as_str()), ("database", database.as_str())]
+            }
+            Probe::Http { path, .. } => vec![("path", path.as_str())],
+            Probe::Redis { password: Some(password), .. } => vec![("password", password.as_str())],
+            Probe::Redis { password: None, .. } | Probe::Tcp { .. } => Vec::new(),
+        }
+    }
+}
+
+fn default_http_status() -> Vec<u16> {
+    vec![200]
 }
 
 fn default_probe_timeout() -> String {
@@ -84,6 +250,7 @@ fn default_probe_timeout() -> String {
 #[serde(rename_all = "kebab-case")]
 pub enum SqlDialect {
     Mysql,
+    Postgres,
 }
 
 /// An output: a template, and whether it holds a secret (it then goes to the Secret, not the

@@ -26,9 +26,7 @@ impl Locator {
         let mut builder = Builder::default();
         // A document that does not parse has no positions; serde_yaml reports that error.
         let _ = Parser::new_from_str(text).load(&mut builder, false);
-        Locator {
-            positions: builder.positions,
-        }
+        Locator { positions: builder.positions }
     }
 
     /// The position of the node at `path`, or of its nearest ancestor that exists.
@@ -61,10 +59,7 @@ impl Builder {
         match self.stack.last_mut() {
             None => Some(String::new()),
             Some(Frame::Mapping { key: None, .. }) => None,
-            Some(Frame::Mapping {
-                path,
-                key: Some(key),
-            }) => {
+            Some(Frame::Mapping { path, key: Some(key) }) => {
                 let child = join(path, key);
                 if let Some(Frame::Mapping { key, .. }) = self.stack.last_mut() {
                     *key = None;
@@ -80,22 +75,12 @@ impl Builder {
     }
 
     fn record(&mut self, path: &str, mark: Marker) {
-        self.positions.insert(
-            path.to_string(),
-            Position {
-                line: mark.line(),
-                column: mark.col() + 1,
-            },
-        );
+        self.positions.insert(path.to_string(), Position { line: mark.line(), column: mark.col() + 1 });
     }
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }
 
 impl MarkedEventReceiver for Builder {
@@ -113,12 +98,11 @@ impl MarkedEventReceiver for Builder {
                 // A complex mapping key is not used by devenv's files; index it under "?".
                 let path = self.next_path().unwrap_or_else(|| "?".to_string());
                 self.record(&path, mark);
-                self.stack
-                    .push(if matches!(event, Event::MappingStart(..)) {
-                        Frame::Mapping { path, key: None }
-                    } else {
-                        Frame::Sequence { path, index: 0 }
-                    });
+                self.stack.push(if matches!(event, Event::MappingStart(..)) {
+                    Frame::Mapping { path, key: None }
+                } else {
+                    Frame::Sequence { path, index: 0 }
+                });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -140,36 +124,15 @@ mod tests {
     #[test]
     fn finds_nested_values() {
         let locator = Locator::new(TEXT);
-        assert_eq!(
-            locator.find("project"),
-            Some(Position {
-                line: 1,
-                column: 10
-            })
-        );
-        assert_eq!(
-            locator.find("services[1].kind"),
-            Some(Position {
-                line: 6,
-                column: 11
-            })
-        );
-        assert_eq!(
-            locator.find("services[1].keys.HOST"),
-            Some(Position {
-                line: 8,
-                column: 13
-            })
-        );
+        assert_eq!(locator.find("project"), Some(Position { line: 1, column: 10 }));
+        assert_eq!(locator.find("services[1].kind"), Some(Position { line: 6, column: 11 }));
+        assert_eq!(locator.find("services[1].keys.HOST"), Some(Position { line: 8, column: 13 }));
     }
 
     #[test]
     fn falls_back_to_the_nearest_ancestor() {
         let locator = Locator::new(TEXT);
-        assert_eq!(
-            locator.find("services[0].version"),
-            locator.find("services[0]")
-        );
+        assert_eq!(locator.find("services[0].version"), locator.find("services[0]"));
         assert_eq!(locator.find("nothing.here"), None);
     }
 }

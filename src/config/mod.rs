@@ -71,13 +71,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error("{at}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
-    Invalid {
-        problem: Problem,
-        at: Location,
-        field: String,
-        message: String,
-        hint: Option<String>,
-    },
+    Invalid { problem: Problem, at: Location, field: String, message: String, hint: Option<String> },
 }
 
 /// A configuration file's name (as shown to the user) and text.
@@ -91,10 +85,7 @@ impl SourceFile {
     fn read(repo: &Path, relative: &str) -> Result<Self, Error> {
         let path = repo.join(relative);
         let text = fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
-        Ok(SourceFile {
-            name: relative.to_string(),
-            text,
-        })
+        Ok(SourceFile { name: relative.to_string(), text })
     }
 }
 
@@ -109,6 +100,8 @@ pub struct Service {
     pub port: Option<u16>,
     /// Catalogue parameter defaults overlaid with the service's own values.
     pub params: BTreeMap<String, String>,
+    /// Resources (buckets, queues …) created in the substitute once it is ready.
+    pub resources: Vec<String>,
     /// ConfigMap key → output name.
     pub keys: BTreeMap<String, String>,
     pub substitute: Substitute,
@@ -147,29 +140,21 @@ pub fn find_repo(explicit: Option<&Path>, start: &Path) -> Result<PathBuf, Error
         .ancestors()
         .find(|dir| dir.join(PROJECT_FILE).is_file())
         .map(Path::to_path_buf)
-        .ok_or_else(|| Error::ProjectNotFound {
-            start: start.to_path_buf(),
-        })
+        .ok_or_else(|| Error::ProjectNotFound { start: start.to_path_buf() })
 }
 
 /// Loads and validates the project, the selected profile and the catalogue.
 pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
     let repo = find_repo(selection.repo.as_deref(), cwd)?;
     let project_source = SourceFile::read(&repo, PROJECT_FILE)?;
-    let project: ProjectFile = parse_layers(&[project_source.clone()])?;
+    let project: ProjectFile = parse_layers(std::slice::from_ref(&project_source))?;
     let project_locator = Locator::new(&project_source.text);
-    let at = |field: &str| Location {
-        file: PROJECT_FILE.to_string(),
-        position: project_locator.find(field),
-    };
+    let at = |field: &str| Location { file: PROJECT_FILE.to_string(), position: project_locator.find(field) };
 
     check_name(&project.project, "project", &at, naming::MAX_ENV_LEN)?;
     let env = match &selection.env {
         Some(env) => {
-            let cli = |_: &str| Location {
-                file: "--env".to_string(),
-                position: None,
-            };
+            let cli = |_: &str| Location { file: "--env".to_string(), position: None };
             check_name(env, "", &cli, naming::MAX_ENV_LEN)?;
             env.clone()
         }
@@ -186,10 +171,7 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
         let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
         let (file, position) = match &selection.profile {
             Some(_) => ("--profile".to_string(), None),
-            None => (
-                PROJECT_FILE.to_string(),
-                project_locator.find("defaultProfile"),
-            ),
+            None => (PROJECT_FILE.to_string(), project_locator.find("defaultProfile")),
         };
         return Err(Error::Invalid {
             problem: Problem::UnknownProfile,
@@ -202,14 +184,7 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
 
     let catalogue = load_catalogue::<Substitute>(&repo, "substitutes", builtin::SUBSTITUTES)?;
     let services = resolve_services(&project, &profile, &catalogue, &env, &at)?;
-    Ok(Config {
-        repo,
-        env,
-        profile_name,
-        project,
-        profile,
-        services,
-    })
+    Ok(Config { repo, env, profile_name, project, profile, services })
 }
 
 fn resolve_services(
@@ -228,11 +203,8 @@ fn resolve_services(
     };
     let mut names = BTreeSet::new();
     // ConfigMap key → where it is first defined, to report clashes.
-    let mut key_owners: BTreeMap<&str, String> = profile
-        .environment
-        .keys()
-        .map(|k| (k.as_str(), "the profile's `environment`".to_string()))
-        .collect();
+    let mut key_owners: BTreeMap<&str, String> =
+        profile.environment.keys().map(|k| (k.as_str(), "the profile's `environment`".to_string())).collect();
     let mut services = Vec::new();
     for (i, service) in project.services.iter().enumerate() {
         let field = |name: &str| format!("services[{i}].{name}");
@@ -242,10 +214,7 @@ fn resolve_services(
             return Err(invalid(
                 Problem::InvalidName,
                 field("name"),
-                format!(
-                    "container name `{container}` is longer than {} characters",
-                    naming::MAX_OBJECT_LEN
-                ),
+                format!("container name `{container}` is longer than {} characters", naming::MAX_OBJECT_LEN),
                 Some("shorten the service name or the environment name (--env)".to_string()),
             ));
         }
@@ -266,17 +235,9 @@ fn resolve_services(
                 Some(known_list("kinds", &known, &service.kind)),
             ));
         };
-        let version = service
-            .version
-            .clone()
-            .unwrap_or_else(|| substitute.versions.default.clone());
+        let version = service.version.clone().unwrap_or_else(|| substitute.versions.default.clone());
         let Some(tag) = substitute.versions.tags.get(&version) else {
-            let known: Vec<&str> = substitute
-                .versions
-                .tags
-                .keys()
-                .map(String::as_str)
-                .collect();
+            let known: Vec<&str> = substitute.versions.tags.keys().map(String::as_str).collect();
             return Err(invalid(
                 Problem::UnknownVersion,
                 field("version"),
@@ -295,6 +256,8 @@ fn resolve_services(
                 ));
             }
         }
+        check_resources(service, substitute, i, at)?;
+        let outputs = output_names(substitute, &service.resources);
         for (key, output) in &service.keys {
             let key_field = format!("services[{i}].keys.{key}");
             if !naming::is_variable_name(key) {
@@ -302,14 +265,11 @@ fn resolve_services(
                     Problem::Invalid,
                     key_field,
                     format!("`{key}` is not a valid variable name"),
-                    Some(
-                        "use letters, digits and `_`, not starting with a digit (e.g. `DB_HOST`)"
-                            .to_string(),
-                    ),
+                    Some("use letters, digits and `_`, not starting with a digit (e.g. `DB_HOST`)".to_string()),
                 ));
             }
-            if !substitute.outputs.contains_key(output) {
-                let known: Vec<&str> = substitute.outputs.keys().map(String::as_str).collect();
+            if !outputs.contains(output) {
+                let known: Vec<&str> = outputs.iter().map(String::as_str).collect();
                 return Err(invalid(
                     Problem::UnknownOutput,
                     key_field,
@@ -340,6 +300,7 @@ fn resolve_services(
             image,
             port: service.port,
             params,
+            resources: service.resources.clone(),
             keys: service.keys.clone(),
             substitute: substitute.clone(),
         });
@@ -347,12 +308,68 @@ fn resolve_services(
     Ok(services)
 }
 
-fn check_name(
-    value: &str,
-    field: &str,
+/// A service's `resources:`: allowed by its kind, well named, each listed once.
+fn check_resources(
+    service: &project::ServiceConfig,
+    substitute: &Substitute,
+    index: usize,
     at: &dyn Fn(&str) -> Location,
-    max: usize,
 ) -> Result<(), Error> {
+    if service.resources.is_empty() {
+        return Ok(());
+    }
+    let invalid = |problem, field: String, message: String, hint: String| Error::Invalid {
+        problem,
+        at: at(&field),
+        field,
+        message,
+        hint: Some(hint),
+    };
+    let Some(resources) = &substitute.resources else {
+        return Err(invalid(
+            Problem::Invalid,
+            format!("services[{index}].resources"),
+            format!("`{}` has no resources to create", service.kind),
+            "remove `resources:`; kinds with resources: `s3` (bucket names), `sqs` (queue names)".to_string(),
+        ));
+    };
+    let noun = resources.create.noun();
+    let mut seen = BTreeSet::new();
+    for (j, name) in service.resources.iter().enumerate() {
+        let field = format!("services[{index}].resources[{j}]");
+        if let Err(reason) = resources.create.check_name(name) {
+            return Err(invalid(
+                Problem::Invalid,
+                field,
+                format!("{noun} name `{name}` {reason}"),
+                resources.create.naming_hint().to_string(),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(
+                Problem::Duplicate,
+                field,
+                format!("{noun} `{name}` is listed twice"),
+                format!("list each {noun} once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The outputs a service offers: its kind's, and `<resource>.<output>` for each of its
+/// resources.
+pub fn output_names(substitute: &Substitute, resources: &[String]) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = substitute.outputs.keys().cloned().collect();
+    if let Some(per_resource) = &substitute.resources {
+        for resource in resources {
+            names.extend(per_resource.outputs.keys().map(|output| format!("{resource}.{output}")));
+        }
+    }
+    names
+}
+
+fn check_name(value: &str, field: &str, at: &dyn Fn(&str) -> Location, max: usize) -> Result<(), Error> {
     match naming::check_label(value, max) {
         Ok(()) => Ok(()),
         Err(reason) => Err(Error::Invalid {
@@ -397,51 +414,29 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
     let mut layers: BTreeMap<String, Vec<SourceFile>> = builtin
         .iter()
         .map(|(name, text)| {
-            let file = SourceFile {
-                name: format!("<built-in>/{dir}/{name}.yaml"),
-                text: text.to_string(),
-            };
+            let file = SourceFile { name: format!("<built-in>/{dir}/{name}.yaml"), text: text.to_string() };
             (name.to_string(), vec![file])
         })
         .collect();
     let user_dir = repo.join(".devenv").join(dir);
     if user_dir.is_dir() {
-        let entries = fs::read_dir(&user_dir).map_err(|source| Error::Read {
-            path: user_dir.clone(),
-            source,
-        })?;
+        let entries = fs::read_dir(&user_dir).map_err(|source| Error::Read { path: user_dir.clone(), source })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-            })
+            .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
             .collect();
         paths.sort();
         for path in paths {
-            let stem = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let relative = format!(
-                ".devenv/{dir}/{}",
-                path.file_name().unwrap_or_default().to_string_lossy()
-            );
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let relative = format!(".devenv/{dir}/{}", path.file_name().unwrap_or_default().to_string_lossy());
             let file = SourceFile::read(repo, &relative)?;
             if let Err(reason) = naming::check_label(&stem, naming::MAX_OBJECT_LEN) {
                 return Err(Error::Invalid {
                     problem: Problem::InvalidName,
-                    at: Location {
-                        file: relative,
-                        position: None,
-                    },
+                    at: Location { file: relative, position: None },
                     field: String::new(),
                     message: format!("file name `{stem}` {reason}"),
-                    hint: Some(
-                        "the file name (without .yaml) is the entry's name: use a DNS label"
-                            .to_string(),
-                    ),
+                    hint: Some("the file name (without .yaml) is the entry's name: use a DNS label".to_string()),
                 });
             }
             layers.entry(stem).or_default().push(file);
@@ -464,10 +459,7 @@ trait Validate {
 
 impl Validate for Profile {
     fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
-        let at = |field: &str| Location {
-            file: file.to_string(),
-            position: locator.find(field),
-        };
+        let at = |field: &str| Location { file: file.to_string(), position: locator.find(field) };
         if let Some(memory) = &self.substitutes.memory
             && parse_memory(memory).is_none()
         {
@@ -498,10 +490,7 @@ impl Validate for Substitute {
     fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
         let invalid = |field: String, message: String, hint: &str| Error::Invalid {
             problem: Problem::Invalid,
-            at: Location {
-                file: file.to_string(),
-                position: locator.find(&field),
-            },
+            at: Location { file: file.to_string(), position: locator.find(&field) },
             field,
             message,
             hint: Some(hint.to_string()),
@@ -527,8 +516,43 @@ impl Validate for Substitute {
                 "write it like `30s` or `2m`",
             ));
         }
+        if let catalogue::Probe::Http { path, status, json, .. } = &self.probe {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "probe.path".to_string(),
+                    format!("`{path}` does not start with `/`"),
+                    "write the path of the URL, e.g. `/_cluster/health`",
+                ));
+            }
+            if status.is_empty() || status.iter().any(|s| !(100..=599).contains(s)) {
+                return Err(invalid(
+                    "probe.status".to_string(),
+                    format!("`{status:?}` is not a list of HTTP status codes"),
+                    "list the accepted codes, e.g. `[200]`",
+                ));
+            }
+            if let Some(condition) = json {
+                if !condition.pointer.is_empty() && !condition.pointer.starts_with('/') {
+                    return Err(invalid(
+                        "probe.json.pointer".to_string(),
+                        format!("`{}` is not a JSON pointer", condition.pointer),
+                        "write it like `/status` (RFC 6901)",
+                    ));
+                }
+                if condition.one_of.is_empty() {
+                    return Err(invalid(
+                        "probe.json.oneOf".to_string(),
+                        "no accepted value".to_string(),
+                        "list the accepted values, e.g. `[green, yellow]`",
+                    ));
+                }
+            }
+        }
         let known = self.template_variables();
+        let mut per_resource = known.clone();
+        per_resource.insert("resource".to_string());
         for (field, template) in self.templates() {
+            let known = if field.starts_with("resources.outputs.") { &per_resource } else { &known };
             for variable in template::variables(template) {
                 if !known.contains(variable) {
                     let names: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -546,11 +570,11 @@ impl Validate for Substitute {
 
 impl Substitute {
     /// Names a template may use: parameters, secrets, `service`, `env`, `host`, `port` (the
-    /// main port) and `port.<name>` for every port.
+    /// main port), `port.<name>` for every port, and `resources` (the service's resource names,
+    /// joined with `,`). A resource's outputs may also use `resource`, its name.
     pub fn template_variables(&self) -> BTreeSet<String> {
-        let mut names: BTreeSet<String> =
-            self.params.keys().chain(&self.secrets).cloned().collect();
-        names.extend(["service", "env", "host", "port"].map(String::from));
+        let mut names: BTreeSet<String> = self.params.keys().chain(&self.secrets).cloned().collect();
+        names.extend(["service", "env", "host", "port", "resources"].map(String::from));
         names.extend(self.ports.keys().map(|p| format!("port.{p}")));
         names
     }
@@ -558,34 +582,15 @@ impl Substitute {
     /// Every templated field, with its path.
     fn templates(&self) -> Vec<(String, &str)> {
         let mut all: Vec<(String, &str)> = Vec::new();
-        all.extend(
-            self.env
-                .iter()
-                .map(|(k, v)| (format!("env.{k}"), v.as_str())),
-        );
+        all.extend(self.env.iter().map(|(k, v)| (format!("env.{k}"), v.as_str())));
         if let Some(command) = &self.command {
-            all.extend(
-                command
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("command[{i}]"), v.as_str())),
-            );
+            all.extend(command.iter().enumerate().map(|(i, v)| (format!("command[{i}]"), v.as_str())));
         }
-        all.extend(
-            self.outputs
-                .iter()
-                .map(|(k, v)| (format!("outputs.{k}"), v.template())),
-        );
-        if let catalogue::Probe::Sql {
-            username,
-            password,
-            database,
-            ..
-        } = &self.probe
-        {
-            all.push(("probe.username".to_string(), username));
-            all.push(("probe.password".to_string(), password));
-            all.push(("probe.database".to_string(), database));
+        all.extend(self.outputs.iter().map(|(k, v)| (format!("outputs.{k}"), v.template())));
+        all.extend(self.probe.templates().into_iter().map(|(k, v)| (format!("probe.{k}"), v)));
+        if let Some(resources) = &self.resources {
+            all.extend(resources.create.templates().into_iter().map(|(k, v)| (format!("resources.create.{k}"), v)));
+            all.extend(resources.outputs.iter().map(|(k, v)| (format!("resources.outputs.{k}"), v.template())));
         }
         all
     }
@@ -597,23 +602,17 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
     // Top-level key → index of the file that supplied it, to place errors.
     let mut owner: BTreeMap<String, usize> = BTreeMap::new();
     for (index, file) in files.iter().enumerate() {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(&file.text).map_err(|e| syntax_error(file, &e))?;
+        let value: serde_yaml::Value = serde_yaml::from_str(&file.text).map_err(|e| syntax_error(file, &e))?;
         let mapping = match value {
             serde_yaml::Value::Mapping(mapping) => mapping,
             serde_yaml::Value::Null => serde_yaml::Mapping::new(),
             _ => {
                 return Err(Error::Invalid {
                     problem: Problem::Syntax,
-                    at: Location {
-                        file: file.name.clone(),
-                        position: Some(Position { line: 1, column: 1 }),
-                    },
+                    at: Location { file: file.name.clone(), position: Some(Position { line: 1, column: 1 }) },
                     field: String::new(),
                     message: "expected a mapping of fields".to_string(),
-                    hint: Some(
-                        "the file holds one YAML mapping, e.g. `key: value` lines".to_string(),
-                    ),
+                    hint: Some("the file holds one YAML mapping, e.g. `key: value` lines".to_string()),
                 });
             }
         };
@@ -633,17 +632,10 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
         let (lookup, hint) = locate_schema_error(&field, &message);
         let top = lookup.split(['.', '[']).next().unwrap_or_default();
         let file = &files[owner.get(top).copied().unwrap_or(files.len() - 1)];
-        let position = if lookup.is_empty() {
-            None
-        } else {
-            Locator::new(&file.text).find(&lookup)
-        };
+        let position = if lookup.is_empty() { None } else { Locator::new(&file.text).find(&lookup) };
         Error::Invalid {
             problem: Problem::Syntax,
-            at: Location {
-                file: file.name.clone(),
-                position,
-            },
+            at: Location { file: file.name.clone(), position },
             field,
             message,
             hint: Some(hint),
@@ -654,12 +646,7 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
 /// Where a serde error points, and its hint. serde's path for an unknown field already ends
 /// with that field; for a missing field it is the parent.
 fn locate_schema_error(field: &str, message: &str) -> (String, String) {
-    let quoted = |prefix: &str| {
-        message
-            .strip_prefix(prefix)
-            .and_then(|m| m.split('`').next())
-            .map(str::to_string)
-    };
+    let quoted = |prefix: &str| message.strip_prefix(prefix).and_then(|m| m.split('`').next()).map(str::to_string);
     if let Some(unknown) = quoted("unknown field `") {
         let expected: Vec<&str> = message
             .split_once("expected one of ")
@@ -673,25 +660,14 @@ fn locate_schema_error(field: &str, message: &str) -> (String, String) {
         return (field.to_string(), hint);
     }
     if let Some(missing) = quoted("missing field `") {
-        let parent = if field.is_empty() {
-            "the top level".to_string()
-        } else {
-            format!("`{field}`")
-        };
+        let parent = if field.is_empty() { "the top level".to_string() } else { format!("`{field}`") };
         return (
             field.to_string(),
             format!("add `{missing}:` to {parent} (see the configuration reference in README.md)"),
         );
     }
-    let reference = if field.is_empty() {
-        "the file".to_string()
-    } else {
-        format!("`{field}`")
-    };
-    (
-        field.to_string(),
-        format!("see the configuration reference in README.md for {reference}"),
-    )
+    let reference = if field.is_empty() { "the file".to_string() } else { format!("`{field}`") };
+    (field.to_string(), format!("see the configuration reference in README.md for {reference}"))
 }
 
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
@@ -699,10 +675,7 @@ fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
         problem: Problem::Syntax,
         at: Location {
             file: file.name.clone(),
-            position: error.location().map(|l| Position {
-                line: l.line(),
-                column: l.column(),
-            }),
+            position: error.location().map(|l| Position { line: l.line(), column: l.column() }),
         },
         field: String::new(),
         message: strip_position(&error.to_string()),
@@ -718,10 +691,7 @@ fn strip_position(message: &str) -> String {
         let Some(after_column) = rest.find(" column ") else {
             break;
         };
-        let digits = rest[after_column + " column ".len()..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .count();
+        let digits = rest[after_column + " column ".len()..].chars().take_while(char::is_ascii_digit).count();
         let end = start + " at line ".len() + after_column + " column ".len() + digits;
         out.replace_range(start..end, "");
     }
@@ -747,9 +717,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 /// `512Mi`, `2Gi`, `1G`, `1048576` → bytes.
 pub fn parse_memory(text: &str) -> Option<i64> {
     let text = text.trim();
-    let unit_at = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(unit_at);
     let number: i64 = number.parse().ok()?;
     let factor: i64 = match unit {

@@ -77,6 +77,11 @@ pub struct ServiceConfig {
     /// Values for the catalogue's parameters, e.g. `database: orders`.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Resources to create in the substitute once it is ready, for kinds that have them: bucket
+    /// names for `s3`, queue names for `sqs`. Each offers outputs as `<name>.<output>` (e.g.
+    /// `ORDERS_QUEUE_URL: orders.url`).
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// Environment ConfigMap keys and the substitute output that fills each, e.g. `DB_HOST: host`.
     #[serde(default)]
     pub keys: BTreeMap<String, String>,

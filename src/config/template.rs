@@ -52,14 +52,9 @@ mod tests {
 
     #[test]
     fn renders_known_and_keeps_unknown() {
-        let values = BTreeMap::from([
-            ("host".to_string(), "127.0.0.1".to_string()),
-            ("port".to_string(), "3306".to_string()),
-        ]);
-        assert_eq!(
-            render("mysql://${host}:${port}/${db}", &values),
-            "mysql://127.0.0.1:3306/${db}"
-        );
+        let values =
+            BTreeMap::from([("host".to_string(), "127.0.0.1".to_string()), ("port".to_string(), "3306".to_string())]);
+        assert_eq!(render("mysql://${host}:${port}/${db}", &values), "mysql://127.0.0.1:3306/${db}");
         assert_eq!(render("no vars", &values), "no vars");
         assert_eq!(render("open ${host", &values), "open ${host");
     }

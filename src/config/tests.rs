@@ -35,26 +35,15 @@ fn repo(project: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn load_in(dir: &Path, selection: Selection) -> Result<Config, Error> {
-    load(
-        &Selection {
-            repo: Some(dir.to_path_buf()),
-            ..selection
-        },
-        dir,
-    )
+    load(&Selection { repo: Some(dir.to_path_buf()), ..selection }, dir)
 }
 
 /// The rendered error for a project file (and extra files), with its exit code.
 fn rendered(project: &str, extra: &[(&str, &str)], selection: Selection) -> String {
     let dir = repo(project, extra);
-    let error =
-        AppError::from(load_in(dir.path(), selection).expect_err("config should be rejected"));
+    let error = AppError::from(load_in(dir.path(), selection).expect_err("config should be rejected"));
     let diagnosis = errors::diagnose(&error);
-    format!(
-        "exit {}\n{}",
-        diagnosis.exit_code,
-        errors::render_text(&error)
-    )
+    format!("exit {}\n{}", diagnosis.exit_code, errors::render_text(&error))
 }
 
 fn rendered_project(project: &str) -> String {
@@ -77,11 +66,7 @@ fn valid_project_resolves_services() {
 #[test]
 fn env_and_profile_from_the_command_line() {
     let dir = repo(VALID, &[]);
-    let selection = Selection {
-        env: Some("shop-pr-7".into()),
-        profile: Some("sim".into()),
-        ..Default::default()
-    };
+    let selection = Selection { env: Some("shop-pr-7".into()), profile: Some("sim".into()), ..Default::default() };
     let config = load_in(dir.path(), selection).unwrap();
     assert_eq!(config.env, "shop-pr-7");
     assert_eq!(config.profile_name, "sim");
@@ -89,10 +74,7 @@ fn env_and_profile_from_the_command_line() {
 
 #[test]
 fn finds_the_repo_from_a_subdirectory() {
-    let dir = repo(
-        VALID,
-        &[("apps/base/kustomization.yaml", "resources: []\n")],
-    );
+    let dir = repo(VALID, &[("apps/base/kustomization.yaml", "resources: []\n")]);
     let found = find_repo(None, &dir.path().join("apps/base")).unwrap();
     assert_eq!(found, dir.path());
 }
@@ -109,9 +91,7 @@ fn no_project_file() {
 
 #[test]
 fn unknown_kind_suggests_the_closest() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("kind: rds-mariadb", "kind: rds-mariadbb")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("kind: rds-mariadb", "kind: rds-mariadbb")));
 }
 
 #[test]
@@ -121,24 +101,19 @@ fn unknown_field() {
 
 #[test]
 fn yaml_syntax_error() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("  path: clusters/local", "  path: [clusters/local")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("  path: clusters/local", "  path: [clusters/local")));
 }
 
 #[test]
 fn wrong_type() {
-    insta::assert_snapshot!(rendered_project(&VALID.replace(
-        "    kind: rds-mariadb",
-        "    kind: rds-mariadb\n    port: lots"
-    )));
+    insta::assert_snapshot!(rendered_project(
+        &VALID.replace("    kind: rds-mariadb", "    kind: rds-mariadb\n    port: lots")
+    ));
 }
 
 #[test]
 fn missing_required_field() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("flux:\n  path: clusters/local\n", "")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("flux:\n  path: clusters/local\n", "")));
 }
 
 #[test]
@@ -148,26 +123,19 @@ fn not_a_mapping() {
 
 #[test]
 fn invalid_project_name() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("project: shop", "project: My_Shop")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("project: shop", "project: My_Shop")));
 }
 
 #[test]
 fn invalid_env_name() {
-    let selection = Selection {
-        env: Some("PR 7".into()),
-        ..Default::default()
-    };
+    let selection = Selection { env: Some("PR 7".into()), ..Default::default() };
     insta::assert_snapshot!(rendered(VALID, &[], selection));
 }
 
 #[test]
 fn too_long_container_name() {
     let long = "a".repeat(30);
-    let project = VALID
-        .replace("project: shop", &format!("project: {long}"))
-        .replace("orders-db", &long);
+    let project = VALID.replace("project: shop", &format!("project: {long}")).replace("orders-db", &long);
     insta::assert_snapshot!(rendered_project(&project));
 }
 
@@ -179,55 +147,42 @@ fn duplicate_service() {
 
 #[test]
 fn unknown_output() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("DB_HOST: host", "DB_HOST: hostname")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("DB_HOST: host", "DB_HOST: hostname")));
 }
 
 #[test]
 fn invalid_key_name() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("DB_HOST: host", "DB-HOST: host")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("DB_HOST: host", "DB-HOST: host")));
 }
 
 #[test]
 fn key_filled_twice() {
-    let project = format!(
-        "{VALID}  - name: reports-db\n    kind: rds-mysql\n    keys:\n      DB_HOST: host\n"
-    );
+    let project = format!("{VALID}  - name: reports-db\n    kind: rds-mysql\n    keys:\n      DB_HOST: host\n");
     insta::assert_snapshot!(rendered_project(&project));
 }
 
 #[test]
 fn key_clashes_with_the_profile_environment() {
-    insta::assert_snapshot!(rendered_project(
-        &VALID.replace("DB_HOST: host", "AWS_REGION: host")
-    ));
+    insta::assert_snapshot!(rendered_project(&VALID.replace("DB_HOST: host", "AWS_REGION: host")));
 }
 
 #[test]
 fn unknown_version() {
-    insta::assert_snapshot!(rendered_project(&VALID.replace(
-        "    kind: rds-mariadb",
-        "    kind: rds-mariadb\n    version: \"11.5\""
-    )));
+    insta::assert_snapshot!(rendered_project(
+        &VALID.replace("    kind: rds-mariadb", "    kind: rds-mariadb\n    version: \"11.5\"")
+    ));
 }
 
 #[test]
 fn unknown_param() {
-    insta::assert_snapshot!(rendered_project(&VALID.replace(
-        "    kind: rds-mariadb",
-        "    kind: rds-mariadb\n    params:\n      databse: orders"
-    )));
+    insta::assert_snapshot!(rendered_project(
+        &VALID.replace("    kind: rds-mariadb", "    kind: rds-mariadb\n    params:\n      databse: orders")
+    ));
 }
 
 #[test]
 fn unknown_profile_on_the_command_line() {
-    let selection = Selection {
-        profile: Some("kindd".into()),
-        ..Default::default()
-    };
+    let selection = Selection { profile: Some("kindd".into()), ..Default::default() };
     insta::assert_snapshot!(rendered(VALID, &[], selection));
 }
 
@@ -240,13 +195,7 @@ fn unknown_default_profile() {
 
 #[test]
 fn user_substitute_overrides_only_the_fields_it_sets() {
-    let dir = repo(
-        VALID,
-        &[(
-            ".devenv/substitutes/rds-mariadb.yaml",
-            "image: registry.local/mariadb:10.11-test\n",
-        )],
-    );
+    let dir = repo(VALID, &[(".devenv/substitutes/rds-mariadb.yaml", "image: registry.local/mariadb:10.11-test\n")]);
     let config = load_in(dir.path(), Selection::default()).unwrap();
     let service = &config.services[0];
     assert_eq!(service.image, "registry.local/mariadb:10.11-test");
@@ -258,10 +207,7 @@ fn user_substitute_overrides_only_the_fields_it_sets() {
 fn user_profile_is_added() {
     let profile = "description: mine\ncluster:\n  provider: none\nenvironment:\n  REGION: here\n";
     let dir = repo(VALID, &[(".devenv/profiles/mine.yaml", profile)]);
-    let selection = Selection {
-        profile: Some("mine".into()),
-        ..Default::default()
-    };
+    let selection = Selection { profile: Some("mine".into()), ..Default::default() };
     let config = load_in(dir.path(), selection).unwrap();
     assert_eq!(config.profile.environment["REGION"], "here");
 }
@@ -270,10 +216,7 @@ fn user_profile_is_added() {
 fn error_in_a_user_override_points_at_that_file() {
     insta::assert_snapshot!(rendered(
         VALID,
-        &[(
-            ".devenv/substitutes/rds-mariadb.yaml",
-            "image: x\nports:\n  sql: many\n"
-        )],
+        &[(".devenv/substitutes/rds-mariadb.yaml", "image: x\nports:\n  sql: many\n")],
         Selection::default()
     ));
 }
@@ -281,11 +224,7 @@ fn error_in_a_user_override_points_at_that_file() {
 #[test]
 fn unknown_template_variable_in_a_user_substitute() {
     let entry = "env:\n  MARIADB_PASSWORD: ${pasword}\n";
-    insta::assert_snapshot!(rendered(
-        VALID,
-        &[(".devenv/substitutes/rds-mariadb.yaml", entry)],
-        Selection::default()
-    ));
+    insta::assert_snapshot!(rendered(VALID, &[(".devenv/substitutes/rds-mariadb.yaml", entry)], Selection::default()));
 }
 
 #[test]
@@ -300,49 +239,28 @@ fn main_port_must_be_a_port() {
 #[test]
 fn probe_timeout_must_be_a_duration() {
     let entry = "probe:\n  type: tcp\n  timeout: soon\n";
-    insta::assert_snapshot!(rendered(
-        VALID,
-        &[(".devenv/substitutes/rds-mariadb.yaml", entry)],
-        Selection::default()
-    ));
+    insta::assert_snapshot!(rendered(VALID, &[(".devenv/substitutes/rds-mariadb.yaml", entry)], Selection::default()));
 }
 
 #[test]
 fn profile_memory_must_be_a_size() {
     let profile = "cluster:\n  provider: none\nsubstitutes:\n  memory: plenty\n";
-    let selection = Selection {
-        profile: Some("mine".into()),
-        ..Default::default()
-    };
-    insta::assert_snapshot!(rendered(
-        VALID,
-        &[(".devenv/profiles/mine.yaml", profile)],
-        selection
-    ));
+    let selection = Selection { profile: Some("mine".into()), ..Default::default() };
+    insta::assert_snapshot!(rendered(VALID, &[(".devenv/profiles/mine.yaml", profile)], selection));
 }
 
 #[test]
 fn profile_ttl_must_be_a_duration() {
     let profile = "cluster:\n  provider: eks-namespace\nttl: 3 days\n";
-    let selection = Selection {
-        profile: Some("mine".into()),
-        ..Default::default()
-    };
-    insta::assert_snapshot!(rendered(
-        VALID,
-        &[(".devenv/profiles/mine.yaml", profile)],
-        selection
-    ));
+    let selection = Selection { profile: Some("mine".into()), ..Default::default() };
+    insta::assert_snapshot!(rendered(VALID, &[(".devenv/profiles/mine.yaml", profile)], selection));
 }
 
 #[test]
 fn user_file_name_must_be_a_label() {
     insta::assert_snapshot!(rendered(
         VALID,
-        &[(
-            ".devenv/profiles/My Profile.yaml",
-            "cluster:\n  provider: none\n"
-        )],
+        &[(".devenv/profiles/My Profile.yaml", "cluster:\n  provider: none\n")],
         Selection::default()
     ));
 }
@@ -351,38 +269,18 @@ fn user_file_name_must_be_a_label() {
 fn every_builtin_entry_is_valid() {
     let dir = repo(VALID, &[]);
     for (name, _) in builtin::PROFILES {
-        let selection = Selection {
-            profile: Some(name.to_string()),
-            ..Default::default()
-        };
+        let selection = Selection { profile: Some(name.to_string()), ..Default::default() };
         load_in(dir.path(), selection).unwrap_or_else(|e| panic!("profile {name}: {e}"));
     }
-    assert!(
-        builtin::SUBSTITUTES
-            .iter()
-            .any(|(name, _)| *name == "rds-mariadb")
-    );
-    assert!(
-        builtin::SUBSTITUTES
-            .iter()
-            .any(|(name, _)| *name == "rds-mysql")
-    );
+    assert!(builtin::SUBSTITUTES.iter().any(|(name, _)| *name == "rds-mariadb"));
+    assert!(builtin::SUBSTITUTES.iter().any(|(name, _)| *name == "rds-mysql"));
 }
 
 #[test]
 fn durations_and_sizes() {
-    assert_eq!(
-        parse_duration("90s"),
-        Some(std::time::Duration::from_secs(90))
-    );
-    assert_eq!(
-        parse_duration("72h"),
-        Some(std::time::Duration::from_secs(72 * 3600))
-    );
-    assert_eq!(
-        parse_duration("7d"),
-        Some(std::time::Duration::from_secs(7 * 86400))
-    );
+    assert_eq!(parse_duration("90s"), Some(std::time::Duration::from_secs(90)));
+    assert_eq!(parse_duration("72h"), Some(std::time::Duration::from_secs(72 * 3600)));
+    assert_eq!(parse_duration("7d"), Some(std::time::Duration::from_secs(7 * 86400)));
     assert_eq!(parse_duration("7"), None);
     assert_eq!(parse_duration("m"), None);
     assert_eq!(parse_memory("512Mi"), Some(512 << 20));
@@ -393,9 +291,6 @@ fn durations_and_sizes() {
 
 #[test]
 fn suggestions() {
-    assert_eq!(
-        suggest("rds-mariadbb", &["rds-mariadb", "rds-mysql"]),
-        Some("rds-mariadb")
-    );
+    assert_eq!(suggest("rds-mariadbb", &["rds-mariadb", "rds-mysql"]), Some("rds-mariadb"));
     assert_eq!(suggest("opensearch", &["rds-mariadb", "rds-mysql"]), None);
 }

@@ -3,6 +3,7 @@
 //! answers as the application will use it.
 
 pub mod probe;
+pub mod resources;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,12 +12,19 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config, Service};
 use crate::docker::{self, ContainerInfo, ContainerSpec, Docker};
-use crate::naming::{
-    self, LABEL_ENV, LABEL_MANAGED_BY, LABEL_SERVICE, LABEL_SPEC_HASH, MANAGED_BY,
-};
+use crate::naming::{self, LABEL_ENV, LABEL_MANAGED_BY, LABEL_SERVICE, LABEL_SPEC_HASH, MANAGED_BY};
 use crate::ports::{self, Choice};
 use crate::state::{self, ServiceState, State};
 use crate::ui::{Reporter, ReporterExt, Status};
+
+/// An HTTP client for the substitutes' APIs on 127.0.0.1 (probes, resources): no proxy, and
+/// every request within `timeout`.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    // reqwest is built with rustls but without a default crypto provider (the registry client
+    // asks for it that way); it must be chosen before the first client is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().timeout(timeout).build().map_err(|e| e.to_string())
+}
 
 /// How long a container gets to stop before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -30,19 +38,9 @@ pub enum Error {
         source: ports::Error,
     },
     #[error("`{service}` did not become ready within {}s (waiting for {waiting_for})", waited.as_secs())]
-    NotReady {
-        service: String,
-        waiting_for: String,
-        last_error: String,
-        waited: Duration,
-    },
+    NotReady { service: String, waiting_for: String, last_error: String, waited: Duration },
     #[error("`{service}` stopped while starting (container `{container}`, exit code {exit_code})")]
-    Exited {
-        service: String,
-        container: String,
-        exit_code: i64,
-        logs: String,
-    },
+    Exited { service: String, container: String, exit_code: i64, logs: String },
     #[error(transparent)]
     Docker(#[from] docker::Error),
 }
@@ -82,29 +80,34 @@ impl Desired {
     }
 }
 
+/// The kind's outputs, then `<resource>.<output>` for each of the service's resources.
 pub fn render_outputs(service: &Service, values: &BTreeMap<String, String>) -> Vec<OutputValue> {
-    service
-        .substitute
-        .outputs
-        .iter()
-        .map(|(name, output)| OutputValue {
-            name: name.clone(),
-            value: config::template::render(output.template(), values),
-            secret: output.is_secret(),
-        })
-        .collect()
+    let render = |name: String, output: &config::catalogue::Output, values: &BTreeMap<String, String>| OutputValue {
+        name,
+        value: config::template::render(output.template(), values),
+        secret: output.is_secret(),
+    };
+    let mut outputs: Vec<OutputValue> =
+        service.substitute.outputs.iter().map(|(name, output)| render(name.clone(), output, values)).collect();
+    if let Some(per_resource) = &service.substitute.resources {
+        for resource in &service.resources {
+            let mut values = values.clone();
+            values.insert("resource".into(), resource.clone());
+            outputs.extend(
+                per_resource.outputs.iter().map(|(name, output)| render(format!("{resource}.{name}"), output, &values)),
+            );
+        }
+    }
+    outputs
 }
 
 /// Template values for a service as seen from this machine.
-pub fn host_values(
-    env: &str,
-    service: &Service,
-    remembered: &ServiceState,
-) -> BTreeMap<String, String> {
+pub fn host_values(env: &str, service: &Service, remembered: &ServiceState) -> BTreeMap<String, String> {
     let mut values = service.params.clone();
     values.extend(remembered.secrets.clone());
     values.insert("service".into(), service.name.clone());
     values.insert("env".into(), env.to_string());
+    values.insert("resources".into(), service.resources.join(","));
     values.insert("host".into(), ports::LOOPBACK.to_string());
     for (name, port) in &remembered.host_ports {
         values.insert(format!("port.{name}"), port.to_string());
@@ -117,46 +120,24 @@ pub fn host_values(
 
 /// Labels that mark an environment's objects as devenv's.
 pub fn env_labels(env: &str) -> [(&'static str, String); 2] {
-    [
-        (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
-        (LABEL_ENV, env.to_string()),
-    ]
+    [(LABEL_MANAGED_BY, MANAGED_BY.to_string()), (LABEL_ENV, env.to_string())]
 }
 
 /// Reads what exists for each configured service, and any container of the environment whose
 /// service is gone from devenv.yaml (returned as orphans).
-pub async fn observe(
-    docker: &Docker,
-    config: &Config,
-) -> Result<(BTreeMap<String, Observed>, Vec<String>), Error> {
+pub async fn observe(docker: &Docker, config: &Config) -> Result<(BTreeMap<String, Observed>, Vec<String>), Error> {
     let labels = env_labels(&config.env);
     let label_refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let volumes = docker.volumes_with_labels(&label_refs).await?;
     let mut observed = BTreeMap::new();
     for service in &config.services {
-        let container = docker
-            .inspect_container(&naming::container_name(&config.env, &service.name))
-            .await?;
+        let container = docker.inspect_container(&naming::container_name(&config.env, &service.name)).await?;
         let volume_exists = volumes.contains(&naming::volume_name(&config.env, &service.name));
-        observed.insert(
-            service.name.clone(),
-            Observed {
-                container,
-                volume_exists,
-            },
-        );
+        observed.insert(service.name.clone(), Observed { container, volume_exists });
     }
-    let expected: Vec<String> = config
-        .services
-        .iter()
-        .map(|s| naming::container_name(&config.env, &s.name))
-        .collect();
-    let orphans = docker
-        .containers_with_labels(&label_refs)
-        .await?
-        .into_iter()
-        .filter(|name| !expected.contains(name))
-        .collect();
+    let expected: Vec<String> = config.services.iter().map(|s| naming::container_name(&config.env, &s.name)).collect();
+    let orphans =
+        docker.containers_with_labels(&label_refs).await?.into_iter().filter(|name| !expected.contains(name)).collect();
     Ok((observed, orphans))
 }
 
@@ -167,12 +148,7 @@ pub fn resolve(
     state: &mut State,
     observed: &BTreeMap<String, Observed>,
 ) -> Result<Vec<Desired>, Error> {
-    let memory = config
-        .profile
-        .substitutes
-        .memory
-        .as_deref()
-        .and_then(config::parse_memory);
+    let memory = config.profile.substitutes.memory.as_deref().and_then(config::parse_memory);
     let mut taken: Vec<u16> = Vec::new();
     let mut desired = Vec::new();
     for service in &config.services {
@@ -180,33 +156,17 @@ pub fn resolve(
         let remembered = state.services.entry(service.name.clone()).or_default();
         remembered.kind = service.kind.clone();
         for secret in &substitute.secrets {
-            remembered
-                .secrets
-                .entry(secret.clone())
-                .or_insert_with(state::generate_secret);
+            remembered.secrets.entry(secret.clone()).or_insert_with(state::generate_secret);
         }
-        let ours = observed
-            .get(&service.name)
-            .and_then(|o| o.container.as_ref());
+        let ours = observed.get(&service.name).and_then(|o| o.container.as_ref());
         let mut choices = BTreeMap::new();
         for (name, container_port) in &substitute.ports {
-            let pinned = if *name == substitute.main_port {
-                service.port
-            } else {
-                None
-            };
+            let pinned = if *name == substitute.main_port { service.port } else { None };
             let held = ours.and_then(|c| c.ports.get(container_port).copied());
-            let choice = ports::choose(
-                pinned,
-                remembered.host_ports.get(name).copied(),
-                held,
-                ports::is_free,
-                || ports::pick_free(&taken),
-            )
-            .map_err(|source| Error::Port {
-                service: service.name.clone(),
-                source,
-            })?;
+            let choice = ports::choose(pinned, remembered.host_ports.get(name).copied(), held, ports::is_free, || {
+                ports::pick_free(&taken)
+            })
+            .map_err(|source| Error::Port { service: service.name.clone(), source })?;
             taken.push(choice.port());
             remembered.host_ports.insert(name.clone(), choice.port());
             choices.insert(name.clone(), choice);
@@ -216,15 +176,8 @@ pub fn resolve(
         let mut spec = ContainerSpec {
             name: naming::container_name(&config.env, &service.name),
             image: service.image.clone(),
-            env: substitute
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), render(v)))
-                .collect(),
-            command: substitute
-                .command
-                .as_ref()
-                .map(|c| c.iter().map(render).collect()),
+            env: substitute.env.iter().map(|(k, v)| (k.clone(), render(v))).collect(),
+            command: substitute.command.as_ref().map(|c| c.iter().map(render).collect()),
             labels: BTreeMap::from([
                 (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
                 (LABEL_ENV.to_string(), config.env.clone()),
@@ -235,22 +188,15 @@ pub fn resolve(
                 .iter()
                 .map(|(name, container_port)| (*container_port, choices[name].port()))
                 .collect(),
-            volume: substitute.data_path.as_ref().map(|path| {
-                (
-                    naming::volume_name(&config.env, &service.name),
-                    path.clone(),
-                )
-            }),
+            volume: substitute
+                .data_path
+                .as_ref()
+                .map(|path| (naming::volume_name(&config.env, &service.name), path.clone())),
             memory_bytes: memory,
         };
         let hash = spec_hash(&spec);
         spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);
-        desired.push(Desired {
-            service: service.clone(),
-            spec,
-            ports: choices,
-            values,
-        });
+        desired.push(Desired { service: service.clone(), spec, ports: choices, values });
     }
     Ok(desired)
 }
@@ -273,12 +219,7 @@ pub enum Action {
 }
 
 /// Brings one container to its desired state, then waits until it answers.
-pub async fn ensure(
-    docker: &Docker,
-    desired: &Desired,
-    action: Action,
-    reporter: &dyn Reporter,
-) -> Result<(), Error> {
+pub async fn ensure(docker: &Docker, desired: &Desired, action: Action, reporter: &dyn Reporter) -> Result<(), Error> {
     let step = format!("substitute/{}", desired.service.name);
     let started = Instant::now();
     let name = &desired.spec.name;
@@ -294,17 +235,12 @@ pub async fn ensure(
                     &step,
                     &format!(
                         "{} {}",
-                        if action == Action::Create {
-                            "creating"
-                        } else {
-                            "recreating"
-                        },
+                        if action == Action::Create { "creating" } else { "recreating" },
                         desired.spec.image
                     ),
                 );
-                let progress = |line: &str| {
-                    reporter.progress(&step, &format!("pulling {}: {line}", desired.spec.image))
-                };
+                let progress =
+                    |line: &str| reporter.progress(&step, &format!("pulling {}: {line}", desired.spec.image));
                 docker.ensure_image(&desired.spec.image, &progress).await?;
                 if action == Action::Recreate {
                     docker.remove_container(name, STOP_GRACE).await?;
@@ -323,34 +259,37 @@ pub async fn ensure(
     .await;
     match &result {
         Ok(()) => {
-            let status = if action == Action::Keep {
-                Status::Unchanged
-            } else {
-                Status::Ok
-            };
+            let status = if action == Action::Keep { Status::Unchanged } else { Status::Ok };
             let message = format!("on 127.0.0.1:{}", desired.main_port());
             reporter.finished(&step, status, &message, started.elapsed());
         }
-        Err(error) => {
-            reporter.finished(&step, Status::Failed, &error.to_string(), started.elapsed())
-        }
+        Err(error) => reporter.finished(&step, Status::Failed, &error.to_string(), started.elapsed()),
     }
     result
 }
 
-/// Polls the catalogue's probe until it passes, the container stops, or the deadline passes.
-pub async fn wait_ready(
-    docker: &Docker,
-    desired: &Desired,
-    reporter: &dyn Reporter,
-    step: &str,
-) -> Result<(), Error> {
+/// Polls the catalogue's probe until it passes, the container stops, or the deadline passes;
+/// then makes the service's resources (buckets, queues …) within the same deadline.
+pub async fn wait_ready(docker: &Docker, desired: &Desired, reporter: &dyn Reporter, step: &str) -> Result<(), Error> {
     let probe = &desired.service.substitute.probe;
     let deadline = config::parse_duration(probe.timeout()).unwrap_or(Duration::from_secs(120));
     let port = desired.main_port();
     let waiting_for = probe::describe(probe, port);
     reporter.progress(step, &format!("waiting for {waiting_for}"));
     let started = Instant::now();
+    wait_probe(docker, desired, waiting_for, started, deadline).await?;
+    ensure_resources(desired, reporter, step, started, deadline).await
+}
+
+async fn wait_probe(
+    docker: &Docker,
+    desired: &Desired,
+    waiting_for: String,
+    started: Instant,
+    deadline: Duration,
+) -> Result<(), Error> {
+    let probe = &desired.service.substitute.probe;
+    let port = desired.main_port();
     loop {
         let Err(last_error) = probe::check_once(probe, port, &desired.values).await else {
             return Ok(());
@@ -377,6 +316,42 @@ pub async fn wait_ready(
     }
 }
 
+/// Makes sure each resource the service lists exists, retrying until the deadline.
+async fn ensure_resources(
+    desired: &Desired,
+    reporter: &dyn Reporter,
+    step: &str,
+    started: Instant,
+    deadline: Duration,
+) -> Result<(), Error> {
+    let Some(catalogue) = &desired.service.substitute.resources else {
+        return Ok(());
+    };
+    for name in &desired.service.resources {
+        let what = resources::describe(&catalogue.create, name, &desired.values);
+        loop {
+            let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+            let attempt = left.min(probe::ATTEMPT_DEADLINE);
+            match resources::ensure(&catalogue.create, name, &desired.values, attempt).await {
+                Ok(outcome) => {
+                    reporter.progress(step, &format!("{} `{name}` {}", catalogue.create.noun(), outcome.word()));
+                    break;
+                }
+                Err(last_error) if started.elapsed() >= deadline => {
+                    return Err(Error::NotReady {
+                        service: desired.service.name.clone(),
+                        waiting_for: what,
+                        last_error,
+                        waited: deadline,
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What `down` removed.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Removed {
@@ -385,12 +360,7 @@ pub struct Removed {
 }
 
 /// Removes every container of the environment, found by label, and with `purge` its volumes.
-pub async fn remove_all(
-    docker: &Docker,
-    env: &str,
-    purge: bool,
-    reporter: &dyn Reporter,
-) -> Result<Removed, Error> {
+pub async fn remove_all(docker: &Docker, env: &str, purge: bool, reporter: &dyn Reporter) -> Result<Removed, Error> {
     let labels = env_labels(env);
     let label_refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut removed = Removed::default();
@@ -405,12 +375,7 @@ pub async fn remove_all(
     if purge {
         for name in docker.volumes_with_labels(&label_refs).await? {
             docker.remove_volume(&name).await?;
-            reporter.finished(
-                &format!("volume/{name}"),
-                Status::Ok,
-                "removed",
-                Duration::ZERO,
-            );
+            reporter.finished(&format!("volume/{name}"), Status::Ok, "removed", Duration::ZERO);
             removed.volumes.push(name);
         }
     }

@@ -10,8 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 use super::Error;
@@ -37,22 +37,11 @@ pub(super) struct Identity {
 
 /// Cluster admin, used by devenv, kubectl, kwok and the Flux controllers (as the upstream
 /// Flux manifests bind them to cluster-admin).
-pub(super) const ADMIN: Identity = Identity {
-    stem: "admin",
-    user: "admin",
-    group: Some("system:masters"),
-};
+pub(super) const ADMIN: Identity = Identity { stem: "admin", user: "admin", group: Some("system:masters") };
 /// The identities the RBAC bootstrap policy has roles for.
-pub(super) const CONTROLLER_MANAGER: Identity = Identity {
-    stem: "kube-controller-manager",
-    user: "system:kube-controller-manager",
-    group: None,
-};
-pub(super) const SCHEDULER: Identity = Identity {
-    stem: "kube-scheduler",
-    user: "system:kube-scheduler",
-    group: None,
-};
+pub(super) const CONTROLLER_MANAGER: Identity =
+    Identity { stem: "kube-controller-manager", user: "system:kube-controller-manager", group: None };
+pub(super) const SCHEDULER: Identity = Identity { stem: "kube-scheduler", user: "system:kube-scheduler", group: None };
 const CLIENTS: [&Identity; 3] = [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER];
 
 /// Paths of the files in `sim/pki/`.
@@ -92,14 +81,8 @@ impl Pki {
     }
 
     fn all_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![
-            self.ca_cert(),
-            self.ca_key(),
-            self.serving_cert(),
-            self.serving_key(),
-            self.sa_key(),
-            self.sa_pub(),
-        ];
+        let mut files =
+            vec![self.ca_cert(), self.ca_key(), self.serving_cert(), self.serving_key(), self.sa_key(), self.sa_pub()];
         for who in CLIENTS {
             files.push(self.client_cert(who));
             files.push(self.client_key(who));
@@ -113,10 +96,7 @@ impl Pki {
         if self.all_files().iter().all(|f| f.is_file()) {
             return Ok(false);
         }
-        fs::create_dir_all(&self.dir).map_err(|source| Error::CreateDir {
-            path: self.dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&self.dir).map_err(|source| Error::CreateDir { path: self.dir.clone(), source })?;
         self.generate()?;
         Ok(true)
     }
@@ -131,14 +111,9 @@ impl Pki {
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = name("devenv-sim-ca", None);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .map_err(cert_error("CA certificate"))?;
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_error("CA certificate"))?;
         write_private(&self.ca_key(), &ca_key.serialize_pem())?;
         write_public(&self.ca_cert(), &ca_cert.pem())?;
         let issuer = Issuer::new(ca_params, ca_key);
@@ -147,15 +122,10 @@ impl Pki {
         let names: Vec<String> = SERVING_NAMES.iter().map(|s| s.to_string()).collect();
         let mut serving = CertificateParams::new(names).map_err(cert_error("serving names"))?;
         serving.distinguished_name = name("kube-apiserver", None);
-        serving.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         serving.use_authority_key_identifier_extension = true;
-        let serving_cert = serving
-            .signed_by(&serving_key, &issuer)
-            .map_err(cert_error("serving certificate"))?;
+        let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(cert_error("serving certificate"))?;
         write_private(&self.serving_key(), &serving_key.serialize_pem())?;
         write_public(&self.serving_cert(), &serving_cert.pem())?;
 
@@ -198,17 +168,9 @@ fn write_public(path: &Path, text: &str) -> Result<(), Error> {
 }
 
 fn write_mode(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
-    let write_error = |source| Error::WriteFile {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_error = |source| Error::WriteFile { path: path.to_path_buf(), source };
     let _ = fs::remove_file(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(write_error)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(write_error)?;
     file.write_all(text.as_bytes()).map_err(write_error)
 }
 

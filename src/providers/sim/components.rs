@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::certs::Pki;
 
@@ -69,15 +69,8 @@ impl Component {
             ControllerManager => &["kube-controller-manager"],
             Scheduler => &["kube-scheduler"],
             Kwok => &["kwok", "kwok-node"],
-            SourceController => &[
-                "source-controller-storage",
-                "source-controller-health",
-                "source-controller-metrics",
-            ],
-            KustomizeController => &[
-                "kustomize-controller-health",
-                "kustomize-controller-metrics",
-            ],
+            SourceController => &["source-controller-storage", "source-controller-health", "source-controller-metrics"],
+            KustomizeController => &["kustomize-controller-health", "kustomize-controller-metrics"],
             HelmController => &["helm-controller-health", "helm-controller-metrics"],
             Registry => &["registry"],
         }
@@ -100,19 +93,12 @@ impl Component {
             HelmController => ("helm-controller-health", "/readyz", false),
             Registry => ("registry", "/v2/", false),
         };
-        Probe {
-            port: ports.get(port),
-            path,
-            tls,
-        }
+        Probe { port: ports.port(port), path, tls }
     }
 
     /// The Flux controllers read the kubeconfig from the environment.
     fn is_flux(self) -> bool {
-        matches!(
-            self,
-            SourceController | KustomizeController | HelmController
-        )
+        matches!(self, SourceController | KustomizeController | HelmController)
     }
 }
 
@@ -137,32 +123,32 @@ pub(super) type Ports = BTreeMap<String, u16>;
 
 pub(super) trait PortsExt {
     /// The port, or 0 (which no check reaches) when a record predates the name.
-    fn get(&self, name: &str) -> u16;
+    fn port(&self, name: &str) -> u16;
     fn addr(&self, name: &str) -> String {
-        format!("127.0.0.1:{}", self.get(name))
+        format!("127.0.0.1:{}", self.port(name))
     }
 }
 
 impl PortsExt for Ports {
-    fn get(&self, name: &str) -> u16 {
-        BTreeMap::get(self, name).copied().unwrap_or(0)
+    fn port(&self, name: &str) -> u16 {
+        self.get(name).copied().unwrap_or(0)
     }
 }
 
 /// Everything a command line refers to.
-pub(super) struct Setting<'a> {
-    pub env: &'a str,
-    pub ports: &'a Ports,
-    pub pki: &'a Pki,
+pub(super) struct Setting {
+    pub env: String,
+    pub ports: Ports,
+    pub pki: Pki,
     /// Admin kubeconfig (kwok, the Flux controllers).
-    pub kubeconfig: &'a Path,
-    pub controller_manager_kubeconfig: &'a Path,
-    pub scheduler_kubeconfig: &'a Path,
-    pub kwok_config: &'a Path,
-    pub registry_config: &'a Path,
-    pub data: &'a Path,
-    pub home: &'a Path,
-    pub tmp: &'a Path,
+    pub kubeconfig: PathBuf,
+    pub controller_manager_kubeconfig: PathBuf,
+    pub scheduler_kubeconfig: PathBuf,
+    pub kwok_config: PathBuf,
+    pub registry_config: PathBuf,
+    pub data: PathBuf,
+    pub home: PathBuf,
+    pub tmp: PathBuf,
 }
 
 fn flag(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
@@ -171,7 +157,7 @@ fn flag(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
     s
 }
 
-impl Setting<'_> {
+impl Setting {
     pub fn etcd_data(&self) -> PathBuf {
         self.data.join("etcd")
     }
@@ -184,8 +170,8 @@ impl Setting<'_> {
 
     /// Arguments and extra environment of a component.
     pub fn command(&self, component: Component) -> (Vec<OsString>, Vec<(&'static str, OsString)>) {
-        let p = self.ports;
-        let pki = self.pki;
+        let p = &self.ports;
+        let pki = &self.pki;
         let http = |name: &str| format!("http://{}", p.addr(name));
         let args: Vec<OsString> = match component {
             Etcd => vec![
@@ -203,7 +189,10 @@ impl Setting<'_> {
                 flag("etcd-servers", http("etcd")),
                 flag("bind-address", "127.0.0.1"),
                 flag("advertise-address", "127.0.0.1"),
-                flag("secure-port", p.get("kube-apiserver").to_string()),
+                // Endpoints may not hold loopback addresses, and nothing here dials the
+                // `kubernetes` Service: no endpoint reconciler.
+                flag("endpoint-reconciler-type", "none"),
+                flag("secure-port", p.port("kube-apiserver").to_string()),
                 flag("tls-cert-file", pki.serving_cert()),
                 flag("tls-private-key-file", pki.serving_key()),
                 flag("client-ca-file", pki.ca_cert()),
@@ -213,15 +202,15 @@ impl Setting<'_> {
                 flag("service-cluster-ip-range", SERVICE_RANGE),
                 flag("authorization-mode", "RBAC"),
                 flag("allow-privileged", "true"),
-                flag("cert-dir", self.tmp),
+                flag("cert-dir", &self.tmp),
                 flag("profiling", "false"),
             ],
             ControllerManager => vec![
-                flag("kubeconfig", self.controller_manager_kubeconfig),
-                flag("authentication-kubeconfig", self.controller_manager_kubeconfig),
-                flag("authorization-kubeconfig", self.controller_manager_kubeconfig),
+                flag("kubeconfig", &self.controller_manager_kubeconfig),
+                flag("authentication-kubeconfig", &self.controller_manager_kubeconfig),
+                flag("authorization-kubeconfig", &self.controller_manager_kubeconfig),
                 flag("bind-address", "127.0.0.1"),
-                flag("secure-port", p.get("kube-controller-manager").to_string()),
+                flag("secure-port", p.port("kube-controller-manager").to_string()),
                 flag("tls-cert-file", pki.serving_cert()),
                 flag("tls-private-key-file", pki.serving_key()),
                 flag("leader-elect", "false"),
@@ -238,11 +227,11 @@ impl Setting<'_> {
                 flag("profiling", "false"),
             ],
             Scheduler => vec![
-                flag("kubeconfig", self.scheduler_kubeconfig),
-                flag("authentication-kubeconfig", self.scheduler_kubeconfig),
-                flag("authorization-kubeconfig", self.scheduler_kubeconfig),
+                flag("kubeconfig", &self.scheduler_kubeconfig),
+                flag("authentication-kubeconfig", &self.scheduler_kubeconfig),
+                flag("authorization-kubeconfig", &self.scheduler_kubeconfig),
                 flag("bind-address", "127.0.0.1"),
-                flag("secure-port", p.get("kube-scheduler").to_string()),
+                flag("secure-port", p.port("kube-scheduler").to_string()),
                 flag("tls-cert-file", pki.serving_cert()),
                 flag("tls-private-key-file", pki.serving_key()),
                 flag("leader-elect", "false"),
@@ -251,15 +240,15 @@ impl Setting<'_> {
                 flag("profiling", "false"),
             ],
             Kwok => vec![
-                flag("kubeconfig", self.kubeconfig),
-                flag("config", self.kwok_config),
+                flag("kubeconfig", &self.kubeconfig),
+                flag("config", &self.kwok_config),
                 flag("manage-all-nodes", "false"),
                 flag(
                     "manage-nodes-with-annotation-selector",
                     format!("{}={}", KWOK_NODE_ANNOTATION.0, KWOK_NODE_ANNOTATION.1),
                 ),
                 flag("server-address", p.addr("kwok")),
-                flag("node-port", p.get("kwok-node").to_string()),
+                flag("node-port", p.port("kwok-node").to_string()),
                 flag("node-ip", NODE_IP),
                 flag("cidr", POD_RANGE),
                 flag("tls-cert-file", pki.serving_cert()),
@@ -294,14 +283,12 @@ impl Setting<'_> {
                 flag("graceful-shutdown-timeout", "5s"),
                 flag("log-encoding", "console"),
             ],
-            Registry => vec!["serve".into(), self.registry_config.into()],
+            Registry => vec!["serve".into(), self.registry_config.clone().into()],
         };
-        let mut env: Vec<(&'static str, OsString)> = vec![
-            ("HOME", self.home.into()),
-            ("TMPDIR", self.tmp.into()),
-        ];
+        let mut env: Vec<(&'static str, OsString)> =
+            vec![("HOME", self.home.clone().into()), ("TMPDIR", self.tmp.clone().into())];
         if component.is_flux() {
-            env.push(("KUBECONFIG", self.kubeconfig.into()));
+            env.push(("KUBECONFIG", self.kubeconfig.clone().into()));
             env.push(("RUNTIME_NAMESPACE", FLUX_NAMESPACE.into()));
         }
         (args, env)
@@ -327,33 +314,16 @@ fn yaml_string(s: &str) -> String {
 
 /// kwok's stage configuration: how simulated nodes and pods move through their lives.
 pub(super) const KWOK_STAGES: [(&str, &str); 5] = [
-    (
-        "node-initialize",
-        include_str!("../../../sim/kwok/node-initialize.yaml"),
-    ),
-    (
-        "node-heartbeat",
-        include_str!("../../../sim/kwok/node-heartbeat.yaml"),
-    ),
+    ("node-initialize", include_str!("../../../sim/kwok/node-initialize.yaml")),
+    ("node-heartbeat", include_str!("../../../sim/kwok/node-heartbeat.yaml")),
     ("pod-ready", include_str!("../../../sim/kwok/pod-ready.yaml")),
-    (
-        "pod-complete",
-        include_str!("../../../sim/kwok/pod-complete.yaml"),
-    ),
-    (
-        "pod-delete",
-        include_str!("../../../sim/kwok/pod-delete.yaml"),
-    ),
+    ("pod-complete", include_str!("../../../sim/kwok/pod-complete.yaml")),
+    ("pod-delete", include_str!("../../../sim/kwok/pod-delete.yaml")),
 ];
 
 /// All stages as one multi-document file for `kwok --config`.
 pub(super) fn kwok_config_text() -> String {
-    KWOK_STAGES
-        .iter()
-        .map(|(_, text)| text.trim_end())
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-        + "\n"
+    KWOK_STAGES.iter().map(|(_, text)| text.trim_end()).collect::<Vec<_>>().join("\n---\n") + "\n"
 }
 
 #[cfg(test)]
@@ -376,10 +346,7 @@ mod tests {
             assert_eq!(value["kind"], "Stage");
             assert_eq!(value["apiVersion"], "kwok.x-k8s.io/v1alpha1");
         }
-        assert_eq!(
-            serde_yaml::Deserializer::from_str(&kwok_config_text()).count(),
-            KWOK_STAGES.len()
-        );
+        assert_eq!(serde_yaml::Deserializer::from_str(&kwok_config_text()).count(), KWOK_STAGES.len());
     }
 
     use serde::Deserialize;

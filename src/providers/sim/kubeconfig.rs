@@ -5,22 +5,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use kube::config::{
-    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
-};
+use kube::config::{AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 
 use super::Error;
 use super::certs::{Identity, Pki};
 
 /// Writes a kubeconfig with one cluster, one user and one context, all named `context`
 /// (the user gets the identity's suffix), referring to the certificate files by path.
-pub(super) fn write(
-    path: &Path,
-    context: &str,
-    server: &str,
-    pki: &Pki,
-    who: &Identity,
-) -> Result<(), Error> {
+pub(super) fn write(path: &Path, context: &str, server: &str, pki: &Pki, who: &Identity) -> Result<(), Error> {
     let user = format!("{context}-{}", who.stem);
     let config = Kubeconfig {
         clusters: vec![NamedCluster {
@@ -57,18 +49,10 @@ pub(super) fn write(
         ..Kubeconfig::default()
     };
     let text = serde_yaml::to_string(&config).expect("a kubeconfig serialises");
-    let write_error = |source| Error::WriteFile {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_error = |source| Error::WriteFile { path: path.to_path_buf(), source };
     let temp = path.with_extension("tmp");
     let _ = fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(write_error)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(write_error)?;
     file.write_all(text.as_bytes()).map_err(write_error)?;
     fs::rename(&temp, path).map_err(write_error)
 }

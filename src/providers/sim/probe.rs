@@ -20,11 +20,7 @@ impl Prober {
     }
 
     fn config(&self, probe: &Probe) -> Result<kube::Config, String> {
-        let url = format!(
-            "{}://127.0.0.1:{}",
-            if probe.tls { "https" } else { "http" },
-            probe.port
-        );
+        let url = format!("{}://127.0.0.1:{}", if probe.tls { "https" } else { "http" }, probe.port);
         let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
         let mut config = if probe.tls {
             let mut config = self.admin.clone();
@@ -45,15 +41,9 @@ impl Prober {
             return Err("no port recorded".to_string());
         }
         let client = kube::Client::try_from(self.config(probe)?).map_err(|e| e.to_string())?;
-        let request = http::Request::get(probe.path)
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
+        let request = http::Request::get(probe.path).body(Vec::new()).map_err(|e| e.to_string())?;
         match tokio::time::timeout(ATTEMPT_DEADLINE, client.request_text(request)).await {
-            Err(_) => Err(format!(
-                "no answer within {}s from {}",
-                ATTEMPT_DEADLINE.as_secs(),
-                probe.url()
-            )),
+            Err(_) => Err(format!("no answer within {}s from {}", ATTEMPT_DEADLINE.as_secs(), probe.url())),
             Ok(Err(e)) => Err(describe(&e, probe)),
             Ok(Ok(body)) => Ok(body),
         }
@@ -71,12 +61,12 @@ impl Prober {
 
 fn describe(error: &kube::Error, probe: &Probe) -> String {
     match error {
-        kube::Error::Api(status) => format!(
-            "{} answered {} {}",
-            probe.url(),
-            status.code,
-            status.message.trim()
-        ),
+        kube::Error::Api(status) => {
+            // A failing /readyz lists every check; the failed ones start with `[-]`.
+            let failed: Vec<&str> = status.message.lines().filter(|l| l.starts_with("[-]")).collect();
+            let message = if failed.is_empty() { status.message.trim().to_string() } else { failed.join(", ") };
+            format!("{} answered {} {message}", probe.url(), status.code)
+        }
         other => {
             // The innermost cause says most (connection refused, certificate unknown …).
             let mut cause: &dyn std::error::Error = other;

@@ -10,7 +10,7 @@
 //! sends SIGKILL. A CLI that boots a cluster meant to outlive it sends `release` once the
 //! cluster is ready; `down` then finds the processes again through their pid files.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -29,13 +29,10 @@ const WATCHDOG_GRACE_TENTHS: u32 = 100;
 /// known when one stops while starting.
 struct Registry {
     running: Vec<Child>,
-    exited: HashMap<u32, ExitStatus>,
+    exited: BTreeMap<u32, ExitStatus>,
 }
 
-static CHILDREN: Mutex<Registry> = Mutex::new(Registry {
-    running: Vec::new(),
-    exited: HashMap::new(),
-});
+static CHILDREN: Mutex<Registry> = Mutex::new(Registry { running: Vec::new(), exited: BTreeMap::new() });
 
 fn children() -> MutexGuard<'static, Registry> {
     CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -59,10 +56,7 @@ pub(super) fn reap() {
 pub(super) fn exit_status(pid: i32) -> Option<String> {
     reap();
     let registry = children();
-    u32::try_from(pid)
-        .ok()
-        .and_then(|pid| registry.exited.get(&pid))
-        .map(describe_exit)
+    u32::try_from(pid).ok().and_then(|pid| registry.exited.get(&pid)).map(describe_exit)
 }
 
 fn describe_exit(status: &ExitStatus) -> String {
@@ -102,22 +96,16 @@ pub(super) struct Pid {
 impl Pid {
     fn of(pid: u32) -> io::Result<Pid> {
         let pid = i32::try_from(pid).map_err(io::Error::other)?;
-        let stat = proc_stat(pid)
-            .ok_or_else(|| io::Error::other(format!("process {pid} vanished right after start")))?;
-        Ok(Pid {
-            pid,
-            start: stat.start,
-        })
+        let stat =
+            proc_stat(pid).ok_or_else(|| io::Error::other(format!("process {pid} vanished right after start")))?;
+        Ok(Pid { pid, start: stat.start })
     }
 
     /// The pid file's content, or `None` when it is missing or unreadable.
     pub fn read(path: &Path) -> Option<Pid> {
         let text = fs::read_to_string(path).ok()?;
         let mut words = text.split_whitespace();
-        Some(Pid {
-            pid: words.next()?.parse().ok()?,
-            start: words.next()?.parse().ok()?,
-        })
+        Some(Pid { pid: words.next()?.parse().ok()?, start: words.next()?.parse().ok()? })
     }
 
     pub fn write(&self, path: &Path) -> io::Result<()> {
@@ -156,11 +144,17 @@ impl Pid {
         Some(kib * 1024)
     }
 
-    /// The process's `argv[0]`, to recognise the watchdog.
-    pub fn argv0(&self) -> Option<String> {
-        let cmdline = fs::read(format!("/proc/{}/cmdline", self.pid)).ok()?;
-        let first = cmdline.split(|b| *b == 0).next()?;
-        Some(String::from_utf8_lossy(first).into_owned())
+    /// The process's arguments, to recognise the watchdog.
+    pub fn cmdline(&self) -> Vec<String> {
+        fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|bytes| {
+                bytes
+                    .split(|b| *b == 0)
+                    .filter(|arg| !arg.is_empty())
+                    .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -182,10 +176,7 @@ pub(super) fn spawn(launch: Launch<'_>) -> io::Result<Pid> {
         let previous = previous_log(launch.log);
         let _ = fs::rename(launch.log, previous);
     }
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(launch.log)?;
+    let out = OpenOptions::new().create(true).append(true).open(launch.log)?;
     let err = out.try_clone()?;
     let mut command = Command::new(launch.binary);
     command
@@ -204,10 +195,7 @@ pub(super) fn spawn(launch: Launch<'_>) -> io::Result<Pid> {
 }
 
 fn previous_log(log: &Path) -> PathBuf {
-    let stem = log
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = log.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     log.with_file_name(format!("{stem}.previous.log"))
 }
 
@@ -272,10 +260,7 @@ impl Watchdog {
             .stderr(err)
             .process_group(0)
             .spawn()?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| io::Error::other("the watchdog has no standard input"))?;
+        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("the watchdog has no standard input"))?;
         let pid = Pid::of(child.id())?;
         children().running.push(child);
         Ok(Watchdog { pid, stdin })
@@ -299,9 +284,9 @@ impl Watchdog {
     }
 }
 
-/// Whether a pid file names a live watchdog of ours.
+/// Whether a pid file names a live watchdog of ours (`sh -c SCRIPT devenv-sim-watchdog`).
 pub(super) fn is_watchdog(pid: &Pid) -> bool {
-    pid.alive() && pid.argv0().as_deref() == Some(WATCHDOG_NAME)
+    pid.alive() && pid.cmdline().last().map(String::as_str) == Some(WATCHDOG_NAME)
 }
 
 #[cfg(test)]
@@ -316,10 +301,7 @@ mod tests {
         let path = temp.path().join("me.pid");
         me.write(&path).unwrap();
         assert_eq!(Pid::read(&path), Some(me));
-        let reused = Pid {
-            start: me.start + 1,
-            ..me
-        };
+        let reused = Pid { start: me.start + 1, ..me };
         assert!(!reused.alive(), "another start time is another process");
         assert!(me.rss_bytes().unwrap() > 0);
     }
@@ -329,6 +311,12 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let log = temp.path().join("x.log");
         let watchdog = Watchdog::spawn(&temp.path().join("w.log")).unwrap();
+        for _ in 0..100 {
+            if is_watchdog(&watchdog.pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(is_watchdog(&watchdog.pid));
         let pid = spawn(Launch {
             binary: Path::new("/bin/sh"),
