@@ -83,6 +83,14 @@ pub struct UpArgs {
     /// Show generated passwords and URLs with credentials in the summary
     #[arg(long)]
     pub show_secrets: bool,
+    /// How long to wait for every Flux Kustomization and HelmRelease to become Ready (e.g. 90s, 10m)
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration; write it like 90s, 5m or 1h"))
 }
 
 #[derive(Debug, Args)]

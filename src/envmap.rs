@@ -80,7 +80,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let project = "project: shop\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\nservices:\n  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: orders\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_NAME: database\n      DB_PASSWORD: password\n      DB_URL: url\n";
         std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
-        let config = config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
+        let config =
+            config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
         let mut state = State::default();
         substitutes::resolve(&config, &mut state, &Default::default()).unwrap();
         let password = state.services["orders-db"].secrets["password"].clone();

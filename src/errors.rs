@@ -60,6 +60,10 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV050", "a doctor check failed"),
     ("DEV060", "a substituted variable has no value"),
     ("DEV061", "the working tree cannot be packed"),
+    ("DEV062", "a Flux object failed to reconcile"),
+    ("DEV063", "Flux objects were not Ready in time"),
+    ("DEV064", "Flux is not installed in the cluster"),
+    ("DEV065", "applying to the cluster failed"),
     ("DEV090", "interrupted"),
 ];
 
@@ -139,6 +143,21 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
+            crate::flux::Error::Deploy(e) => match e.as_ref() {
+                crate::flux::deploy::Error::Failed { .. } => (
+                    "DEV062",
+                    Some("fix the manifest Flux names; `devenv up` again pushes the fix in seconds".into()),
+                ),
+                crate::flux::deploy::Error::Timeout { .. } => (
+                    "DEV063",
+                    Some("raise `--timeout`, or look at the objects still waiting (`kubectl get kustomizations,helmreleases -A`)".into()),
+                ),
+                crate::flux::deploy::Error::FluxMissing { .. } => (
+                    "DEV064",
+                    Some("install Flux in the cluster (`flux install`); the sim profile starts it for you".into()),
+                ),
+                _ => ("DEV065", Some("check that the cluster is reachable (`devenv status`)".into())),
+            },
         },
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),

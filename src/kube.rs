@@ -76,12 +76,13 @@ pub async fn api_for(client: &kube::Client, object: &Value) -> Result<(Api<Dynam
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, capabilities): (ApiResource, _) = discovery::pinned_kind(client, &gvk).await.map_err(|source| {
-        Error::Discovery { api_version: api_version.to_string(), kind: kind.to_string(), source }
-    })?;
+    let (resource, capabilities): (ApiResource, _) = discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|source| Error::Discovery { api_version: api_version.to_string(), kind: kind.to_string(), source })?;
     let api = match capabilities.scope {
         Scope::Namespaced => {
-            let namespace = object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+            let namespace =
+                object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
             Api::namespaced_with(client.clone(), namespace, &resource)
         }
         Scope::Cluster => Api::all_with(client.clone(), &resource),

@@ -194,7 +194,8 @@ pub fn render(plan: &Plan) -> String {
         for (file, change) in &flux.changes {
             out.push_str(&format!("           {file}: {}: {}\n", change.object, change.what));
         }
-        if flux.contract.missing.is_empty() && flux.contract.unverifiable.is_empty() && flux.contract.unused.is_empty() {
+        if flux.contract.missing.is_empty() && flux.contract.unverifiable.is_empty() && flux.contract.unused.is_empty()
+        {
             out.push_str("  contract: every substituted variable has a value\n");
         } else {
             out.push_str("  contract:\n");

@@ -5,6 +5,7 @@ use crate::cli::DownArgs;
 use crate::config;
 use crate::docker::Docker;
 use crate::errors::Error;
+use crate::flux;
 use crate::providers::{self, sim};
 use crate::state::Store;
 use crate::substitutes::{self, Removed};
@@ -27,15 +28,25 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         Err(_) if state.is_none() => Removed::default(),
         Err(error) => return Err(error.into()),
     };
-    // A sim cluster left by any profile of this environment stops too.
-    let cluster_stopped =
-        sim::Sim::new(store.dir()).down(args.purge, reporter.as_ref()).await.map_err(providers::Error::from)?;
+    // A sim cluster left by any profile of this environment stops too, after Flux pruned what
+    // devenv applied (so the next `up` starts from a clean slate).
+    let sim = sim::Sim::new(store.dir());
+    if let Some(info) = sim.info().map_err(providers::Error::from)?
+        && let Ok(client) = sim::client(&info).await
+        && client.apiserver_version().await.is_ok()
+        && let Ok(config) = config::load(&ctx.selection, &ctx.cwd)
+    {
+        flux::deploy::remove(&client, &config, reporter.as_ref()).await.map_err(flux::Error::from)?;
+    }
+    let cluster_stopped = sim.down(args.purge, reporter.as_ref()).await.map_err(providers::Error::from)?;
     if args.purge {
         store.remove()?;
     }
 
     if ctx.json() {
-        ui::print_result(&serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "clusterStopped": cluster_stopped}));
+        ui::print_result(
+            &serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "clusterStopped": cluster_stopped}),
+        );
         return Ok(());
     }
     if cluster_stopped {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use super::Context;
 use crate::config;
 use crate::config::profile::Provider;
-use crate::{envmap, flux};
 use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
@@ -13,6 +12,7 @@ use crate::providers;
 use crate::state::Store;
 use crate::substitutes;
 use crate::ui::{self, ReporterExt};
+use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;

@@ -6,15 +6,15 @@ use super::{Context, output_rows, outputs_json};
 use crate::cli::UpArgs;
 use crate::config;
 use crate::config::profile::Provider;
-use crate::state::State;
-use crate::{envmap, flux};
 use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
 use crate::providers::{self, sim};
+use crate::state::State;
 use crate::state::Store;
 use crate::substitutes::{self, STOP_GRACE};
 use crate::ui::{self, ReporterExt, table};
+use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     // Everything that can be checked without side effects is checked first.
@@ -32,9 +32,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     store.save(&state)?;
 
     let cluster = match config.profile.cluster.provider {
-        Provider::Sim => Some(
-            sim::Sim::new(store.dir()).up(&config.env, reporter.as_ref()).await.map_err(providers::Error::from)?,
-        ),
+        Provider::Sim => {
+            Some(sim::Sim::new(store.dir()).up(&config.env, reporter.as_ref()).await.map_err(providers::Error::from)?)
+        }
         _ => None,
     };
 
@@ -75,6 +75,16 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         ready = desired;
     }
 
+    // Flux gets the environment once the substitutes it points at are ready.
+    let mut deployed = None;
+    if let Some(cluster) = &cluster {
+        let client = sim::client(cluster).await.map_err(providers::Error::from)?;
+        let prepared = flux::prepare(&config, envmap::compute(&config, &state))?;
+        let result =
+            flux::deploy::up(&client, &config, &prepared, &cluster.registry, args.timeout, reporter.as_ref()).await;
+        deployed = Some(result.map_err(flux::Error::from)?);
+    }
+
     if ctx.json() {
         let services: Vec<_> = ready
             .iter()
@@ -88,7 +98,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
                 })
             })
             .collect();
-        ui::print_result(&serde_json::json!({"env": config.env, "profile": config.profile_name, "cluster": cluster, "services": services}));
+        ui::print_result(
+            &serde_json::json!({"env": config.env, "profile": config.profile_name, "cluster": cluster, "flux": deployed, "services": services}),
+        );
         return Ok(());
     }
     println!("Environment `{}` is up.", config.env);
@@ -96,6 +108,18 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         println!("\nCluster (sim): {} — context `{}`", cluster.api_server, cluster.context);
         println!("  export KUBECONFIG={}", cluster.kubeconfig.display());
         println!("  registry: {} (plain HTTP)", cluster.registry);
+    }
+    if let Some(deployed) = &deployed {
+        let change = if deployed.artifact.pushed { "new artifact pushed" } else { "artifact unchanged" };
+        println!("\nFlux: {} object(s) Ready ({change}, {})", deployed.objects.len(), deployed.artifact.digest);
+        for object in &deployed.objects {
+            let after = if object.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!(" (after {})", object.depends_on.join(", "))
+            };
+            println!("  {}{after}", object.object);
+        }
     }
     if !ready.is_empty() {
         let rows: Vec<Vec<String>> =

@@ -154,7 +154,9 @@ fn check_queue_name(name: &str) -> Result<(), String> {
         return Err("has nothing before `.fifo`".to_string());
     }
     if let Some(c) = base.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!("contains `{c}`; queue names have only letters, digits, `-` and `_` (and may end with `.fifo`)"));
+        return Err(format!(
+            "contains `{c}`; queue names have only letters, digits, `-` and `_` (and may end with `.fifo`)"
+        ));
     }
     Ok(())
 }
@@ -275,5 +277,69 @@ impl Output {
 
     pub fn is_secret(&self) -> bool {
         matches!(self, Output::Detailed { secret: true, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket() -> CreateResource {
+        CreateResource::S3Bucket {
+            endpoint: String::new(),
+            region: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        }
+    }
+
+    fn queue() -> CreateResource {
+        CreateResource::SqsQueue { endpoint: String::new() }
+    }
+
+    #[test]
+    fn bucket_names() {
+        for good in ["uploads", "abc", "reports.archive", "a-b.c-d", &"x".repeat(63)] {
+            assert_eq!(bucket().check_name(good), Ok(()), "{good}");
+        }
+        for bad in
+            ["ab", "Uploads", "up_loads", "-uploads", "uploads.", "a..b", "a.-b", "10.0.0.1", "xn--abc", "data-s3alias"]
+        {
+            assert!(bucket().check_name(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(bucket().check_name(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn queue_names() {
+        for good in ["orders", "Order_Events-1", "payments.fifo", &"q".repeat(80)] {
+            assert_eq!(queue().check_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".fifo", "order events", "orders.v2", "orders.fifo.fifo", &"q".repeat(81)] {
+            assert!(queue().check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn probes_parse_from_yaml() {
+        let http: Probe = serde_yaml::from_str(
+            "type: http\npath: /_cluster/health\njson:\n  pointer: /status\n  oneOf: [green, yellow]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            http,
+            Probe::Http {
+                path: "/_cluster/health".into(),
+                status: vec![200],
+                json: Some(JsonCondition { pointer: "/status".into(), one_of: vec!["green".into(), "yellow".into()] }),
+                timeout: "120s".into(),
+            }
+        );
+        let redis: Probe = serde_yaml::from_str("type: redis\npassword: ${password}\ntimeout: 60s\n").unwrap();
+        assert_eq!(redis.templates(), vec![("password", "${password}")]);
+        assert_eq!(redis.timeout(), "60s");
+        let sql: Probe =
+            serde_yaml::from_str("type: sql\ndialect: postgres\nusername: a\npassword: b\ndatabase: c\n").unwrap();
+        assert!(matches!(sql, Probe::Sql { dialect: SqlDialect::Postgres, .. }));
     }
 }

@@ -256,7 +256,7 @@ fn resolve_services(
                 ));
             }
         }
-        check_resources(service, substitute, i, at)?;
+        check_resources(service, catalogue, i, at)?;
         let outputs = output_names(substitute, &service.resources);
         for (key, output) in &service.keys {
             let key_field = format!("services[{i}].keys.{key}");
@@ -311,13 +311,14 @@ fn resolve_services(
 /// A service's `resources:`: allowed by its kind, well named, each listed once.
 fn check_resources(
     service: &project::ServiceConfig,
-    substitute: &Substitute,
+    catalogue: &BTreeMap<String, Substitute>,
     index: usize,
     at: &dyn Fn(&str) -> Location,
 ) -> Result<(), Error> {
     if service.resources.is_empty() {
         return Ok(());
     }
+    let substitute = &catalogue[&service.kind];
     let invalid = |problem, field: String, message: String, hint: String| Error::Invalid {
         problem,
         at: at(&field),
@@ -326,11 +327,15 @@ fn check_resources(
         hint: Some(hint),
     };
     let Some(resources) = &substitute.resources else {
+        let with: Vec<String> = catalogue
+            .iter()
+            .filter_map(|(kind, entry)| entry.resources.as_ref().map(|r| format!("`{kind}` ({}s)", r.create.noun())))
+            .collect();
         return Err(invalid(
             Problem::Invalid,
             format!("services[{index}].resources"),
             format!("`{}` has no resources to create", service.kind),
-            "remove `resources:`; kinds with resources: `s3` (bucket names), `sqs` (queue names)".to_string(),
+            format!("remove `resources:`; kinds that create resources: {}", with.join(", ")),
         ));
     };
     let noun = resources.create.noun();
@@ -394,14 +399,15 @@ fn known_list(what: &str, known: &[&str], given: &str) -> String {
     hint
 }
 
-/// The closest candidate to a mistyped word, if one is close enough to be a typo.
+/// The closest candidate to a mistyped word, if one is close enough to be a typo: among the
+/// similar ones, the fewest edits away (`resourse` → `resource`, not `resources`).
 pub fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(given, c), *c))
-        .filter(|(score, _)| *score >= 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| (strsim::jaro_winkler(given, c), strsim::levenshtein(given, c), *c))
+        .filter(|(score, ..)| *score >= 0.85)
+        .max_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)))
+        .map(|(.., c)| c)
 }
 
 /// Loads `<dir>/*.yaml` entries: built-in ones, then `.devenv/<dir>/*.yaml` from the repo,
@@ -556,11 +562,12 @@ impl Validate for Substitute {
             for variable in template::variables(template) {
                 if !known.contains(variable) {
                     let names: Vec<&str> = known.iter().map(String::as_str).collect();
-                    return Err(invalid(
-                        field.clone(),
-                        format!("unknown variable `${{{variable}}}`"),
-                        &known_list("variables", &names, variable),
-                    ));
+                    let hint = if variable == "resource" {
+                        "`${resource}` (one resource's name) is known only under `resources.outputs`; `${resources}` lists them all".to_string()
+                    } else {
+                        known_list("variables", &names, variable)
+                    };
+                    return Err(invalid(field.clone(), format!("unknown variable `${{{variable}}}`"), &hint));
                 }
             }
         }

@@ -272,8 +272,189 @@ fn every_builtin_entry_is_valid() {
         let selection = Selection { profile: Some(name.to_string()), ..Default::default() };
         load_in(dir.path(), selection).unwrap_or_else(|e| panic!("profile {name}: {e}"));
     }
-    assert!(builtin::SUBSTITUTES.iter().any(|(name, _)| *name == "rds-mariadb"));
-    assert!(builtin::SUBSTITUTES.iter().any(|(name, _)| *name == "rds-mysql"));
+    let kinds: Vec<&str> = builtin::SUBSTITUTES.iter().map(|(name, _)| *name).collect();
+    for kind in
+        ["rds-mariadb", "rds-mysql", "rds-postgres", "aurora-postgres", "opensearch", "elasticache-redis", "s3", "sqs"]
+    {
+        assert!(kinds.contains(&kind), "no built-in `{kind}` in {kinds:?}");
+    }
+}
+
+/// A project with one service of every built-in kind, each filling a key from every output
+/// it offers, loads.
+#[test]
+fn every_builtin_kind_resolves_with_all_its_outputs() {
+    let head = format!("{}services:\n", VALID.split("services:").next().unwrap());
+    let service = |kind: &str, keys: &str| {
+        let resources = match kind {
+            "s3" => "    resources: [uploads]\n",
+            "sqs" => "    resources: [orders]\n",
+            _ => "",
+        };
+        format!("  - name: {kind}\n    kind: {kind}\n{resources}    keys:{keys}\n")
+    };
+    let bare: String = builtin::SUBSTITUTES.iter().map(|(kind, _)| service(kind, " {}")).collect();
+    let dir = repo(&format!("{head}{bare}"), &[]);
+    let config = load_in(dir.path(), Selection::default()).unwrap();
+    let mut project = head.clone();
+    for resolved in &config.services {
+        let keys: String = output_names(&resolved.substitute, &resolved.resources)
+            .iter()
+            .map(|output| {
+                let key = format!("{}_{output}", resolved.kind).to_uppercase().replace(['-', '.'], "_");
+                format!("\n      {key}: {output}")
+            })
+            .collect();
+        project.push_str(&service(&resolved.kind, &keys));
+    }
+    let dir = repo(&project, &[]);
+    let config = load_in(dir.path(), Selection::default()).unwrap_or_else(|e| panic!("{e}\n{project}"));
+    assert_eq!(config.services.len(), builtin::SUBSTITUTES.len());
+    let s3 = config.services.iter().find(|s| s.kind == "s3").unwrap();
+    assert_eq!(s3.resources, ["uploads"]);
+    assert_eq!(s3.keys["S3_UPLOADS_URL"], "uploads.url");
+    let sqs = config.services.iter().find(|s| s.kind == "sqs").unwrap();
+    assert_eq!(sqs.keys["SQS_ORDERS_URL"], "orders.url");
+    assert_eq!(sqs.keys["SQS_QUEUES"], "queues");
+}
+
+#[test]
+fn versions_map_to_image_tags() {
+    let project = VALID
+        .replace("kind: rds-mariadb", "kind: rds-postgres\n    version: \"15\"")
+        .replace("  - name: orders-db", "  - name: ledger-db");
+    let project = format!(
+        "{project}  - name: search\n    kind: opensearch\n  - name: cache\n    kind: elasticache-redis\n    version: \"8.0\"\n"
+    );
+    let dir = repo(&project, &[]);
+    let config = load_in(dir.path(), Selection::default()).unwrap();
+    let images: Vec<&str> = config.services.iter().map(|s| s.image.as_str()).collect();
+    assert_eq!(
+        images,
+        [
+            "docker.io/library/postgres:15",
+            "docker.io/opensearchproject/opensearch:2.19.1",
+            "docker.io/valkey/valkey:8.0"
+        ]
+    );
+}
+
+const S3_SERVICE: &str =
+    "  - name: blobs\n    kind: s3\n    resources: [uploads]\n    keys:\n      UPLOADS_BUCKET: uploads.name\n";
+const SQS_SERVICE: &str =
+    "  - name: queues\n    kind: sqs\n    resources: [orders]\n    keys:\n      ORDERS_QUEUE_URL: orders.url\n";
+
+#[test]
+fn unknown_version_of_a_new_kind() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}  - name: search\n    kind: opensearch\n    version: \"2.20\"\n"
+    )));
+}
+
+#[test]
+fn resources_on_a_kind_without_them() {
+    insta::assert_snapshot!(rendered_project(
+        &VALID.replace("    kind: rds-mariadb", "    kind: rds-mariadb\n    resources: [orders]")
+    ));
+}
+
+#[test]
+fn invalid_bucket_name() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        S3_SERVICE.replace("[uploads]", "[uploads, Monthly_Reports]")
+    )));
+}
+
+#[test]
+fn bucket_name_formatted_as_an_ip_address() {
+    insta::assert_snapshot!(rendered_project(&format!("{VALID}{}", S3_SERVICE.replace("[uploads]", "[10.0.0.1]"))));
+}
+
+#[test]
+fn invalid_queue_name() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        SQS_SERVICE.replace("[orders]", "[orders, order events]")
+    )));
+}
+
+#[test]
+fn resource_listed_twice() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        SQS_SERVICE.replace("[orders]", "[orders, orders]")
+    )));
+}
+
+#[test]
+fn output_of_a_resource_not_listed() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        SQS_SERVICE.replace("ORDERS_QUEUE_URL: orders.url", "PAYMENTS_QUEUE_URL: payments.url")
+    )));
+}
+
+#[test]
+fn http_probe_path_must_start_with_a_slash() {
+    let entry = "probe:\n  type: http\n  path: _cluster/health\n";
+    let project = format!("{VALID}  - name: search\n    kind: opensearch\n");
+    insta::assert_snapshot!(rendered(
+        &project,
+        &[(".devenv/substitutes/opensearch.yaml", entry)],
+        Selection::default()
+    ));
+}
+
+#[test]
+fn http_probe_json_pointer_must_be_a_pointer() {
+    let entry = "probe:\n  type: http\n  path: /_cluster/health\n  json:\n    pointer: status\n    oneOf: [green]\n";
+    let project = format!("{VALID}  - name: search\n    kind: opensearch\n");
+    insta::assert_snapshot!(rendered(
+        &project,
+        &[(".devenv/substitutes/opensearch.yaml", entry)],
+        Selection::default()
+    ));
+}
+
+#[test]
+fn http_probe_status_must_be_http_codes() {
+    let entry = "probe:\n  type: http\n  path: /healthz\n  status: [200, 999]\n";
+    insta::assert_snapshot!(rendered(
+        &format!("{VALID}{S3_SERVICE}"),
+        &[(".devenv/substitutes/s3.yaml", entry)],
+        Selection::default()
+    ));
+}
+
+#[test]
+fn unknown_probe_type() {
+    let entry = "probe:\n  type: grpc\n";
+    insta::assert_snapshot!(rendered(
+        &format!("{VALID}{S3_SERVICE}"),
+        &[(".devenv/substitutes/s3.yaml", entry)],
+        Selection::default()
+    ));
+}
+
+#[test]
+fn unknown_variable_in_a_resource_output() {
+    let entry = "resources:\n  create:\n    type: sqs-queue\n    endpoint: http://${host}:${port}\n  outputs:\n    url: http://${host}:${port}/${accountId}/${resourse}\n";
+    insta::assert_snapshot!(rendered(
+        &format!("{VALID}{SQS_SERVICE}"),
+        &[(".devenv/substitutes/sqs.yaml", entry)],
+        Selection::default()
+    ));
+}
+
+#[test]
+fn resource_variable_only_in_resource_outputs() {
+    let entry = "outputs:\n  bucket: ${resource}\n";
+    insta::assert_snapshot!(rendered(
+        &format!("{VALID}{S3_SERVICE}"),
+        &[(".devenv/substitutes/s3.yaml", entry)],
+        Selection::default()
+    ));
 }
 
 #[test]

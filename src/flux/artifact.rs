@@ -42,24 +42,25 @@ pub struct Pushed {
     pub pushed: bool,
     /// Digest of the content layer.
     pub digest: String,
+    /// Digest of the manifest: Flux's revision is `latest@<this>`.
+    pub manifest_digest: String,
 }
 
 /// Pushes the packed tree unless the tag already points at the same content. `registry` is
 /// a plain-HTTP registry on this machine (`127.0.0.1:PORT`).
 pub async fn push_if_changed(registry: &str, env: &str, packed: &Packed, source: &str) -> Result<Pushed, Error> {
     let reference_text = reference(registry, env);
-    let reference: Reference = reference_text
-        .parse()
-        .map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    let reference: Reference =
+        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(vec![registry.to_string()]),
         ..Default::default()
     });
     let auth = RegistryAuth::Anonymous;
-    if let Ok((manifest, _)) = client.pull_image_manifest(&reference, &auth).await
+    if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
         && manifest.layers.first().is_some_and(|layer| layer.digest == packed.digest)
     {
-        return Ok(Pushed { reference: reference_text, pushed: false, digest: packed.digest.clone() });
+        return Ok(Pushed { reference: reference_text, pushed: false, digest: packed.digest.clone(), manifest_digest });
     }
     let layer = ImageLayer::new(packed.bytes.clone(), CONTENT_MEDIA_TYPE.to_string(), None);
     let config = Config::new(b"{}".to_vec(), CONFIG_MEDIA_TYPE.to_string(), None);
@@ -68,11 +69,16 @@ pub async fn push_if_changed(registry: &str, env: &str, packed: &Packed, source:
         ("org.opencontainers.image.source".to_string(), source.to_string()),
         ("org.opencontainers.image.revision".to_string(), packed.digest.clone()),
     ]);
-    let mut manifest = oci_client::manifest::OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
+    let mut manifest =
+        oci_client::manifest::OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
     manifest.artifact_type = None;
     client
         .push(&reference, &[layer], config, &auth, Some(manifest))
         .await
         .map_err(|source| Error::Push { reference: reference_text.clone(), source })?;
-    Ok(Pushed { reference: reference_text, pushed: true, digest: packed.digest.clone() })
+    let manifest_digest = client
+        .fetch_manifest_digest(&reference, &auth)
+        .await
+        .map_err(|source| Error::Push { reference: reference_text.clone(), source })?;
+    Ok(Pushed { reference: reference_text, pushed: true, digest: packed.digest.clone(), manifest_digest })
 }

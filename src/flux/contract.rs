@@ -78,9 +78,13 @@ pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, source: &str) -> 
     let mut scopes = Vec::new();
     for doc in documents {
         let is_kustomization = doc.get("kind").and_then(Value::as_str) == Some("Kustomization")
-            && doc.get("apiVersion").and_then(Value::as_str).is_some_and(|v| v.starts_with("kustomize.toolkit.fluxcd.io/"));
+            && doc
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.starts_with("kustomize.toolkit.fluxcd.io/"));
         let spec = doc.get("spec");
-        let from_source = spec.and_then(|s| s.get("sourceRef")).and_then(|s| s.get("name")).and_then(Value::as_str) == Some(source);
+        let from_source =
+            spec.and_then(|s| s.get("sourceRef")).and_then(|s| s.get("name")).and_then(Value::as_str) == Some(source);
         let Some(post_build) = spec.and_then(|s| s.get("postBuild")) else { continue };
         if !is_kustomization || !from_source {
             continue;
@@ -121,7 +125,8 @@ pub fn check(root: &Path, files: &[String], scopes: &[Scope], provided: &BTreeSe
             let Ok(text) = std::fs::read_to_string(root.join(&file)) else { continue };
             for (line, reference) in substituted_references(&text) {
                 used.insert(reference.name.clone());
-                if reference.has_default || provided.contains(&reference.name) || scope.inline.contains(&reference.name) {
+                if reference.has_default || provided.contains(&reference.name) || scope.inline.contains(&reference.name)
+                {
                     continue;
                 }
                 let target = if scope.opaque { &mut report.unverifiable } else { &mut report.missing };
@@ -233,7 +238,10 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("  ${{{name}}} has no value and no default; used at {}\n", places(uses)));
     }
     for (name, uses) in &report.unverifiable {
-        out.push_str(&format!("  ${{{name}}} may come from a substituteFrom object outside the repository; used at {}\n", places(uses)));
+        out.push_str(&format!(
+            "  ${{{name}}} may come from a substituteFrom object outside the repository; used at {}\n",
+            places(uses)
+        ));
     }
     for key in &report.unused {
         out.push_str(&format!("  key `{key}` is provided but no manifest uses it\n"));
@@ -262,10 +270,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = [
             ("apps/local/kustomization.yaml", "resources:\n  - ../base/orders\n"),
-            ("apps/base/orders/deployment.yaml", "env:\n  - value: ${DB_HOST}\n  - value: ${DB_PORT:=3306}\n  # ${COMMENTED}\n  - value: ${MISSING}\n"),
+            (
+                "apps/base/orders/deployment.yaml",
+                "env:\n  - value: ${DB_HOST}\n  - value: ${DB_PORT:=3306}\n  # ${COMMENTED}\n  - value: ${MISSING}\n",
+            ),
             ("apps/base/orders/kustomization.yaml", "resources:\n  - deployment.yaml\n"),
             ("apps/base/billing/deployment.yaml", "value: ${NOT_IN_SCOPE}\n"),
-            ("apps/local/scripts.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  labels:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  x: ${MISSING}\n"),
+            (
+                "apps/local/scripts.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  labels:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  x: ${MISSING}\n",
+            ),
         ];
         for (path, text) in files {
             let path = dir.path().join(path);
@@ -289,7 +303,10 @@ mod tests {
         assert_eq!(report.missing.keys().collect::<Vec<_>>(), ["MISSING"]);
         assert_eq!(
             report.missing["MISSING"],
-            [Use { file: "apps/base/orders/deployment.yaml".into(), line: 5 }, Use { file: "apps/local/scripts.yaml".into(), line: 15 }]
+            [
+                Use { file: "apps/base/orders/deployment.yaml".into(), line: 5 },
+                Use { file: "apps/local/scripts.yaml".into(), line: 15 }
+            ]
         );
         assert_eq!(report.unused, ["AWS_REGION"]);
         let text = render(&report);

@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod contract;
+pub mod deploy;
 pub mod overlay;
 pub mod pack;
 
@@ -21,6 +22,8 @@ pub enum Error {
     Pack(#[from] pack::Error),
     #[error("{count} substitution variable(s) have no value:\n{details}")]
     Contract { count: usize, details: String },
+    #[error(transparent)]
+    Deploy(Box<deploy::Error>),
 }
 
 /// What `up` will hand to Flux: the packed, rewritten tree and the contract check.

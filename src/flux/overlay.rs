@@ -94,8 +94,11 @@ pub fn rewrite(text: &str, settings: &Settings) -> Result<Option<Rewritten>, Err
     if !changed {
         return Ok(None);
     }
-    let rendered: Vec<String> =
-        documents.iter().filter(|d| !d.is_null()).map(|d| serde_yaml::to_string(d).expect("YAML values serialise")).collect();
+    let rendered: Vec<String> = documents
+        .iter()
+        .filter(|d| !d.is_null())
+        .map(|d| serde_yaml::to_string(d).expect("YAML values serialise"))
+        .collect();
     out.text = rendered.join("---\n");
     Ok(Some(out))
 }

@@ -73,7 +73,8 @@ pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
             continue;
         }
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let relative: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let relative: Vec<String> =
+            relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
         let relative = relative.join("/");
         // `flux bootstrap`'s own manifests would reinstall Flux and add a rival root.
         if relative.starts_with(".devenv/") || relative.starts_with(&format!("{bootstrap_dir}/")) {
@@ -101,8 +102,8 @@ pub fn pack(root: &Path, flux_path: &str, settings: &Settings) -> Result<Packed,
         if is_yaml(relative)
             && let Ok(text) = std::str::from_utf8(&content)
             && overlay::may_hold_flux_objects(text)
-            && let Some(rewritten) = overlay::rewrite(text, settings)
-                .map_err(|source| Error::Overlay { path: relative.clone(), source })?
+            && let Some(rewritten) =
+                overlay::rewrite(text, settings).map_err(|source| Error::Overlay { path: relative.clone(), source })?
         {
             changes.extend(rewritten.changes.into_iter().map(|c| (relative.clone(), c)));
             substitution_namespaces.extend(rewritten.substitution_namespaces);
@@ -164,7 +165,10 @@ mod tests {
         write(".git/HEAD", "ref: refs/heads/main\n");
         write(".devenv/substitutes/rds-mariadb.yaml", "image: x\n");
         write("clusters/local/flux-system/gotk-sync.yaml", "kind: GitRepository\n");
-        write("clusters/local/apps.yaml", "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: flux-system\nspec:\n  path: ./apps\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n");
+        write(
+            "clusters/local/apps.yaml",
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: flux-system\nspec:\n  path: ./apps\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
+        );
         write("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n");
         dir
     }

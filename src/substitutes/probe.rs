@@ -120,11 +120,7 @@ async fn http_get(port: u16, path: &str, accepted: &[u16], json: Option<&JsonCon
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
     };
-    if one_of.contains(&found) {
-        Ok(())
-    } else {
-        Err(format!("`{pointer}` is {found}, not {}", one_of.join(" or ")))
-    }
+    if one_of.contains(&found) { Ok(()) } else { Err(format!("`{pointer}` is {found}, not {}", one_of.join(" or "))) }
 }
 
 fn excerpt(body: &str) -> String {

@@ -118,10 +118,9 @@ spec:
 
 #[test]
 fn a_kustomization_in_another_namespace_reaches_the_artifact_and_its_own_env() {
-    let text = CHILD.replace("namespace: flux-system\nspec", "namespace: team-a\nspec").replace(
-        "    name: flux-system\n  patches",
-        "    name: flux-system\n    namespace: flux-system\n  patches",
-    );
+    let text = CHILD
+        .replace("namespace: flux-system\nspec", "namespace: team-a\nspec")
+        .replace("    name: flux-system\n  patches", "    name: flux-system\n    namespace: flux-system\n  patches");
     let out = rewritten(&text);
     let doc = &documents(&out.text)[0];
     assert_eq!(doc["spec"]["sourceRef"]["name"], "devenv-source");
@@ -131,7 +130,8 @@ fn a_kustomization_in_another_namespace_reaches_the_artifact_and_its_own_env() {
 
 #[test]
 fn a_source_ref_to_another_source_is_left_alone() {
-    let text = CHILD.replace("kind: GitRepository\n    name: flux-system", "kind: GitRepository\n    name: platform-charts");
+    let text =
+        CHILD.replace("kind: GitRepository\n    name: flux-system", "kind: GitRepository\n    name: platform-charts");
     let out = rewritten(&text);
     let doc = &documents(&out.text)[0];
     assert_eq!(doc["spec"]["sourceRef"]["kind"], "GitRepository");
@@ -141,7 +141,8 @@ fn a_source_ref_to_another_source_is_left_alone() {
 
 #[test]
 fn a_same_named_source_in_another_namespace_is_left_alone() {
-    let text = CHILD.replace("    name: flux-system\n  patches", "    name: flux-system\n    namespace: other\n  patches");
+    let text =
+        CHILD.replace("    name: flux-system\n  patches", "    name: flux-system\n    namespace: other\n  patches");
     let doc = &documents(&rewritten(&text).text)[0];
     assert_eq!(doc["spec"]["sourceRef"]["kind"], "GitRepository");
 }
