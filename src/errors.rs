@@ -135,10 +135,11 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };
         }
         Error::Flux(e) => match e {
-            crate::flux::Error::Contract { .. } => (
-                "DEV060",
-                Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
-            ),
+            crate::flux::Error::Contract { .. } => return Diagnosis {
+                id: "DEV060",
+                exit_code: 2,
+                hint: Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
+            },
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }

@@ -98,6 +98,17 @@ pub async fn apply(client: &kube::Client, object: &Value) -> Result<DynamicObjec
         .map_err(|source| Error::Apply { object: describe(object), source })
 }
 
+/// Sets one annotation by a merge patch, leaving the fields devenv applies alone (an apply
+/// with only the annotation would drop them).
+pub async fn annotate(client: &kube::Client, object: &Value, key: &str, value: &str) -> Result<(), Error> {
+    let (api, name) = api_for(client, object).await?;
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| Error::Apply { object: describe(object), source })
+}
+
 /// Reads an object; absent is `None`.
 pub async fn get(client: &kube::Client, object: &Value) -> Result<Option<DynamicObject>, Error> {
     let (api, name) = api_for(client, object).await?;

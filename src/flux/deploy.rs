@@ -177,13 +177,7 @@ async fn request_reconcile(client: &kube::Client, objects: &[Value]) -> Result<S
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let token = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
     for object in objects {
-        let mut patch = json!({
-            "apiVersion": object["apiVersion"], "kind": object["kind"],
-            "metadata": {"name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
-                         "annotations": {"reconcile.fluxcd.io/requestedAt": token}},
-        });
-        k8s::label(&mut patch, object["metadata"]["labels"][LABEL_ENV].as_str().unwrap_or_default());
-        k8s::apply(client, &patch).await?;
+        k8s::annotate(client, object, "reconcile.fluxcd.io/requestedAt", &token).await?;
     }
     Ok(token)
 }
@@ -231,23 +225,27 @@ async fn wait_ready(
             let ready = condition(object, "Ready");
             let generation = object.metadata.generation;
             let observed = object.data.pointer("/status/observedGeneration").and_then(Value::as_i64);
+            // A Kustomization of the artifact counts only once it handled this revision; Flux
+            // does not bump observedGeneration on a failed attempt, so failures are matched
+            // by the attempted revision.
+            let revision = |field: &str| {
+                let path = format!("/status/{field}");
+                object.data.pointer(&path).and_then(Value::as_str).is_some_and(|r| r.ends_with(&revision_suffix))
+            };
+            let of_artifact = object.data.pointer("/spec/sourceRef/name").and_then(Value::as_str) == Some(SOURCE_NAME);
             let mut is_ready = ready.is_some_and(|c| c["status"] == "True") && observed == generation;
+            let mut current = observed == generation;
+            if of_artifact {
+                is_ready &= revision("lastAppliedRevision");
+                current = revision("lastAttemptedRevision");
+            }
             if key == root_key {
-                let handled =
-                    object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str) == Some(requested);
-                let applied = object
-                    .data
-                    .pointer("/status/lastAppliedRevision")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| r.ends_with(&revision_suffix));
-                is_ready &= handled && applied;
+                let handled = object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
+                is_ready &= handled == Some(requested);
             }
             let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("waiting for the controller").to_string();
             let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
-            if ready.is_some_and(|c| c["status"] == "False")
-                && observed == generation
-                && !WAITING_REASONS.contains(&reason)
-            {
+            if ready.is_some_and(|c| c["status"] == "False") && current && !WAITING_REASONS.contains(&reason) {
                 reporter.finished(&format!("flux/{key}"), Status::Failed, &message, started.elapsed());
                 return Err(Error::Failed { object: key, message });
             }
