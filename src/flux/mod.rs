@@ -69,7 +69,8 @@ impl Prepared {
             return Ok(());
         }
         let only_missing = contract::Report { missing: self.contract.missing.clone(), ..Default::default() };
-        Err(Error::Contract { count: self.contract.missing.len(), details: contract::render(&only_missing) })
+        let details = contract::render(&only_missing).trim_end().to_string();
+        Err(Error::Contract { count: self.contract.missing.len(), details })
     }
 }
 

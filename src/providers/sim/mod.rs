@@ -738,37 +738,47 @@ impl Sim {
         was_running
     }
 
-    /// SIGTERM to every live process of ours, SIGKILL to those left after the grace period.
+    /// SIGTERM to every live process of ours, SIGKILL to those left after the grace period;
+    /// etcd last, so kube-apiserver can shut down cleanly.
     async fn stop_processes(&self) -> Result<bool, Error> {
-        let mut live: Vec<(Component, Pid)> = Component::ALL
-            .iter()
-            .rev()
-            .filter_map(|&c| Pid::read(&self.layout.pid_file(c)).map(|p| (c, p)))
-            .filter(|(_, p)| p.alive())
-            .collect();
-        let was_running = !live.is_empty();
-        for (signal, grace) in [(libc::SIGTERM, STOP_GRACE), (libc::SIGKILL, Duration::from_secs(5))] {
-            for (component, pid) in &live {
-                pid.signal(signal).map_err(|source| Error::Stop {
-                    component: component.name().to_string(),
-                    pid: pid.pid,
-                    source,
-                })?;
-            }
-            let deadline = Instant::now() + grace;
-            while !live.is_empty() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                live.retain(|(_, pid)| pid.alive());
-            }
-            if live.is_empty() {
-                break;
-            }
+        let live = |components: &mut dyn Iterator<Item = Component>| -> Vec<(Component, Pid)> {
+            components
+                .filter_map(|c| Pid::read(&self.layout.pid_file(c)).map(|p| (c, p)))
+                .filter(|(_, p)| p.alive())
+                .collect()
+        };
+        let first = live(&mut Component::ALL.iter().copied().filter(|c| *c != Component::Etcd));
+        let last = live(&mut std::iter::once(Component::Etcd));
+        let was_running = !first.is_empty() || !last.is_empty();
+        for wave in [first, last] {
+            stop_wave(wave).await?;
         }
         for &component in &Component::ALL {
             let _ = fs::remove_file(self.layout.pid_file(component));
         }
         Ok(was_running)
     }
+}
+
+async fn stop_wave(mut live: Vec<(Component, Pid)>) -> Result<(), Error> {
+    for (signal, grace) in [(libc::SIGTERM, STOP_GRACE), (libc::SIGKILL, Duration::from_secs(5))] {
+        for (component, pid) in &live {
+            pid.signal(signal).map_err(|source| Error::Stop {
+                component: component.name().to_string(),
+                pid: pid.pid,
+                source,
+            })?;
+        }
+        let deadline = Instant::now() + grace;
+        while !live.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            live.retain(|(_, pid)| pid.alive());
+        }
+        if live.is_empty() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Ports for every process of the scope: the remembered one while it is free, else a new one.

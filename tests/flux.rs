@@ -1,0 +1,170 @@
+//! Flux tier: `devenv up --profile sim` on a Landbay-style GitOps repository, with a real
+//! control plane, real Flux controllers and a real MariaDB in Docker; then the inner loop,
+//! a broken manifest, and `down`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::{TestRepo, mariadb_image, result_json, tier_available};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::IngressClass;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/landbay");
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The fixture in a temporary directory, with the test MariaDB image, if both tiers can run.
+fn fixture(env: &str) -> Option<TestRepo> {
+    let image = mariadb_image()?;
+    let problem = devenv::providers::sim::binaries().err().map(|e| format!("{e}; run `devenv sim build`"));
+    if !tier_available("sim", problem) {
+        return None;
+    }
+    let repo = TestRepo::new(env, "");
+    copy_tree(Path::new(FIXTURE), repo.path());
+    repo.override_image("rds-mariadb", &image);
+    Some(repo)
+}
+
+fn up(repo: &TestRepo) -> serde_json::Value {
+    let output = repo
+        .devenv()
+        .args(["up", "--env", &repo.env, "--output", "json", "--show-secrets", "--timeout", "120s"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "up failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    result_json(&output.stdout)
+}
+
+async fn client(result: &serde_json::Value) -> kube::Client {
+    let path = result["cluster"]["kubeconfig"].as_str().unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(result["cluster"]["context"].as_str().unwrap().to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn env_value(deployment: &Deployment, name: &str) -> Option<String> {
+    let container = &deployment.spec.as_ref()?.template.spec.as_ref()?.containers[0];
+    container.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
+}
+
+#[tokio::test]
+async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() {
+    let Some(repo) = fixture("t-flux") else { return };
+    let result = up(&repo);
+
+    // Every Kustomization of the graph is Ready; the AWS-only one is not there.
+    let objects: Vec<&str> =
+        result["flux"]["objects"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+    for name in ["devenv-root", "crds", "platform", "apps"] {
+        assert!(objects.contains(&format!("Kustomization/flux-system/{name}").as_str()), "{objects:?}");
+    }
+    assert!(!objects.iter().any(|o| o.contains("aws-load-balancer-controller")), "{objects:?}");
+    assert_eq!(result["flux"]["artifact"]["pushed"], true);
+
+    let client = client(&result).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lending");
+    let loans = deployments.get("loans").await.unwrap();
+    assert_eq!(loans.spec.as_ref().unwrap().replicas, Some(1), "replicas capped by the overlay");
+    assert_eq!(env_value(&loans, "DB_ADDRESS").as_deref(), Some("devenv-t-flux-loans-db:3306"), "the address pods use");
+    assert_eq!(env_value(&loans, "DB_NAME").as_deref(), Some("loans"));
+    assert_eq!(env_value(&loans, "CLUSTER").as_deref(), Some("local"), "inline substitutions are kept");
+    assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("info"), "defaults apply");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "lending");
+    let secret = secrets.get("loans-db").await.unwrap();
+    let password = secret.data.as_ref().unwrap()["DB_PASSWORD"].0.clone();
+    let expected = result["services"][0]["outputs"]["password"].as_str().unwrap();
+    assert_eq!(String::from_utf8(password).unwrap(), expected, "secret outputs come through the environment Secret");
+
+    let scripts: Api<ConfigMap> = Api::namespaced(client.clone(), "lending");
+    let script = scripts.get("ledger-scripts").await.unwrap().data.unwrap()["nightly.sh"].clone();
+    assert!(script.contains("${LEDGER_DAY}"), "substitution-disabled objects stay untouched: {script}");
+
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    assert!(classes.get_opt("alb").await.unwrap().is_none(), "the disabled AWS component is not applied");
+    let product = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("lending.example.com", "v1", "MortgageProduct"),
+        "mortgageproducts",
+    );
+    let products: Api<DynamicObject> = Api::namespaced_with(client.clone(), "lending", &product);
+    let two_year = products.get("two-year-fixed").await.unwrap();
+    assert_eq!(two_year.data["spec"]["region"], "us-east-1", "CRDs first, then their objects, with the profile's keys");
+
+    // A no-op up pushes nothing.
+    let again = up(&repo);
+    assert_eq!(again["flux"]["artifact"]["pushed"], false);
+
+    // The inner loop: an edited manifest is live after one up.
+    let manifest = repo.path().join("apps/base/orders/deployment.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("${LOG_LEVEL:=info}", "${LOG_LEVEL:=debug}")).unwrap();
+    let started = Instant::now();
+    let edited = up(&repo);
+    eprintln!("edit to Ready: {:?}", started.elapsed());
+    assert_eq!(edited["flux"]["artifact"]["pushed"], true);
+    let loans = deployments.get("loans").await.unwrap();
+    assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("debug"));
+
+    // A broken manifest fails with the Kustomization's own message.
+    std::fs::write(&manifest, format!("{text}  broken: [\n")).unwrap();
+    let output = repo.devenv().args(["up", "--env", "t-flux", "--timeout", "120s"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error[DEV062]: Kustomization/flux-system/apps failed: kustomize build failed"),
+        "{stderr}"
+    );
+    std::fs::write(&manifest, &text).unwrap();
+
+    // down prunes what Flux applied, stops the cluster and the substitutes, keeps the data.
+    let output = repo.devenv().args(["down", "--env", "t-flux", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let down = result_json(&output.stdout);
+    assert_eq!(down["clusterStopped"], true);
+    assert_eq!(down["removed"]["containers"][0], "devenv-t-flux-loans-db");
+    assert!(down["removed"]["volumes"].as_array().unwrap().is_empty(), "data survives down");
+    assert!(client.apiserver_version().await.is_err(), "the cluster is stopped");
+}
+
+#[test]
+fn a_missing_variable_stops_up_before_anything_is_created() {
+    let Some(repo) = fixture("t-flux-contract") else { return };
+    let manifest = repo.path().join("apps/base/ledger/deployment.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("${AWS_REGION}", "${AWS_REGOIN}")).unwrap();
+    let output = repo.devenv().args(["up", "--env", "t-flux-contract"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV060]"), "{stderr}");
+    assert!(
+        stderr.contains("${AWS_REGOIN} has no value and no default; used at apps/base/ledger/deployment.yaml:20"),
+        "{stderr}"
+    );
+    assert!(!repo.state.path().join("envs/t-flux-contract").exists(), "nothing was created");
+}
