@@ -254,10 +254,8 @@ async fn wait_ready(
                 reporter.started(&step, &message);
             } else if !is_ready {
                 reporter.progress(&step, &message);
-            } else if finished.insert(key.clone()) {
-                if announced.contains(&key) {
-                    reporter.finished(&step, Status::Ok, "Ready", started.elapsed());
-                }
+            } else if finished.insert(key.clone()) && announced.contains(&key) {
+                reporter.finished(&step, Status::Ok, "Ready", started.elapsed());
             }
             if !is_ready {
                 waiting.push(format!("{key} ({message})"));

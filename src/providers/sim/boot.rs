@@ -183,7 +183,7 @@ impl<'a> Boot<'a> {
             group: watchdog.group(),
         })
         .map_err(|source| Error::Spawn { component: component.name(), binary: binary.clone(), source })?;
-        watchdog.watch(pid).map_err(Error::Watchdog)?;
+        watchdog.watch(pid, component == Component::Etcd).map_err(Error::Watchdog)?;
         let pid_file = self.layout.pid_file(component);
         pid.write(&pid_file).map_err(|source| Error::WriteFile { path: pid_file, source })?;
         reporter.started(&step(component), &format!("on 127.0.0.1:{}", self.record.ports.port(component.main_port())));

@@ -611,7 +611,10 @@ impl Sim {
         match result {
             Ok(()) => {
                 match self.lifetime {
-                    Lifetime::Detached => watchdog.release(),
+                    Lifetime::Detached => {
+                        watchdog.release();
+                        let _ = fs::remove_file(self.layout.watchdog_pid_file());
+                    }
                     Lifetime::Owned => {
                         OWNED.lock().unwrap_or_else(|p| p.into_inner()).push((self.layout.root.clone(), watchdog))
                     }

@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 /// How the watchdog knows itself in `ps`: its `$0`.
 pub(super) const WATCHDOG_NAME: &str = "devenv-sim-watchdog";
 
-/// Seconds between the watchdog's SIGTERM and its SIGKILL.
+/// Tenths of a second between the watchdog's first SIGTERM and its SIGKILL.
 const WATCHDOG_GRACE_TENTHS: u32 = 100;
 
 /// Children of this process, kept so they are reaped (no zombies) and their exit status is
@@ -213,31 +213,48 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The shell program of the watchdog. It learns the pids of the group's members from its
-/// standard input, so after SIGTERM it can stop waiting as soon as they are gone.
+/// The shell program of the watchdog. It learns the group's members from its standard
+/// input (`pid N`, or `late N` for those to stop after the others, like etcd under
+/// kube-apiserver), so when its owner goes it stops them in order and exits as soon as
+/// they are gone; anything else in the group gets SIGTERM too, and SIGKILL at the end.
 fn watchdog_script() -> String {
     format!(
         r#"trap '' HUP INT TERM
-pids=
+first=
+late=
 while IFS= read -r line; do
   case $line in
     release) exit 0 ;;
-    "pid "*) pids="$pids ${{line#pid }}" ;;
+    "pid "*) first="$first ${{line#pid }}" ;;
+    "late "*) late="$late ${{line#late }}" ;;
   esac
 done
-kill -TERM 0 2>/dev/null
-n=0
-while [ "$n" -lt {WATCHDOG_GRACE_TENTHS} ]; do
-  alive=
-  for p in $pids; do
-    if kill -0 "$p" 2>/dev/null; then alive=1; fi
+running() {{
+  stat=
+  read -r stat < "/proc/$1/stat" 2>/dev/null || return 1
+  case ${{stat##*") "}} in Z*|X*) return 1 ;; esac
+}}
+gone() {{
+  n=0
+  while [ "$n" -lt "$2" ]; do
+    alive=
+    for p in $1; do
+      if running "$p"; then alive=1; fi
+    done
+    [ -n "$alive" ] || return 0
+    sleep 0.1
+    n=$((n + 1))
   done
-  [ -n "$alive" ] || exit 0
-  sleep 0.1
-  n=$((n + 1))
-done
+  return 1
+}}
+for p in $first; do kill -TERM "$p" 2>/dev/null; done
+gone "$first" {half}
+for p in $late; do kill -TERM "$p" 2>/dev/null; done
+kill -TERM 0 2>/dev/null
+gone "$first $late" {half} && exit 0
 kill -KILL 0
-"#
+"#,
+        half = WATCHDOG_GRACE_TENTHS / 2
     )
 }
 
@@ -271,9 +288,11 @@ impl Watchdog {
         self.pid.pid
     }
 
-    /// Tells the watchdog about a member of the group.
-    pub fn watch(&mut self, member: Pid) -> io::Result<()> {
-        writeln!(self.stdin, "pid {}", member.pid)?;
+    /// Tells the watchdog about a member of the group; `late` ones are stopped after the
+    /// others.
+    pub fn watch(&mut self, member: Pid, late: bool) -> io::Result<()> {
+        let word = if late { "late" } else { "pid" };
+        writeln!(self.stdin, "{word} {}", member.pid)?;
         self.stdin.flush()
     }
 
@@ -360,18 +379,28 @@ mod tests {
             group: watchdog.group(),
         })
         .unwrap();
-        watchdog.watch(member).unwrap();
-        assert!(member.alive());
+        watchdog.watch(member, false).unwrap();
+        let late = spawn(Launch {
+            binary: Path::new("/bin/sleep"),
+            args: vec!["600".into()],
+            env: vec![],
+            cwd: temp.path(),
+            log: &temp.path().join("late.log"),
+            group: watchdog.group(),
+        })
+        .unwrap();
+        watchdog.watch(late, true).unwrap();
+        assert!(member.alive() && late.alive());
         // Closing the pipe is what the kernel does when the owner dies.
         let watchdog_pid = watchdog.pid;
         drop(watchdog);
         for _ in 0..250 {
-            if !member.alive() && !watchdog_pid.alive() {
+            if !member.alive() && !late.alive() && !watchdog_pid.alive() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(!member.alive(), "the member is stopped");
+        assert!(!member.alive() && !late.alive(), "the members are stopped");
         assert!(!watchdog_pid.alive(), "the watchdog exits after its group");
     }
 }

@@ -1,0 +1,722 @@
+//! The kube tier: a real control plane, kwok and the real Flux controllers, booted by the
+//! `sim` provider.
+//!
+//! One cluster is booted per test binary, owned by it (its processes stop when the binary
+//! exits, however it exits), in a fresh state directory under `target/tmp/`. With
+//! `DEVENV_SIM_STATE_DIR=DIR` the tests use (or boot, and leave running) the cluster kept in
+//! `DIR/sim` instead, so a test script can boot once and stop it with `devenv down`.
+//!
+//! Without the sim binaries the tests print how to build them and pass, except under
+//! `CI=true`, where they fail.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use devenv::providers::sim::{self, Lifetime, Sim, SimInfo};
+use devenv::ui::{PlainReporter, SilentReporter};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use serde_json::json;
+
+/// Names a running cluster to use instead of booting one.
+const STATE_DIR_ENV: &str = "DEVENV_SIM_STATE_DIR";
+/// Set for the child processes of the lifetime tests: `MODE DIR`.
+const CHILD_ENV: &str = "DEVENV_SIM_TEST_CHILD";
+const FIELD_MANAGER: &str = "devenv-tests";
+const FLUX_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
+const FLUX_CONTENT_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
+const HELM_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
+const HELM_CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+
+// ---------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------
+
+struct Shared {
+    info: SimInfo,
+}
+
+static CLUSTER: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+/// Whether the binaries are there; if not, fails under CI and otherwise says how to build.
+fn binaries_or_skip() -> bool {
+    match sim::binaries() {
+        Ok(_) => true,
+        Err(error) => {
+            let note = format!(
+                "{error}; build them with `devenv sim build` or `bash sim/build.sh` (`bash scripts/test.sh` runs it first); \
+                 the build is cached by the pins in sim/versions.env"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("the kube tier cannot run under CI=true: {note}");
+            }
+            eprintln!("SKIPPED (kube tier): {note}");
+            false
+        }
+    }
+}
+
+/// The shared cluster, booted on first use; `None` when the tier is skipped.
+fn cluster() -> Option<&'static Shared> {
+    if !binaries_or_skip() {
+        return None;
+    }
+    let shared = CLUSTER.get_or_init(|| {
+        // Booted on a runtime of its own: the cluster outlives every test's runtime.
+        std::thread::spawn(|| tokio::runtime::Runtime::new().map_err(|e| e.to_string())?.block_on(boot_shared()))
+            .join()
+            .unwrap_or_else(|_| Err("the boot thread panicked".to_string()))
+    });
+    match shared {
+        Ok(shared) => Some(shared),
+        Err(error) => panic!("the sim cluster did not boot: {error}"),
+    }
+}
+
+async fn boot_shared() -> Result<Shared, String> {
+    let (dir, lifetime) = match std::env::var_os(STATE_DIR_ENV) {
+        Some(dir) => (PathBuf::from(dir), Lifetime::Detached),
+        None => (fresh_dir("shared").await, Lifetime::Owned),
+    };
+    let sim = Sim::new(&dir).with_lifetime(lifetime);
+    let reporter = PlainReporter::new(true);
+    let info = sim.up("kube-tier", &reporter).await.map_err(describe)?;
+    Ok(Shared { info })
+}
+
+/// An error with its log tail, for a test failure message.
+fn describe(error: sim::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!("\n  caused by: {cause}"));
+        source = cause.source();
+    }
+    if let Some(log) = error.log() {
+        text.push_str(&format!("\n  last lines of {}:\n{}", log.path.display(), log.lines));
+    }
+    text
+}
+
+/// A new state directory under `target/tmp`, after stopping and removing those of
+/// finished test runs (a run killed at the wrong moment can leave a detached cluster).
+async fn fresh_dir(purpose: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-tests");
+    std::fs::create_dir_all(&root).unwrap();
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = Sim::new(&entry.path()).down(true, &SilentReporter).await;
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(format!("{purpose}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Stops and removes a test's own cluster however the test ends.
+struct DownOnDrop(PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let dir = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let _ = runtime.block_on(Sim::new(&dir).down(true, &SilentReporter));
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .join();
+    }
+}
+
+async fn client(shared: &Shared) -> kube::Client {
+    sim::client(&shared.info).await.unwrap()
+}
+
+/// A name unique to this test run (clusters named by DEVENV_SIM_STATE_DIR outlive runs).
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// Waits for a named condition, failing with what the object looks like at the deadline.
+async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, deadline: Duration, cond: impl Condition<K>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+{
+    match tokio::time::timeout(deadline, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => panic!("waiting for {what} of `{name}`: {error}"),
+        Err(_) => {
+            let seen = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| serde_json::to_value(o).unwrap()["status"].to_string())
+                .unwrap_or_else(|| "absent".to_string());
+            panic!("`{name}` did not reach {what} within {}s; status: {seen}", deadline.as_secs());
+        }
+    }
+}
+
+async fn apply<K>(api: &Api<K>, object: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("applying `{name}`: {e}"))
+}
+
+async fn namespace(client: &kube::Client, name: &str) -> Namespace {
+    apply(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+    .await
+}
+
+fn flux_api(
+    client: &kube::Client,
+    ns: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// Flux's readiness: `Ready=True` for the current generation.
+fn flux_ready(object: Option<&DynamicObject>) -> bool {
+    let Some(object) = object else { return false };
+    let status = &object.data["status"];
+    let current = status["observedGeneration"].as_i64() == object.metadata.generation;
+    let ready = status["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    current && ready
+}
+
+fn deployment_available(replicas: i32) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| {
+        let Some(status) = d.and_then(|d| d.status.as_ref()) else { return false };
+        status.available_replicas == Some(replicas)
+            && status
+                .conditions
+                .as_ref()
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"))
+    }
+}
+
+fn node_ready(node: Option<&Node>) -> bool {
+    node.and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A deterministic tar.gz of `(path, content)` pairs.
+fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        archive.append_data(&mut header, path, content.as_bytes()).unwrap();
+    }
+    archive.into_inner().unwrap().finish().unwrap()
+}
+
+/// Pushes a one-layer OCI artifact to the sim registry (plain HTTP).
+async fn push(registry: &str, repository: &str, tag: &str, config: (&str, Vec<u8>), layer: (&str, Vec<u8>)) {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..ClientConfig::default() });
+    let reference: oci_client::Reference = format!("{registry}/{repository}:{tag}").parse().unwrap();
+    let layers = vec![ImageLayer::new(layer.1, layer.0.to_string(), None)];
+    let config = Config::new(config.1, config.0.to_string(), None);
+    client
+        .push(&reference, &layers, config, &RegistryAuth::Anonymous, None)
+        .await
+        .unwrap_or_else(|e| panic!("pushing {reference}: {e}"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster works
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn nodes_are_ready() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let nodes: Api<Node> = Api::all(client);
+    let list = nodes.list(&Default::default()).await.unwrap();
+    assert!(!list.items.is_empty(), "the sim has a node");
+    for node in &list.items {
+        let name = node.metadata.name.clone().unwrap();
+        wait_for(&nodes, &name, "Ready", Duration::from_secs(60), node_ready).await;
+        let allocatable = node.status.as_ref().unwrap().allocatable.as_ref().unwrap();
+        for resource in ["cpu", "memory", "pods"] {
+            assert!(allocatable.contains_key(resource), "{name} allocates {resource}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_becomes_available() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let ns = unique("deploy");
+    namespace(&client, &ns).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &deployments,
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+                },
+            },
+        }),
+    )
+    .await;
+    wait_for(&deployments, "web", "Available with 2 replicas", Duration::from_secs(90), deployment_available(2)).await;
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let pods = pods.list(&Default::default()).await.unwrap();
+    assert!(pods.items.iter().all(|p| {
+        let status = p.status.as_ref().unwrap();
+        status.phase.as_deref() == Some("Running") && status.pod_ip.is_some()
+    }));
+}
+
+#[tokio::test]
+async fn a_namespace_deletion_finishes() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let ns = unique("gone");
+    let created = namespace(&client, &ns).await;
+    // A pod and a ConfigMap inside, so the namespace controller and kwok both have work.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &pods,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "worker", "namespace": ns},
+            "spec": {"containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]},
+        }),
+    )
+    .await;
+    wait_for(&pods, "worker", "Running", Duration::from_secs(60), conditions::is_pod_running()).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &config_maps,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": ns}, "data": {"k": "v"}}),
+    )
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client);
+    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    let uid = created.metadata.uid.unwrap();
+    wait_for(&namespaces, &ns, "deletion", Duration::from_secs(90), conditions::is_deleted(&uid)).await;
+}
+
+#[tokio::test]
+async fn the_flux_crds_are_established() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let list = crds.list(&Default::default()).await.unwrap();
+    let flux: BTreeMap<String, String> = list
+        .items
+        .iter()
+        .filter(|c| c.spec.group.ends_with(".toolkit.fluxcd.io"))
+        .map(|c| (c.spec.names.kind.clone(), c.metadata.name.clone().unwrap()))
+        .collect();
+    for kind in
+        ["GitRepository", "OCIRepository", "HelmRepository", "HelmChart", "Bucket", "Kustomization", "HelmRelease"]
+    {
+        let name = flux.get(kind).unwrap_or_else(|| panic!("no CRD for {kind}; have {flux:?}"));
+        wait_for(&crds, name, "Established", Duration::from_secs(10), conditions::is_crd_established()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kustomization_from_an_oci_artifact_substitutes_and_prunes() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let registry = &shared.info.registry;
+    let ns = unique("gitops");
+    namespace(&client, &ns).await;
+    let repository = format!("{ns}/manifests");
+
+    let greeting = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greeting
+data:
+  message: "${GREETING}, from ${REGION:=nowhere}"
+"#;
+    let extra = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  k: v\n";
+    let flux_config = (FLUX_CONFIG_MEDIA_TYPE, b"{}".to_vec());
+    push(
+        registry,
+        &repository,
+        "v1",
+        flux_config.clone(),
+        (FLUX_CONTENT_MEDIA_TYPE, tar_gz(&[("greeting.yaml", greeting), ("extra.yaml", extra)])),
+    )
+    .await;
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &config_maps,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-env", "namespace": ns},
+               "data": {"GREETING": "hello", "REGION": "eu-west-1"}}),
+    )
+    .await;
+    let sources = flux_api(&client, &ns, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories");
+    let source = |tag: &str| {
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "OCIRepository",
+            "metadata": {"name": "manifests", "namespace": ns},
+            "spec": {"url": format!("oci://{registry}/{repository}"), "ref": {"tag": tag}, "insecure": true, "interval": "10m"},
+        })
+    };
+    apply(&sources, source("v1")).await;
+    wait_for(&sources, "manifests", "Ready", Duration::from_secs(90), flux_ready).await;
+
+    let kustomizations = flux_api(&client, &ns, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations");
+    apply(
+        &kustomizations,
+        json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": ns},
+            "spec": {
+                "interval": "10m",
+                "path": "./",
+                "prune": true,
+                "targetNamespace": ns,
+                "sourceRef": {"kind": "OCIRepository", "name": "manifests"},
+                "postBuild": {"substituteFrom": [{"kind": "ConfigMap", "name": "cluster-env"}]},
+            },
+        }),
+    )
+    .await;
+    wait_for(&kustomizations, "apps", "Ready", Duration::from_secs(90), flux_ready).await;
+    let applied = config_maps.get("greeting").await.unwrap();
+    assert_eq!(applied.data.unwrap()["message"], "hello, from eu-west-1");
+    let extra_cm = config_maps.get("extra").await.unwrap();
+
+    // The source drops `extra`: prune removes it.
+    push(registry, &repository, "v2", flux_config, (FLUX_CONTENT_MEDIA_TYPE, tar_gz(&[("greeting.yaml", greeting)])))
+        .await;
+    apply(&sources, source("v2")).await;
+    wait_for(
+        &config_maps,
+        "extra",
+        "deletion by prune",
+        Duration::from_secs(120),
+        conditions::is_deleted(&extra_cm.metadata.uid.unwrap()),
+    )
+    .await;
+    assert!(config_maps.get_opt("greeting").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_helm_release_from_an_oci_chart_installs() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let registry = &shared.info.registry;
+    let ns = unique("helm");
+    namespace(&client, &ns).await;
+
+    let chart_yaml = "apiVersion: v2\nname: demo\nversion: 0.1.0\nappVersion: \"1.0\"\n";
+    let values = "message: from-defaults\nreplicas: 1\n";
+    let config_map = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-settings
+data:
+  message: {{ .Values.message | quote }}
+"#;
+    let deployment = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-web
+spec:
+  replicas: {{ .Values.replicas }}
+  selector:
+    matchLabels: {app: {{ .Release.Name }}-web}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}-web}
+    spec:
+      containers:
+      - name: web
+        image: registry.invalid/web:1
+"#;
+    let chart = tar_gz(&[
+        ("demo/Chart.yaml", chart_yaml),
+        ("demo/values.yaml", values),
+        ("demo/templates/configmap.yaml", config_map),
+        ("demo/templates/deployment.yaml", deployment),
+    ]);
+    let chart_config = br#"{"apiVersion":"v2","name":"demo","version":"0.1.0","appVersion":"1.0"}"#.to_vec();
+    let repository = format!("{ns}/charts/demo");
+    push(registry, &repository, "0.1.0", (HELM_CONFIG_MEDIA_TYPE, chart_config), (HELM_CHART_MEDIA_TYPE, chart)).await;
+
+    let sources = flux_api(&client, &ns, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories");
+    apply(
+        &sources,
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "OCIRepository",
+            "metadata": {"name": "demo-chart", "namespace": ns},
+            "spec": {
+                "url": format!("oci://{registry}/{repository}"),
+                "ref": {"tag": "0.1.0"},
+                "insecure": true,
+                "interval": "10m",
+                "layerSelector": {"mediaType": HELM_CHART_MEDIA_TYPE, "operation": "copy"},
+            },
+        }),
+    )
+    .await;
+    wait_for(&sources, "demo-chart", "Ready", Duration::from_secs(90), flux_ready).await;
+
+    let releases = flux_api(&client, &ns, "helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases");
+    apply(
+        &releases,
+        json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2",
+            "kind": "HelmRelease",
+            "metadata": {"name": "demo", "namespace": ns},
+            "spec": {
+                "interval": "10m",
+                "chartRef": {"kind": "OCIRepository", "name": "demo-chart"},
+                "values": {"message": "from-values", "replicas": 2},
+                "install": {"timeout": "2m"},
+            },
+        }),
+    )
+    .await;
+    wait_for(&releases, "demo", "Ready (installed)", Duration::from_secs(180), flux_ready).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let settings = config_maps.get("demo-settings").await.unwrap();
+    assert_eq!(settings.data.unwrap()["message"], "from-values");
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns);
+    wait_for(&deployments, "demo-web", "Available", Duration::from_secs(30), deployment_available(2)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifetimes: no process outlives `down`, a crashed `up`, or a killed owner
+// ---------------------------------------------------------------------------------------
+
+/// The lifetime tests each boot a cluster of their own; one at a time is enough for 2 cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const COMPONENTS: [&str; 9] = sim::BINARIES;
+
+/// `(name, pid)` of every pid file in `<dir>/sim/run/`.
+fn pid_files(dir: &Path) -> Vec<(String, i32)> {
+    let run = dir.join("sim").join("run");
+    let Ok(entries) = std::fs::read_dir(&run) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().strip_suffix(".pid")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((name, text.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Running means present and not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
+async fn wait_all_gone(pids: &[(String, i32)], deadline: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if pids.iter().all(|(_, pid)| !running(*pid)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivors: Vec<_> = pids.iter().filter(|(_, pid)| running(*pid)).collect();
+    panic!("processes survived: {survivors:?}");
+}
+
+/// Runs this test binary's `child_process_boots_a_cluster` in another process, which dies
+/// with the thread that started it (so a failed or killed test run takes it along).
+fn spawn_child(mode: &str, dir: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::File::create(dir.join("child.log")).unwrap();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    // SAFETY: prctl(2) is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+        .args(["--exact", "child_process_boots_a_cluster", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{mode} {}", dir.display()))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_file(path: &Path, child: &mut std::process::Child, dir: &Path, deadline: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("child.log")).unwrap_or_default();
+            panic!("the child exited ({status}) before `{}` appeared:\n{log}", path.display());
+        }
+        assert!(start.elapsed() < deadline, "`{}` did not appear within {}s", path.display(), deadline.as_secs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kill_9(child: &mut std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Not a test: the other process of the lifetime tests (`MODE DIR` in DEVENV_SIM_TEST_CHILD).
+#[tokio::test]
+#[ignore = "run by the lifetime tests as their child process"]
+async fn child_process_boots_a_cluster() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let (mode, dir) = spec.split_once(' ').unwrap();
+    let dir = Path::new(dir);
+    let lifetime = if mode == "owned" { Lifetime::Owned } else { Lifetime::Detached };
+    let sim = Sim::new(dir).with_lifetime(lifetime);
+    let info = sim.up("lifetime", &PlainReporter::new(true)).await.unwrap_or_else(|e| panic!("{}", describe(e)));
+    let mut ready = std::fs::File::create(dir.join("ready")).unwrap();
+    writeln!(ready, "{}", info.api_server).unwrap();
+    if mode == "owned" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_owner_leaves_no_process() {
+    if !binaries_or_skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = fresh_dir("owned").await;
+    let _cleanup = DownOnDrop(dir.clone());
+    let mut child = spawn_child("owned", &dir);
+    wait_for_file(&dir.join("ready"), &mut child, &dir, Duration::from_secs(300)).await;
+    let pids = pid_files(&dir);
+    for name in COMPONENTS.iter().chain(&["watchdog"]) {
+        let (_, pid) = pids.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no pid file for {name}"));
+        assert!(running(*pid), "{name} runs before the owner is killed");
+    }
+    kill_9(&mut child);
+    let start = Instant::now();
+    wait_all_gone(&pids, Duration::from_secs(30)).await;
+    eprintln!("after SIGKILL of the owner, all processes were gone in {} ms", start.elapsed().as_millis());
+}
+
+#[tokio::test]
+async fn a_crashed_up_leaves_no_process() {
+    if !binaries_or_skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = fresh_dir("crashed").await;
+    let _cleanup = DownOnDrop(dir.clone());
+    let mut child = spawn_child("detached", &dir);
+    // Killed while kube-apiserver starts: etcd, the registry and the apiserver run by then.
+    let apiserver_pid = dir.join("sim").join("run").join("kube-apiserver.pid");
+    wait_for_file(&apiserver_pid, &mut child, &dir, Duration::from_secs(120)).await;
+    kill_9(&mut child);
+    let pids = pid_files(&dir);
+    assert!(pids.iter().any(|(n, _)| n == "etcd") && pids.iter().any(|(n, _)| n == "kube-apiserver"));
+    wait_all_gone(&pids, Duration::from_secs(30)).await;
+    // The next `up` would find nothing running; `down` has nothing to stop.
+    let sim = Sim::new(&dir);
+    assert!(!sim.down(true, &PlainReporter::new(true)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_detached_cluster_outlives_up_and_down_stops_it() {
+    if !binaries_or_skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = fresh_dir("detached").await;
+    let _cleanup = DownOnDrop(dir.clone());
+    let mut child = spawn_child("detached", &dir);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let log = std::fs::read_to_string(dir.join("child.log")).unwrap_or_default();
+    assert!(status.success(), "the booting process failed:\n{log}");
+
+    // The process that ran `up` is gone; the cluster is not.
+    let sim = Sim::new(&dir);
+    let reporter = PlainReporter::new(true);
+    let processes = sim.status().await.unwrap();
+    assert_eq!(processes.len(), COMPONENTS.len());
+    for p in &processes {
+        assert!(p.healthy, "{} is healthy after its starter exited: {p:?}", p.name);
+        assert!(p.pid.is_some() && p.port.is_some() && p.rss_bytes.is_some());
+    }
+    let before = std::fs::read_to_string(dir.join("ready")).unwrap();
+
+    // A second `up` reuses it.
+    let start = Instant::now();
+    let info = sim.up("lifetime", &reporter).await.unwrap_or_else(|e| panic!("{}", describe(e)));
+    let reuse = start.elapsed();
+    eprintln!("reusing a healthy cluster took {} ms", reuse.as_millis());
+    assert_eq!(info.api_server, before.trim());
+    assert!(reuse < Duration::from_secs(5), "reuse took {reuse:?}");
+
+    let pids: Vec<(String, i32)> = processes.iter().map(|p| (p.name.clone(), p.pid.unwrap() as i32)).collect();
+    let start = Instant::now();
+    assert!(sim.down(false, &reporter).await.unwrap(), "down stopped a running cluster");
+    eprintln!("down took {} ms", start.elapsed().as_millis());
+    wait_all_gone(&pids, Duration::from_secs(1)).await;
+    assert!(sim.status().await.unwrap().iter().all(|p| !p.healthy && p.pid.is_none()));
+    assert!(dir.join("sim").join("data").join("etcd").exists(), "down keeps the data");
+    assert!(!sim.down(false, &reporter).await.unwrap(), "nothing left to stop");
+    sim.down(true, &reporter).await.unwrap();
+    assert!(!dir.join("sim").exists(), "down --purge removes the data");
+}
