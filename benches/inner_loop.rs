@@ -3,6 +3,7 @@
 //! - classic: edit, `git commit`, `git push` to a Git server on 127.0.0.1 (git http-backend
 //!   behind Python's CGI server), request reconciliation of the GitRepository, wait until the
 //!   Kustomization applied the new commit.
+//!
 //! Also: a no-op `up`, and packing throughput next to `tar czf` of the same tree.
 //!
 //! Needs the sim binaries, Docker, git and python3, and DEVENV_TEST_MARIADB_IMAGE:

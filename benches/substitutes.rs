@@ -61,7 +61,12 @@ fn main() {
     devenv(&["down", "--purge"]);
 
     let (cold, peer, noop) = (median(cold), median(peer), median(noop));
-    println!("cold up to MariaDB ready: devenv {:.2}s, docker run + client poll {:.2}s, ratio {:.2} (target under 1.10)", cold.as_secs_f64(), peer.as_secs_f64(), cold.as_secs_f64() / peer.as_secs_f64());
+    println!(
+        "cold up to MariaDB ready: devenv {:.2}s, docker run + client poll {:.2}s, ratio {:.2} (target under 1.10)",
+        cold.as_secs_f64(),
+        peer.as_secs_f64(),
+        cold.as_secs_f64() / peer.as_secs_f64()
+    );
     println!("no-op up: {:.3}s (target under 1 s)", noop.as_secs_f64());
 }
 
@@ -72,7 +77,16 @@ async fn docker_run_and_poll(image: &str, round: usize) -> Duration {
     let started = Instant::now();
     let status = Command::new("docker")
         .args(["run", "-d", "--name", &name, "-p", &format!("127.0.0.1:{port}:3306")])
-        .args(["-e", "MARIADB_ROOT_PASSWORD=rootpw", "-e", "MARIADB_DATABASE=app", "-e", "MARIADB_USER=app", "-e", "MARIADB_PASSWORD=apppw"])
+        .args([
+            "-e",
+            "MARIADB_ROOT_PASSWORD=rootpw",
+            "-e",
+            "MARIADB_DATABASE=app",
+            "-e",
+            "MARIADB_USER=app",
+            "-e",
+            "MARIADB_PASSWORD=apppw",
+        ])
         .args(["-v", &format!("{name}-data:/var/lib/mysql"), image])
         .stdout(std::process::Stdio::null())
         .status()
@@ -105,4 +119,3 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
 }
-
