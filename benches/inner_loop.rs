@@ -69,7 +69,9 @@ fn main() {
     drop(server);
 
     // Packing throughput next to `tar czf` of the same files.
-    let config = devenv::config::load(&devenv::config::Selection { repo: Some(repo.clone()), ..Default::default() }, &repo).unwrap();
+    let config =
+        devenv::config::load(&devenv::config::Selection { repo: Some(repo.clone()), ..Default::default() }, &repo)
+            .unwrap();
     let settings = devenv::flux::settings(&config).unwrap();
     let started = Instant::now();
     let mut packed = None;
@@ -81,7 +83,13 @@ fn main() {
     let files = devenv::flux::pack::list_files(&repo, "clusters/local").unwrap();
     let started = Instant::now();
     for _ in 0..20 {
-        let status = Command::new("tar").arg("czf").arg(work.path().join("peer.tgz")).args(&files).current_dir(&repo).status().unwrap();
+        let status = Command::new("tar")
+            .arg("czf")
+            .arg(work.path().join("peer.tgz"))
+            .args(&files)
+            .current_dir(&repo)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let tar_time = started.elapsed() / 20;
@@ -167,7 +175,10 @@ impl GitServer {
         )
         .unwrap();
         git(&self.checkout, &["add", "-A"]);
-        git(&self.checkout, &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", value]);
+        git(
+            &self.checkout,
+            &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", value],
+        );
         git(&self.checkout, &["push", "-q", "origin", "main"]);
         let output = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&self.checkout).output().unwrap();
         String::from_utf8(output.stdout).unwrap().trim().to_string()
@@ -217,11 +228,16 @@ async fn classic_loop(client: &kube::Client, server: &GitServer) -> Vec<Duration
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let object = kustomizations.get("classic").await.unwrap();
-            let applied = object.data.pointer("/status/lastAppliedRevision").and_then(|v| v.as_str()).unwrap_or_default();
+            let applied =
+                object.data.pointer("/status/lastAppliedRevision").and_then(|v| v.as_str()).unwrap_or_default();
             if applied.ends_with(&commit) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the classic loop never applied {commit}: {:?}", object.data.pointer("/status"));
+            assert!(
+                Instant::now() < deadline,
+                "the classic loop never applied {commit}: {:?}",
+                object.data.pointer("/status")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The first round also creates the objects; only later rounds are the loop.
