@@ -13,31 +13,36 @@ use crate::ui;
 
 pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     // A broken devenv.yaml must not stop a cleanup: with `--env`, the name is enough.
-    let env = match (config::load(&ctx.selection, &ctx.cwd), &ctx.selection.env) {
-        (Ok(config), _) => config.env,
-        (Err(_), Some(env)) => env.clone(),
-        (Err(error), None) => return Err(error.into()),
+    let (config, env) = match config::load(&ctx.selection, &ctx.cwd) {
+        Ok(config) => {
+            let env = config.env.clone();
+            (Some(config), env)
+        }
+        Err(error) => match &ctx.selection.env {
+            Some(env) => (None, env.clone()),
+            None => return Err(error.into()),
+        },
     };
     let store = Store::for_env(&env)?;
     let state = store.load()?;
     let reporter = ctx.reporter();
 
+    // First Flux prunes what devenv applied to a running sim cluster, so the next `up` starts
+    // from a clean slate; then the substitutes go, then the cluster's processes.
+    let sim = sim::Sim::new(store.dir());
+    if let Some(config) = &config
+        && let Some(info) = sim.info().map_err(providers::Error::from)?
+        && let Ok(client) = sim::client(&info).await
+        && client.apiserver_version().await.is_ok()
+    {
+        flux::deploy::remove(&client, config, reporter.as_ref()).await.map_err(flux::Error::from)?;
+    }
     let removed = match Docker::connect().await {
         Ok(docker) => substitutes::remove_all(&docker, &env, args.purge, reporter.as_ref()).await?,
         // Without a state file devenv never made anything here, so there is nothing to remove.
         Err(_) if state.is_none() => Removed::default(),
         Err(error) => return Err(error.into()),
     };
-    // A sim cluster left by any profile of this environment stops too, after Flux pruned what
-    // devenv applied (so the next `up` starts from a clean slate).
-    let sim = sim::Sim::new(store.dir());
-    if let Some(info) = sim.info().map_err(providers::Error::from)?
-        && let Ok(client) = sim::client(&info).await
-        && client.apiserver_version().await.is_ok()
-        && let Ok(config) = config::load(&ctx.selection, &ctx.cwd)
-    {
-        flux::deploy::remove(&client, &config, reporter.as_ref()).await.map_err(flux::Error::from)?;
-    }
     let cluster_stopped = sim.down(args.purge, reporter.as_ref()).await.map_err(providers::Error::from)?;
     if args.purge {
         store.remove()?;

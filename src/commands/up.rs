@@ -20,10 +20,14 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     // Everything that can be checked without side effects is checked first.
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
-    if config.profile.cluster.provider != Provider::None {
-        // The contract needs only the keys, which do not depend on generated values.
-        flux::prepare(&config, envmap::compute(&config, &State::default()))?.check_contract()?;
-    }
+    let prepared = match config.profile.cluster.provider {
+        Provider::None => None,
+        _ => {
+            let prepared = flux::prepare(&config, &envmap::compute(&config, &State::default()))?;
+            prepared.check_contract()?;
+            Some(prepared)
+        }
+    };
     let store = Store::for_env(&config.env)?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     let reporter = ctx.reporter();
@@ -77,11 +81,12 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
     // Flux gets the environment once the substitutes it points at are ready.
     let mut deployed = None;
-    if let Some(cluster) = &cluster {
+    if let (Some(cluster), Some(prepared)) = (&cluster, &prepared) {
         let client = sim::client(cluster).await.map_err(providers::Error::from)?;
-        let prepared = flux::prepare(&config, envmap::compute(&config, &state))?;
+        let env = envmap::compute(&config, &state);
         let result =
-            flux::deploy::up(&client, &config, &prepared, &cluster.registry, args.timeout, reporter.as_ref()).await;
+            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
+                .await;
         deployed = Some(result.map_err(flux::Error::from)?);
     }
 

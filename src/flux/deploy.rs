@@ -14,7 +14,7 @@ use super::artifact::{self, Pushed};
 use super::overlay::SOURCE_NAME;
 use super::{Error as FluxError, Prepared};
 use crate::config::Config;
-use crate::envmap;
+use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
 use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::ui::{Reporter, ReporterExt, Status};
@@ -82,7 +82,7 @@ fn helm_releases(client: &kube::Client) -> Api<DynamicObject> {
 }
 
 /// The objects devenv applies besides the app: env ConfigMap/Secret per namespace, source, root.
-pub fn objects(config: &Config, prepared: &Prepared, registry_in_cluster: &str) -> Vec<Value> {
+pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_cluster: &str) -> Vec<Value> {
     let flux = &config.project.flux;
     let mut namespaces: BTreeSet<String> = prepared.packed.substitution_namespaces.clone();
     namespaces.insert(envmap::namespace(config));
@@ -91,13 +91,13 @@ pub fn objects(config: &Config, prepared: &Prepared, registry_in_cluster: &str) 
         objects.push(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": config.project.environment.config_map.name, "namespace": namespace},
-            "data": prepared.env.config_map,
+            "data": env.config_map,
         }));
         objects.push(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": envmap::secret_name(config), "namespace": namespace},
             "type": "Opaque",
-            "stringData": prepared.env.secret,
+            "stringData": env.secret,
         }));
     }
     objects.push(json!({
@@ -132,6 +132,7 @@ pub async fn up(
     client: &kube::Client,
     config: &Config,
     prepared: &Prepared,
+    env: &EnvMap,
     registry: &str,
     timeout: Duration,
     reporter: &dyn Reporter,
@@ -144,7 +145,7 @@ pub async fn up(
     let step = "flux/apply";
     let started = Instant::now();
     reporter.started(step, "environment ConfigMap and Secret, artifact, source and root");
-    let objects = objects(config, prepared, registry);
+    let objects = objects(config, prepared, env, registry);
     for object in &objects {
         ensure_namespace(client, object, &config.env).await?;
     }

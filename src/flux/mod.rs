@@ -31,7 +31,6 @@ pub enum Error {
 pub struct Prepared {
     pub packed: pack::Packed,
     pub contract: contract::Report,
-    pub env: EnvMap,
 }
 
 /// The overlay settings from devenv.yaml.
@@ -50,16 +49,16 @@ pub fn settings(config: &Config) -> Result<overlay::Settings, Error> {
 }
 
 /// Packs the working tree with the overlay and checks the substitution contract against
-/// the keys the environment provides. Reads files only.
-pub fn prepare(config: &Config, env: EnvMap) -> Result<Prepared, Error> {
+/// the keys the environment provides (which do not depend on generated values). Reads files only.
+pub fn prepare(config: &Config, env: &EnvMap) -> Result<Prepared, Error> {
     let settings = settings(config)?;
     let packed = pack::pack(&config.repo, &config.project.flux.path, &settings)?;
     let files = pack::list_files(&config.repo, &config.project.flux.path)?;
     let documents = flux_documents(&packed);
     let visible = BTreeSet::from([settings.config_map.clone(), settings.secret.clone()]);
     let scopes = contract::scopes(&documents, &visible, overlay::SOURCE_NAME);
-    let contract = contract::check(&config.repo, &files, &scopes, &envmap::keys(&env));
-    Ok(Prepared { packed, contract, env })
+    let contract = contract::check(&config.repo, &files, &scopes, &envmap::keys(env));
+    Ok(Prepared { packed, contract })
 }
 
 impl Prepared {

@@ -101,6 +101,11 @@ pub fn render_outputs(service: &Service, values: &BTreeMap<String, String>) -> V
     outputs
 }
 
+/// One output by the name `keys:` uses (`host`, or `orders.url` for a resource), rendered.
+pub fn render_output(service: &Service, values: &BTreeMap<String, String>, name: &str) -> Option<OutputValue> {
+    render_outputs(service, values).into_iter().find(|output| output.name == name)
+}
+
 /// Template values for a service as seen from this machine.
 pub fn host_values(env: &str, service: &Service, remembered: &ServiceState) -> BTreeMap<String, String> {
     let mut values = service.params.clone();
