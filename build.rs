@@ -20,12 +20,7 @@ fn main() {
         writeln!(code, "pub const {constant}: &[(&str, &str)] = &[").unwrap();
         for path in files {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            writeln!(
-                code,
-                "    ({name:?}, include_str!({:?})),",
-                path.display().to_string()
-            )
-            .unwrap();
+            writeln!(code, "    ({name:?}, include_str!({:?})),", path.display().to_string()).unwrap();
         }
         writeln!(code, "];").unwrap();
     }

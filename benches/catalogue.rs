@@ -58,14 +58,21 @@ fn main() {
 
     println!("cold up, median of {ROUNDS} rounds:");
     let mut slowest = ("", Duration::ZERO);
+    let mut sequential = Duration::ZERO;
     for (kind, times) in singles {
         let time = median(times);
         println!("  {kind:<18} alone {:>6.2}s", time.as_secs_f64());
+        sequential += time;
         if time > slowest.1 {
             slowest = (kind, time);
         }
     }
     let together = median(together);
+    println!(
+        "one after another (sum alone) {:.2}s; together is {:.2} of that",
+        sequential.as_secs_f64(),
+        together.as_secs_f64() / sequential.as_secs_f64()
+    );
     println!(
         "all {} kinds together {:.2}s, slowest alone ({}) {:.2}s, ratio {:.2} (target within 1.20)",
         KINDS.len(),

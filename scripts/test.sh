@@ -22,21 +22,29 @@ done_phase() { printf '[test] … done in %ss\n' "$(($(date +%s) - phase_start))
 cargo_args=()
 if [ "${1:-}" = "--" ]; then shift; cargo_args=("$@"); fi
 
+# The sim binaries take longest on a fresh machine (a cold Go build, cached by version
+# afterwards); build them in the background while Docker and the images are prepared.
+sim_log=$(mktemp)
+phase "sim cluster binaries: building in the background (cached by version)"
+( bash sim/build.sh 2>&1 | sed -u 's/^/[sim build] /' | tee "$sim_log" >&2 ) &
+sim_pid=$!
+trap 'kill "$sim_pid" 2>/dev/null || true' EXIT
+
 phase "Docker engine"
 bash scripts/ensure-docker.sh
 done_phase
 
 phase "test images"
-DEVENV_TEST_MARIADB_IMAGE=$(bash scripts/build-test-image.sh mariadb)
-export DEVENV_TEST_MARIADB_IMAGE
-echo "[test] mariadb image: $DEVENV_TEST_MARIADB_IMAGE" >&2
+# One image per server the catalogue's kinds run, each exported as DEVENV_TEST_<NAME>_IMAGE.
+for image in mariadb postgres redis opensearch s3proxy elasticmq; do
+    var=DEVENV_TEST_$(tr 'a-z' 'A-Z' <<<"$image")_IMAGE
+    image_start=$(date +%s)
+    reference=$(bash scripts/build-test-image.sh "$image")
+    export "$var=$reference"
+    echo "[test] $image image: $reference ($(($(date +%s) - image_start))s)" >&2
+done
 done_phase
 
-if [ -f sim/build.sh ]; then
-    phase "sim cluster binaries (cached by version; a cold build takes a while)"
-    bash sim/build.sh
-    done_phase
-fi
 
 phase "lint: cargo fmt --check, cargo clippy"
 cargo fmt --all -- --check
@@ -47,7 +55,15 @@ phase "build"
 cargo build --all-targets --quiet
 done_phase
 
-phase "tests: unit, cli, docker, sim"
+phase "waiting for the sim cluster binaries"
+if ! wait "$sim_pid"; then
+    echo "[test] the sim build failed; its output is above and in $sim_log" >&2
+    exit 1
+fi
+trap - EXIT
+done_phase
+
+phase "tests: unit, cli, docker, catalogue, sim, flux"
 cargo test --all-features -- "${cargo_args[@]}"
 done_phase
 

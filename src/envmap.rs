@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{Config, Service, template};
+use crate::config::{Config, Service};
 use crate::naming;
 use crate::state::State;
 use crate::substitutes;
@@ -51,15 +51,12 @@ pub fn pod_values(env: &str, service: &Service, state: &State) -> BTreeMap<Strin
 pub fn compute(config: &Config, state: &State) -> EnvMap {
     let mut map = EnvMap { config_map: config.profile.environment.clone(), secret: BTreeMap::new() };
     for service in &config.services {
-        let values = pod_values(&config.env, service, state);
+        let outputs = substitutes::render_outputs(service, &pod_values(&config.env, service, state));
         for (key, output_name) in &service.keys {
-            let output = &service.substitute.outputs[output_name];
-            let value = template::render(output.template(), &values);
-            if output.is_secret() {
-                map.secret.insert(key.clone(), value);
-            } else {
-                map.config_map.insert(key.clone(), value);
-            }
+            // Validation made sure every mapped output exists, per-resource ones included.
+            let Some(output) = outputs.iter().find(|o| &o.name == output_name) else { continue };
+            let target = if output.secret { &mut map.secret } else { &mut map.config_map };
+            target.insert(key.clone(), output.value.clone());
         }
     }
     map

@@ -15,3 +15,9 @@ pub mod providers;
 pub mod state;
 pub mod substitutes;
 pub mod ui;
+
+/// Chooses rustls' crypto provider, once: the HTTP clients (registries, probes) are built with
+/// rustls but without a default provider, and panic if none was chosen.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -7,6 +7,7 @@ use devenv::errors::{self, Error};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    devenv::init_tls();
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
         Err(error) => {

@@ -139,6 +139,8 @@ async fn state_file_is_private_and_status_reports_health() {
     let service = &status["services"][0];
     assert_eq!(service["state"], "running");
     assert_eq!(service["health"], "ready");
+    assert!(service["memory"]["used_bytes"].as_u64().unwrap() > 0, "{service}");
+    assert_eq!(service["memory"]["limit_bytes"], 1u64 << 30, "the profile's memory cap: {service}");
     assert_eq!(service["endpoint"], result["services"][0]["endpoint"]);
     assert!(service["outputs"]["password"].is_null(), "secrets hidden without --show-secrets");
     assert_eq!(service["outputs"]["username"], "app");

@@ -46,6 +46,17 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             (Some(c), ..) => (c.state.clone(), "-".to_string()),
         };
         let endpoint = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "-".to_string());
+        let memory = match (&docker, container.as_ref().filter(|c| c.running)) {
+            (Some(docker), Some(_)) => docker.memory_usage(&container_name).await?,
+            _ => None,
+        };
+        let memory_text = memory
+            .as_ref()
+            .map(|m| match m.limit_bytes {
+                Some(limit) => format!("{} / {} MiB", m.used_bytes >> 20, limit >> 20),
+                None => format!("{} MiB", m.used_bytes >> 20),
+            })
+            .unwrap_or_else(|| "-".to_string());
         let outputs = values.as_ref().map(|v| substitutes::render_outputs(service, v)).unwrap_or_default();
         rows.push(vec![
             service.name.clone(),
@@ -53,6 +64,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             state_word.clone(),
             health.clone(),
             endpoint.clone(),
+            memory_text,
         ]);
         output_table.extend(output_rows(&service.name, &outputs, args.show_secrets));
         services.push(serde_json::json!({
@@ -61,6 +73,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "container": container_name,
             "state": state_word,
             "health": health,
+            "memory": memory,
             "endpoint": port.map(|p| format!("127.0.0.1:{p}")),
             "outputs": outputs_json(&outputs, args.show_secrets),
         }));
@@ -99,7 +112,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     }
     if !rows.is_empty() {
         println!();
-        print!("{}", table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT"], &rows));
+        print!("{}", table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT", "MEMORY"], &rows));
     }
     if !output_table.is_empty() {
         println!();

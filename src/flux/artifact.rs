@@ -52,6 +52,7 @@ pub async fn push_if_changed(registry: &str, env: &str, packed: &Packed, source:
     let reference_text = reference(registry, env);
     let reference: Reference =
         reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    crate::init_tls();
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(vec![registry.to_string()]),
         ..Default::default()

@@ -20,9 +20,7 @@ use crate::ui::{Reporter, ReporterExt, Status};
 /// An HTTP client for the substitutes' APIs on 127.0.0.1 (probes, resources): no proxy, and
 /// every request within `timeout`.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    // reqwest is built with rustls but without a default crypto provider (the registry client
-    // asks for it that way); it must be chosen before the first client is made.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::init_tls();
     reqwest::Client::builder().no_proxy().timeout(timeout).build().map_err(|e| e.to_string())
 }
 

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 pub const MARIADB_IMAGE_ENV: &str = "DEVENV_TEST_MARIADB_IMAGE";
+pub const POSTGRES_IMAGE_ENV: &str = "DEVENV_TEST_POSTGRES_IMAGE";
+pub const REDIS_IMAGE_ENV: &str = "DEVENV_TEST_REDIS_IMAGE";
+pub const OPENSEARCH_IMAGE_ENV: &str = "DEVENV_TEST_OPENSEARCH_IMAGE";
+pub const S3PROXY_IMAGE_ENV: &str = "DEVENV_TEST_S3PROXY_IMAGE";
+pub const ELASTICMQ_IMAGE_ENV: &str = "DEVENV_TEST_ELASTICMQ_IMAGE";
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -26,9 +31,42 @@ pub fn tier_available(tier: &str, problem: Option<String>) -> bool {
 
 /// The MariaDB test image built by scripts/build-test-image.sh, if the docker tier can run.
 pub fn mariadb_image() -> Option<String> {
-    let image = std::env::var(MARIADB_IMAGE_ENV).ok();
+    test_image(MARIADB_IMAGE_ENV, "mariadb")
+}
+
+/// The PostgreSQL test image (Debian's postgresql-15, the `postgres` image's contract).
+pub fn postgres_image() -> Option<String> {
+    test_image(POSTGRES_IMAGE_ENV, "postgres")
+}
+
+/// The Redis test image (Debian's redis-server, the `redis`/`valkey` image's usage).
+pub fn redis_image() -> Option<String> {
+    test_image(REDIS_IMAGE_ENV, "redis")
+}
+
+/// The OpenSearch test image (the distribution from Maven Central on Debian's Java 17).
+pub fn opensearch_image() -> Option<String> {
+    test_image(OPENSEARCH_IMAGE_ENV, "opensearch")
+}
+
+/// The S3Proxy test image (the jar from Maven Central, the `andrewgaul/s3proxy` contract).
+pub fn s3proxy_image() -> Option<String> {
+    test_image(S3PROXY_IMAGE_ENV, "s3proxy")
+}
+
+/// The ElasticMQ test image (the server from Maven Central, the `elasticmq-native` layout).
+pub fn elasticmq_image() -> Option<String> {
+    test_image(ELASTICMQ_IMAGE_ENV, "elasticmq")
+}
+
+/// A test image named by `variable`, if the docker tier can run (under CI=true a missing
+/// image or engine fails the test).
+fn test_image(variable: &str, name: &str) -> Option<String> {
+    let image = std::env::var(variable).ok().filter(|v| !v.is_empty());
     let problem = match &image {
-        None => Some(format!("{MARIADB_IMAGE_ENV} is not set (scripts/test.sh builds the image and sets it)")),
+        None => Some(format!(
+            "{variable} is not set (scripts/test.sh builds the image and sets it; or `scripts/build-test-image.sh {name}`)"
+        )),
         Some(_) if !docker_works() => Some("`docker info` fails".to_string()),
         Some(_) => None,
     };
