@@ -25,19 +25,7 @@ fn repo(env: &str, services: &str, images: &[(&str, &str)]) -> TestRepo {
 
 /// `up --output json --show-secrets`: the NDJSON events and the result.
 fn up_with_events(repo: &TestRepo) -> (Vec<Value>, Value) {
-    let output = repo.devenv().args(["up", "--output", "json", "--show-secrets"]).output().unwrap();
-    assert!(
-        output.status.success(),
-        "up failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let events = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    (events, result_json(&output.stdout))
+    repo.up_json(&[])
 }
 
 fn up(repo: &TestRepo) -> Value {

@@ -20,14 +20,7 @@ fn repo(env: &str, image: &str, services: &str) -> TestRepo {
 
 /// `up --output json --show-secrets`, returning the result object.
 fn up(repo: &TestRepo) -> serde_json::Value {
-    let output = repo.devenv().args(["up", "--output", "json", "--show-secrets"]).output().unwrap();
-    assert!(
-        output.status.success(),
-        "up failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    result_json(&output.stdout)
+    repo.up_json(&[]).1
 }
 
 fn down(repo: &TestRepo, purge: bool) {

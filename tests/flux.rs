@@ -43,18 +43,7 @@ fn fixture(env: &str) -> Option<TestRepo> {
 }
 
 fn up(repo: &TestRepo) -> serde_json::Value {
-    let output = repo
-        .devenv()
-        .args(["up", "--env", &repo.env, "--output", "json", "--show-secrets", "--timeout", "120s"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "up failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    result_json(&output.stdout)
+    repo.up_json(&["--env", &repo.env, "--timeout", "120s"]).1
 }
 
 async fn client(result: &serde_json::Value) -> kube::Client {

@@ -282,4 +282,4 @@ fn replica_patches(max: u32) -> Vec<Value> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

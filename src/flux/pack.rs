@@ -138,19 +138,7 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flux::overlay::SourceRef;
-
-    fn settings() -> Settings {
-        Settings {
-            flux_namespace: "flux-system".into(),
-            own_source: SourceRef::parse("GitRepository/flux-system").unwrap(),
-            config_map: "cluster-env".into(),
-            secret: "cluster-env-secrets".into(),
-            disable: vec![],
-            max_replicas: None,
-            patches: vec![],
-        }
-    }
+    use crate::flux::overlay::tests::settings;
 
     fn tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -203,8 +191,8 @@ mod tests {
         let dir = tree();
         let packed = pack(dir.path(), "clusters/local", &settings()).unwrap();
         assert_eq!(packed.files, 3);
-        assert_eq!(packed.changes.len(), 1);
-        assert_eq!(packed.changes[0].0, "clusters/local/apps.yaml");
+        let changed: Vec<&str> = packed.changes.iter().map(|(file, _)| file.as_str()).collect();
+        assert_eq!(changed, ["clusters/local/apps.yaml", "clusters/local/apps.yaml"], "sourceRef and patches");
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(packed.bytes.as_slice()));
         let mut names = Vec::new();
         for entry in archive.entries().unwrap() {

@@ -155,6 +155,26 @@ fn std_devenv_in(dir: &Path) -> std::process::Command {
     cmd
 }
 
+impl TestRepo {
+    /// `up --output json --show-secrets` plus `extra`, which must succeed: its NDJSON events
+    /// and its result (the last line).
+    pub fn up_json(&self, extra: &[&str]) -> (Vec<serde_json::Value>, serde_json::Value) {
+        let output = self.devenv().args(["up", "--output", "json", "--show-secrets"]).args(extra).output().unwrap();
+        assert!(
+            output.status.success(),
+            "up failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let events = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (events, result_json(&output.stdout))
+    }
+}
+
 /// The last JSON line of NDJSON output: the command's result.
 pub fn result_json(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);

@@ -1,6 +1,7 @@
 use super::*;
 
-fn settings() -> Settings {
+/// Settings like a typical devenv.yaml's, shared with the packing tests.
+pub(crate) fn settings() -> Settings {
     Settings {
         flux_namespace: "flux-system".into(),
         own_source: SourceRef::parse("GitRepository/flux-system").unwrap(),
