@@ -135,19 +135,24 @@ struct GitServer {
 
 impl GitServer {
     fn start(work: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let root = work.join("git");
         let cgi = root.join("cgi-bin");
         std::fs::create_dir_all(&cgi).unwrap();
         git(&root, &["init", "-q", "--bare", "classic.git"]);
+        // Python's CGI server runs scripts as `nobody` when started as root: the repository
+        // must be readable by others, and git must accept a repository owned by someone else.
+        for dir in [work, root.as_path()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         std::fs::write(
             cgi.join("git"),
             format!(
-                "#!/bin/sh\nexport GIT_PROJECT_ROOT={}\nexport GIT_HTTP_EXPORT_ALL=1\nexec /usr/lib/git-core/git-http-backend\n",
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT={}\nexport GIT_HTTP_EXPORT_ALL=1\nexport GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\nexec /usr/lib/git-core/git-http-backend\n",
                 root.display()
             ),
         )
         .unwrap();
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
         let child = Command::new("python3")
