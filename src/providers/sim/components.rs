@@ -157,6 +157,21 @@ fn flag(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
     s
 }
 
+/// Flags every Flux controller takes: its own metrics and health ports on 127.0.0.1 (the
+/// defaults bind every interface), no event recorder, all namespaces.
+fn flux_controller_flags(p: &Ports, name: &str) -> Vec<OsString> {
+    vec![
+        flag("metrics-addr", p.addr(&format!("{name}-metrics"))),
+        flag("health-addr", p.addr(&format!("{name}-health"))),
+        flag("events-addr", ""),
+        flag("watch-all-namespaces", "true"),
+        // Each `dependsOn` level waits this long for its dependency to catch up with a new
+        // revision; on a local cluster a short wait is what keeps edits fast.
+        flag("requeue-dependency", "1s"),
+        flag("log-encoding", "console"),
+    ]
+}
+
 impl Setting {
     pub fn etcd_data(&self) -> PathBuf {
         self.data.join("etcd")
@@ -255,36 +270,21 @@ impl Setting {
                 flag("tls-private-key-file", pki.serving_key()),
                 flag("node-lease-duration-seconds", "40"),
             ],
-            SourceController => vec![
-                flag("storage-path", self.source_storage()),
-                flag("storage-addr", p.addr("source-controller-storage")),
-                flag("storage-adv-addr", p.addr("source-controller-storage")),
-                flag("metrics-addr", p.addr("source-controller-metrics")),
-                flag("health-addr", p.addr("source-controller-health")),
-                flag("events-addr", ""),
-                flag("watch-all-namespaces", "true"),
-                flag("requeue-dependency", "1s"),
-                flag("log-encoding", "console"),
-            ],
-            KustomizeController => vec![
-                flag("metrics-addr", p.addr("kustomize-controller-metrics")),
-                flag("health-addr", p.addr("kustomize-controller-health")),
-                flag("events-addr", ""),
-                flag("watch-all-namespaces", "true"),
-                // Each `dependsOn` level waits this long for its dependency to catch up with a
-                // new revision; on a local cluster a short wait is what keeps edits fast.
-                flag("requeue-dependency", "1s"),
-                flag("log-encoding", "console"),
-            ],
-            HelmController => vec![
-                flag("metrics-addr", p.addr("helm-controller-metrics")),
-                flag("health-addr", p.addr("helm-controller-health")),
-                flag("events-addr", ""),
-                flag("watch-all-namespaces", "true"),
-                flag("requeue-dependency", "1s"),
-                flag("graceful-shutdown-timeout", "5s"),
-                flag("log-encoding", "console"),
-            ],
+            SourceController => {
+                let mut flags = vec![
+                    flag("storage-path", self.source_storage()),
+                    flag("storage-addr", p.addr("source-controller-storage")),
+                    flag("storage-adv-addr", p.addr("source-controller-storage")),
+                ];
+                flags.extend(flux_controller_flags(p, "source-controller"));
+                flags
+            }
+            KustomizeController => flux_controller_flags(p, "kustomize-controller"),
+            HelmController => {
+                let mut flags = flux_controller_flags(p, "helm-controller");
+                flags.push(flag("graceful-shutdown-timeout", "5s"));
+                flags
+            }
             Registry => vec!["serve".into(), self.registry_config.clone().into()],
         };
         let mut env: Vec<(&'static str, OsString)> =
