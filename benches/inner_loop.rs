@@ -9,6 +9,9 @@
 //! Needs the sim binaries, Docker, git and python3, and DEVENV_TEST_MARIADB_IMAGE:
 //!   DEVENV_TEST_MARIADB_IMAGE=$(bash scripts/build-test-image.sh mariadb) cargo bench --bench inner_loop
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +31,7 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     let state = work.path().join("state");
-    copy_tree(Path::new(FIXTURE), &repo);
+    common::copy_tree(Path::new(FIXTURE), &repo);
     std::fs::create_dir_all(repo.join(".devenv/substitutes")).unwrap();
     std::fs::write(repo.join(".devenv/substitutes/rds-mariadb.yaml"), format!("image: {image}\n")).unwrap();
     let devenv = |args: &[&str]| -> serde_json::Value {
@@ -251,19 +254,6 @@ async fn classic_loop(client: &kube::Client, server: &GitServer) -> Vec<Duration
         }
     }
     times
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

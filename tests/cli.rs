@@ -163,3 +163,18 @@ fn the_example_repository_is_valid() {
         .success()
         .stdout(predicate::str::contains("create   devenv-shop-orders-db"));
 }
+
+#[test]
+fn the_sim_profile_without_its_binaries_names_the_build_command_and_creates_nothing() {
+    let repo = TestRepo::new("t-cli-nosim", SERVICE);
+    let cache = tempfile::tempdir().unwrap();
+    repo.devenv()
+        .args(["up", "--profile", "sim"])
+        .env("DEVENV_CACHE_DIR", cache.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error[DEV042]: the sim binaries are not built"))
+        .stderr(predicate::str::contains("hint: build them once with `devenv sim build`"));
+    assert!(!repo.state_file().exists(), "nothing is recorded before the provider can run");
+}

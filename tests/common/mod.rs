@@ -181,3 +181,17 @@ pub fn result_json(stdout: &[u8]) -> serde_json::Value {
     let last = text.lines().rev().find(|l| !l.trim().is_empty()).expect("some output");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
 }
+
+/// Copies a directory tree (a fixture repository into a temporary one).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
