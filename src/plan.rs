@@ -28,19 +28,42 @@ pub struct Plan {
 pub struct FluxStep {
     pub path: String,
     pub files: usize,
-    pub digest: String,
+    /// One artifact per Kustomization, the root's first.
+    pub artifacts: Vec<ArtifactStep>,
     /// `(file, change)` for every Flux object the overlay rewrites.
     pub changes: Vec<(String, crate::flux::overlay::Change)>,
+    /// `(file, object before and after)` for the same objects.
+    pub diffs: Vec<(String, crate::flux::overlay::ObjectDiff)>,
     pub contract: crate::flux::contract::Report,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactStep {
+    pub source: String,
+    pub kustomization: String,
+    pub path: String,
+    pub files: usize,
+    pub digest: String,
 }
 
 impl FluxStep {
     pub fn new(config: &Config, prepared: &crate::flux::Prepared) -> Self {
+        let packed = &prepared.packed;
         FluxStep {
             path: config.project.flux.path.clone(),
-            files: prepared.packed.files,
-            digest: prepared.packed.digest.clone(),
-            changes: prepared.packed.changes.clone(),
+            files: packed.files,
+            artifacts: (packed.artifacts.iter())
+                .map(|a| ArtifactStep {
+                    source: a.source.clone(),
+                    kustomization: a.kustomization.clone(),
+                    path: a.path.clone(),
+                    files: a.files,
+                    digest: a.digest.clone(),
+                })
+                .collect(),
+            changes: packed.changes.clone(),
+            diffs: packed.diffs.clone(),
             contract: prepared.contract.clone(),
         }
     }
@@ -185,14 +208,32 @@ pub fn render(plan: &Plan) -> String {
     }
     if let Some(flux) = &plan.flux {
         out.push_str(&format!(
-            "  flux:    apply `{}` from the working tree ({} files, {}), with the local overlay:\n",
-            flux.path, flux.files, flux.digest
+            "  flux:    apply `{}` from the working tree ({} files) as {} artifact(s):\n",
+            flux.path,
+            flux.files,
+            flux.artifacts.len()
         ));
-        if flux.changes.is_empty() {
-            out.push_str("           no Flux object changes\n");
+        for artifact in &flux.artifacts {
+            let short = artifact.digest.get(..19).unwrap_or(&artifact.digest);
+            out.push_str(&format!(
+                "           {} for {} (`{}`, {} files, {short})\n",
+                artifact.source, artifact.kustomization, artifact.path, artifact.files
+            ));
         }
-        for (file, change) in &flux.changes {
-            out.push_str(&format!("           {file}: {}: {}\n", change.object, change.what));
+        if flux.diffs.is_empty() {
+            out.push_str("  overlay: no Flux object changes\n");
+        } else {
+            out.push_str(
+                "  overlay: rewrites these Flux objects inside the artifacts (files on disk stay as they are):\n",
+            );
+        }
+        for (file, diff) in &flux.diffs {
+            let what: Vec<&str> = (flux.changes.iter())
+                .filter(|(f, change)| f == file && change.object == diff.object)
+                .map(|(_, change)| change.what.as_str())
+                .collect();
+            out.push_str(&format!("    {file}: {}: {}\n", diff.object, what.join("; ")));
+            out.push_str(&render_diff(diff));
         }
         if flux.contract.missing.is_empty() && flux.contract.unverifiable.is_empty() && flux.contract.unused.is_empty()
         {
@@ -203,6 +244,14 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// A unified diff of one rewritten Flux object, indented under the plan.
+fn render_diff(diff: &crate::flux::overlay::ObjectDiff) -> String {
+    let after = diff.after.as_deref().unwrap_or("");
+    let text = similar::TextDiff::from_lines(diff.before.as_str(), after);
+    let unified = text.unified_diff().context_radius(2).to_string();
+    unified.lines().map(|line| format!("      {line}\n")).collect()
 }
 
 #[cfg(test)]

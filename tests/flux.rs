@@ -44,6 +44,15 @@ async fn client(result: &serde_json::Value) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// Whether an object exists, read through discovery as `kubectl get` would.
+async fn exists(client: &kube::Client, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let (resource, _) =
+        kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    api.get_opt(name).await.unwrap().is_some()
+}
+
 fn env_value(deployment: &Deployment, name: &str) -> Option<String> {
     let container = &deployment.spec.as_ref()?.template.spec.as_ref()?.containers[0];
     container.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
@@ -60,8 +69,12 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     for name in ["devenv-root", "crds", "platform", "apps"] {
         assert!(objects.contains(&format!("Kustomization/flux-system/{name}").as_str()), "{objects:?}");
     }
+    assert!(objects.contains(&"HelmRelease/lending/audit"), "{objects:?}");
     assert!(!objects.iter().any(|o| o.contains("aws-load-balancer-controller")), "{objects:?}");
-    assert_eq!(result["flux"]["artifact"]["pushed"], true);
+    let artifacts = &result["flux"]["artifacts"];
+    let pushed = |artifacts: &serde_json::Value| artifacts["pushed"].as_array().unwrap().clone();
+    assert_eq!(pushed(artifacts), ["devenv-ks-apps", "devenv-ks-crds", "devenv-ks-platform", "devenv-source"]);
+    assert_eq!(artifacts["charts"][0]["pushed"], true, "the chart is published from the working tree");
 
     let client = client(&result).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lending");
@@ -92,9 +105,16 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let two_year = products.get("two-year-fixed").await.unwrap();
     assert_eq!(two_year.data["spec"]["region"], "us-east-1", "CRDs first, then their objects, with the profile's keys");
 
+    // The HelmRelease installed the chart from the environment's registry (the source-URL
+    // map re-pointed it), with values substituted and replicas capped by a post-renderer.
+    let audit = deployments.get("audit").await.unwrap();
+    assert_eq!(audit.spec.as_ref().unwrap().replicas, Some(1), "the release asks for 2, the overlay caps it");
+    assert_eq!(env_value(&audit, "DB_ADDRESS").as_deref(), Some("devenv-t-flux-loans-db:3306"));
+
     // A no-op up pushes nothing.
     let again = up(&repo);
-    assert_eq!(again["flux"]["artifact"]["pushed"], false);
+    assert!(pushed(&again["flux"]["artifacts"]).is_empty(), "{again}");
+    assert_eq!(again["flux"]["artifacts"]["charts"][0]["pushed"], false);
 
     // The inner loop: an edited manifest is live after one up.
     let manifest = repo.path().join("apps/base/orders/deployment.yaml");
@@ -103,7 +123,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let started = Instant::now();
     let edited = up(&repo);
     eprintln!("edit to Ready: {:?}", started.elapsed());
-    assert_eq!(edited["flux"]["artifact"]["pushed"], true);
+    assert_eq!(pushed(&edited["flux"]["artifacts"]), ["devenv-ks-apps"], "only the artifact that reads the file");
     let loans = deployments.get("loans").await.unwrap();
     assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("debug"));
 
@@ -113,15 +133,67 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("error[DEV062]: Kustomization/flux-system/apps failed: kustomize build failed"),
+        stderr.contains(
+            "error[DEV062]: Kustomization/flux-system/apps (defined in clusters/local/apps.yaml) failed: kustomize build failed"
+        ),
         "{stderr}"
     );
     std::fs::write(&manifest, &text).unwrap();
 
-    // down prunes what Flux applied, stops the cluster and the substitutes, keeps the data.
+    // Not Ready in time: DEV063, naming what it still waits for.
+    let apps = repo.path().join("clusters/local/apps.yaml");
+    let apps_text = std::fs::read_to_string(&apps).unwrap();
+    std::fs::write(&apps, apps_text.replace("    - name: platform\n", "    - name: platform\n    - name: not-there\n"))
+        .unwrap();
+    let output = repo.devenv().args(["up", "--env", "t-flux", "--timeout", "3s"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error[DEV063]: not everything was Ready within 3s; still waiting for: Kustomization/flux-system/apps (dependency 'flux-system/not-there' not found"),
+        "{stderr}"
+    );
+    std::fs::write(&apps, &apps_text).unwrap();
+    up(&repo);
+
+    // What Flux applied, listed before down.
+    let applied = [
+        ("apps/v1", "Deployment", "lending", "loans"),
+        ("apps/v1", "Deployment", "lending", "ledger"),
+        ("apps/v1", "Deployment", "lending", "audit"),
+        ("v1", "ConfigMap", "lending", "ledger-scripts"),
+        ("v1", "Secret", "lending", "loans-db"),
+        ("lending.example.com/v1", "MortgageProduct", "lending", "two-year-fixed"),
+        ("helm.toolkit.fluxcd.io/v2", "HelmRelease", "lending", "audit"),
+        ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "apps"),
+        ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", "devenv-ks-apps"),
+        ("v1", "ConfigMap", "flux-system", "cluster-env"),
+    ];
+    for (api_version, kind, namespace, name) in applied {
+        assert!(
+            exists(&client, api_version, kind, namespace, name).await,
+            "{kind}/{namespace}/{name} is there before down"
+        );
+    }
+
+    // down prunes what Flux applied (devenv checks each object gone), stops the cluster and
+    // the substitutes, keeps the data.
     let output = repo.devenv().args(["down", "--env", "t-flux", "--output", "json"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let down = result_json(&output.stdout);
+    let gone: Vec<String> = down["flux"]["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(down["flux"]["own"].as_array().unwrap())
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    for (_, kind, namespace, name) in applied {
+        if (kind, name) == ("Deployment", "audit") {
+            continue; // Helm's, removed by the HelmRelease's uninstall rather than listed.
+        }
+        assert!(gone.contains(&format!("{kind}/{namespace}/{name}")), "{kind}/{namespace}/{name} not in {gone:?}");
+    }
+    assert!(gone.contains(&"Namespace/lending".to_string()), "{gone:?}");
     assert_eq!(down["clusterStopped"], true);
     assert_eq!(down["removed"]["containers"][0], "devenv-t-flux-loans-db");
     assert!(down["removed"]["volumes"].as_array().unwrap().is_empty(), "data survives down");

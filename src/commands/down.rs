@@ -30,12 +30,13 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     // First Flux prunes what devenv applied to a running sim cluster, so the next `up` starts
     // from a clean slate; then the substitutes go, then the cluster's processes.
     let sim = sim::Sim::new(store.dir());
+    let mut flux_removed = flux::deploy::Removed::default();
     if let Some(config) = &config
         && let Some(info) = sim.info().map_err(providers::Error::from)?
         && let Ok(client) = sim::client(&info).await
         && client.apiserver_version().await.is_ok()
     {
-        flux::deploy::remove(&client, config, reporter.as_ref()).await.map_err(flux::Error::from)?;
+        flux_removed = flux::deploy::remove(&client, config, reporter.as_ref()).await.map_err(flux::Error::from)?;
     }
     let removed = match Docker::connect().await {
         Ok(docker) => substitutes::remove_all(&docker, &env, args.purge, reporter.as_ref()).await?,
@@ -50,9 +51,12 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
 
     if ctx.json() {
         ui::print_result(
-            &serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "clusterStopped": cluster_stopped}),
+            &serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "flux": flux_removed, "clusterStopped": cluster_stopped}),
         );
         return Ok(());
+    }
+    if !flux_removed.pruned.is_empty() {
+        println!("Flux pruned {} object(s) it had applied for `{env}`.", flux_removed.pruned.len());
     }
     if cluster_stopped {
         println!("Stopped the sim cluster of `{env}`{}.", if args.purge { " and deleted its data" } else { "" });

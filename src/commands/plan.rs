@@ -33,7 +33,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     let desired = substitutes::resolve(&config, &mut state, &observed)?;
     let mut plan = plan::compute(&config, &desired, &observed, &orphans);
     if config.profile.cluster.provider != Provider::None {
-        let prepared = flux::prepare(&config, &envmap::compute(&config, &state))?;
+        let prepared = flux::prepare(&config, &envmap::compute(&config, &state), flux::REGISTRY_PLACEHOLDER)?;
         plan.flux = Some(plan::FluxStep::new(&config, &prepared));
     }
     if ctx.json() {

@@ -23,7 +23,8 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let prepared = match config.profile.cluster.provider {
         Provider::None => None,
         _ => {
-            let prepared = flux::prepare(&config, &envmap::compute(&config, &State::default()))?;
+            let prepared =
+                flux::prepare(&config, &envmap::compute(&config, &State::default()), flux::REGISTRY_PLACEHOLDER)?;
             prepared.check_contract()?;
             Some(prepared)
         }
@@ -81,11 +82,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
     // Flux gets the environment once the substitutes it points at are ready.
     let mut deployed = None;
-    if let (Some(cluster), Some(prepared)) = (&cluster, &prepared) {
+    if let (Some(cluster), Some(_)) = (&cluster, &prepared) {
         let client = sim::client(cluster).await.map_err(providers::Error::from)?;
         let env = envmap::compute(&config, &state);
+        // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
+        let prepared = flux::prepare(&config, &env, &cluster.registry)?;
         let result =
-            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
+            flux::deploy::up(&client, &config, &prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
                 .await;
         deployed = Some(result.map_err(flux::Error::from)?);
     }
@@ -115,16 +118,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         println!("  registry: {} (plain HTTP)", cluster.registry);
     }
     if let Some(deployed) = &deployed {
-        let change = if deployed.artifact.pushed { "new artifact pushed" } else { "artifact unchanged" };
-        println!("\nFlux: {} object(s) Ready ({change}, {})", deployed.objects.len(), deployed.artifact.digest);
-        for object in &deployed.objects {
-            let after = if object.depends_on.is_empty() {
-                String::new()
-            } else {
-                format!(" (after {})", object.depends_on.join(", "))
-            };
-            println!("  {}{after}", object.object);
-        }
+        let artifacts = &deployed.artifacts;
+        let change = match artifacts.pushed.len() {
+            0 => "artifacts unchanged".to_string(),
+            n => format!("{n} of {} artifact(s) pushed: {}", artifacts.sources.len(), artifacts.pushed.join(", ")),
+        };
+        println!("\nFlux: {} object(s) Ready ({change})", deployed.objects.len());
+        print!("{}", flux::wait::render_tree(&deployed.objects));
     }
     if !ready.is_empty() {
         let rows: Vec<Vec<String>> =

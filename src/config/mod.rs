@@ -184,6 +184,8 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
 
     let catalogue = load_catalogue::<Substitute>(&repo, "substitutes", builtin::SUBSTITUTES)?;
     let services = resolve_services(&project, &profile, &catalogue, &env, &at)?;
+    check_sources(&project, &at)?;
+    check_charts(&project, &repo, &at)?;
     Ok(Config { repo, env, profile_name, project, profile, services })
 }
 
@@ -306,6 +308,66 @@ fn resolve_services(
         });
     }
     Ok(services)
+}
+
+/// `overlay.sources`: each entry maps a URL to a URL, with `{{ registry }}` the only template.
+fn check_sources(project: &ProjectFile, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
+    for (i, source) in project.overlay.sources.iter().enumerate() {
+        for (name, value) in [("url", &source.url), ("to", &source.to)] {
+            let field = format!("overlay.sources[{i}].{name}");
+            let rest = crate::flux::overlay::render_registry(value, "registry.invalid");
+            let problem = if !value.contains("://") {
+                Some(format!("`{value}` is not a URL"))
+            } else if rest.contains("{{") {
+                Some(format!("`{value}` uses a template other than `{{{{ registry }}}}`"))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at(&field),
+                    field,
+                    message,
+                    hint: Some(
+                        "write a full URL, e.g. `oci://ghcr.io/acme/charts` or `oci://{{ registry }}/charts`"
+                            .to_string(),
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `charts`: each path is a chart directory with a readable Chart.yaml.
+fn check_charts(project: &ProjectFile, repo: &Path, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
+    let mut seen = BTreeSet::new();
+    for (i, chart) in project.charts.iter().enumerate() {
+        let field = format!("charts[{i}].path");
+        let invalid = |problem, message: String, hint: &str| Error::Invalid {
+            problem,
+            at: at(&field),
+            field: field.clone(),
+            message,
+            hint: Some(hint.to_string()),
+        };
+        let metadata = crate::flux::charts::metadata(&repo.join(&chart.path)).map_err(|reason| {
+            invalid(
+                Problem::Invalid,
+                format!("`{}` is not a Helm chart: {reason}", chart.path),
+                "give the chart's directory relative to the repository root; its Chart.yaml needs `name` and `version`",
+            )
+        })?;
+        if !seen.insert((chart.repository.clone(), metadata.name.clone())) {
+            return Err(invalid(
+                Problem::Duplicate,
+                format!("chart `{}` is listed twice for repository `{}`", metadata.name, chart.repository),
+                "list each chart once",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A service's `resources:`: allowed by its kind, well named, each listed once.

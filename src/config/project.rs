@@ -18,6 +18,9 @@ pub struct ProjectFile {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub overlay: OverlayConfig,
+    /// Helm charts in the repository that devenv publishes to the environment's registry.
+    #[serde(default)]
+    pub charts: Vec<ChartConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -100,4 +103,39 @@ pub struct OverlayConfig {
     /// Extra Kustomize patches added to every Flux Kustomization (`spec.patches` entries).
     #[serde(default)]
     pub patches: Vec<serde_yaml::Value>,
+    /// Flux sources (GitRepository, OCIRepository, HelmRepository) re-pointed by URL, e.g.
+    /// at a registry mirror or at the environment's own registry.
+    #[serde(default)]
+    pub sources: Vec<SourceUrlConfig>,
+}
+
+/// One entry of the source-URL map.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceUrlConfig {
+    /// A URL, or the start of one up to a `/`, as written in the sources' `spec.url`.
+    pub url: String,
+    /// What replaces it; `{{ registry }}` is the environment's registry.
+    pub to: String,
+    /// Sets `spec.insecure` (plain HTTP) on OCI and Helm sources.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Removes `spec.verify`: the signatures of the original do not cover the copy.
+    #[serde(default)]
+    pub drop_verify: bool,
+}
+
+/// A Helm chart published on every `up` as `<registry>/<repository>/<name>:<version>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChartConfig {
+    /// The chart's directory (with its Chart.yaml), relative to the repository root.
+    pub path: String,
+    /// The repository path in the registry.
+    #[serde(default = "default_chart_repository")]
+    pub repository: String,
+}
+
+fn default_chart_repository() -> String {
+    "charts".to_string()
 }

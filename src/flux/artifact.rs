@@ -1,5 +1,5 @@
-//! The packed tree as an OCI artifact with Flux's media types, pushed to the environment's
-//! registry only when its content changed.
+//! OCI artifacts in the environment's registry: the packed trees with Flux's media types and
+//! the repository's Helm charts, each pushed only when its content changed.
 
 use std::collections::BTreeMap;
 
@@ -7,11 +7,9 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::pack::Packed;
-
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
 pub const CONTENT_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
-/// The tag devenv pushes; the OCIRepository follows it.
+/// The tag devenv pushes trees to; the OCIRepositories follow it.
 pub const TAG: &str = "latest";
 
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +28,15 @@ pub enum Error {
     },
 }
 
-/// Where an environment's artifact lives: `<registry>/devenv/<env>:latest`.
-pub fn reference(registry: &str, env: &str) -> String {
-    format!("{registry}/devenv/{env}:{TAG}")
+/// Where a source's artifact lives in the registry: `devenv/<env>/<source>`.
+pub fn repository(env: &str, source: &str) -> String {
+    format!("devenv/{env}/{source}")
+}
+
+/// One blob of an artifact: its bytes and media type.
+pub struct Blob<'a> {
+    pub bytes: &'a [u8],
+    pub media_type: &'a str,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,44 +46,65 @@ pub struct Pushed {
     pub pushed: bool,
     /// Digest of the content layer.
     pub digest: String,
-    /// Digest of the manifest: Flux's revision is `latest@<this>`.
+    /// Digest of the manifest: Flux's revision is `<tag>@<this>`.
     pub manifest_digest: String,
 }
 
-/// Pushes the packed tree unless the tag already points at the same content. `registry` is
-/// a plain-HTTP registry on this machine (`127.0.0.1:PORT`).
-pub async fn push_if_changed(registry: &str, env: &str, packed: &Packed, source: &str) -> Result<Pushed, Error> {
-    let reference_text = reference(registry, env);
-    let reference: Reference =
-        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+/// A client for a plain-HTTP registry on this machine (`127.0.0.1:PORT`).
+pub fn client(registry: &str) -> Client {
     crate::init_tls();
-    let client = Client::new(ClientConfig {
+    Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(vec![registry.to_string()]),
         ..Default::default()
-    });
+    })
+}
+
+/// Pushes `content` as `<registry>/<repository>:<tag>` unless the tag already points at the
+/// same content.
+pub async fn push_if_changed(
+    client: &Client,
+    registry: &str,
+    repository: &str,
+    tag: &str,
+    content: Blob<'_>,
+    config: Blob<'_>,
+    annotations: BTreeMap<String, String>,
+) -> Result<Pushed, Error> {
+    let reference_text = format!("{registry}/{repository}:{tag}");
+    let reference: Reference =
+        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    let digest = crate::flux::pack::digest(content.bytes);
     let auth = RegistryAuth::Anonymous;
     if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
-        && manifest.layers.first().is_some_and(|layer| layer.digest == packed.digest)
+        && manifest.layers.first().is_some_and(|layer| layer.digest == digest)
     {
-        return Ok(Pushed { reference: reference_text, pushed: false, digest: packed.digest.clone(), manifest_digest });
+        return Ok(Pushed { reference: reference_text, pushed: false, digest, manifest_digest });
     }
-    let layer = ImageLayer::new(packed.bytes.clone(), CONTENT_MEDIA_TYPE.to_string(), None);
-    let config = Config::new(b"{}".to_vec(), CONFIG_MEDIA_TYPE.to_string(), None);
-    // Flux shows these as the artifact's origin and revision.
-    let annotations = BTreeMap::from([
-        ("org.opencontainers.image.source".to_string(), source.to_string()),
-        ("org.opencontainers.image.revision".to_string(), packed.digest.clone()),
-    ]);
+    let layer = ImageLayer::new(content.bytes.to_vec(), content.media_type.to_string(), None);
+    let config = Config::new(config.bytes.to_vec(), config.media_type.to_string(), None);
     let mut manifest =
         oci_client::manifest::OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
     manifest.artifact_type = None;
-    client
-        .push(&reference, &[layer], config, &auth, Some(manifest))
-        .await
-        .map_err(|source| Error::Push { reference: reference_text.clone(), source })?;
-    let manifest_digest = client
-        .fetch_manifest_digest(&reference, &auth)
-        .await
-        .map_err(|source| Error::Push { reference: reference_text.clone(), source })?;
-    Ok(Pushed { reference: reference_text, pushed: true, digest: packed.digest.clone(), manifest_digest })
+    let failed = |source| Error::Push { reference: reference_text.clone(), source };
+    client.push(&reference, &[layer], config, &auth, Some(manifest)).await.map_err(failed)?;
+    let manifest_digest = client.fetch_manifest_digest(&reference, &auth).await.map_err(failed)?;
+    Ok(Pushed { reference: reference_text, pushed: true, digest, manifest_digest })
+}
+
+/// Pushes one packed tree with Flux's media types.
+pub async fn push_tree(
+    client: &Client,
+    registry: &str,
+    repository: &str,
+    bytes: &[u8],
+    origin: &str,
+) -> Result<Pushed, Error> {
+    // Flux shows these as the artifact's origin and revision.
+    let annotations = BTreeMap::from([
+        ("org.opencontainers.image.source".to_string(), origin.to_string()),
+        ("org.opencontainers.image.revision".to_string(), crate::flux::pack::digest(bytes)),
+    ]);
+    let content = Blob { bytes, media_type: CONTENT_MEDIA_TYPE };
+    let config = Blob { bytes: b"{}", media_type: CONFIG_MEDIA_TYPE };
+    push_if_changed(client, registry, repository, TAG, content, config, annotations).await
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
+use super::closure;
+
 /// The label with which an object opts out of substitution.
 const SUBSTITUTE_LABEL: &str = "kustomize.toolkit.fluxcd.io/substitute";
 
@@ -72,9 +74,9 @@ pub struct Scope {
     pub opaque: bool,
 }
 
-/// Finds the substituting Kustomizations among Flux objects from `source` in the tree.
+/// Finds the substituting Kustomizations among Flux objects from devenv's `sources`.
 /// `visible` names the substituteFrom objects whose keys are known (devenv's own).
-pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, source: &str) -> Vec<Scope> {
+pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, sources: &BTreeSet<String>) -> Vec<Scope> {
     let mut scopes = Vec::new();
     for doc in documents {
         let is_kustomization = doc.get("kind").and_then(Value::as_str) == Some("Kustomization")
@@ -83,8 +85,11 @@ pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, source: &str) -> 
                 .and_then(Value::as_str)
                 .is_some_and(|v| v.starts_with("kustomize.toolkit.fluxcd.io/"));
         let spec = doc.get("spec");
-        let from_source =
-            spec.and_then(|s| s.get("sourceRef")).and_then(|s| s.get("name")).and_then(Value::as_str) == Some(source);
+        let from_source = spec
+            .and_then(|s| s.get("sourceRef"))
+            .and_then(|s| s.get("name"))
+            .and_then(Value::as_str)
+            .is_some_and(|name| sources.contains(name));
         let Some(post_build) = spec.and_then(|s| s.get("postBuild")) else { continue };
         if !is_kustomization || !from_source {
             continue;
@@ -102,13 +107,9 @@ pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, source: &str) -> 
                 !visible.contains(name) && !optional
             })
         });
-        scopes.push(Scope { path: normalise(path), inline, opaque });
+        scopes.push(Scope { path: closure::normalise(path), inline, opaque });
     }
     scopes
-}
-
-fn normalise(path: &str) -> String {
-    path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_string()
 }
 
 /// Checks the files of each scope (files whose path lies under the scope's directory, or that
@@ -174,60 +175,10 @@ fn substituted_references(text: &str) -> Vec<(usize, Reference)> {
     found
 }
 
-/// Files a Kustomization at `dir` builds: everything under `dir`, plus what kustomization
-/// files there pull in from outside it (`resources`, `components`), followed recursively.
+/// The YAML files a Kustomization building `dir` reads.
 fn files_of_scope(root: &Path, files: &[String], dir: &str) -> Vec<String> {
-    let mut result = BTreeSet::new();
-    let mut pending = vec![dir.to_string()];
-    let mut visited = BTreeSet::new();
-    while let Some(dir) = pending.pop() {
-        if !visited.insert(dir.clone()) {
-            continue;
-        }
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        for file in files.iter().filter(|f| f.starts_with(&prefix) && (f.ends_with(".yaml") || f.ends_with(".yml"))) {
-            result.insert(file.clone());
-            let name = file.rsplit('/').next().unwrap_or_default();
-            if name != "kustomization.yaml" && name != "kustomization.yml" {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
-            let Ok(doc) = serde_yaml::from_str::<Value>(&text) else { continue };
-            let base = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            for key in ["resources", "components"] {
-                for entry in doc.get(key).and_then(Value::as_sequence).into_iter().flatten() {
-                    if let Some(target) = entry.as_str().and_then(|t| join(base, t))
-                        && !target.starts_with(&prefix)
-                    {
-                        if files.contains(&target) {
-                            result.insert(target);
-                        } else {
-                            pending.push(target);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    result.into_iter().collect()
-}
-
-/// `base` joined with a relative kustomize path, `..` resolved; `None` for URLs or escapes.
-fn join(base: &str, relative: &str) -> Option<String> {
-    if relative.contains("://") {
-        return None;
-    }
-    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
-    for part in relative.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join("/"))
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).ok();
+    closure::files_of(files, &read, dir).into_iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")).collect()
 }
 
 /// The report as text: an error paragraph per missing variable, then warnings.
@@ -331,17 +282,10 @@ mod tests {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
         let visible = BTreeSet::from(["cluster-env".to_string()]);
-        let found = scopes(&docs, &visible, "devenv-source");
+        let found = scopes(&docs, &visible, &BTreeSet::from(["devenv-source".to_string()]));
         assert_eq!(found.len(), 1, "only Kustomizations with postBuild substitute");
         assert_eq!(found[0].path, "apps/local");
         assert!(found[0].inline.contains("CLUSTER"));
         assert!(found[0].opaque, "team-vars is not devenv's");
-    }
-
-    #[test]
-    fn joins_kustomize_paths() {
-        assert_eq!(join("apps/local", "../base/orders"), Some("apps/base/orders".into()));
-        assert_eq!(join("apps", "../../x"), None);
-        assert_eq!(join("apps", "https://example.com/x"), None);
     }
 }

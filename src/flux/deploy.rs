@@ -1,18 +1,20 @@
-//! Hands the environment to Flux and waits for it: the environment ConfigMap and Secret, the
-//! artifact, `OCIRepository/devenv-source`, the root `Kustomization/devenv-root`, a
-//! reconcile request, then every Flux Kustomization and HelmRelease of the environment
-//! until Ready. `remove` undoes it, letting Flux prune what it applied.
+//! Hands the environment to Flux: the environment ConfigMap and Secret, the repository's
+//! charts, one artifact and OCIRepository per Kustomization, the root `Kustomization/devenv-root`,
+//! reconcile requests, then a watch until Ready. `remove` undoes it, letting Flux prune what
+//! it applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::artifact::{self, Pushed};
-use super::overlay::SOURCE_NAME;
-use super::{Error as FluxError, Prepared};
+use super::overlay::{self, SOURCE_NAME};
+use super::wait::{self, ObjectStatus, helm_releases, kustomizations};
+use super::{Error as FluxError, Prepared, charts};
 use crate::config::Config;
 use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
@@ -21,9 +23,10 @@ use crate::ui::{Reporter, ReporterExt, Status};
 
 /// The root Kustomization devenv creates.
 pub const ROOT_NAME: &str = "devenv-root";
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(250);
 /// How long `remove` waits for Flux to prune what it applied.
 const PRUNE_DEADLINE: Duration = Duration::from_secs(120);
+const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,13 +40,15 @@ pub enum Error {
     Kube(#[from] k8s::Error),
     #[error(transparent)]
     Artifact(#[from] artifact::Error),
+    #[error(transparent)]
+    Charts(#[from] charts::Error),
     #[error("cannot list Flux objects")]
     List(#[source] kube::Error),
     #[error("{object} failed: {message}")]
     Failed { object: String, message: String },
-    #[error("not everything was Ready within {}s; still waiting for: {waiting}", deadline.as_secs())]
+    #[error("not everything was Ready within {deadline:?}; still waiting for: {waiting}")]
     Timeout { deadline: Duration, waiting: String },
-    #[error("{object} was not removed within {}s (a finalizer may be blocked)", deadline.as_secs())]
+    #[error("{object} was not removed within {deadline:?} (a finalizer may be blocked)")]
     PruneTimeout { object: String, deadline: Duration },
 }
 
@@ -53,35 +58,26 @@ impl From<Error> for FluxError {
     }
 }
 
-/// One Flux object of the environment and its readiness.
+/// The artifacts of one `up`: one per source, and whether each was pushed.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ObjectStatus {
-    pub object: String,
-    pub ready: bool,
-    pub message: String,
-    pub depends_on: Vec<String>,
+#[serde(rename_all = "camelCase")]
+pub struct Artifacts {
+    /// Sources whose artifact changed and was pushed.
+    pub pushed: Vec<String>,
+    /// Every source and its artifact.
+    pub sources: BTreeMap<String, Pushed>,
+    /// Charts published to the registry, and whether each was pushed.
+    pub charts: Vec<Pushed>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Deployed {
-    pub artifact: Pushed,
+    pub artifacts: Artifacts,
     pub objects: Vec<ObjectStatus>,
 }
 
-fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::all_with(client.clone(), &resource)
-}
-
-fn kustomizations(client: &kube::Client) -> Api<DynamicObject> {
-    api(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations")
-}
-
-fn helm_releases(client: &kube::Client) -> Api<DynamicObject> {
-    api(client, "helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases")
-}
-
-/// The objects devenv applies besides the app: env ConfigMap/Secret per namespace, source, root.
+/// The objects devenv applies besides the app: env ConfigMap/Secret per namespace, the sources
+/// and the root.
 pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_cluster: &str) -> Vec<Value> {
     let flux = &config.project.flux;
     let mut namespaces: BTreeSet<String> = prepared.packed.substitution_namespaces.clone();
@@ -100,16 +96,9 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
             "stringData": env.secret,
         }));
     }
-    objects.push(json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-        "metadata": {"name": SOURCE_NAME, "namespace": flux.namespace},
-        "spec": {
-            "interval": "60m",
-            "url": format!("oci://{registry_in_cluster}/devenv/{}", config.env),
-            "ref": {"tag": artifact::TAG},
-            "insecure": true,
-        },
-    }));
+    for artifact in &prepared.packed.artifacts {
+        objects.push(source_object(&artifact.source, &flux.namespace, registry_in_cluster, &config.env));
+    }
     objects.push(json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": ROOT_NAME, "namespace": flux.namespace},
@@ -126,8 +115,23 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
     objects
 }
 
-/// Applies the environment, requests reconciliation and waits until every Flux object of the
-/// environment is Ready.
+fn source_object(name: &str, namespace: &str, registry: &str, env: &str) -> Value {
+    json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            // devenv asks for a reconcile whenever it pushes; the interval is a fallback.
+            "interval": "60m",
+            "url": format!("oci://{registry}/{}", artifact::repository(env, name)),
+            "ref": {"tag": artifact::TAG},
+            "insecure": true,
+        },
+    })
+}
+
+/// Publishes the charts, pushes the artifacts that changed, applies devenv's objects, asks
+/// Flux to reconcile what changed and watches until every Flux object of the environment is
+/// Ready.
 pub async fn up(
     client: &kube::Client,
     config: &Config,
@@ -144,22 +148,68 @@ pub async fn up(
     }
     let step = "flux/apply";
     let started = Instant::now();
-    reporter.started(step, "environment ConfigMap and Secret, artifact, source and root");
+    reporter.started(step, "environment ConfigMap and Secret, charts, artifacts, sources and root");
     let objects = objects(config, prepared, env, registry);
     for object in &objects {
         ensure_namespace(client, object, &config.env).await?;
     }
-    let pushed =
-        artifact::push_if_changed(registry, &config.env, &prepared.packed, &config.repo.display().to_string()).await?;
-    for object in &objects {
-        k8s::apply(client, object).await?;
-    }
-    let requested = request_reconcile(client, &objects[objects.len() - 2..]).await?;
-    let what = if pushed.pushed { "pushed a new artifact" } else { "artifact unchanged" };
-    reporter.finished(step, Status::Ok, what, started.elapsed());
+    let charts = charts::publish(&config.repo, &config.project.charts, registry).await?;
+    let oci = artifact::client(registry);
+    let origin = config.repo.display().to_string();
+    let pushes =
+        prepared.packed.artifacts.iter().map(|a| {
+            let repository = artifact::repository(&config.env, &a.source);
+            let (oci, origin) = (&oci, &origin);
+            async move {
+                artifact::push_tree(oci, registry, &repository, &a.bytes, origin).await.map(|p| (a.source.clone(), p))
+            }
+        });
+    let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
 
-    let statuses = wait_ready(client, config, &pushed, &requested, timeout, reporter).await?;
-    Ok(Deployed { artifact: pushed, objects: statuses })
+    let mut env_changed = false;
+    for object in &objects {
+        let before = k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version);
+        let after = k8s::apply(client, object).await?.metadata.resource_version;
+        let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
+        env_changed |= is_env && before != after;
+    }
+
+    // Flux re-reads a source on request, and a Kustomization follows its source's new
+    // revision by itself. Values from the environment ConfigMap are read only when a
+    // Kustomization reconciles, so a changed ConfigMap asks every one of them.
+    let token = request_token();
+    let flux_namespace = &config.project.flux.namespace;
+    let pushed: Vec<String> = sources.iter().filter(|(_, p)| p.pushed).map(|(s, _)| s.clone()).collect();
+    for source in &pushed {
+        request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
+    }
+    for chart in charts.iter().filter(|c| c.pushed) {
+        request_chart_sources(client, chart, &token).await?;
+    }
+    let mut requested = BTreeSet::from([format!("Kustomization/{flux_namespace}/{ROOT_NAME}")]);
+    request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
+    if env_changed {
+        for artifact in prepared.packed.artifacts.iter().skip(1) {
+            let (namespace, name) = artifact.kustomization.split_once('/').unwrap_or((flux_namespace, ""));
+            let kind = "Kustomization";
+            if request(client, "kustomize.toolkit.fluxcd.io/v1", kind, namespace, name, &token).await? {
+                requested.insert(format!("{kind}/{namespace}/{name}"));
+            }
+        }
+    }
+    let what = match pushed.len() {
+        0 => "artifacts unchanged".to_string(),
+        n => format!("pushed {n} of {} artifact(s)", sources.len()),
+    };
+    reporter.finished(step, Status::Ok, &what, started.elapsed());
+
+    let revisions: BTreeMap<String, String> =
+        sources.iter().map(|(source, p)| (source.clone(), p.manifest_digest.clone())).collect();
+    let target = wait::Target { flux_namespace, revisions: &revisions, requested: &requested, token: &token };
+    let origin = |object: &str| prepared.packed.origins.get(object).cloned();
+    let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
+    remove_stale_sources(client, config, &prepared.packed.sources()).await?;
+    Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
 }
 
 /// Creates a missing namespace for an object, labelled as devenv's; an existing one is left alone.
@@ -173,191 +223,180 @@ async fn ensure_namespace(client: &kube::Client, object: &Value, env: &str) -> R
     Ok(())
 }
 
-/// Sets `reconcile.fluxcd.io/requestedAt` so Flux acts now rather than at its interval.
-async fn request_reconcile(client: &kube::Client, objects: &[Value]) -> Result<String, Error> {
+fn request_token() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let token = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-    for object in objects {
-        k8s::annotate(client, object, "reconcile.fluxcd.io/requestedAt", &token).await?;
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// Sets `reconcile.fluxcd.io/requestedAt` so Flux acts now rather than at its interval;
+/// false when the object does not exist (yet).
+async fn request(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    token: &str,
+) -> Result<bool, Error> {
+    let object = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}});
+    if k8s::get(client, &object).await?.is_none() {
+        return Ok(false);
     }
-    Ok(token)
+    k8s::annotate(client, &object, REQUESTED_AT, token).await?;
+    Ok(true)
 }
 
-fn condition<'a>(object: &'a DynamicObject, kind: &str) -> Option<&'a Value> {
-    object.data.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == kind)
+/// Asks the OCIRepositories that serve a re-published chart to fetch it again: its tag did
+/// not move, its content did.
+async fn request_chart_sources(client: &kube::Client, chart: &Pushed, token: &str) -> Result<(), Error> {
+    let repository = chart.reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&chart.reference);
+    let url = format!("oci://{repository}");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
+        "ocirepositories",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let list = api.list(&ListParams::default()).await.map_err(Error::List)?;
+    for source in list.items.iter().filter(|s| s.data.pointer("/spec/url").and_then(Value::as_str) == Some(&url)) {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+        let name = source.metadata.name.as_deref().unwrap_or_default();
+        request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", namespace, name, token).await?;
+    }
+    Ok(())
 }
 
-fn key(object: &DynamicObject) -> String {
-    format!(
-        "{}/{}/{}",
-        object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("?"),
-        object.metadata.namespace.as_deref().unwrap_or(""),
-        object.metadata.name.as_deref().unwrap_or("")
-    )
+/// devenv's OCIRepositories of the environment that no Kustomization reads any more.
+async fn remove_stale_sources(client: &kube::Client, config: &Config, keep: &BTreeSet<String>) -> Result<(), Error> {
+    for source in labelled(client, config, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories").await?
+    {
+        let name = source.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        if overlay::is_devenv_source(name) && !keep.contains(name) {
+            k8s::delete(client, &source).await?;
+        }
+    }
+    Ok(())
 }
 
-/// Reasons with which Flux reports an object not Ready that are not failures.
-const WAITING_REASONS: &[&str] =
-    &["Progressing", "ProgressingWithRetry", "DependencyNotReady", "ArtifactFailed", "Reconciling"];
-
-/// Polls the environment's Flux objects until all are Ready, one fails, or the deadline passes.
-async fn wait_ready(
+/// devenv's objects of one kind in this environment, as deletable references.
+async fn labelled(
     client: &kube::Client,
     config: &Config,
-    pushed: &Pushed,
-    requested: &str,
-    timeout: Duration,
-    reporter: &dyn Reporter,
-) -> Result<Vec<ObjectStatus>, Error> {
-    let started = Instant::now();
-    let revision_suffix = pushed.manifest_digest.clone();
-    let root_key = format!("Kustomization/{}/{ROOT_NAME}", config.project.flux.namespace);
-    let mut announced: BTreeSet<String> = BTreeSet::new();
-    let mut finished: BTreeSet<String> = BTreeSet::new();
-    loop {
-        let mut all: Vec<DynamicObject> =
-            kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
-        all.extend(helm_releases(client).list(&ListParams::default()).await.map_err(Error::List)?.items);
-        let ours = environment_objects(&all, &config.project.flux.namespace);
-        let mut statuses = Vec::new();
-        let mut waiting = Vec::new();
-        for object in &ours {
-            let key = key(object);
-            let ready = condition(object, "Ready");
-            let generation = object.metadata.generation;
-            let observed = object.data.pointer("/status/observedGeneration").and_then(Value::as_i64);
-            // A Kustomization of the artifact counts only once it handled this revision; Flux
-            // does not bump observedGeneration on a failed attempt, so failures are matched
-            // by the attempted revision.
-            let revision = |field: &str| {
-                let path = format!("/status/{field}");
-                object.data.pointer(&path).and_then(Value::as_str).is_some_and(|r| r.ends_with(&revision_suffix))
-            };
-            let of_artifact = object.data.pointer("/spec/sourceRef/name").and_then(Value::as_str) == Some(SOURCE_NAME);
-            let mut is_ready = ready.is_some_and(|c| c["status"] == "True") && observed == generation;
-            let mut current = observed == generation;
-            if of_artifact {
-                is_ready &= revision("lastAppliedRevision");
-                current = revision("lastAttemptedRevision");
-            }
-            if key == root_key {
-                let handled = object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
-                is_ready &= handled == Some(requested);
-            }
-            let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("waiting for the controller").to_string();
-            let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
-            if ready.is_some_and(|c| c["status"] == "False") && current && !WAITING_REASONS.contains(&reason) {
-                reporter.finished(&format!("flux/{key}"), Status::Failed, &message, started.elapsed());
-                return Err(Error::Failed { object: key, message });
-            }
-            let step = format!("flux/{key}");
-            if !is_ready && announced.insert(key.clone()) {
-                reporter.started(&step, &message);
-            } else if !is_ready {
-                reporter.progress(&step, &message);
-            } else if finished.insert(key.clone()) && announced.contains(&key) {
-                reporter.finished(&step, Status::Ok, "Ready", started.elapsed());
-            }
-            if !is_ready {
-                waiting.push(format!("{key} ({message})"));
-            }
-            let depends_on = object
-                .data
-                .pointer("/spec/dependsOn")
-                .and_then(Value::as_array)
-                .map(|list| list.iter().filter_map(|d| d["name"].as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            statuses.push(ObjectStatus { object: key, ready: is_ready, message, depends_on });
-        }
-        let root_seen = statuses.iter().any(|s| s.object == root_key);
-        if root_seen && waiting.is_empty() {
-            return Ok(statuses);
-        }
-        if started.elapsed() >= timeout {
-            let waiting = if waiting.is_empty() { root_key.clone() } else { waiting.join(", ") };
-            return Err(Error::Timeout { deadline: timeout, waiting });
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The root and every Kustomization or HelmRelease applied, directly or through others, by it.
-fn environment_objects<'a>(all: &'a [DynamicObject], flux_namespace: &str) -> Vec<&'a DynamicObject> {
-    let applied_by = |object: &DynamicObject| -> Option<(String, String)> {
-        let labels = object.metadata.labels.as_ref()?;
-        Some((
-            labels.get("kustomize.toolkit.fluxcd.io/namespace")?.clone(),
-            labels.get("kustomize.toolkit.fluxcd.io/name")?.clone(),
-        ))
-    };
-    let mut ours: BTreeMap<(String, String), ()> =
-        BTreeMap::from([((flux_namespace.to_string(), ROOT_NAME.to_string()), ())]);
-    loop {
-        let before = ours.len();
-        for object in all {
-            let is_kustomization = object.types.as_ref().is_some_and(|t| t.kind == "Kustomization");
-            if is_kustomization && applied_by(object).is_some_and(|parent| ours.contains_key(&parent)) {
-                let id = (
-                    object.metadata.namespace.clone().unwrap_or_default(),
-                    object.metadata.name.clone().unwrap_or_default(),
-                );
-                ours.insert(id, ());
-            }
-        }
-        if ours.len() == before {
-            break;
-        }
-    }
-    all.iter()
-        .filter(|object| {
-            let id = (
-                object.metadata.namespace.clone().unwrap_or_default(),
-                object.metadata.name.clone().unwrap_or_default(),
-            );
-            let is_kustomization = object.types.as_ref().is_some_and(|t| t.kind == "Kustomization");
-            (is_kustomization && ours.contains_key(&id))
-                || applied_by(object).is_some_and(|parent| ours.contains_key(&parent))
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Result<Vec<Value>, Error> {
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={}", config.env);
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let list = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?;
+    let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Ok(list
+        .items
+        .into_iter()
+        .map(|item| {
+            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": item.metadata.name, "namespace": item.metadata.namespace}})
         })
-        .collect()
+        .collect())
 }
 
-/// Deletes the root (Flux prunes what it applied) and waits until it is gone, then the source,
-/// the environment ConfigMaps and Secrets, and the namespaces devenv created.
-pub async fn remove(client: &kube::Client, config: &Config, reporter: &dyn Reporter) -> Result<bool, Error> {
+/// What `remove` took away.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Removed {
+    /// Objects Flux applied for the environment and pruned (`Kind/namespace/name`), each
+    /// checked gone after the prune.
+    pub pruned: Vec<String>,
+    /// devenv's own objects: sources, environment ConfigMaps and Secrets, namespaces.
+    pub own: Vec<String>,
+}
+
+/// Deletes the root (Flux prunes what it applied) and waits until it is gone, checks that
+/// everything in the environment's inventories went with it, then deletes the sources, the
+/// environment ConfigMaps and Secrets, and the namespaces devenv created.
+pub async fn remove(client: &kube::Client, config: &Config, reporter: &dyn Reporter) -> Result<Removed, Error> {
     let step = "flux/remove";
     let started = Instant::now();
+    let mut removed = Removed::default();
     let root = json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": ROOT_NAME, "namespace": config.project.flux.namespace},
     });
     if kustomizations(client).list(&ListParams::default().limit(1)).await.is_err() {
-        return Ok(false);
+        return Ok(removed);
     }
-    if !k8s::delete(client, &root).await? {
-        return Ok(false);
-    }
-    reporter.started(step, "waiting for Flux to prune what it applied");
-    while k8s::get(client, &root).await?.is_some() {
-        if started.elapsed() >= PRUNE_DEADLINE {
-            return Err(Error::PruneTimeout { object: describe(&root), deadline: PRUNE_DEADLINE });
+    let applied = inventory(client, &config.project.flux.namespace).await?;
+    if k8s::delete(client, &root).await? {
+        reporter.started(step, "waiting for Flux to prune what it applied");
+        while k8s::get(client, &root).await?.is_some() {
+            if started.elapsed() >= PRUNE_DEADLINE {
+                return Err(Error::PruneTimeout { object: describe(&root), deadline: PRUNE_DEADLINE });
+            }
+            tokio::time::sleep(POLL).await;
         }
-        tokio::time::sleep(POLL).await;
-    }
-    let source = json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-        "metadata": {"name": SOURCE_NAME, "namespace": config.project.flux.namespace},
-    });
-    k8s::delete(client, &source).await?;
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={}", config.env);
-    for (kind, plural) in [("ConfigMap", "configmaps"), ("Secret", "secrets"), ("Namespace", "namespaces")] {
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let list = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?;
-        for item in list.items {
-            let object = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": item.metadata.name, "namespace": item.metadata.namespace}});
-            k8s::delete(client, &object).await?;
+        // Flux deletes in the background; wait until each object is really gone.
+        for object in applied {
+            while k8s::get(client, &object).await.ok().flatten().is_some() {
+                if started.elapsed() >= PRUNE_DEADLINE {
+                    return Err(Error::PruneTimeout { object: describe(&object), deadline: PRUNE_DEADLINE });
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            removed.pruned.push(describe(&object));
         }
     }
-    reporter.finished(step, Status::Ok, "removed", started.elapsed());
-    Ok(true)
+    let kinds = [
+        ("source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories"),
+        ("", "v1", "ConfigMap", "configmaps"),
+        ("", "v1", "Secret", "secrets"),
+        ("", "v1", "Namespace", "namespaces"),
+    ];
+    for (group, version, kind, plural) in kinds {
+        for object in labelled(client, config, group, version, kind, plural).await? {
+            if k8s::delete(client, &object).await? {
+                removed.own.push(describe(&object));
+            }
+        }
+    }
+    if !removed.pruned.is_empty() || !removed.own.is_empty() {
+        let what = format!("pruned {} object(s), removed {} of devenv's", removed.pruned.len(), removed.own.len());
+        reporter.finished(step, Status::Ok, &what, started.elapsed());
+    }
+    Ok(removed)
+}
+
+/// Every object in the inventories of the environment's Kustomizations (root first, then
+/// the Kustomizations it applied, and so on), as references for `k8s::get`.
+async fn inventory(client: &kube::Client, flux_namespace: &str) -> Result<Vec<Value>, Error> {
+    let all = kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    let by_id: BTreeMap<(String, String), &DynamicObject> = all
+        .iter()
+        .map(|k| ((k.metadata.namespace.clone().unwrap_or_default(), k.metadata.name.clone().unwrap_or_default()), k))
+        .collect();
+    let mut pending = vec![(flux_namespace.to_string(), ROOT_NAME.to_string())];
+    let mut seen = BTreeSet::new();
+    let mut objects = Vec::new();
+    while let Some(id) = pending.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let Some(kustomization) = by_id.get(&id) else { continue };
+        let entries = kustomization.data.pointer("/status/inventory/entries").and_then(Value::as_array);
+        for entry in entries.into_iter().flatten() {
+            // Flux's inventory id: `<namespace>_<name>_<group>_<kind>`, with the version in `v`.
+            let id = entry["id"].as_str().unwrap_or_default();
+            let parts: Vec<&str> = id.splitn(4, '_').collect();
+            let [namespace, name, group, kind] = parts[..] else { continue };
+            let version = entry["v"].as_str().unwrap_or("v1");
+            let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+            let mut metadata = json!({"name": name});
+            if !namespace.is_empty() {
+                metadata["namespace"] = json!(namespace);
+            }
+            objects.push(json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}));
+            if kind == "Kustomization" && group == "kustomize.toolkit.fluxcd.io" {
+                pending.push((namespace.to_string(), name.to_string()));
+            }
+        }
+    }
+    Ok(objects)
 }

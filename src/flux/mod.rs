@@ -2,14 +2,15 @@
 //! the artifact Flux pulls.
 
 pub mod artifact;
+pub mod charts;
+pub mod closure;
 pub mod contract;
 pub mod deploy;
 pub mod overlay;
 pub mod pack;
+pub mod wait;
 
 use std::collections::BTreeSet;
-
-use serde_yaml::Value;
 
 use crate::config::Config;
 use crate::envmap::{self, EnvMap};
@@ -26,6 +27,9 @@ pub enum Error {
     Deploy(Box<deploy::Error>),
 }
 
+/// What `{{ registry }}` shows as before the cluster, and so its registry, exists.
+pub const REGISTRY_PLACEHOLDER: &str = "<environment registry>";
+
 /// What `up` will hand to Flux: the packed, rewritten tree and the contract check.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -33,8 +37,8 @@ pub struct Prepared {
     pub contract: contract::Report,
 }
 
-/// The overlay settings from devenv.yaml.
-pub fn settings(config: &Config) -> Result<overlay::Settings, Error> {
+/// The overlay settings from devenv.yaml; `registry` is the environment's registry as pods reach it.
+pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Error> {
     let flux = &config.project.flux;
     let own_source = overlay::SourceRef::parse(&flux.source).ok_or_else(|| Error::SourceRef(flux.source.clone()))?;
     Ok(overlay::Settings {
@@ -45,18 +49,27 @@ pub fn settings(config: &Config) -> Result<overlay::Settings, Error> {
         disable: config.project.overlay.disable.clone(),
         max_replicas: config.project.overlay.max_replicas,
         patches: config.project.overlay.patches.clone(),
+        source_urls: (config.project.overlay.sources.iter())
+            .map(|s| overlay::SourceUrl {
+                url: s.url.clone(),
+                to: s.to.clone(),
+                insecure: s.insecure,
+                drop_verify: s.drop_verify,
+            })
+            .collect(),
+        registry: registry.to_string(),
     })
 }
 
 /// Packs the working tree with the overlay and checks the substitution contract against
-/// the keys the environment provides (which do not depend on generated values). Reads files only.
-pub fn prepare(config: &Config, env: &EnvMap) -> Result<Prepared, Error> {
-    let settings = settings(config)?;
-    let packed = pack::pack(&config.repo, &config.project.flux.path, &settings)?;
+/// the keys the environment provides (which do not depend on generated values). Reads files
+/// only; before the cluster exists, `registry` is `REGISTRY_PLACEHOLDER`.
+pub fn prepare(config: &Config, env: &EnvMap, registry: &str) -> Result<Prepared, Error> {
+    let settings = settings(config, registry)?;
+    let packed = pack::pack(&config.repo, &config.project.flux.path, deploy::ROOT_NAME, &settings)?;
     let files = pack::list_files(&config.repo, &config.project.flux.path)?;
-    let documents = flux_documents(&packed);
     let visible = BTreeSet::from([settings.config_map.clone(), settings.secret.clone()]);
-    let scopes = contract::scopes(&documents, &visible, overlay::SOURCE_NAME);
+    let scopes = contract::scopes(&packed.objects, &visible, &packed.sources());
     let contract = contract::check(&config.repo, &files, &scopes, &envmap::keys(env));
     Ok(Prepared { packed, contract })
 }
@@ -71,23 +84,4 @@ impl Prepared {
         let details = contract::render(&only_missing).trim_end().to_string();
         Err(Error::Contract { count: self.contract.missing.len(), details })
     }
-}
-
-/// The rewritten Flux objects of the packed tree.
-fn flux_documents(packed: &pack::Packed) -> Vec<Value> {
-    let mut documents = Vec::new();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(packed.bytes.as_slice()));
-    let Ok(entries) = archive.entries() else { return documents };
-    for mut entry in entries.flatten() {
-        let mut text = String::new();
-        if std::io::Read::read_to_string(&mut entry, &mut text).is_err() || !overlay::may_hold_flux_objects(&text) {
-            continue;
-        }
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            if let Ok(value) = serde::Deserialize::deserialize(document) {
-                documents.push(value);
-            }
-        }
-    }
-    documents
 }

@@ -9,8 +9,12 @@ use std::collections::BTreeSet;
 
 use serde_yaml::{Mapping, Value};
 
-/// The name of the OCIRepository that serves the packed working tree.
+/// The name of the OCIRepository that serves the root Kustomization's files.
 pub const SOURCE_NAME: &str = "devenv-source";
+/// What the artifacts of re-pointed Kustomizations are called: `devenv-ks-<name>`.
+const KUSTOMIZATION_SOURCE_PREFIX: &str = "devenv-ks-";
+/// Longest Kubernetes name devenv gives a source (it also ends up in label values).
+const MAX_SOURCE_NAME: usize = 63;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +55,65 @@ pub struct Settings {
     pub max_replicas: Option<u32>,
     /// Extra entries for every Kustomization's `spec.patches`.
     pub patches: Vec<Value>,
+    /// The source-URL map.
+    pub source_urls: Vec<SourceUrl>,
+    /// The environment's registry as pods reach it, for `{{ registry }}`.
+    pub registry: String,
+}
+
+/// One entry of the source-URL map (see `SourceUrlConfig`).
+#[derive(Debug, Clone)]
+pub struct SourceUrl {
+    pub url: String,
+    pub to: String,
+    pub insecure: bool,
+    pub drop_verify: bool,
+}
+
+/// Replaces `{{ registry }}` in a URL template.
+pub fn render_registry(template: &str, registry: &str) -> String {
+    template.replace("{{ registry }}", registry).replace("{{registry}}", registry)
+}
+
+/// The OCIRepository serving a re-pointed Kustomization's files. One per Kustomization: an
+/// edit then changes only the artifacts that read the edited file, and Flux checks a
+/// dependency's revision only when it shares the dependant's source, so a changed leaf does
+/// not wait for its unchanged dependencies to re-apply.
+pub fn source_name(namespace: &str, name: &str, flux_namespace: &str) -> String {
+    let qualified = if namespace == flux_namespace { name.to_string() } else { format!("{namespace}-{name}") };
+    let full = format!("{KUSTOMIZATION_SOURCE_PREFIX}{qualified}");
+    if full.len() <= MAX_SOURCE_NAME {
+        return full;
+    }
+    let hash = crate::flux::pack::digest(qualified.as_bytes());
+    let hash = &hash["sha256:".len().."sha256:".len() + 8];
+    let keep = MAX_SOURCE_NAME - hash.len() - 1;
+    format!("{}-{hash}", full[..keep].trim_end_matches('-'))
+}
+
+/// Whether an OCIRepository name is one of devenv's artifacts.
+pub fn is_devenv_source(name: &str) -> bool {
+    name == SOURCE_NAME || name.starts_with(KUSTOMIZATION_SOURCE_PREFIX)
+}
+
+/// A Kustomization the overlay pointed at an artifact of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repointed {
+    /// `namespace/name` of the Kustomization.
+    pub kustomization: String,
+    /// The directory it builds.
+    pub path: String,
+    /// The OCIRepository (in the Flux namespace) that serves it.
+    pub source: String,
+}
+
+/// A Flux object the overlay changed, as YAML before and after (`None`: removed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectDiff {
+    /// `Kind/namespace/name`
+    pub object: String,
+    pub before: String,
+    pub after: Option<String>,
 }
 
 /// One change the overlay made, for `devenv plan`.
@@ -68,6 +131,11 @@ pub struct Rewritten {
     pub changes: Vec<Change>,
     /// Namespaces of Kustomizations that substitute from the environment ConfigMap.
     pub substitution_namespaces: BTreeSet<String>,
+    pub repointed: Vec<Repointed>,
+    /// The Flux objects of the file after the rewrite, and their `Kind/namespace/name`.
+    pub objects: Vec<Value>,
+    pub keys: Vec<String>,
+    pub diffs: Vec<ObjectDiff>,
 }
 
 /// Whether a file may hold Flux objects; a cheap test before parsing.
@@ -109,13 +177,27 @@ fn rewrite_object(mut value: Value, settings: &Settings, out: &mut Rewritten) ->
         return Some((value, false));
     };
     let object = identity.display();
+    let before = value.clone();
     let mut changes = Vec::new();
-    let result = rewrite_spec(&mut value, &identity, settings, &mut changes, &mut out.substitution_namespaces);
+    let result = rewrite_spec(&mut value, &identity, settings, &mut changes, out);
     out.changes.extend(changes.into_iter().map(|what| Change { object: object.clone(), what }));
+    let yaml = |v: &Value| serde_yaml::to_string(v).expect("YAML values serialise");
     match result {
-        Keep::Remove => None,
-        Keep::Unchanged => Some((value, false)),
-        Keep::Changed => Some((value, true)),
+        Keep::Remove => {
+            out.diffs.push(ObjectDiff { object, before: yaml(&before), after: None });
+            None
+        }
+        Keep::Unchanged => {
+            out.keys.push(object);
+            out.objects.push(value.clone());
+            Some((value, false))
+        }
+        Keep::Changed => {
+            out.diffs.push(ObjectDiff { object: object.clone(), before: yaml(&before), after: Some(yaml(&value)) });
+            out.keys.push(object);
+            out.objects.push(value.clone());
+            Some((value, true))
+        }
     }
 }
 
@@ -130,7 +212,7 @@ fn rewrite_spec(
     identity: &FluxObject,
     settings: &Settings,
     changes: &mut Vec<String>,
-    substitution_namespaces: &mut BTreeSet<String>,
+    out: &mut Rewritten,
 ) -> Keep {
     if identity.disabled(&settings.disable) {
         changes.push("removed (overlay.disable)".to_string());
@@ -143,11 +225,17 @@ fn rewrite_spec(
     }
     match (identity.group.as_str(), identity.kind.as_str()) {
         ("kustomize", "Kustomization") => {
-            if repoint_source(spec, &identity.namespace, settings) {
-                changes.push(format!("sourceRef → OCIRepository/{}/{SOURCE_NAME}", settings.flux_namespace));
+            if let Some(source) = repoint_source(spec, identity, settings) {
+                changes.push(format!("sourceRef → OCIRepository/{}/{source}", settings.flux_namespace));
+                let path = spec.get("path").and_then(Value::as_str).unwrap_or("./");
+                out.repointed.push(Repointed {
+                    kustomization: format!("{}/{}", identity.namespace, identity.name),
+                    path: crate::flux::closure::normalise(path),
+                    source,
+                });
             }
             if let Some(post_build) = spec.get_mut("postBuild").and_then(Value::as_mapping_mut) {
-                substitution_namespaces.insert(identity.namespace.clone());
+                out.substitution_namespaces.insert(identity.namespace.clone());
                 for (kind, name) in [("ConfigMap", &settings.config_map), ("Secret", &settings.secret)] {
                     if add_substitute_from(post_build, kind, name) {
                         changes.push(format!("postBuild.substituteFrom += {kind}/{name}"));
@@ -170,6 +258,11 @@ fn rewrite_spec(
                 )]));
                 append_sequence(spec, "postRenderers", vec![renderer]);
                 changes.push(format!("postRenderers += replicas set to {max}"));
+            }
+        }
+        ("source", "GitRepository" | "OCIRepository" | "HelmRepository") => {
+            if let Some(what) = map_source_url(spec, &identity.kind, settings) {
+                changes.push(what);
             }
         }
         _ => {}
@@ -229,22 +322,46 @@ fn drop_disabled_dependencies(spec: &mut Mapping, namespace: &str, disable: &[St
     depends_on.len() != before
 }
 
-/// Points a Kustomization at the artifact when its source is the repository's own.
-fn repoint_source(spec: &mut Mapping, namespace: &str, settings: &Settings) -> bool {
-    let Some(source) = spec.get_mut("sourceRef").and_then(Value::as_mapping_mut) else { return false };
+/// Points a Kustomization at an artifact of its own when its source is the repository's own;
+/// returns that artifact's source name.
+fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings) -> Option<String> {
+    let source = spec.get_mut("sourceRef").and_then(Value::as_mapping_mut)?;
     let kind = source.get("kind").and_then(Value::as_str).unwrap_or_default();
     let name = source.get("name").and_then(Value::as_str).unwrap_or_default();
-    let source_namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
+    let source_namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(&identity.namespace);
     let own = &settings.own_source;
     if kind != own.kind || name != own.name || source_namespace != settings.flux_namespace {
-        return false;
+        return None;
     }
+    let artifact = source_name(&identity.namespace, &identity.name, &settings.flux_namespace);
     *source = Mapping::from_iter([
         ("kind".into(), "OCIRepository".into()),
-        ("name".into(), SOURCE_NAME.into()),
+        ("name".into(), artifact.clone().into()),
         ("namespace".into(), settings.flux_namespace.clone().into()),
     ]);
-    true
+    Some(artifact)
+}
+
+/// Applies the first matching entry of the source-URL map to a source's `spec.url`.
+fn map_source_url(spec: &mut Mapping, kind: &str, settings: &Settings) -> Option<String> {
+    let url = spec.get("url").and_then(Value::as_str)?.to_string();
+    let entry = settings.source_urls.iter().find(|entry| {
+        let from = entry.url.trim_end_matches('/');
+        url == from || url.starts_with(&format!("{from}/"))
+    })?;
+    let to = render_registry(entry.to.trim_end_matches('/'), &settings.registry);
+    let mapped = format!("{to}{}", &url[entry.url.trim_end_matches('/').len()..]);
+    spec.insert("url".into(), mapped.clone().into());
+    let mut what = format!("url → {mapped}");
+    // GitRepository has no `insecure`; plain HTTP is in its URL.
+    if entry.insecure && kind != "GitRepository" {
+        spec.insert("insecure".into(), true.into());
+        what.push_str(" (insecure)");
+    }
+    if entry.drop_verify && spec.remove("verify").is_some() {
+        what.push_str(", verify dropped");
+    }
+    Some(what)
 }
 
 /// Adds `{kind, name}` to `postBuild.substituteFrom` unless it is there already.

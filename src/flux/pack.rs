@@ -1,9 +1,10 @@
-//! Packs the working tree into a deterministic tar.gz: the content of the OCI artifact Flux
-//! pulls. Uncommitted edits are included (that is the point); ignored files, `.git`,
-//! `.devenv/` and `<path>/flux-system/` are not. The same tree always gives the same bytes:
-//! entries are sorted, and times, owners and modes are normalised.
+//! Packs the working tree into deterministic tar.gz artifacts: one for the root Kustomization
+//! and one per Kustomization it reaches, each holding the files that Kustomization reads.
+//! Uncommitted edits are included (that is the point); ignored files, `.git`, `.devenv/` and
+//! `<path>/flux-system/` are not. The same tree always gives the same bytes: entries are
+//! sorted, and times, owners and modes are normalised.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
+use super::closure;
 use super::overlay::{self, Change, Settings};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,20 +39,52 @@ pub enum Error {
     Write(#[source] io::Error),
 }
 
-/// The packed tree.
+/// One artifact: the files one Kustomization reads, packed.
 #[derive(Debug, Clone)]
-pub struct Packed {
+pub struct Artifact {
+    /// The OCIRepository that serves it.
+    pub source: String,
+    /// `namespace/name` of the Kustomization that reads it.
+    pub kustomization: String,
+    /// The directory that Kustomization builds.
+    pub path: String,
     /// The tar.gz bytes.
     pub bytes: Vec<u8>,
     /// `sha256:<hex>` of the bytes.
     pub digest: String,
     pub files: usize,
+}
+
+/// The packed tree: the root's artifact first, then one per Kustomization it reaches.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub artifacts: Vec<Artifact>,
+    /// Files in the tree.
+    pub files: usize,
     /// Size of the files before compression.
     pub raw_bytes: u64,
-    /// What the overlay changed, by file.
+    /// What the overlay changed, by file, in the files the root reaches.
     pub changes: Vec<(String, Change)>,
+    /// The changed Flux objects before and after, by file.
+    pub diffs: Vec<(String, overlay::ObjectDiff)>,
     /// Namespaces whose Kustomizations substitute from the environment ConfigMap.
     pub substitution_namespaces: BTreeSet<String>,
+    /// The Flux objects the root reaches, after the rewrite.
+    pub objects: Vec<serde_yaml::Value>,
+    /// The file each of those objects (`Kind/namespace/name`) comes from.
+    pub origins: BTreeMap<String, String>,
+}
+
+impl Packed {
+    /// The OCIRepository names of the artifacts.
+    pub fn sources(&self) -> BTreeSet<String> {
+        self.artifacts.iter().map(|a| a.source.clone()).collect()
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
 /// Files of the working tree that go into the artifact, as sorted `/`-separated paths.
@@ -86,15 +120,14 @@ pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
     Ok(files)
 }
 
-/// Packs the tree with the overlay applied to the Flux objects in it.
-pub fn pack(root: &Path, flux_path: &str, settings: &Settings) -> Result<Packed, Error> {
+/// Packs the tree with the overlay applied to the Flux objects in it: an artifact for the
+/// root Kustomization that builds `flux_path`, then one for each Kustomization re-pointed by
+/// the overlay that the root reaches, directly or through others.
+pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) -> Result<Packed, Error> {
     let files = list_files(root, flux_path)?;
-    let mut changes = Vec::new();
-    let mut substitution_namespaces = BTreeSet::new();
+    let mut contents = BTreeMap::new();
+    let mut rewrites = BTreeMap::new();
     let mut raw_bytes = 0;
-    let encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
-    let mut archive = tar::Builder::new(encoder);
-    archive.mode(tar::HeaderMode::Deterministic);
     for relative in &files {
         let path = root.join(relative);
         let mut content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
@@ -102,14 +135,76 @@ pub fn pack(root: &Path, flux_path: &str, settings: &Settings) -> Result<Packed,
         if is_yaml(relative)
             && let Ok(text) = std::str::from_utf8(&content)
             && overlay::may_hold_flux_objects(text)
-            && let Some(rewritten) =
+            && let Some(mut rewritten) =
                 overlay::rewrite(text, settings).map_err(|source| Error::Overlay { path: relative.clone(), source })?
         {
-            changes.extend(rewritten.changes.into_iter().map(|c| (relative.clone(), c)));
-            substitution_namespaces.extend(rewritten.substitution_namespaces);
-            content = rewritten.text.into_bytes();
+            content = std::mem::take(&mut rewritten.text).into_bytes();
+            rewrites.insert(relative.clone(), rewritten);
         }
         raw_bytes += content.len() as u64;
+        contents.insert(relative.clone(), (content, executable));
+    }
+    // Kustomization files are not Flux objects, so the rewritten text reads the same.
+    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+
+    let mut artifacts = Vec::new();
+    let mut reached = BTreeSet::new();
+    let mut queue = VecDeque::from([overlay::Repointed {
+        kustomization: format!("{}/{root_name}", settings.flux_namespace),
+        path: closure::normalise(flux_path),
+        source: overlay::SOURCE_NAME.to_string(),
+    }]);
+    let mut sources = BTreeSet::new();
+    while let Some(next) = queue.pop_front() {
+        // The first Kustomization to claim a source wins; a clash is the cluster's to report.
+        if !sources.insert(next.source.clone()) {
+            continue;
+        }
+        let members = closure::files_of(&files, &read, &next.path);
+        for file in &members {
+            if reached.insert(file.clone())
+                && let Some(rewritten) = rewrites.get(file)
+            {
+                queue.extend(rewritten.repointed.iter().cloned());
+            }
+        }
+        let bytes = archive(members.iter().map(|f| (f.as_str(), contents[f].0.as_slice(), contents[f].1)))?;
+        artifacts.push(Artifact {
+            source: next.source,
+            kustomization: next.kustomization,
+            path: next.path,
+            digest: digest(&bytes),
+            bytes,
+            files: members.len(),
+        });
+    }
+
+    let mut packed = Packed {
+        artifacts,
+        files: files.len(),
+        raw_bytes,
+        changes: Vec::new(),
+        diffs: Vec::new(),
+        substitution_namespaces: BTreeSet::new(),
+        objects: Vec::new(),
+        origins: BTreeMap::new(),
+    };
+    for (file, rewritten) in rewrites.into_iter().filter(|(file, _)| reached.contains(file)) {
+        packed.changes.extend(rewritten.changes.into_iter().map(|c| (file.clone(), c)));
+        packed.diffs.extend(rewritten.diffs.into_iter().map(|d| (file.clone(), d)));
+        packed.substitution_namespaces.extend(rewritten.substitution_namespaces);
+        packed.objects.extend(rewritten.objects);
+        packed.origins.extend(rewritten.keys.into_iter().map(|key| (key, file.clone())));
+    }
+    Ok(packed)
+}
+
+/// A deterministic tar.gz of `(path, content, executable)` entries, in the order given.
+pub fn archive<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>) -> Result<Vec<u8>, Error> {
+    let encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    archive.mode(tar::HeaderMode::Deterministic);
+    for (path, content, executable) in entries {
         let mut header = tar::Header::new_gnu();
         header.set_size(content.len() as u64);
         header.set_mode(if executable { 0o755 } else { 0o644 });
@@ -117,13 +212,11 @@ pub fn pack(root: &Path, flux_path: &str, settings: &Settings) -> Result<Packed,
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(tar::EntryType::Regular);
-        archive.append_data(&mut header, relative, content.as_slice()).map_err(Error::Write)?;
+        archive.append_data(&mut header, path, content).map_err(Error::Write)?;
     }
     let mut encoder = archive.into_inner().map_err(Error::Write)?;
     encoder.flush().map_err(Error::Write)?;
-    let bytes = encoder.finish().map_err(Error::Write)?;
-    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-    Ok(Packed { bytes, digest, files: files.len(), raw_bytes, changes, substitution_namespaces })
+    encoder.finish().map_err(Error::Write)
 }
 
 fn is_yaml(path: &str) -> bool {
@@ -170,45 +263,79 @@ mod tests {
         assert!(!files.iter().any(|f| f.contains("flux-system")));
     }
 
-    #[test]
-    fn the_same_tree_gives_the_same_digest_whatever_the_mtimes() {
-        let dir = tree();
-        let first = pack(dir.path(), "clusters/local", &settings()).unwrap();
-        let deployment = dir.path().join("apps/deployment.yaml");
-        let file = fs::File::options().write(true).open(&deployment).unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
-        let second = pack(dir.path(), "clusters/local", &settings()).unwrap();
-        assert_eq!(first.digest, second.digest);
-        assert_eq!(first.bytes, second.bytes);
+    fn digests(packed: &Packed) -> Vec<(String, String)> {
+        packed.artifacts.iter().map(|a| (a.source.clone(), a.digest.clone())).collect()
+    }
 
-        fs::write(&deployment, "apiVersion: apps/v1\nkind: Deployment # edited\n").unwrap();
-        let third = pack(dir.path(), "clusters/local", &settings()).unwrap();
-        assert_ne!(first.digest, third.digest, "an uncommitted edit is included");
+    fn entries(bytes: &[u8]) -> Vec<(String, String)> {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            assert_eq!(entry.header().mtime().unwrap(), 0);
+            assert_eq!(entry.header().uid().unwrap(), 0);
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut text = String::new();
+            io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            out.push((name, text));
+        }
+        out
     }
 
     #[test]
-    fn the_artifact_holds_the_rewritten_flux_objects() {
+    fn the_same_tree_gives_the_same_digests_whatever_the_mtimes() {
         let dir = tree();
-        let packed = pack(dir.path(), "clusters/local", &settings()).unwrap();
+        let first = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        let deployment = dir.path().join("apps/deployment.yaml");
+        let file = fs::File::options().write(true).open(&deployment).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
+        let second = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(digests(&first), digests(&second));
+        assert_eq!(first.artifacts[1].bytes, second.artifacts[1].bytes);
+
+        fs::write(&deployment, "apiVersion: apps/v1\nkind: Deployment # edited\n").unwrap();
+        let third = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(first.artifacts[0].digest, third.artifacts[0].digest, "the root does not read the edited file");
+        assert_ne!(first.artifacts[1].digest, third.artifacts[1].digest, "an uncommitted edit is included");
+    }
+
+    #[test]
+    fn each_kustomization_gets_the_files_it_reads_with_flux_objects_rewritten() {
+        let dir = tree();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(packed.files, 3);
+        let artifacts: Vec<(&str, &str, &str)> =
+            packed.artifacts.iter().map(|a| (a.source.as_str(), a.kustomization.as_str(), a.path.as_str())).collect();
+        assert_eq!(
+            artifacts,
+            [
+                ("devenv-source", "flux-system/devenv-root", "clusters/local"),
+                ("devenv-ks-apps", "flux-system/apps", "apps")
+            ]
+        );
         let changed: Vec<&str> = packed.changes.iter().map(|(file, _)| file.as_str()).collect();
         assert_eq!(changed, ["clusters/local/apps.yaml", "clusters/local/apps.yaml"], "sourceRef and patches");
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(packed.bytes.as_slice()));
-        let mut names = Vec::new();
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let name = entry.path().unwrap().to_string_lossy().into_owned();
-            assert_eq!(entry.header().mtime().unwrap(), 0);
-            assert_eq!(entry.header().uid().unwrap(), 0);
-            if name == "clusters/local/apps.yaml" {
-                let mut text = String::new();
-                io::Read::read_to_string(&mut entry, &mut text).unwrap();
-                assert!(text.contains("devenv-source"), "{text}");
-            }
-            names.push(name);
-        }
-        assert_eq!(names, [".gitignore", "apps/deployment.yaml", "clusters/local/apps.yaml"]);
+        assert_eq!(packed.origins["Kustomization/flux-system/apps"], "clusters/local/apps.yaml");
+
+        let root = entries(&packed.artifacts[0].bytes);
+        assert_eq!(root.len(), 1);
+        assert_eq!(root[0].0, "clusters/local/apps.yaml");
+        assert!(root[0].1.contains("name: devenv-ks-apps"), "{}", root[0].1);
+        let apps = entries(&packed.artifacts[1].bytes);
+        assert_eq!(apps.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["apps/deployment.yaml"]);
         // The file on disk is never edited.
-        assert!(!fs::read_to_string(dir.path().join("clusters/local/apps.yaml")).unwrap().contains("devenv-source"));
+        assert!(!fs::read_to_string(dir.path().join("clusters/local/apps.yaml")).unwrap().contains("devenv-"));
+    }
+
+    #[test]
+    fn kustomizations_the_root_does_not_reach_get_no_artifact() {
+        let dir = tree();
+        let production = fs::read_to_string(dir.path().join("clusters/local/apps.yaml")).unwrap();
+        let production = production.replace("name: apps", "name: apps-production").replace("./apps", "./other");
+        fs::create_dir_all(dir.path().join("clusters/production")).unwrap();
+        fs::write(dir.path().join("clusters/production/apps.yaml"), production).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(packed.artifacts.len(), 2);
+        assert!(packed.changes.iter().all(|(file, _)| file.starts_with("clusters/local/")), "{:?}", packed.changes);
     }
 }

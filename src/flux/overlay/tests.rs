@@ -10,6 +10,8 @@ pub(crate) fn settings() -> Settings {
         disable: vec!["aws-load-balancer-controller".into(), "security/external-secrets-aws".into()],
         max_replicas: Some(1),
         patches: vec![],
+        source_urls: vec![],
+        registry: "127.0.0.1:5000".into(),
     }
 }
 
@@ -55,8 +57,14 @@ fn a_child_keeps_its_patches_and_inline_substitutions() {
     let doc = &documents(&out.text)[0];
     let spec = &doc["spec"];
     assert_eq!(spec["sourceRef"]["kind"], "OCIRepository");
-    assert_eq!(spec["sourceRef"]["name"], "devenv-source");
+    assert_eq!(spec["sourceRef"]["name"], "devenv-ks-apps", "an artifact of its own");
     assert_eq!(spec["sourceRef"]["namespace"], "flux-system");
+    let repointed = Repointed {
+        kustomization: "flux-system/apps".into(),
+        path: "apps/production".into(),
+        source: "devenv-ks-apps".into(),
+    };
+    assert_eq!(out.repointed, [repointed]);
     assert_eq!(spec["postBuild"]["substitute"]["CLUSTER_NAME"], "production");
     let from = spec["postBuild"]["substituteFrom"].as_sequence().unwrap();
     assert_eq!(from.len(), 2, "the existing ConfigMap entry is not duplicated: {from:?}");
@@ -110,7 +118,7 @@ spec:
     let docs = documents(&out.text);
     assert_eq!(docs.len(), 3);
     assert_eq!(docs[0]["spec"]["url"], "https://charts.example.com", "sources stay as they are");
-    assert_eq!(docs[1]["spec"]["sourceRef"]["name"], "devenv-source");
+    assert_eq!(docs[1]["spec"]["sourceRef"]["name"], "devenv-ks-payments");
     assert!(docs[1]["spec"].get("postBuild").is_none(), "no substitution is switched on where there was none");
     let renderers = docs[2]["spec"]["postRenderers"].as_sequence().unwrap();
     assert_eq!(renderers[0]["kustomize"]["patches"].as_sequence().unwrap().len(), 2);
@@ -124,7 +132,7 @@ fn a_kustomization_in_another_namespace_reaches_the_artifact_and_its_own_env() {
         .replace("    name: flux-system\n  patches", "    name: flux-system\n    namespace: flux-system\n  patches");
     let out = rewritten(&text);
     let doc = &documents(&out.text)[0];
-    assert_eq!(doc["spec"]["sourceRef"]["name"], "devenv-source");
+    assert_eq!(doc["spec"]["sourceRef"]["name"], "devenv-ks-team-a-apps");
     assert_eq!(doc["spec"]["sourceRef"]["namespace"], "flux-system");
     assert!(out.substitution_namespaces.contains("team-a"));
 }
@@ -222,4 +230,87 @@ fn source_refs_parse() {
     assert_eq!(SourceRef::parse("GitRepository/flux-system").unwrap().name, "flux-system");
     assert!(SourceRef::parse("flux-system").is_none());
     assert!(SourceRef::parse("A/b/c").is_none());
+}
+
+#[test]
+fn source_names_are_unique_per_kustomization_and_short_enough() {
+    assert_eq!(source_name("flux-system", "apps", "flux-system"), "devenv-ks-apps");
+    assert_eq!(source_name("team-a", "apps", "flux-system"), "devenv-ks-team-a-apps");
+    let long = "a".repeat(60);
+    let one = source_name("team-a", &long, "flux-system");
+    let other = source_name("team-b", &long, "flux-system");
+    assert!(one.len() <= 63 && other.len() <= 63, "{one}");
+    assert_ne!(one, other);
+    assert!(is_devenv_source(&one) && is_devenv_source(SOURCE_NAME) && !is_devenv_source("flux-system"));
+}
+
+const SOURCES: &str = "\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata:
+  name: audit-chart
+  namespace: lending
+spec:
+  url: oci://ghcr.io/lender/charts/audit
+  ref:
+    tag: 0.1.0
+  verify:
+    provider: cosign
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: internal
+spec:
+  type: oci
+  url: oci://ghcr.io/lender/charts-internal
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata:
+  name: shared
+spec:
+  url: https://github.com/lender/shared
+  verify:
+    mode: HEAD
+";
+
+#[test]
+fn the_source_url_map_repoints_matching_sources_only() {
+    let mut settings = settings();
+    settings.source_urls = vec![
+        SourceUrl {
+            url: "oci://ghcr.io/lender/charts".into(),
+            to: "oci://{{ registry }}/charts".into(),
+            insecure: true,
+            drop_verify: true,
+        },
+        SourceUrl {
+            url: "https://github.com/lender/".into(),
+            to: "http://127.0.0.1:3000/mirror".into(),
+            insecure: true,
+            drop_verify: false,
+        },
+    ];
+    let out = rewrite(SOURCES, &settings).unwrap().unwrap();
+    let docs = documents(&out.text);
+    let chart = &docs[0]["spec"];
+    assert_eq!(chart["url"], "oci://127.0.0.1:5000/charts/audit");
+    assert_eq!(chart["insecure"], true);
+    assert!(chart.get("verify").is_none(), "verify dropped where asked");
+    assert_eq!(docs[1]["spec"]["url"], "oci://ghcr.io/lender/charts-internal", "a prefix matches only up to a `/`");
+    let git = &docs[2]["spec"];
+    assert_eq!(git["url"], "http://127.0.0.1:3000/mirror/shared");
+    assert!(git.get("insecure").is_none(), "GitRepository has no `insecure`");
+    assert_eq!(git["verify"]["mode"], "HEAD", "verify kept unless asked");
+    let what: Vec<&str> = out.changes.iter().map(|c| c.what.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "url → oci://127.0.0.1:5000/charts/audit (insecure), verify dropped",
+            "url → http://127.0.0.1:3000/mirror/shared"
+        ]
+    );
+    assert_eq!(out.diffs.len(), 2, "a diff per changed object");
+    assert!(out.diffs[0].before.contains("ghcr.io") && out.diffs[0].after.as_ref().unwrap().contains("127.0.0.1"));
 }

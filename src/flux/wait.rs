@@ -1,0 +1,367 @@
+//! Watching the environment's Flux Kustomizations and HelmReleases until every one is Ready,
+//! one fails, or the deadline passes, with live status per object in `dependsOn` order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+
+use super::deploy::{Error, ROOT_NAME};
+use crate::ui::{Reporter, ReporterExt, Status};
+
+/// Reasons with which Flux reports an object not Ready that are not failures.
+const WAITING_REASONS: &[&str] =
+    &["Progressing", "ProgressingWithRetry", "DependencyNotReady", "ArtifactFailed", "Reconciling"];
+
+/// One Flux object of the environment and its readiness.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectStatus {
+    /// `Kind/namespace/name`
+    pub object: String,
+    pub ready: bool,
+    pub message: String,
+    /// `Kind/namespace/name` of the objects it depends on.
+    pub depends_on: Vec<String>,
+}
+
+/// What "done" means for this run.
+pub struct Target<'a> {
+    pub flux_namespace: &'a str,
+    /// Manifest digest of each of devenv's sources: a Kustomization reading one counts only
+    /// once it applied that revision.
+    pub revisions: &'a BTreeMap<String, String>,
+    /// Objects asked to reconcile with this token; they count once they handled it.
+    pub requested: &'a BTreeSet<String>,
+    pub token: &'a str,
+}
+
+fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::all_with(client.clone(), &resource)
+}
+
+pub fn kustomizations(client: &kube::Client) -> Api<DynamicObject> {
+    api(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations")
+}
+
+pub fn helm_releases(client: &kube::Client) -> Api<DynamicObject> {
+    api(client, "helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases")
+}
+
+/// `Kind/namespace/name` of a listed object.
+pub fn key(object: &DynamicObject) -> String {
+    format!(
+        "{}/{}/{}",
+        object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("?"),
+        object.metadata.namespace.as_deref().unwrap_or(""),
+        object.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Watches until the environment is Ready. `origin` names the file an object came from.
+pub async fn until_ready(
+    client: &kube::Client,
+    target: &Target<'_>,
+    timeout: Duration,
+    origin: &dyn Fn(&str) -> Option<String>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<ObjectStatus>, Error> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Two watch streams, tagged by kind; each restarts itself after an error.
+    let config = watcher::Config::default();
+    let streams = [kustomizations(client), helm_releases(client)]
+        .into_iter()
+        .enumerate()
+        .map(|(index, api)| watcher::watcher(api, config.clone()).default_backoff().map(move |e| (index, e)).boxed());
+    let mut events = stream::select_all(streams);
+    let mut store: [BTreeMap<String, DynamicObject>; 2] = Default::default();
+    let mut listing = [true, true];
+    let mut live = LiveStatus::default();
+    let mut waiting = String::from("the first list of Flux objects");
+    loop {
+        let next = match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => return Err(Error::Timeout { deadline: timeout, waiting }),
+            Err(_) => return Err(Error::Timeout { deadline: timeout, waiting }),
+        };
+        let (index, event) = next;
+        match event {
+            Ok(Event::Init) => {
+                listing[index] = true;
+                store[index].clear();
+            }
+            Ok(Event::InitApply(object) | Event::Apply(object)) => {
+                store[index].insert(key(&object), object);
+            }
+            Ok(Event::Delete(object)) => {
+                store[index].remove(&key(&object));
+            }
+            Ok(Event::InitDone) => listing[index] = false,
+            // The stream retries with backoff; an error that persists ends in the deadline.
+            Err(error) => {
+                reporter.progress("flux/watch", &format!("watch interrupted: {error}"));
+                continue;
+            }
+        }
+        if listing.iter().any(|l| *l) {
+            continue;
+        }
+        let all: Vec<&DynamicObject> = store.iter().flat_map(|s| s.values()).collect();
+        let statuses = evaluate(&environment_objects(&all, target.flux_namespace), target);
+        live.show(&statuses, reporter, started.elapsed());
+        if let Some(failed) = statuses.iter().find(|s| s.failed) {
+            let file = origin(&failed.status.object).map(|f| format!(" (defined in {f})")).unwrap_or_default();
+            return Err(Error::Failed {
+                object: format!("{}{file}", failed.status.object),
+                message: failed.status.message.clone(),
+            });
+        }
+        let root_key = format!("Kustomization/{}/{ROOT_NAME}", target.flux_namespace);
+        let pending: Vec<String> = statuses
+            .iter()
+            .filter(|s| !s.status.ready)
+            .map(|s| format!("{} ({})", s.status.object, s.status.message))
+            .collect();
+        let root_seen = statuses.iter().any(|s| s.status.object == root_key);
+        if root_seen && pending.is_empty() {
+            return Ok(statuses.into_iter().map(|s| s.status).collect());
+        }
+        waiting = if pending.is_empty() { root_key } else { pending.join(", ") };
+    }
+}
+
+struct Evaluated {
+    status: ObjectStatus,
+    failed: bool,
+}
+
+/// Readiness of each object against the target.
+fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
+    let mut result = Vec::new();
+    for object in objects {
+        let key = key(object);
+        let ready = object
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"));
+        let generation = object.metadata.generation;
+        let observed = object.data.pointer("/status/observedGeneration").and_then(Value::as_i64);
+        let mut is_ready = ready.is_some_and(|c| c["status"] == "True") && observed == generation;
+        let mut current = observed == generation;
+        // A Kustomization reading one of devenv's artifacts counts only once it handled this
+        // revision; Flux does not bump observedGeneration on a failed attempt, so failures are
+        // matched by the attempted revision.
+        let source = object.data.pointer("/spec/sourceRef/name").and_then(Value::as_str);
+        if let Some(digest) = source.and_then(|name| target.revisions.get(name)) {
+            let at_revision = |field: &str| {
+                let path = format!("/status/{field}");
+                object.data.pointer(&path).and_then(Value::as_str).is_some_and(|r| r.ends_with(digest.as_str()))
+            };
+            is_ready &= at_revision("lastAppliedRevision");
+            current = at_revision("lastAttemptedRevision");
+        }
+        if target.requested.contains(&key) {
+            let handled = object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
+            is_ready &= handled == Some(target.token);
+        }
+        let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("waiting for the controller").to_string();
+        let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
+        let failed = ready.is_some_and(|c| c["status"] == "False") && current && !WAITING_REASONS.contains(&reason);
+        let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("?");
+        let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+        let depends_on = object
+            .data
+            .pointer("/spec/dependsOn")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|d| {
+                        let name = d["name"].as_str()?;
+                        Some(format!("{kind}/{}/{name}", d["namespace"].as_str().unwrap_or(namespace)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        result.push(Evaluated { status: ObjectStatus { object: key, ready: is_ready, message, depends_on }, failed });
+    }
+    let order = tree_order(&result.iter().map(|e| e.status.clone()).collect::<Vec<_>>());
+    let mut by_key: BTreeMap<String, Evaluated> = result.into_iter().map(|e| (e.status.object.clone(), e)).collect();
+    order.into_iter().filter_map(|(key, _)| by_key.remove(&key)).collect()
+}
+
+/// The root and every Kustomization or HelmRelease applied, directly or through others, by it.
+fn environment_objects<'a>(all: &[&'a DynamicObject], flux_namespace: &str) -> Vec<&'a DynamicObject> {
+    let applied_by = |object: &DynamicObject| -> Option<(String, String)> {
+        let labels = object.metadata.labels.as_ref()?;
+        Some((
+            labels.get("kustomize.toolkit.fluxcd.io/namespace")?.clone(),
+            labels.get("kustomize.toolkit.fluxcd.io/name")?.clone(),
+        ))
+    };
+    let id = |object: &DynamicObject| {
+        (object.metadata.namespace.clone().unwrap_or_default(), object.metadata.name.clone().unwrap_or_default())
+    };
+    let is_kustomization = |object: &DynamicObject| object.types.as_ref().is_some_and(|t| t.kind == "Kustomization");
+    let mut ours = BTreeSet::from([(flux_namespace.to_string(), ROOT_NAME.to_string())]);
+    loop {
+        let before = ours.len();
+        for object in all.iter().filter(|o| is_kustomization(o)) {
+            if applied_by(object).is_some_and(|parent| ours.contains(&parent)) {
+                ours.insert(id(object));
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    all.iter()
+        .filter(|object| {
+            (is_kustomization(object) && ours.contains(&id(object)))
+                || applied_by(object).is_some_and(|parent| ours.contains(&parent))
+        })
+        .copied()
+        .collect()
+}
+
+/// Objects in tree order by `dependsOn`, each with its depth: an object sits under the
+/// dependency it waits for longest (its deepest), after the objects with no dependencies.
+pub fn tree_order(statuses: &[ObjectStatus]) -> Vec<(String, usize)> {
+    let known: BTreeMap<&str, &ObjectStatus> = statuses.iter().map(|s| (s.object.as_str(), s)).collect();
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    fn depth_of<'a>(
+        key: &'a str,
+        known: &BTreeMap<&'a str, &'a ObjectStatus>,
+        depth: &mut BTreeMap<&'a str, usize>,
+        visiting: &mut BTreeSet<&'a str>,
+    ) -> usize {
+        if let Some(d) = depth.get(key) {
+            return *d;
+        }
+        // A cycle is Flux's to report; here it only must not recurse forever.
+        if !visiting.insert(key) {
+            return 0;
+        }
+        let d = known[key]
+            .depends_on
+            .iter()
+            .filter_map(|dep| known.get_key_value(dep.as_str()).map(|(k, _)| *k))
+            .map(|dep| depth_of(dep, known, depth, visiting) + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(key, d);
+        d
+    }
+    for status in statuses {
+        depth_of(status.object.as_str(), &known, &mut depth, &mut BTreeSet::new());
+    }
+    // Depth-first: children follow the parent they hang under.
+    let parent = |s: &ObjectStatus| {
+        s.depends_on.iter().filter(|d| known.contains_key(d.as_str())).max_by_key(|d| depth[d.as_str()]).cloned()
+    };
+    let mut children: BTreeMap<Option<String>, Vec<&str>> = BTreeMap::new();
+    for status in statuses {
+        children.entry(parent(status)).or_default().push(status.object.as_str());
+    }
+    let mut order = Vec::new();
+    let mut stack: Vec<(&str, usize)> = children.get(&None).into_iter().flatten().rev().map(|k| (*k, 0)).collect();
+    let mut placed = BTreeSet::new();
+    while let Some((key, level)) = stack.pop() {
+        if !placed.insert(key) {
+            continue;
+        }
+        order.push((key.to_string(), level));
+        for child in children.get(&Some(key.to_string())).into_iter().flatten().rev() {
+            stack.push((child, level + 1));
+        }
+    }
+    // Anything left (a dependency cycle) goes at the end, unindented.
+    for status in statuses {
+        if placed.insert(status.object.as_str()) {
+            order.push((status.object.clone(), 0));
+        }
+    }
+    order
+}
+
+/// The tree as text, one object per line: `✓`/`…` then the object, indented under what it
+/// depends on.
+pub fn render_tree(statuses: &[ObjectStatus]) -> String {
+    let by_key: BTreeMap<&str, &ObjectStatus> = statuses.iter().map(|s| (s.object.as_str(), s)).collect();
+    let mut out = String::new();
+    for (key, level) in tree_order(statuses) {
+        let status = by_key[key.as_str()];
+        let mark = if status.ready { "✓" } else { "…" };
+        let others: Vec<&str> = status.depends_on.iter().map(|d| d.rsplit('/').next().unwrap_or(d)).collect();
+        let after = if others.len() > 1 { format!("  (after {})", others.join(", ")) } else { String::new() };
+        out.push_str(&format!("  {}{mark} {key}{after}\n", "  ".repeat(level)));
+    }
+    out
+}
+
+/// Progress events per object, sent only when something changes.
+#[derive(Default)]
+struct LiveStatus {
+    shown: BTreeMap<String, (bool, String)>,
+}
+
+impl LiveStatus {
+    fn show(&mut self, statuses: &[Evaluated], reporter: &dyn Reporter, elapsed: Duration) {
+        for evaluated in statuses {
+            let status = &evaluated.status;
+            let step = format!("flux/{}", status.object);
+            let now = (status.ready, status.message.clone());
+            match self.shown.insert(status.object.clone(), now.clone()) {
+                Some(before) if before == now => {}
+                _ if evaluated.failed => reporter.finished(&step, Status::Failed, &status.message, elapsed),
+                _ if status.ready => reporter.finished(&step, Status::Ok, "Ready", elapsed),
+                None => reporter.started(&step, &status.message),
+                Some(_) => reporter.progress(&step, &status.message),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(object: &str, depends_on: &[&str]) -> ObjectStatus {
+        ObjectStatus {
+            object: format!("Kustomization/flux-system/{object}"),
+            ready: object != "apps",
+            message: String::new(),
+            depends_on: depends_on.iter().map(|d| format!("Kustomization/flux-system/{d}")).collect(),
+        }
+    }
+
+    #[test]
+    fn objects_hang_under_their_deepest_dependency() {
+        let statuses = [
+            status("apps", &["platform", "crds"]),
+            status("platform", &["crds"]),
+            status("devenv-root", &[]),
+            status("crds", &[]),
+            status("cycle-a", &["cycle-b"]),
+            status("cycle-b", &["cycle-a"]),
+        ];
+        let order: Vec<(String, usize)> = tree_order(&statuses)
+            .into_iter()
+            .map(|(key, level)| (key.rsplit('/').next().unwrap().to_string(), level))
+            .collect();
+        let names: Vec<(&str, usize)> = order.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+        assert_eq!(
+            names,
+            [("devenv-root", 0), ("crds", 0), ("platform", 1), ("apps", 2), ("cycle-a", 0), ("cycle-b", 0)]
+        );
+        let text = render_tree(&statuses);
+        assert!(text.contains("      … Kustomization/flux-system/apps  (after platform, crds)\n"), "{text}");
+        assert!(text.contains("    ✓ Kustomization/flux-system/platform\n"), "{text}");
+    }
+}
