@@ -157,6 +157,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "DEV064",
                     Some("install Flux in the cluster (`flux install`); the sim profile starts it for you".into()),
                 ),
+                crate::flux::deploy::Error::Artifact(_) | crate::flux::deploy::Error::Charts(_) => (
+                    "DEV065",
+                    Some("check that the environment's registry is running (`devenv status`)".into()),
+                ),
                 _ => ("DEV065", Some("check that the cluster is reachable (`devenv status`)".into())),
             },
         },

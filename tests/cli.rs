@@ -178,3 +178,75 @@ fn the_sim_profile_without_its_binaries_names_the_build_command_and_creates_noth
         .stderr(predicate::str::contains("hint: build them once with `devenv sim build`"));
     assert!(!repo.state_file().exists(), "nothing is recorded before the provider can run");
 }
+
+#[test]
+fn a_flux_file_that_does_not_parse_stops_plan_with_its_path() {
+    let repo = TestRepo::new("t-cli-pack", "");
+    repo.write(
+        "clusters/local/apps.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\nspec: [\n",
+    );
+    repo.devenv()
+        .args(["plan", "--profile", "sim"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error[DEV061]: cannot apply the local overlay to `clusters/local/apps.yaml`",
+        ))
+        .stderr(predicate::str::contains("cannot parse YAML document 1"));
+}
+
+#[test]
+fn a_failed_sim_build_says_so_and_shows_its_last_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    devenv_in(dir.path())
+        .args(["sim", "build"])
+        .env("DEVENV_CACHE_DIR", dir.path().join("cache"))
+        .env("GOPROXY", "off")
+        .env("GOMODCACHE", dir.path().join("modules"))
+        .env("GOFLAGS", "-mod=mod")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error[DEV043]: the sim build failed"))
+        .stderr(predicate::str::contains("module lookup disabled by GOPROXY=off"));
+}
+
+#[test]
+fn a_source_url_that_is_not_a_url_is_a_config_error() {
+    let repo = TestRepo::new("t-cli-sources", "");
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write(
+        "devenv.yaml",
+        &format!("{project}overlay:\n  sources:\n    - url: ghcr.io/lender/charts\n      to: oci://{{{{ registry }}}}/charts\n"),
+    );
+    repo.devenv()
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "devenv.yaml:12:12: overlay.sources[0].url: `ghcr.io/lender/charts` is not a URL",
+        ))
+        .stderr(predicate::str::contains("hint: write a full URL"));
+}
+
+#[test]
+fn a_chart_without_chart_yaml_is_a_config_error() {
+    let repo = TestRepo::new("t-cli-charts", "");
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write("devenv.yaml", &format!("{project}charts:\n  - path: charts/audit\n"));
+    repo.write("charts/audit/values.yaml", "replicas: 1\n");
+    repo.devenv()
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "devenv.yaml:11:11: charts[0].path: `charts/audit` is not a Helm chart: cannot read Chart.yaml",
+        ));
+    repo.write("charts/audit/Chart.yaml", "apiVersion: v2\nname: audit\n");
+    repo.devenv()
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is not a Helm chart: Chart.yaml has no `version`"));
+}
