@@ -191,9 +191,7 @@ fn a_flux_file_that_does_not_parse_stops_plan_with_its_path() {
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(
-            "error[DEV061]: cannot apply the local overlay to `clusters/local/apps.yaml`",
-        ))
+        .stderr(predicate::str::contains("error[DEV061]: cannot apply the local overlay to `clusters/local/apps.yaml`"))
         .stderr(predicate::str::contains("cannot parse YAML document 1"));
 }
 
@@ -236,13 +234,9 @@ fn a_chart_without_chart_yaml_is_a_config_error() {
     let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
     repo.write("devenv.yaml", &format!("{project}charts:\n  - path: charts/audit\n"));
     repo.write("charts/audit/values.yaml", "replicas: 1\n");
-    repo.devenv()
-        .arg("plan")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "devenv.yaml:11:11: charts[0].path: `charts/audit` is not a Helm chart: cannot read Chart.yaml",
-        ));
+    repo.devenv().arg("plan").assert().code(2).stderr(predicate::str::contains(
+        "devenv.yaml:11:11: charts[0].path: `charts/audit` is not a Helm chart: cannot read Chart.yaml",
+    ));
     repo.write("charts/audit/Chart.yaml", "apiVersion: v2\nname: audit\n");
     repo.devenv()
         .arg("plan")

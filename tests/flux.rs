@@ -127,6 +127,17 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let loans = deployments.get("loans").await.unwrap();
     assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("debug"));
 
+    // A chart edit: the chart is re-published, and `up` returns once the release upgraded.
+    let values = repo.path().join("charts/audit/values.yaml");
+    let chart_values = std::fs::read_to_string(&values).unwrap();
+    std::fs::write(&values, chart_values.replace("audit:2.4.1", "audit:2.4.2")).unwrap();
+    let charted = up(&repo);
+    assert!(pushed(&charted["flux"]["artifacts"]).is_empty(), "no tree artifact changed");
+    assert_eq!(charted["flux"]["artifacts"]["charts"][0]["pushed"], true);
+    let audit = deployments.get("audit").await.unwrap();
+    let image = audit.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("registry.example.com/lender/audit:2.4.2"), "live when up returns");
+
     // A broken manifest fails with the Kustomization's own message.
     std::fs::write(&manifest, format!("{text}  broken: [\n")).unwrap();
     let output = repo.devenv().args(["up", "--env", "t-flux", "--timeout", "120s"]).output().unwrap();

@@ -183,9 +183,7 @@ pub async fn up(
     for source in &pushed {
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
     }
-    for chart in charts.iter().filter(|c| c.pushed) {
-        request_chart_sources(client, chart, &token).await?;
-    }
+    let chart_digests = follow_charts(client, &charts, &token).await?;
     let mut requested = BTreeSet::from([format!("Kustomization/{flux_namespace}/{ROOT_NAME}")]);
     request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
     if env_changed {
@@ -205,7 +203,13 @@ pub async fn up(
 
     let revisions: BTreeMap<String, String> =
         sources.iter().map(|(source, p)| (source.clone(), p.manifest_digest.clone())).collect();
-    let target = wait::Target { flux_namespace, revisions: &revisions, requested: &requested, token: &token };
+    let target = wait::Target {
+        flux_namespace,
+        revisions: &revisions,
+        chart_digests: &chart_digests,
+        requested: &requested,
+        token: &token,
+    };
     let origin = |object: &str| prepared.packed.origins.get(object).cloned();
     let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
     remove_stale_sources(client, config, &prepared.packed.sources()).await?;
@@ -246,23 +250,48 @@ async fn request(
     Ok(true)
 }
 
-/// Asks the OCIRepositories that serve a re-published chart to fetch it again: its tag did
-/// not move, its content did.
-async fn request_chart_sources(client: &kube::Client, chart: &Pushed, token: &str) -> Result<(), Error> {
-    let repository = chart.reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&chart.reference);
-    let url = format!("oci://{repository}");
+/// For the published charts: asks the OCIRepositories serving a re-published chart to fetch
+/// it again (its tag did not move, its content did), and returns the chart digest each
+/// HelmRelease installing one of them must reach, by `HelmRelease/namespace/name`.
+async fn follow_charts(
+    client: &kube::Client,
+    charts: &[Pushed],
+    token: &str,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut expected = BTreeMap::new();
+    if charts.is_empty() {
+        return Ok(expected);
+    }
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
         "ocirepositories",
     );
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let list = api.list(&ListParams::default()).await.map_err(Error::List)?;
-    for source in list.items.iter().filter(|s| s.data.pointer("/spec/url").and_then(Value::as_str) == Some(&url)) {
-        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
-        let name = source.metadata.name.as_deref().unwrap_or_default();
-        request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", namespace, name, token).await?;
+    let sources: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let sources = sources.list(&ListParams::default()).await.map_err(Error::List)?.items;
+    let releases = helm_releases(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    for chart in charts {
+        let repository = chart.reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&chart.reference);
+        let url = format!("oci://{repository}");
+        for source in sources.iter().filter(|s| s.data.pointer("/spec/url").and_then(Value::as_str) == Some(&url)) {
+            let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+            let name = source.metadata.name.as_deref().unwrap_or_default();
+            if chart.pushed {
+                request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", namespace, name, token).await?;
+            }
+            for release in &releases {
+                let release_namespace = release.metadata.namespace.as_deref().unwrap_or_default();
+                let chart_ref = release.data.pointer("/spec/chartRef");
+                let field = |f: &str| chart_ref.and_then(|c| c.get(f)).and_then(Value::as_str);
+                if field("kind") == Some("OCIRepository")
+                    && field("name") == Some(name)
+                    && field("namespace").unwrap_or(release_namespace) == namespace
+                {
+                    expected.insert(wait::key(release), chart.manifest_digest.clone());
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(expected)
 }
 
 /// devenv's OCIRepositories of the environment that no Kustomization reads any more.

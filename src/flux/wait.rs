@@ -35,6 +35,8 @@ pub struct Target<'a> {
     /// Manifest digest of each of devenv's sources: a Kustomization reading one counts only
     /// once it applied that revision.
     pub revisions: &'a BTreeMap<String, String>,
+    /// The chart digest a HelmRelease installing one of the repository's charts must reach.
+    pub chart_digests: &'a BTreeMap<String, String>,
     /// Objects asked to reconcile with this token; they count once they handled it.
     pub requested: &'a BTreeSet<String>,
     pub token: &'a str,
@@ -166,6 +168,12 @@ fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
             };
             is_ready &= at_revision("lastAppliedRevision");
             current = at_revision("lastAttemptedRevision");
+        }
+        // A HelmRelease of a re-published chart counts once it attempted the new chart.
+        if let Some(digest) = target.chart_digests.get(&key) {
+            let attempted = object.data.pointer("/status/lastAttemptedRevisionDigest").and_then(Value::as_str);
+            current = attempted == Some(digest.as_str());
+            is_ready &= current;
         }
         if target.requested.contains(&key) {
             let handled = object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
