@@ -227,3 +227,39 @@ fn a_missing_variable_stops_up_before_anything_is_created() {
     );
     assert!(!repo.state.path().join("envs/t-flux-contract").exists(), "nothing was created");
 }
+
+#[tokio::test]
+async fn a_cluster_without_flux_is_named_as_such() {
+    let problem = devenv::providers::sim::binaries().err().map(|e| format!("{e}; run `devenv sim build`"));
+    if !tier_available("sim", problem) {
+        return;
+    }
+    let repo = TestRepo::new("t-flux-missing", "");
+    repo.write(
+        "clusters/local/hello.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n  namespace: default\ndata:\n  greeting: hi\n",
+    );
+    let args = ["--profile", "sim", "--env", "t-flux-missing", "--timeout", "120s"];
+    let result = repo.up_json(&args).1;
+    let client = client(&result).await;
+    let greeting = Api::<ConfigMap>::namespaced(client.clone(), "default").get("hello").await.unwrap();
+    assert_eq!(greeting.data.unwrap()["greeting"], "hi", "a repository without services deploys too");
+
+    // Flux's HelmRelease API goes away, as in a cluster where Flux was never installed.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.delete("helmreleases.helm.toolkit.fluxcd.io", &Default::default()).await.unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while crds.get_opt("helmreleases.helm.toolkit.fluxcd.io").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the CRD was not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let output = repo.devenv().arg("up").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV064]: Flux is not installed in the cluster (no HelmRelease API)"), "{stderr}");
+    assert!(stderr.contains("hint: install Flux in the cluster"), "{stderr}");
+
+    let output = repo.devenv().args(["down", "--purge", "--env", "t-flux-missing"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
