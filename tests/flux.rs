@@ -260,6 +260,19 @@ async fn a_cluster_without_flux_is_named_as_such() {
     assert!(stderr.contains("error[DEV064]: Flux is not installed in the cluster (no HelmRelease API)"), "{stderr}");
     assert!(stderr.contains("hint: install Flux in the cluster"), "{stderr}");
 
+    // A cluster that cannot start again (its etcd data is damaged) names the process and
+    // shows its log; `down --purge` still cleans up.
+    let output = repo.devenv().args(["down", "--env", "t-flux-missing"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let database = repo.state.path().join("envs/t-flux-missing/sim/data/etcd/member/snap/db");
+    assert!(database.is_file(), "etcd keeps its data across down: {}", database.display());
+    std::fs::write(&database, vec![0xA5; 64 * 1024]).unwrap();
+    let output = repo.devenv().arg("up").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV041]") && stderr.contains("etcd"), "{stderr}");
+
     let output = repo.devenv().args(["down", "--purge", "--env", "t-flux-missing"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!repo.state.path().join("envs/t-flux-missing").exists(), "purge removes the cluster's data");
 }
