@@ -184,6 +184,7 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
 
     let catalogue = load_catalogue::<Substitute>(&repo, "substitutes", builtin::SUBSTITUTES)?;
     let services = resolve_services(&project, &profile, &catalogue, &env, &at)?;
+    check_kubernetes_names(&project, &at)?;
     check_sources(&project, &at)?;
     check_charts(&project, &repo, &at)?;
     Ok(Config { repo, env, profile_name, project, profile, services })
@@ -308,6 +309,40 @@ fn resolve_services(
         });
     }
     Ok(services)
+}
+
+/// The namespaces and object names devenv creates in the cluster must be valid there, or
+/// the first apply would fail halfway through `up`.
+fn check_kubernetes_names(project: &ProjectFile, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
+    let environment = &project.environment;
+    let mut namespaces = vec![("flux.namespace", Some(&project.flux.namespace))];
+    namespaces.push(("environment.configMap.namespace", environment.config_map.namespace.as_ref()));
+    let mut names = vec![("environment.configMap.name", &environment.config_map.name)];
+    if let Some(secret) = &environment.secret {
+        namespaces.push(("environment.secret.namespace", secret.namespace.as_ref()));
+        names.push(("environment.secret.name", &secret.name));
+    }
+    for (field, namespace) in namespaces {
+        if let Some(namespace) = namespace {
+            check_name(namespace, field, at, naming::MAX_OBJECT_LEN)?;
+        }
+    }
+    for (field, name) in names {
+        // Object names are DNS subdomains: labels joined by dots.
+        for part in name.split('.') {
+            check_name(part, field, at, naming::MAX_OBJECT_LEN).map_err(|error| match error {
+                Error::Invalid { problem, at, field, hint, .. } => Error::Invalid {
+                    problem,
+                    at,
+                    field,
+                    message: format!("`{name}` is not a Kubernetes object name"),
+                    hint,
+                },
+                other => other,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// `overlay.sources`: each entry maps a URL to a URL, with `{{ registry }}` the only template.

@@ -475,3 +475,21 @@ fn suggestions() {
     assert_eq!(suggest("rds-mariadbb", &["rds-mariadb", "rds-mysql"]), Some("rds-mariadb"));
     assert_eq!(suggest("opensearch", &["rds-mariadb", "rds-mysql"]), None);
 }
+
+#[test]
+fn a_config_map_name_kubernetes_would_refuse() {
+    insta::assert_snapshot!(rendered_project(&VALID.replace("    name: cluster-env", "    name: Cluster_Env")));
+}
+
+#[test]
+fn a_namespace_kubernetes_would_refuse() {
+    insta::assert_snapshot!(rendered_project(
+        &VALID.replace("    namespace: flux-system", "    namespace: flux.system")
+    ));
+}
+
+#[test]
+fn a_dotted_config_map_name_is_fine() {
+    let dir = repo(&VALID.replace("    name: cluster-env", "    name: cluster.env"), &[]);
+    assert!(load_in(dir.path(), Selection::default()).is_ok());
+}
