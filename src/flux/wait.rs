@@ -27,6 +27,8 @@ pub struct ObjectStatus {
     pub message: String,
     /// `Kind/namespace/name` of the objects it depends on.
     pub depends_on: Vec<String>,
+    /// `Kustomization/namespace/name` of the Kustomization that applied it.
+    pub applied_by: Option<String>,
 }
 
 /// What "done" means for this run.
@@ -197,7 +199,11 @@ fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
                     .collect()
             })
             .unwrap_or_default();
-        result.push(Evaluated { status: ObjectStatus { object: key, ready: is_ready, message, depends_on }, failed });
+        let labels = object.metadata.labels.as_ref();
+        let label = |name: &str| labels.and_then(|l| l.get(&format!("kustomize.toolkit.fluxcd.io/{name}")));
+        let applied_by = label("namespace").zip(label("name")).map(|(ns, name)| format!("Kustomization/{ns}/{name}"));
+        let status = ObjectStatus { object: key, ready: is_ready, message, depends_on, applied_by };
+        result.push(Evaluated { status, failed });
     }
     let order = tree_order(&result.iter().map(|e| e.status.clone()).collect::<Vec<_>>());
     let mut by_key: BTreeMap<String, Evaluated> = result.into_iter().map(|e| (e.status.object.clone(), e)).collect();
@@ -238,8 +244,8 @@ fn environment_objects<'a>(all: &[&'a DynamicObject], flux_namespace: &str) -> V
         .collect()
 }
 
-/// Objects in tree order by `dependsOn`, each with its depth: an object sits under the
-/// dependency it waits for longest (its deepest), after the objects with no dependencies.
+/// Objects in tree order, each with its depth: an object sits under the dependency it waits
+/// for longest (its deepest), or, with no dependencies, under the Kustomization that applied it.
 pub fn tree_order(statuses: &[ObjectStatus]) -> Vec<(String, usize)> {
     let known: BTreeMap<&str, &ObjectStatus> = statuses.iter().map(|s| (s.object.as_str(), s)).collect();
     let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
@@ -271,7 +277,8 @@ pub fn tree_order(statuses: &[ObjectStatus]) -> Vec<(String, usize)> {
     }
     // Depth-first: children follow the parent they hang under.
     let parent = |s: &ObjectStatus| {
-        s.depends_on.iter().filter(|d| known.contains_key(d.as_str())).max_by_key(|d| depth[d.as_str()]).cloned()
+        let deepest = s.depends_on.iter().filter(|d| known.contains_key(d.as_str())).max_by_key(|d| depth[d.as_str()]);
+        deepest.or(s.applied_by.as_ref().filter(|a| known.contains_key(a.as_str()))).cloned()
     };
     let mut children: BTreeMap<Option<String>, Vec<&str>> = BTreeMap::new();
     for status in statuses {
@@ -298,8 +305,8 @@ pub fn tree_order(statuses: &[ObjectStatus]) -> Vec<(String, usize)> {
     order
 }
 
-/// The tree as text, one object per line: `✓`/`…` then the object, indented under what it
-/// depends on.
+/// The tree as text, one object per line: `✓`/`…` then the object, indented under its parent
+/// in `tree_order`, with what it depends on.
 pub fn render_tree(statuses: &[ObjectStatus]) -> String {
     let by_key: BTreeMap<&str, &ObjectStatus> = statuses.iter().map(|s| (s.object.as_str(), s)).collect();
     let mut out = String::new();
@@ -307,7 +314,7 @@ pub fn render_tree(statuses: &[ObjectStatus]) -> String {
         let status = by_key[key.as_str()];
         let mark = if status.ready { "✓" } else { "…" };
         let others: Vec<&str> = status.depends_on.iter().map(|d| d.rsplit('/').next().unwrap_or(d)).collect();
-        let after = if others.len() > 1 { format!("  (after {})", others.join(", ")) } else { String::new() };
+        let after = if others.is_empty() { String::new() } else { format!("  (after {})", others.join(", ")) };
         out.push_str(&format!("  {}{mark} {key}{after}\n", "  ".repeat(level)));
     }
     out
@@ -324,13 +331,18 @@ impl LiveStatus {
         for evaluated in statuses {
             let status = &evaluated.status;
             let step = format!("flux/{}", status.object);
-            let now = (status.ready, status.message.clone());
+            let after: Vec<&str> = status.depends_on.iter().map(|d| d.rsplit('/').next().unwrap_or(d)).collect();
+            let message = match after.is_empty() {
+                true => status.message.clone(),
+                false => format!("{} (after {})", status.message, after.join(", ")),
+            };
+            let now = (status.ready, message.clone());
             match self.shown.insert(status.object.clone(), now.clone()) {
-                Some(before) if before == now => {}
-                _ if evaluated.failed => reporter.finished(&step, Status::Failed, &status.message, elapsed),
+                Some(before) if before == now || (before.0 && status.ready) => {}
+                _ if evaluated.failed => reporter.finished(&step, Status::Failed, &message, elapsed),
                 _ if status.ready => reporter.finished(&step, Status::Ok, "Ready", elapsed),
-                None => reporter.started(&step, &status.message),
-                Some(_) => reporter.progress(&step, &status.message),
+                None => reporter.started(&step, &message),
+                Some(_) => reporter.progress(&step, &message),
             }
         }
     }
@@ -341,7 +353,9 @@ mod tests {
     use super::*;
 
     fn status(object: &str, depends_on: &[&str]) -> ObjectStatus {
+        let applied_by = (object != "devenv-root").then(|| "Kustomization/flux-system/devenv-root".to_string());
         ObjectStatus {
+            applied_by,
             object: format!("Kustomization/flux-system/{object}"),
             ready: object != "apps",
             message: String::new(),
@@ -350,10 +364,14 @@ mod tests {
     }
 
     #[test]
-    fn objects_hang_under_their_deepest_dependency() {
+    fn objects_hang_under_their_deepest_dependency_or_what_applied_them() {
+        let mut release = status("audit", &[]);
+        release.object = "HelmRelease/lending/audit".into();
+        release.applied_by = Some("Kustomization/flux-system/apps".into());
         let statuses = [
             status("apps", &["platform", "crds"]),
             status("platform", &["crds"]),
+            release,
             status("devenv-root", &[]),
             status("crds", &[]),
             status("cycle-a", &["cycle-b"]),
@@ -366,10 +384,19 @@ mod tests {
         let names: Vec<(&str, usize)> = order.iter().map(|(k, l)| (k.as_str(), *l)).collect();
         assert_eq!(
             names,
-            [("devenv-root", 0), ("crds", 0), ("platform", 1), ("apps", 2), ("cycle-a", 0), ("cycle-b", 0)]
+            [
+                ("devenv-root", 0),
+                ("crds", 1),
+                ("platform", 2),
+                ("apps", 3),
+                ("audit", 4),
+                ("cycle-a", 0),
+                ("cycle-b", 0)
+            ]
         );
         let text = render_tree(&statuses);
-        assert!(text.contains("      … Kustomization/flux-system/apps  (after platform, crds)\n"), "{text}");
-        assert!(text.contains("    ✓ Kustomization/flux-system/platform\n"), "{text}");
+        assert!(text.contains("        … Kustomization/flux-system/apps  (after platform, crds)\n"), "{text}");
+        assert!(text.contains("      ✓ Kustomization/flux-system/platform  (after crds)\n"), "{text}");
+        assert!(text.contains("          ✓ HelmRelease/lending/audit\n"), "{text}");
     }
 }
