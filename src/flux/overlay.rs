@@ -82,13 +82,15 @@ pub fn render_registry(template: &str, registry: &str) -> String {
 pub fn source_name(namespace: &str, name: &str, flux_namespace: &str) -> String {
     let qualified = if namespace == flux_namespace { name.to_string() } else { format!("{namespace}-{name}") };
     let full = format!("{KUSTOMIZATION_SOURCE_PREFIX}{qualified}");
-    if full.len() <= MAX_SOURCE_NAME {
+    // A name a parent substitutes (`apps-${CLUSTER}`) or a long one gets a readable prefix
+    // and a hash of the original, so it stays a valid, unique Kubernetes name.
+    if full.len() <= MAX_SOURCE_NAME && crate::naming::check_label(&full, MAX_SOURCE_NAME).is_ok() {
         return full;
     }
     let hash = crate::flux::pack::digest(qualified.as_bytes());
     let hash = &hash["sha256:".len().."sha256:".len() + 8];
-    let keep = MAX_SOURCE_NAME - hash.len() - 1;
-    format!("{}-{hash}", full[..keep].trim_end_matches('-'))
+    let readable = crate::naming::sanitize(&full, MAX_SOURCE_NAME - hash.len() - 1);
+    format!("{}-{hash}", readable.trim_end_matches('-'))
 }
 
 /// Whether an OCIRepository name is one of devenv's artifacts.

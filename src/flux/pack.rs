@@ -160,7 +160,10 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         if !sources.insert(next.source.clone()) {
             continue;
         }
-        let members = closure::files_of(&files, &read, &next.path);
+        // A path a parent substitutes (`./apps/${CLUSTER}`) is only known in the cluster:
+        // such a Kustomization gets the whole tree.
+        let path = if next.path.contains('$') { "" } else { next.path.as_str() };
+        let members = closure::files_of(&files, &read, path);
         for file in &members {
             if reached.insert(file.clone())
                 && let Some(rewritten) = rewrites.get(file)
@@ -337,5 +340,15 @@ mod tests {
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(packed.artifacts.len(), 2);
         assert!(packed.changes.iter().all(|(file, _)| file.starts_with("clusters/local/")), "{:?}", packed.changes);
+    }
+
+    #[test]
+    fn a_path_with_a_variable_gets_the_whole_tree() {
+        let dir = tree();
+        let apps = dir.path().join("clusters/local/apps.yaml");
+        let text = fs::read_to_string(&apps).unwrap().replace("path: ./apps", "path: ./apps/${CLUSTER}");
+        fs::write(&apps, text).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(packed.artifacts[1].files, packed.files, "Flux substitutes the path; devenv cannot know it");
     }
 }

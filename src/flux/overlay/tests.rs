@@ -242,6 +242,9 @@ fn source_names_are_unique_per_kustomization_and_short_enough() {
     assert!(one.len() <= 63 && other.len() <= 63, "{one}");
     assert_ne!(one, other);
     assert!(is_devenv_source(&one) && is_devenv_source(SOURCE_NAME) && !is_devenv_source("flux-system"));
+    let substituted = source_name("flux-system", "apps-${CLUSTER_NAME}", "flux-system");
+    assert!(crate::naming::check_label(&substituted, 63).is_ok(), "{substituted}");
+    assert!(substituted.starts_with("devenv-ks-apps-cluster-name-"), "{substituted}");
 }
 
 const SOURCES: &str = "\
