@@ -70,6 +70,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
         assert!(objects.contains(&format!("Kustomization/flux-system/{name}").as_str()), "{objects:?}");
     }
     assert!(objects.contains(&"HelmRelease/lending/audit"), "{objects:?}");
+    assert!(objects.contains(&"HelmRelease/lending/statements"), "{objects:?}");
     assert!(!objects.iter().any(|o| o.contains("aws-load-balancer-controller")), "{objects:?}");
     let artifacts = &result["flux"]["artifacts"];
     let pushed = |artifacts: &serde_json::Value| artifacts["pushed"].as_array().unwrap().clone();
@@ -110,6 +111,11 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let audit = deployments.get("audit").await.unwrap();
     assert_eq!(audit.spec.as_ref().unwrap().replicas, Some(1), "the release asks for 2, the overlay caps it");
     assert_eq!(env_value(&audit, "DB_ADDRESS").as_deref(), Some("devenv-t-flux-loans-db:3306"));
+    // A HelmRelease whose chart is a directory of the repository's own source installs it
+    // from the working tree.
+    let statements = deployments.get("statements").await.unwrap();
+    assert_eq!(statements.spec.as_ref().unwrap().replicas, Some(1));
+    assert_eq!(env_value(&statements, "REGION").as_deref(), Some("us-east-1"));
 
     // A no-op up pushes nothing.
     let again = up(&repo);
@@ -134,6 +140,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let charted = up(&repo);
     assert!(pushed(&charted["flux"]["artifacts"]).is_empty(), "no tree artifact changed");
     assert_eq!(charted["flux"]["artifacts"]["charts"][0]["pushed"], true);
+    assert_eq!(charted["flux"]["artifacts"]["charts"][1]["pushed"], false, "the other chart is unchanged");
     let audit = deployments.get("audit").await.unwrap();
     let image = audit.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("registry.example.com/lender/audit:2.4.2"), "live when up returns");
@@ -175,6 +182,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
         ("v1", "Secret", "lending", "loans-db"),
         ("lending.example.com/v1", "MortgageProduct", "lending", "two-year-fixed"),
         ("helm.toolkit.fluxcd.io/v2", "HelmRelease", "lending", "audit"),
+        ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", "devenv-chart-charts-statements"),
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "apps"),
         ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", "devenv-ks-apps"),
         ("v1", "ConfigMap", "flux-system", "cluster-env"),

@@ -44,10 +44,11 @@ pub fn metadata(dir: &Path) -> Result<Metadata, String> {
     Ok(Metadata { name, version, json })
 }
 
-/// A chart packaged like `helm package`: its files under `<name>/`, deterministically.
-pub fn package(repo: &Path, chart: &ChartConfig) -> Result<(Metadata, Vec<u8>), Error> {
-    let dir = repo.join(&chart.path);
-    let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: chart.path.clone(), reason })?;
+/// The chart in `path` (relative to the repository) packaged like `helm package`: its files
+/// under `<name>/`, deterministically.
+pub fn package(repo: &Path, path: &str) -> Result<(Metadata, Vec<u8>), Error> {
+    let dir = repo.join(path);
+    let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
     let files = pack::list_files(&dir, "")?;
     let mut entries = Vec::new();
     for relative in &files {
@@ -64,21 +65,24 @@ pub async fn publish(repo: &Path, charts: &[ChartConfig], registry: &str) -> Res
     let client = artifact::client(registry);
     let mut pushed = Vec::new();
     for chart in charts {
-        let (metadata, bytes) = package(repo, chart)?;
-        let config = serde_json::to_vec(&metadata.json).expect("JSON values serialise");
+        let (metadata, bytes) = package(repo, &chart.path)?;
         let repository = format!("{}/{}", chart.repository.trim_matches('/'), metadata.name);
-        pushed.push(
-            artifact::push_if_changed(
-                &client,
-                registry,
-                &repository,
-                &metadata.version,
-                Blob { bytes: &bytes, media_type: CONTENT_MEDIA_TYPE },
-                Blob { bytes: &config, media_type: CONFIG_MEDIA_TYPE },
-                BTreeMap::new(),
-            )
-            .await?,
-        );
+        pushed.push(push(&client, registry, &repository, &metadata, &bytes).await?);
     }
     Ok(pushed)
+}
+
+/// Pushes a packaged chart as `<registry>/<repository>:<version>` unless it is there already.
+pub async fn push(
+    client: &oci_client::Client,
+    registry: &str,
+    repository: &str,
+    metadata: &Metadata,
+    bytes: &[u8],
+) -> Result<Pushed, Error> {
+    let config = serde_json::to_vec(&metadata.json).expect("JSON values serialise");
+    let content = Blob { bytes, media_type: CONTENT_MEDIA_TYPE };
+    let config = Blob { bytes: &config, media_type: CONFIG_MEDIA_TYPE };
+    Ok(artifact::push_if_changed(client, registry, repository, &metadata.version, content, config, BTreeMap::new())
+        .await?)
 }

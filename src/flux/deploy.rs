@@ -99,6 +99,19 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
     for artifact in &prepared.packed.artifacts {
         objects.push(source_object(&artifact.source, &flux.namespace, registry_in_cluster, &config.env));
     }
+    for chart in &prepared.packed.charts {
+        objects.push(json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": chart.source, "namespace": flux.namespace},
+            "spec": {
+                "interval": "60m",
+                "url": format!("oci://{registry_in_cluster}/{}", artifact::repository(&config.env, &chart.source)),
+                "ref": {"tag": chart.metadata.version},
+                "insecure": true,
+                "layerSelector": {"mediaType": charts::CONTENT_MEDIA_TYPE, "operation": "copy"},
+            },
+        }));
+    }
     objects.push(json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": ROOT_NAME, "namespace": flux.namespace},
@@ -153,8 +166,12 @@ pub async fn up(
     for object in &objects {
         ensure_namespace(client, object, &config.env).await?;
     }
-    let charts = charts::publish(&config.repo, &config.project.charts, registry).await?;
+    let mut charts = charts::publish(&config.repo, &config.project.charts, registry).await?;
     let oci = artifact::client(registry);
+    for chart in &prepared.packed.charts {
+        let repository = artifact::repository(&config.env, &chart.source);
+        charts.push(charts::push(&oci, registry, &repository, &chart.metadata, &chart.bytes).await?);
+    }
     let origin = config.repo.display().to_string();
     let pushes =
         prepared.packed.artifacts.iter().map(|a| {

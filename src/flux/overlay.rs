@@ -13,6 +13,8 @@ use serde_yaml::{Mapping, Value};
 pub const SOURCE_NAME: &str = "devenv-source";
 /// What the artifacts of re-pointed Kustomizations are called: `devenv-ks-<name>`.
 const KUSTOMIZATION_SOURCE_PREFIX: &str = "devenv-ks-";
+/// What the sources of charts HelmReleases take from the repository are called.
+const CHART_SOURCE_PREFIX: &str = "devenv-chart-";
 /// Longest Kubernetes name devenv gives a source (it also ends up in label values).
 const MAX_SOURCE_NAME: usize = 63;
 
@@ -81,7 +83,16 @@ pub fn render_registry(template: &str, registry: &str) -> String {
 /// not wait for its unchanged dependencies to re-apply.
 pub fn source_name(namespace: &str, name: &str, flux_namespace: &str) -> String {
     let qualified = if namespace == flux_namespace { name.to_string() } else { format!("{namespace}-{name}") };
-    let full = format!("{KUSTOMIZATION_SOURCE_PREFIX}{qualified}");
+    valid_name(KUSTOMIZATION_SOURCE_PREFIX, &qualified)
+}
+
+/// The OCIRepository serving a chart directory of the repository, e.g. `devenv-chart-charts-audit`.
+pub fn chart_source_name(path: &str) -> String {
+    valid_name(CHART_SOURCE_PREFIX, &path.replace('/', "-"))
+}
+
+fn valid_name(prefix: &str, qualified: &str) -> String {
+    let full = format!("{prefix}{qualified}");
     // A name a parent substitutes (`apps-${CLUSTER}`) or a long one gets a readable prefix
     // and a hash of the original, so it stays a valid, unique Kubernetes name.
     if full.len() <= MAX_SOURCE_NAME && crate::naming::check_label(&full, MAX_SOURCE_NAME).is_ok() {
@@ -95,7 +106,7 @@ pub fn source_name(namespace: &str, name: &str, flux_namespace: &str) -> String 
 
 /// Whether an OCIRepository name is one of devenv's artifacts.
 pub fn is_devenv_source(name: &str) -> bool {
-    name == SOURCE_NAME || name.starts_with(KUSTOMIZATION_SOURCE_PREFIX)
+    name == SOURCE_NAME || name.starts_with(KUSTOMIZATION_SOURCE_PREFIX) || name.starts_with(CHART_SOURCE_PREFIX)
 }
 
 /// A Kustomization the overlay pointed at an artifact of its own.
@@ -104,6 +115,16 @@ pub struct Repointed {
     /// `namespace/name` of the Kustomization.
     pub kustomization: String,
     /// The directory it builds.
+    pub path: String,
+    /// The OCIRepository (in the Flux namespace) that serves it.
+    pub source: String,
+}
+
+/// A chart a HelmRelease takes from the repository's own source, to be served from the
+/// working tree instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalChart {
+    /// The chart's directory, relative to the repository root.
     pub path: String,
     /// The OCIRepository (in the Flux namespace) that serves it.
     pub source: String,
@@ -134,6 +155,7 @@ pub struct Rewritten {
     /// Namespaces of Kustomizations that substitute from the environment ConfigMap.
     pub substitution_namespaces: BTreeSet<String>,
     pub repointed: Vec<Repointed>,
+    pub local_charts: Vec<LocalChart>,
     /// The Flux objects of the file after the rewrite, and their `Kind/namespace/name`.
     pub objects: Vec<Value>,
     pub keys: Vec<String>,
@@ -253,6 +275,13 @@ fn rewrite_spec(
             }
         }
         ("helm", "HelmRelease") => {
+            if let Some(chart) = repoint_chart(spec, identity, settings) {
+                changes.push(format!(
+                    "chart `{}` from the working tree: chartRef → OCIRepository/{}/{}",
+                    chart.path, settings.flux_namespace, chart.source
+                ));
+                out.local_charts.push(chart);
+            }
             if let Some(max) = settings.max_replicas {
                 let renderer = Value::Mapping(Mapping::from_iter([(
                     "kustomize".into(),
@@ -342,6 +371,34 @@ fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings
         ("namespace".into(), settings.flux_namespace.clone().into()),
     ]);
     Some(artifact)
+}
+
+/// A HelmRelease whose chart is a directory of the repository's own source installs it from
+/// the working tree instead: `spec.chart` becomes a `chartRef` to an OCIRepository serving
+/// that directory packaged as a chart (HelmCharts cannot read OCIRepositories, so the
+/// template form cannot be kept).
+fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings) -> Option<LocalChart> {
+    let template = spec.get("chart")?.get("spec")?;
+    let source = template.get("sourceRef")?;
+    let kind = source.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = source.get("name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(&identity.namespace);
+    let own = &settings.own_source;
+    if kind != own.kind || name != own.name || namespace != settings.flux_namespace {
+        return None;
+    }
+    let path = crate::flux::closure::normalise(template.get("chart")?.as_str()?);
+    let chart = LocalChart { source: chart_source_name(&path), path };
+    spec.remove("chart");
+    spec.insert(
+        "chartRef".into(),
+        Value::Mapping(Mapping::from_iter([
+            ("kind".into(), "OCIRepository".into()),
+            ("name".into(), chart.source.clone().into()),
+            ("namespace".into(), settings.flux_namespace.clone().into()),
+        ])),
+    );
+    Some(chart)
 }
 
 /// Applies the first matching entry of the source-URL map to a source's `spec.url`.

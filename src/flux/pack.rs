@@ -37,6 +37,12 @@ pub enum Error {
     },
     #[error("cannot write the artifact")]
     Write(#[source] io::Error),
+    #[error("a HelmRelease in `{file}` takes its chart from the repository")]
+    Chart {
+        file: String,
+        #[source]
+        source: Box<super::charts::Error>,
+    },
 }
 
 /// One artifact: the files one Kustomization reads, packed.
@@ -53,6 +59,16 @@ pub struct Artifact {
     /// `sha256:<hex>` of the bytes.
     pub digest: String,
     pub files: usize,
+}
+
+/// A chart a HelmRelease takes from the repository, packaged from the working tree.
+#[derive(Debug, Clone)]
+pub struct PackedChart {
+    /// The OCIRepository that serves it.
+    pub source: String,
+    pub path: String,
+    pub metadata: super::charts::Metadata,
+    pub bytes: Vec<u8>,
 }
 
 /// The packed tree: the root's artifact first, then one per Kustomization it reaches.
@@ -73,12 +89,14 @@ pub struct Packed {
     pub objects: Vec<serde_yaml::Value>,
     /// The file each of those objects (`Kind/namespace/name`) comes from.
     pub origins: BTreeMap<String, String>,
+    /// Charts the reached HelmReleases take from the repository.
+    pub charts: Vec<PackedChart>,
 }
 
 impl Packed {
-    /// The OCIRepository names of the artifacts.
+    /// The OCIRepository names of the artifacts and charts.
     pub fn sources(&self) -> BTreeSet<String> {
-        self.artifacts.iter().map(|a| a.source.clone()).collect()
+        self.artifacts.iter().map(|a| a.source.clone()).chain(self.charts.iter().map(|c| c.source.clone())).collect()
     }
 }
 
@@ -191,6 +209,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         substitution_namespaces: BTreeSet::new(),
         objects: Vec::new(),
         origins: BTreeMap::new(),
+        charts: Vec::new(),
     };
     for (file, rewritten) in rewrites.into_iter().filter(|(file, _)| reached.contains(file)) {
         packed.changes.extend(rewritten.changes.into_iter().map(|c| (file.clone(), c)));
@@ -198,6 +217,14 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         packed.substitution_namespaces.extend(rewritten.substitution_namespaces);
         packed.objects.extend(rewritten.objects);
         packed.origins.extend(rewritten.keys.into_iter().map(|key| (key, file.clone())));
+        for chart in rewritten.local_charts {
+            if packed.charts.iter().any(|c| c.source == chart.source) {
+                continue;
+            }
+            let (metadata, bytes) = super::charts::package(root, &chart.path)
+                .map_err(|source| Error::Chart { file: file.clone(), source: Box::new(source) })?;
+            packed.charts.push(PackedChart { source: chart.source, path: chart.path, metadata, bytes });
+        }
     }
     Ok(packed)
 }

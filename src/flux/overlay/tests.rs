@@ -317,3 +317,45 @@ fn the_source_url_map_repoints_matching_sources_only() {
     assert_eq!(out.diffs.len(), 2, "a diff per changed object");
     assert!(out.diffs[0].before.contains("ghcr.io") && out.diffs[0].after.as_ref().unwrap().contains("127.0.0.1"));
 }
+
+const REPO_CHART: &str = "\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: statements
+  namespace: lending
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: ./charts/statements
+      sourceRef:
+        kind: GitRepository
+        name: flux-system
+        namespace: flux-system
+  values:
+    region: eu-west-2
+";
+
+#[test]
+fn a_chart_from_the_repository_is_served_from_the_working_tree() {
+    let out = rewritten(REPO_CHART);
+    let spec = &documents(&out.text)[0]["spec"];
+    assert!(spec.get("chart").is_none(), "HelmCharts cannot read an OCIRepository");
+    assert_eq!(spec["chartRef"]["kind"], "OCIRepository");
+    assert_eq!(spec["chartRef"]["name"], "devenv-chart-charts-statements");
+    assert_eq!(spec["chartRef"]["namespace"], "flux-system");
+    assert_eq!(spec["values"]["region"], "eu-west-2", "values stay");
+    let chart = LocalChart { path: "charts/statements".into(), source: "devenv-chart-charts-statements".into() };
+    assert_eq!(out.local_charts, [chart]);
+}
+
+#[test]
+fn a_chart_from_another_source_is_left_alone() {
+    let text = REPO_CHART
+        .replace("kind: GitRepository\n        name: flux-system", "kind: HelmRepository\n        name: bitnami");
+    let out = rewritten(&text);
+    let spec = &documents(&out.text)[0]["spec"];
+    assert_eq!(spec["chart"]["spec"]["sourceRef"]["name"], "bitnami");
+    assert!(out.local_charts.is_empty());
+}
