@@ -282,6 +282,47 @@ async fn nodes_are_ready() {
 }
 
 #[tokio::test]
+async fn a_statefulset_gets_its_volumes_bound_and_becomes_ready() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let ns = unique("volumes");
+    namespace(&client, &ns).await;
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &sets,
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": ns},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {"containers": [{"name": "db", "image": "registry.invalid/db:1",
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]},
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }],
+            },
+        }),
+    )
+    .await;
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let bound = |claim: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaim>| {
+        claim.and_then(|c| c.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some("Bound")
+    };
+    wait_for(&claims, "data-db-0", "Bound by the default StorageClass", Duration::from_secs(60), bound).await;
+    let ready = |set: Option<&k8s_openapi::api::apps::v1::StatefulSet>| {
+        set.and_then(|s| s.status.as_ref()).and_then(|s| s.ready_replicas) == Some(1)
+    };
+    wait_for(&sets, "db", "1 ready replica", Duration::from_secs(60), ready).await;
+}
+
+#[tokio::test]
 async fn a_deployment_becomes_available() {
     let Some(shared) = cluster() else { return };
     let client = client(shared).await;

@@ -38,6 +38,8 @@ const REGISTRY_DEADLINE: Duration = Duration::from_secs(30);
 /// The simulated node.
 pub(super) const NODE_NAME: &str = "devenv-sim-node";
 const FIELD_MANAGER: &str = "devenv";
+/// The default StorageClass; the controller manager provisions its volumes.
+pub const STORAGE_CLASS: &str = "standard";
 /// Lines of a log shown when a process fails.
 const TAIL_LINES: usize = 30;
 /// Groups a usable kube-apiserver serves.
@@ -313,7 +315,7 @@ impl<'a> Boot<'a> {
         Ok(())
     }
 
-    /// The simulated node, the `flux-system` namespace, the registry's advertisement and the
+    /// The simulated node, the `flux-system` namespace, the registry's advertisement, the default StorageClass and the
     /// Flux CRDs (established).
     async fn cluster_objects(
         &self,
@@ -344,6 +346,24 @@ impl<'a> Boot<'a> {
         });
         hosting.patch("local-registry-hosting", &apply, &Patch::Apply(&config_map)).await.map_err(|source| {
             Error::Apply { kind: "ConfigMap", name: "kube-public/local-registry-hosting".to_string(), source }
+        })?;
+        // The default StorageClass, served by the controller manager's hostPath provisioner.
+        let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+        let class = json!({
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "kubernetes.io/host-path",
+            "volumeBindingMode": "Immediate",
+            "reclaimPolicy": "Delete",
+        });
+        classes.patch(STORAGE_CLASS, &apply, &Patch::Apply(&class)).await.map_err(|source| Error::Apply {
+            kind: "StorageClass",
+            name: STORAGE_CLASS.to_string(),
+            source,
         })?;
         self.create_node(client, reporter).await?;
 

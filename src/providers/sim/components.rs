@@ -230,6 +230,9 @@ impl Setting {
                 flag("tls-private-key-file", pki.serving_key()),
                 flag("leader-elect", "false"),
                 flag("controllers", "*"),
+                // Binds PersistentVolumeClaims (no kubelet ever mounts them): without it a
+                // StatefulSet's pods stay Pending and charts that wait for them never install.
+                flag("enable-hostpath-provisioner", "true"),
                 flag("use-service-account-credentials", "true"),
                 flag("service-account-private-key-file", pki.sa_key()),
                 flag("root-ca-file", pki.ca_cert()),
