@@ -96,6 +96,11 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let script = scripts.get("ledger-scripts").await.unwrap().data.unwrap()["nightly.sh"].clone();
     assert!(script.contains("${LEDGER_DAY}"), "substitution-disabled objects stay untouched: {script}");
 
+    // In sim no pod serves a webhook, so the overlay removes admission webhook configurations;
+    // with the fixture's in place, the MortgageProduct below would be rejected.
+    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    assert!(webhooks.get_opt("lending-policy").await.unwrap().is_none(), "webhooks are removed in sim");
     let classes: Api<IngressClass> = Api::all(client.clone());
     assert!(classes.get_opt("alb").await.unwrap().is_none(), "the disabled AWS component is not applied");
     let product = ApiResource::from_gvk_with_plural(

@@ -61,6 +61,9 @@ pub struct Settings {
     pub source_urls: Vec<SourceUrl>,
     /// The environment's registry as pods reach it, for `{{ registry }}`.
     pub registry: String,
+    /// Removes admission webhook configurations: on a cluster whose pods never run (sim),
+    /// a webhook has nothing behind it and would reject every request it matches.
+    pub drop_webhooks: bool,
 }
 
 /// One entry of the source-URL map (see `SourceUrlConfig`).
@@ -268,6 +271,9 @@ fn rewrite_spec(
             }
             let mut patches = settings.patches.clone();
             patches.extend(settings.max_replicas.map(replica_patches).unwrap_or_default());
+            if settings.drop_webhooks {
+                patches.extend(webhook_removal_patches());
+            }
             if !patches.is_empty() {
                 let count = patches.len();
                 append_sequence(spec, "patches", patches);
@@ -282,13 +288,20 @@ fn rewrite_spec(
                 ));
                 out.local_charts.push(chart);
             }
-            if let Some(max) = settings.max_replicas {
+            let mut patches = settings.max_replicas.map(replica_patches).unwrap_or_default();
+            if settings.drop_webhooks {
+                patches.extend(webhook_removal_patches());
+            }
+            if !patches.is_empty() {
                 let renderer = Value::Mapping(Mapping::from_iter([(
                     "kustomize".into(),
-                    Value::Mapping(Mapping::from_iter([("patches".into(), Value::Sequence(replica_patches(max)))])),
+                    Value::Mapping(Mapping::from_iter([("patches".into(), Value::Sequence(patches))])),
                 )]));
                 append_sequence(spec, "postRenderers", vec![renderer]);
-                changes.push(format!("postRenderers += replicas set to {max}"));
+                let mut what = Vec::new();
+                what.extend(settings.max_replicas.map(|max| format!("replicas set to {max}")));
+                what.extend(settings.drop_webhooks.then(|| "admission webhooks removed".to_string()));
+                changes.push(format!("postRenderers += {}", what.join(", ")));
             }
         }
         ("source", "GitRepository" | "OCIRepository" | "HelmRepository") => {
@@ -441,6 +454,22 @@ fn append_sequence(spec: &mut Mapping, key: &str, items: Vec<Value>) {
         Value::Sequence(list) => list.extend(items),
         other => *other = Value::Sequence(items),
     }
+}
+
+/// Kustomize patches that delete every admission webhook configuration.
+fn webhook_removal_patches() -> Vec<Value> {
+    ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
+        .iter()
+        .map(|kind| {
+            let patch = format!(
+                "$patch: delete\napiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: any\n"
+            );
+            Value::Mapping(Mapping::from_iter([
+                ("target".into(), Value::Mapping(Mapping::from_iter([("kind".into(), (*kind).into())]))),
+                ("patch".into(), patch.into()),
+            ]))
+        })
+        .collect()
 }
 
 /// Kustomize patches that set `spec.replicas` of every Deployment and StatefulSet.

@@ -12,6 +12,7 @@ pub(crate) fn settings() -> Settings {
         patches: vec![],
         source_urls: vec![],
         registry: "127.0.0.1:5000".into(),
+        drop_webhooks: false,
     }
 }
 
@@ -358,4 +359,20 @@ fn a_chart_from_another_source_is_left_alone() {
     let spec = &documents(&out.text)[0]["spec"];
     assert_eq!(spec["chart"]["spec"]["sourceRef"]["name"], "bitnami");
     assert!(out.local_charts.is_empty());
+}
+
+#[test]
+fn on_sim_admission_webhooks_are_deleted_by_kustomizations_and_helm_releases() {
+    let mut settings = settings();
+    settings.drop_webhooks = true;
+    let out = rewrite(CHILD, &settings).unwrap().unwrap();
+    let patches = documents(&out.text)[0]["spec"]["patches"].as_sequence().unwrap().clone();
+    let targets: Vec<&str> = patches.iter().filter_map(|p| p["target"]["kind"].as_str()).collect();
+    assert!(targets.contains(&"ValidatingWebhookConfiguration") && targets.contains(&"MutatingWebhookConfiguration"));
+    assert!(patches.iter().any(|p| p["patch"].as_str().unwrap_or_default().starts_with("$patch: delete")));
+
+    let out = rewrite(REPO_CHART, &settings).unwrap().unwrap();
+    let renderers = documents(&out.text)[0]["spec"]["postRenderers"].as_sequence().unwrap().clone();
+    assert_eq!(renderers[0]["kustomize"]["patches"].as_sequence().unwrap().len(), 4, "replicas and webhooks");
+    assert!(out.changes.iter().any(|c| c.what == "postRenderers += replicas set to 1, admission webhooks removed"));
 }
