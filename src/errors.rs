@@ -51,6 +51,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV023", "a port on 127.0.0.1 is taken"),
     ("DEV024", "a substitute did not become ready in time"),
     ("DEV025", "a substitute stopped while starting"),
+    ("DEV026", "a data volume exists but its credentials are lost"),
     ("DEV030", "the state file cannot be read or written"),
     ("DEV031", "the environment name is used by another repository"),
     ("DEV040", "the profile's cluster provider is not available"),
@@ -119,6 +120,12 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 }
                 ("DEV025", Some(hint))
             }
+            substitutes::Error::CredentialsLost { volume, .. } => (
+                "DEV026",
+                Some(format!(
+                    "the environment's state file is gone; restore it, or delete the data with `devenv down --purge` (removes `{volume}`)"
+                )),
+            ),
             substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
         },
         Error::Provider(e) => match e {

@@ -295,3 +295,31 @@ async fn interrupting_up_leaves_only_what_down_removes() {
     let (containers, volumes) = labelled("t-sigint").await;
     assert!(containers.is_empty() && volumes.is_empty(), "{containers:?} {volumes:?}");
 }
+
+#[tokio::test]
+async fn a_kept_volume_whose_credentials_are_lost_fails_at_once_with_the_fix() {
+    let Some(image) = mariadb_image() else { return };
+    let repo = repo("t-lost", &image, DB_SERVICE);
+    up(&repo);
+    down(&repo, false);
+    std::fs::remove_file(repo.state_file()).unwrap();
+
+    // The database in the volume only knows the old password: fail now, not after the probe's timeout.
+    let started = Instant::now();
+    let output = repo.devenv().arg("up").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error[DEV026]: the data volume `devenv-t-lost-orders-db-data` of `orders-db` exists, but devenv no longer has the credentials it was set up with"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`devenv down --purge`"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let (containers, volumes) = labelled("t-lost").await;
+    assert!(containers.is_empty(), "nothing was started: {containers:?}");
+    assert_eq!(volumes, ["devenv-t-lost-orders-db-data"], "the data is left for the user to decide");
+
+    down(&repo, true);
+    up(&repo);
+    down(&repo, true);
+}

@@ -222,6 +222,13 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     assert_eq!(down["removed"]["containers"][0], "devenv-t-flux-loans-db");
     assert!(down["removed"]["volumes"].as_array().unwrap().is_empty(), "data survives down");
     assert!(client.apiserver_version().await.is_err(), "the cluster is stopped");
+
+    // down --purge removes the data volume and the cluster's data too.
+    let output = repo.devenv().args(["down", "--purge", "--env", "t-flux", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let purged = result_json(&output.stdout);
+    assert_eq!(purged["removed"]["volumes"][0], "devenv-t-flux-loans-db-data");
+    assert!(!repo.state.path().join("envs/t-flux").exists(), "the cluster's data is gone");
 }
 
 #[test]

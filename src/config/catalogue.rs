@@ -34,6 +34,10 @@ pub struct Substitute {
     /// Data directory inside the container; a named volume is mounted there.
     #[serde(default)]
     pub data_path: Option<String>,
+    /// Whether the server stores the generated secrets in its data directory when it first
+    /// starts on an empty volume (databases do), so a volume cannot be reused with new ones.
+    #[serde(default)]
+    pub secrets_in_volume: bool,
     pub probe: Probe,
     /// Outputs services map to environment ConfigMap keys.
     pub outputs: BTreeMap<String, Output>,

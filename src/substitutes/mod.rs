@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: ports::Error,
     },
+    #[error(
+        "the data volume `{volume}` of `{service}` exists, but devenv no longer has the credentials it was set up with"
+    )]
+    CredentialsLost { service: String, volume: String },
     #[error("`{service}` did not become ready within {}s (waiting for {waiting_for})", waited.as_secs())]
     NotReady { service: String, waiting_for: String, last_error: String, waited: Duration },
     #[error("`{service}` stopped while starting (container `{container}`, exit code {exit_code})")]
@@ -158,6 +162,15 @@ pub fn resolve(
         let substitute = &service.substitute;
         let remembered = state.services.entry(service.name.clone()).or_default();
         remembered.kind = service.kind.clone();
+        // A volume keeps the credentials it was initialised with; new ones would never work
+        // and the probe would only time out.
+        let volume_exists = observed.get(&service.name).is_some_and(|o| o.volume_exists);
+        if volume_exists && substitute.secrets_in_volume && remembered.secrets.is_empty() {
+            return Err(Error::CredentialsLost {
+                service: service.name.clone(),
+                volume: naming::volume_name(&config.env, &service.name),
+            });
+        }
         for secret in &substitute.secrets {
             remembered.secrets.entry(secret.clone()).or_insert_with(state::generate_secret);
         }
