@@ -122,6 +122,15 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     assert_eq!(statements.spec.as_ref().unwrap().replicas, Some(1));
     assert_eq!(env_value(&statements, "REGION").as_deref(), Some("us-east-1"));
 
+    // status shows the same objects, all Ready.
+    let output = repo.devenv().args(["status", "--env", "t-flux", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status = result_json(&output.stdout);
+    let listed: Vec<&str> = status["flux"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), objects.len(), "{listed:?} vs {objects:?}");
+    assert!(status["flux"].as_array().unwrap().iter().all(|o| o["ready"] == true), "{}", status["flux"]);
+    assert_eq!(listed[0], "Kustomization/flux-system/devenv-root", "the tree starts at the root");
+
     // A no-op up pushes nothing.
     let again = up(&repo);
     assert!(pushed(&again["flux"]["artifacts"]).is_empty(), "{again}");

@@ -5,11 +5,12 @@ use crate::cli::StatusArgs;
 use crate::config;
 use crate::docker::Docker;
 use crate::errors::Error;
+use crate::flux;
 use crate::naming;
 use crate::providers::{self, sim};
 use crate::state::Store;
 use crate::substitutes::{self, probe};
-use crate::ui::{self, table};
+use crate::ui::{self, ReporterExt, table};
 
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
@@ -21,6 +22,18 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         Some(_) => sim.status().await.map_err(providers::Error::from)?,
         None => Vec::new(),
     };
+    // The Flux objects of the environment, when its cluster answers.
+    let mut flux_objects = None;
+    if let Some(info) = &cluster
+        && !processes.is_empty()
+        && processes.iter().all(|p| p.healthy)
+        && let Ok(client) = sim::client(info).await
+    {
+        match flux::wait::snapshot(&client, &config.project.flux.namespace).await {
+            Ok(objects) => flux_objects = Some(objects),
+            Err(error) => ctx.reporter().warning(&format!("cannot read the Flux objects: {error}")),
+        }
+    }
     let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
 
     let mut services = Vec::new();
@@ -86,6 +99,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "created": state.is_some(),
             "cluster": cluster,
             "processes": processes,
+            "flux": flux_objects,
             "services": services,
         }));
         return Ok(());
@@ -109,6 +123,18 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             })
             .collect();
         print!("{}", table::render(&["PROCESS", "PID", "PORT", "HEALTH", "MEMORY"], &rows));
+    }
+    match &flux_objects {
+        Some(objects) if objects.is_empty() => println!("\nFlux: nothing applied yet; `devenv up` applies it."),
+        Some(objects) => {
+            let ready = objects.iter().filter(|o| o.ready).count();
+            println!("\nFlux: {ready} of {} object(s) Ready", objects.len());
+            print!("{}", flux::wait::render_tree(objects));
+            for object in objects.iter().filter(|o| !o.ready) {
+                println!("  {}: {}", object.object, object.message);
+            }
+        }
+        None => {}
     }
     if !rows.is_empty() {
         println!();

@@ -140,6 +140,17 @@ pub async fn until_ready(
     }
 }
 
+/// The environment's Flux objects as they are now, for `devenv status`: Ready at their
+/// generation, in tree order.
+pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec<ObjectStatus>, Error> {
+    let mut all = kustomizations(client).list(&Default::default()).await.map_err(Error::List)?.items;
+    all.extend(helm_releases(client).list(&Default::default()).await.map_err(Error::List)?.items);
+    let all: Vec<&DynamicObject> = all.iter().collect();
+    let none = (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
+    let target = Target { flux_namespace, revisions: &none.0, chart_digests: &none.1, requested: &none.2, token: "" };
+    Ok(evaluate(&environment_objects(&all, flux_namespace), &target).into_iter().map(|e| e.status).collect())
+}
+
 struct Evaluated {
     status: ObjectStatus,
     failed: bool,
