@@ -281,11 +281,24 @@ fn rewrite_spec(
             }
         }
         ("helm", "HelmRelease") => {
+            let values_files =
+                spec.get("chart").and_then(|c| c.get("spec")).and_then(|s| s.get("valuesFiles")).cloned();
             if let Some(chart) = repoint_chart(spec, identity, settings) {
-                changes.push(format!(
+                let mut what = format!(
                     "chart `{}` from the working tree: chartRef → OCIRepository/{}/{}",
                     chart.path, settings.flux_namespace, chart.source
-                ));
+                );
+                // chartRef has no valuesFiles; say so rather than drop them silently.
+                if let Some(Value::Sequence(files)) =
+                    values_files.filter(|f| f.as_sequence().is_some_and(|s| !s.is_empty()))
+                {
+                    let files: Vec<&str> = files.iter().filter_map(Value::as_str).collect();
+                    what.push_str(&format!(
+                        " (valuesFiles {} are not read: chartRef has no valuesFiles)",
+                        files.join(", ")
+                    ));
+                }
+                changes.push(what);
                 out.local_charts.push(chart);
             }
             let mut patches = settings.max_replicas.map(replica_patches).unwrap_or_default();

@@ -376,3 +376,14 @@ fn on_sim_admission_webhooks_are_deleted_by_kustomizations_and_helm_releases() {
     assert_eq!(renderers[0]["kustomize"]["patches"].as_sequence().unwrap().len(), 4, "replicas and webhooks");
     assert!(out.changes.iter().any(|c| c.what == "postRenderers += replicas set to 1, admission webhooks removed"));
 }
+
+#[test]
+fn values_files_a_chart_ref_cannot_read_are_named_in_the_change() {
+    let text = REPO_CHART.replace(
+        "      chart: ./charts/statements\n",
+        "      chart: ./charts/statements\n      valuesFiles: [./charts/statements/values-local.yaml]\n",
+    );
+    let out = rewritten(&text);
+    let what = &out.changes[0].what;
+    assert!(what.contains("valuesFiles ./charts/statements/values-local.yaml are not read"), "{what}");
+}
