@@ -63,7 +63,7 @@ fn main() {
     let cleanup = Cleanup { repo: &repo, state: &state };
     let result = devenv(&["up"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(client(&result));
+    let client = runtime.block_on(common::cluster_client(&result));
 
     // devenv's loop.
     let mut devenv_times = Vec::new();
@@ -126,7 +126,7 @@ fn main() {
     println!("no-op up: {:.2}s (target under 1 s)", noop.as_secs_f64());
     println!(
         "packing {} files ({:.3} MB) into {} artifacts: devenv {:.1} ms ({:.1} MB/s), tar czf {:.1} ms ({:.1} MB/s), ratio {:.2}",
-        packed.files,
+        packed.paths.len(),
         megabytes,
         packed.artifacts.len(),
         pack_time.as_secs_f64() * 1e3,
@@ -153,15 +153,6 @@ impl Drop for Cleanup<'_> {
             .stdout(Stdio::null())
             .status();
     }
-}
-
-async fn client(result: &serde_json::Value) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(result["cluster"]["kubeconfig"].as_str().unwrap()).unwrap();
-    let options = kube::config::KubeConfigOptions {
-        context: Some(result["cluster"]["context"].as_str().unwrap().to_string()),
-        ..Default::default()
-    };
-    kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap()).unwrap()
 }
 
 /// The environment ConfigMap and Secret devenv wrote, as one map: what Terraform would write

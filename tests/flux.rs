@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{TestRepo, copy_tree, mariadb_image, result_json, tier_available};
+use common::{TestRepo, cluster_client, copy_tree, mariadb_image, result_json, tier_available};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::IngressClass;
@@ -31,17 +31,6 @@ fn fixture(env: &str) -> Option<TestRepo> {
 
 fn up(repo: &TestRepo) -> serde_json::Value {
     repo.up_json(&["--env", &repo.env, "--timeout", "120s"]).1
-}
-
-async fn client(result: &serde_json::Value) -> kube::Client {
-    let path = result["cluster"]["kubeconfig"].as_str().unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
-    let options = kube::config::KubeConfigOptions {
-        context: Some(result["cluster"]["context"].as_str().unwrap().to_string()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// Whether an object exists, read through discovery as `kubectl get` would.
@@ -77,7 +66,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     assert_eq!(pushed(artifacts), ["devenv-ks-apps", "devenv-ks-crds", "devenv-ks-platform", "devenv-source"]);
     assert_eq!(artifacts["charts"][0]["pushed"], true, "the chart is published from the working tree");
 
-    let client = client(&result).await;
+    let client = cluster_client(&result).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lending");
     let loans = deployments.get("loans").await.unwrap();
     assert_eq!(loans.spec.as_ref().unwrap().replicas, Some(1), "replicas capped by the overlay");
@@ -270,7 +259,7 @@ async fn a_cluster_without_flux_is_named_as_such() {
     );
     let args = ["--profile", "sim", "--env", "t-flux-missing", "--timeout", "120s"];
     let result = repo.up_json(&args).1;
-    let client = client(&result).await;
+    let client = cluster_client(&result).await;
     let greeting = Api::<ConfigMap>::namespaced(client.clone(), "default").get("hello").await.unwrap();
     assert_eq!(greeting.data.unwrap()["greeting"], "hi", "a repository without services deploys too");
 

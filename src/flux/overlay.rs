@@ -379,23 +379,33 @@ fn drop_disabled_dependencies(spec: &mut Mapping, namespace: &str, disable: &[St
     depends_on.len() != before
 }
 
+/// Whether a `sourceRef` names the repository's own source; its namespace defaults to the
+/// referring object's, as in Flux.
+fn is_own_source(source: &Value, referrer_namespace: &str, settings: &Settings) -> bool {
+    let field = |name: &str| source.get(name).and_then(Value::as_str);
+    let own = &settings.own_source;
+    field("kind") == Some(own.kind.as_str())
+        && field("name") == Some(own.name.as_str())
+        && field("namespace").unwrap_or(referrer_namespace) == settings.flux_namespace
+}
+
+/// A reference to one of devenv's OCIRepositories, which live in the Flux namespace.
+fn artifact_ref(name: &str, settings: &Settings) -> Value {
+    Value::Mapping(Mapping::from_iter([
+        ("kind".into(), "OCIRepository".into()),
+        ("name".into(), name.into()),
+        ("namespace".into(), settings.flux_namespace.clone().into()),
+    ]))
+}
+
 /// Points a Kustomization at an artifact of its own when its source is the repository's own;
 /// returns that artifact's source name.
 fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings) -> Option<String> {
-    let source = spec.get_mut("sourceRef").and_then(Value::as_mapping_mut)?;
-    let kind = source.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = source.get("name").and_then(Value::as_str).unwrap_or_default();
-    let source_namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(&identity.namespace);
-    let own = &settings.own_source;
-    if kind != own.kind || name != own.name || source_namespace != settings.flux_namespace {
+    if !is_own_source(spec.get("sourceRef")?, &identity.namespace, settings) {
         return None;
     }
     let artifact = source_name(&identity.namespace, &identity.name, &settings.flux_namespace);
-    *source = Mapping::from_iter([
-        ("kind".into(), "OCIRepository".into()),
-        ("name".into(), artifact.clone().into()),
-        ("namespace".into(), settings.flux_namespace.clone().into()),
-    ]);
+    spec.insert("sourceRef".into(), artifact_ref(&artifact, settings));
     Some(artifact)
 }
 
@@ -405,25 +415,13 @@ fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings
 /// template form cannot be kept).
 fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings) -> Option<LocalChart> {
     let template = spec.get("chart")?.get("spec")?;
-    let source = template.get("sourceRef")?;
-    let kind = source.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = source.get("name").and_then(Value::as_str).unwrap_or_default();
-    let namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(&identity.namespace);
-    let own = &settings.own_source;
-    if kind != own.kind || name != own.name || namespace != settings.flux_namespace {
+    if !is_own_source(template.get("sourceRef")?, &identity.namespace, settings) {
         return None;
     }
     let path = crate::flux::closure::normalise(template.get("chart")?.as_str()?);
     let chart = LocalChart { source: chart_source_name(&path), path };
     spec.remove("chart");
-    spec.insert(
-        "chartRef".into(),
-        Value::Mapping(Mapping::from_iter([
-            ("kind".into(), "OCIRepository".into()),
-            ("name".into(), chart.source.clone().into()),
-            ("namespace".into(), settings.flux_namespace.clone().into()),
-        ])),
-    );
+    spec.insert("chartRef".into(), artifact_ref(&chart.source, settings));
     Some(chart)
 }
 
@@ -471,29 +469,24 @@ fn append_sequence(spec: &mut Mapping, key: &str, items: Vec<Value>) {
 
 /// Kustomize patches that delete every admission webhook configuration.
 fn webhook_removal_patches() -> Vec<Value> {
-    ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
-        .iter()
-        .map(|kind| {
-            let patch = format!(
-                "$patch: delete\napiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: any\n"
-            );
-            Value::Mapping(Mapping::from_iter([
-                ("target".into(), Value::Mapping(Mapping::from_iter([("kind".into(), (*kind).into())]))),
-                ("patch".into(), patch.into()),
-            ]))
-        })
-        .collect()
+    patches_by_kind(&["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"], |kind| {
+        format!("$patch: delete\napiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: any\n")
+    })
 }
 
 /// Kustomize patches that set `spec.replicas` of every Deployment and StatefulSet.
 fn replica_patches(max: u32) -> Vec<Value> {
-    ["Deployment", "StatefulSet"]
+    patches_by_kind(&["Deployment", "StatefulSet"], |_| format!("- op: add\n  path: /spec/replicas\n  value: {max}\n"))
+}
+
+/// One Kustomize patch per kind, targeting every object of that kind.
+fn patches_by_kind(kinds: &[&str], patch: impl Fn(&str) -> String) -> Vec<Value> {
+    kinds
         .iter()
         .map(|kind| {
-            let patch = format!("- op: add\n  path: /spec/replicas\n  value: {max}\n");
             Value::Mapping(Mapping::from_iter([
                 ("target".into(), Value::Mapping(Mapping::from_iter([("kind".into(), (*kind).into())]))),
-                ("patch".into(), patch.into()),
+                ("patch".into(), patch(kind).into()),
             ]))
         })
         .collect()

@@ -157,6 +157,25 @@ fn flag(name: &str, value: impl AsRef<std::ffi::OsStr>) -> OsString {
     s
 }
 
+/// Flags kube-controller-manager and kube-scheduler share: one kubeconfig for talking to and
+/// authenticating against the API server, a secure port on 127.0.0.1 with the serving
+/// certificate, no leader election (there is one of each), and a higher API rate limit.
+fn kube_loop_flags(p: &Ports, pki: &Pki, name: &str, kubeconfig: &std::path::Path) -> Vec<OsString> {
+    vec![
+        flag("kubeconfig", kubeconfig),
+        flag("authentication-kubeconfig", kubeconfig),
+        flag("authorization-kubeconfig", kubeconfig),
+        flag("bind-address", "127.0.0.1"),
+        flag("secure-port", p.port(name).to_string()),
+        flag("tls-cert-file", pki.serving_cert()),
+        flag("tls-private-key-file", pki.serving_key()),
+        flag("leader-elect", "false"),
+        flag("kube-api-qps", "100"),
+        flag("kube-api-burst", "200"),
+        flag("profiling", "false"),
+    ]
+}
+
 /// Flags every Flux controller takes: its own metrics and health ports on 127.0.0.1 (the
 /// defaults bind every interface), no event recorder, all namespaces.
 fn flux_controller_flags(p: &Ports, name: &str) -> Vec<OsString> {
@@ -220,43 +239,24 @@ impl Setting {
                 flag("cert-dir", &self.tmp),
                 flag("profiling", "false"),
             ],
-            ControllerManager => vec![
-                flag("kubeconfig", &self.controller_manager_kubeconfig),
-                flag("authentication-kubeconfig", &self.controller_manager_kubeconfig),
-                flag("authorization-kubeconfig", &self.controller_manager_kubeconfig),
-                flag("bind-address", "127.0.0.1"),
-                flag("secure-port", p.port("kube-controller-manager").to_string()),
-                flag("tls-cert-file", pki.serving_cert()),
-                flag("tls-private-key-file", pki.serving_key()),
-                flag("leader-elect", "false"),
-                flag("controllers", "*"),
-                // Binds PersistentVolumeClaims (no kubelet ever mounts them): without it a
-                // StatefulSet's pods stay Pending and charts that wait for them never install.
-                flag("enable-hostpath-provisioner", "true"),
-                flag("use-service-account-credentials", "true"),
-                flag("service-account-private-key-file", pki.sa_key()),
-                flag("root-ca-file", pki.ca_cert()),
-                flag("cluster-signing-cert-file", pki.ca_cert()),
-                flag("cluster-signing-key-file", pki.ca_key()),
-                flag("service-cluster-ip-range", SERVICE_RANGE),
-                flag("cluster-name", format!("devenv-{}", self.env)),
-                flag("kube-api-qps", "100"),
-                flag("kube-api-burst", "200"),
-                flag("profiling", "false"),
-            ],
-            Scheduler => vec![
-                flag("kubeconfig", &self.scheduler_kubeconfig),
-                flag("authentication-kubeconfig", &self.scheduler_kubeconfig),
-                flag("authorization-kubeconfig", &self.scheduler_kubeconfig),
-                flag("bind-address", "127.0.0.1"),
-                flag("secure-port", p.port("kube-scheduler").to_string()),
-                flag("tls-cert-file", pki.serving_cert()),
-                flag("tls-private-key-file", pki.serving_key()),
-                flag("leader-elect", "false"),
-                flag("kube-api-qps", "100"),
-                flag("kube-api-burst", "200"),
-                flag("profiling", "false"),
-            ],
+            ControllerManager => {
+                let mut flags = kube_loop_flags(p, pki, "kube-controller-manager", &self.controller_manager_kubeconfig);
+                flags.extend([
+                    flag("controllers", "*"),
+                    // Binds PersistentVolumeClaims (no kubelet ever mounts them): without it a
+                    // StatefulSet's pods stay Pending and charts that wait for them never install.
+                    flag("enable-hostpath-provisioner", "true"),
+                    flag("use-service-account-credentials", "true"),
+                    flag("service-account-private-key-file", pki.sa_key()),
+                    flag("root-ca-file", pki.ca_cert()),
+                    flag("cluster-signing-cert-file", pki.ca_cert()),
+                    flag("cluster-signing-key-file", pki.ca_key()),
+                    flag("service-cluster-ip-range", SERVICE_RANGE),
+                    flag("cluster-name", format!("devenv-{}", self.env)),
+                ]);
+                flags
+            }
+            Scheduler => kube_loop_flags(p, pki, "kube-scheduler", &self.scheduler_kubeconfig),
             Kwok => vec![
                 flag("kubeconfig", &self.kubeconfig),
                 flag("config", &self.kwok_config),

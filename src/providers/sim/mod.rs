@@ -345,7 +345,7 @@ impl Scope {
 }
 
 /// How to reach a running sim cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimInfo {
     /// Admin kubeconfig; `KUBECONFIG=<this> kubectl get nodes` works.
