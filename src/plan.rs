@@ -52,7 +52,7 @@ impl FluxStep {
         let packed = &prepared.packed;
         FluxStep {
             path: config.project.flux.path.clone(),
-            files: packed.files,
+            files: packed.paths.len(),
             artifacts: (packed.artifacts.iter())
                 .map(|a| ArtifactStep {
                     source: a.source.clone(),

@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     // Everything that can be checked without side effects is checked first.
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
-    let prepared = match config.profile.cluster.provider {
+    let mut prepared = match config.profile.cluster.provider {
         Provider::None => None,
         _ => {
             let prepared =
@@ -82,13 +82,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
     // Flux gets the environment once the substitutes it points at are ready.
     let mut deployed = None;
-    if let (Some(cluster), Some(_)) = (&cluster, &prepared) {
+    if let (Some(cluster), Some(prepared)) = (&cluster, prepared.as_mut()) {
         let client = sim::client(cluster).await.map_err(providers::Error::from)?;
         let env = envmap::compute(&config, &state);
         // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
-        let prepared = flux::prepare(&config, &env, &cluster.registry)?;
+        prepared.packed = flux::pack(&config, &cluster.registry)?;
         let result =
-            flux::deploy::up(&client, &config, &prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
+            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
                 .await;
         deployed = Some(result.map_err(flux::Error::from)?);
     }

@@ -163,8 +163,10 @@ pub async fn up(
     let started = Instant::now();
     reporter.started(step, "environment ConfigMap and Secret, charts, artifacts, sources and root");
     let objects = objects(config, prepared, env, registry);
-    for object in &objects {
-        ensure_namespace(client, object, &config.env).await?;
+    let namespaces: BTreeSet<&str> =
+        objects.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
+    for namespace in namespaces {
+        ensure_namespace(client, namespace, &config.env).await?;
     }
     let mut charts = charts::publish(&config.repo, &config.project.charts, registry).await?;
     let oci = artifact::client(registry);
@@ -183,11 +185,15 @@ pub async fn up(
         });
     let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
 
+    // A server-side apply that changes nothing keeps the resourceVersion.
     let mut env_changed = false;
     for object in &objects {
-        let before = k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version);
-        let after = k8s::apply(client, object).await?.metadata.resource_version;
         let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
+        let before = match is_env {
+            true => k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version),
+            false => None,
+        };
+        let after = k8s::apply(client, object).await?.metadata.resource_version;
         env_changed |= is_env && before != after;
     }
 
@@ -233,9 +239,8 @@ pub async fn up(
     Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
 }
 
-/// Creates a missing namespace for an object, labelled as devenv's; an existing one is left alone.
-async fn ensure_namespace(client: &kube::Client, object: &Value, env: &str) -> Result<(), Error> {
-    let Some(namespace) = object.pointer("/metadata/namespace").and_then(Value::as_str) else { return Ok(()) };
+/// Creates a missing namespace, labelled as devenv's; an existing one is left alone.
+async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str) -> Result<(), Error> {
     let mut namespace_object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
     if k8s::get(client, &namespace_object).await?.is_none() {
         k8s::label(&mut namespace_object, env);

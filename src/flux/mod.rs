@@ -62,16 +62,20 @@ pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Er
     })
 }
 
+/// Packs the working tree with the overlay; `registry` fills `{{ registry }}`. Reads files only.
+pub fn pack(config: &Config, registry: &str) -> Result<pack::Packed, Error> {
+    let settings = settings(config, registry)?;
+    Ok(pack::pack(&config.repo, &config.project.flux.path, deploy::ROOT_NAME, &settings)?)
+}
+
 /// Packs the working tree with the overlay and checks the substitution contract against
 /// the keys the environment provides (which do not depend on generated values). Reads files
 /// only; before the cluster exists, `registry` is `REGISTRY_PLACEHOLDER`.
 pub fn prepare(config: &Config, env: &EnvMap, registry: &str) -> Result<Prepared, Error> {
-    let settings = settings(config, registry)?;
-    let packed = pack::pack(&config.repo, &config.project.flux.path, deploy::ROOT_NAME, &settings)?;
-    let files = pack::list_files(&config.repo, &config.project.flux.path)?;
-    let visible = BTreeSet::from([settings.config_map.clone(), settings.secret.clone()]);
+    let packed = pack(config, registry)?;
+    let visible = BTreeSet::from([config.project.environment.config_map.name.clone(), envmap::secret_name(config)]);
     let scopes = contract::scopes(&packed.objects, &visible, &packed.sources());
-    let contract = contract::check(&config.repo, &files, &scopes, &envmap::keys(env));
+    let contract = contract::check(&config.repo, &packed.paths, &scopes, &envmap::keys(env));
     Ok(Prepared { packed, contract })
 }
 

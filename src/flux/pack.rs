@@ -75,8 +75,8 @@ pub struct PackedChart {
 #[derive(Debug, Clone)]
 pub struct Packed {
     pub artifacts: Vec<Artifact>,
-    /// Files in the tree.
-    pub files: usize,
+    /// The files of the tree, as `list_files` gives them.
+    pub paths: Vec<String>,
     /// Size of the files before compression.
     pub raw_bytes: u64,
     /// What the overlay changed, by file, in the files the root reaches.
@@ -202,7 +202,6 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
 
     let mut packed = Packed {
         artifacts,
-        files: files.len(),
         raw_bytes,
         changes: Vec::new(),
         diffs: Vec::new(),
@@ -210,6 +209,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         objects: Vec::new(),
         origins: BTreeMap::new(),
         charts: Vec::new(),
+        paths: files,
     };
     for (file, rewritten) in rewrites.into_iter().filter(|(file, _)| reached.contains(file)) {
         packed.changes.extend(rewritten.changes.into_iter().map(|c| (file.clone(), c)));
@@ -333,7 +333,7 @@ mod tests {
     fn each_kustomization_gets_the_files_it_reads_with_flux_objects_rewritten() {
         let dir = tree();
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
-        assert_eq!(packed.files, 3);
+        assert_eq!(packed.paths.len(), 3);
         let artifacts: Vec<(&str, &str, &str)> =
             packed.artifacts.iter().map(|a| (a.source.as_str(), a.kustomization.as_str(), a.path.as_str())).collect();
         assert_eq!(
@@ -376,6 +376,6 @@ mod tests {
         let text = fs::read_to_string(&apps).unwrap().replace("path: ./apps", "path: ./apps/${CLUSTER}");
         fs::write(&apps, text).unwrap();
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
-        assert_eq!(packed.artifacts[1].files, packed.files, "Flux substitutes the path; devenv cannot know it");
+        assert_eq!(packed.artifacts[1].files, packed.paths.len(), "Flux substitutes the path; devenv cannot know it");
     }
 }
