@@ -150,6 +150,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
+            crate::flux::Error::Pack(crate::flux::pack::Error::Chart { .. }) => (
+                "DEV061",
+                Some("`spec.chart.spec.chart` must name a chart directory of the repository, with its Chart.yaml".into()),
+            ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {
                 crate::flux::deploy::Error::Failed { .. } => (

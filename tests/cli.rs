@@ -226,6 +226,33 @@ fn a_source_url_that_is_not_a_url_is_a_config_error() {
             "devenv.yaml:12:12: overlay.sources[0].url: `ghcr.io/lender/charts` is not a URL",
         ))
         .stderr(predicate::str::contains("hint: write a full URL"));
+
+    repo.write(
+        "devenv.yaml",
+        &format!("{project}overlay:\n  sources:\n    - url: oci://ghcr.io/lender/charts\n      to: oci://{{{{ mirror }}}}/charts\n"),
+    );
+    repo.devenv().arg("plan").assert().code(2).stderr(predicate::str::contains(
+        "overlay.sources[0].to: `oci://{{ mirror }}/charts` uses a template other than `{{ registry }}`",
+    ));
+}
+
+#[test]
+fn a_helm_release_whose_repository_chart_is_missing_stops_plan() {
+    let repo = TestRepo::new("t-cli-repo-chart", "");
+    repo.write(
+        "clusters/local/release.yaml",
+        "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: statements\n  namespace: lending\nspec:\n  chart:\n    spec:\n      chart: ./charts/statements\n      sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}\n",
+    );
+    repo.devenv()
+        .args(["plan", "--profile", "sim"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error[DEV061]: a HelmRelease in `clusters/local/release.yaml` takes its chart from the repository",
+        ))
+        .stderr(predicate::str::contains("`charts/statements` is not a Helm chart: cannot read Chart.yaml"))
+        .stderr(predicate::str::contains("hint: `spec.chart.spec.chart` must name a chart directory"));
 }
 
 #[test]
