@@ -2,6 +2,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
+use std::ops::RangeInclusive;
+
+use rand::RngExt;
 
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -55,21 +58,69 @@ pub fn choose(
 
 /// Whether nothing listens on 127.0.0.1:`port`.
 pub fn is_free(port: u16) -> bool {
-    TcpListener::bind((LOOPBACK, port)).is_ok()
+    hold(port).is_some()
 }
 
-/// A port the kernel considers free right now, avoiding `taken`.
+/// A listener on 127.0.0.1:`port`, if the port is free.
+pub fn hold(port: u16) -> Option<TcpListener> {
+    TcpListener::bind((LOOPBACK, port)).ok()
+}
+
+/// A free port for a listener that starts a little later, avoiding `taken`.
+///
+/// It is chosen below the kernel's ephemeral range: a port from that range (which is what
+/// binding port 0 returns) can be taken by any outgoing connection's source port in the
+/// seconds before the process that should listen on it starts.
 pub fn pick_free(taken: &[u16]) -> Result<u16, Error> {
-    for _ in 0..20 {
-        let port = TcpListener::bind((LOOPBACK, 0))
-            .and_then(|listener| listener.local_addr())
-            .map_err(Error::NoFreePort)?
-            .port();
-        if !taken.contains(&port) {
-            return Ok(port);
+    pick_held(taken).map(|(port, _)| port)
+}
+
+/// Like [`pick_free`], but the port stays held by a listener of our own until the caller
+/// drops it, so that no other devenv picks it in the meantime.
+pub fn pick_held(taken: &[u16]) -> Result<(u16, TcpListener), Error> {
+    let range = listening_range(ephemeral_range());
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(range.clone());
+        if taken.contains(&port) {
+            continue;
+        }
+        if let Some(listener) = hold(port) {
+            return Ok((port, listener));
         }
     }
-    Err(Error::NoFreePort(io::Error::other("the kernel kept offering ports already chosen")))
+    Err(Error::NoFreePort(io::Error::other(format!(
+        "no free port among 200 tries in {}-{}",
+        range.start(),
+        range.end()
+    ))))
+}
+
+/// The kernel's range for outgoing connections' source ports. Where it cannot be read,
+/// 32768-65535 covers both Linux's and macOS's defaults.
+fn ephemeral_range() -> RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(str::parse::<u16>);
+            Some(bounds.next()?.ok()?..=bounds.next()?.ok()?)
+        })
+        .unwrap_or(32768..=65535)
+}
+
+/// The ports devenv listens on: the registered ports below the ephemeral range, or above it
+/// when a machine's range starts too low to leave room.
+fn listening_range(ephemeral: RangeInclusive<u16>) -> RangeInclusive<u16> {
+    const LOWEST: u16 = 10000;
+    const ROOM: u16 = 1000;
+    if ephemeral.start().saturating_sub(LOWEST) >= ROOM {
+        LOWEST..=ephemeral.start() - 1
+    } else if u16::MAX - ephemeral.end() >= ROOM {
+        ephemeral.end() + 1..=u16::MAX
+    } else {
+        // The kernel hands out (almost) every port: no range is safe, so use all of them.
+        1024..=u16::MAX
+    }
 }
 
 #[cfg(test)]
@@ -115,5 +166,13 @@ mod tests {
         let picked = pick_free(&[held]).unwrap();
         assert_ne!(picked, held);
         assert!(is_free(picked));
+        assert!(!ephemeral_range().contains(&picked), "{picked} is in the ephemeral range");
+    }
+
+    #[test]
+    fn listening_ports_stay_out_of_the_ephemeral_range() {
+        assert_eq!(listening_range(32768..=60999), 10000..=32767);
+        assert_eq!(listening_range(1024..=60999), 61000..=65535);
+        assert_eq!(listening_range(1024..=65000), 1024..=65535);
     }
 }

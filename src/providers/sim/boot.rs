@@ -22,7 +22,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::certs::{self, Pki};
-use super::components::{Component, FLUX_NAMESPACE, KWOK_NODE_ANNOTATION, PortsExt, Setting, kwok_config_text};
+use super::components::{
+    Component, FLUX_NAMESPACE, HeldPorts, KWOK_NODE_ANNOTATION, PortsExt, Setting, kwok_config_text,
+};
 use super::probe::Prober;
 use super::process::{self, Launch, Pid, Watchdog};
 use super::{Binaries, Error, Layout, LogTail, Record, Scope, kubeconfig};
@@ -78,6 +80,7 @@ pub(super) struct Boot<'a> {
     binaries: &'a Binaries,
     record: &'a Record,
     setting: Setting,
+    held: Mutex<HeldPorts>,
     watchdog: Mutex<&'a mut Watchdog>,
 }
 
@@ -87,6 +90,7 @@ impl<'a> Boot<'a> {
         layout: &'a Layout,
         binaries: &'a Binaries,
         record: &'a Record,
+        held: HeldPorts,
         watchdog: &'a mut Watchdog,
     ) -> Result<Self, Error> {
         let pki = Pki::new(layout.pki());
@@ -120,7 +124,7 @@ impl<'a> Boot<'a> {
         for dir in [setting.registry_data(), setting.source_storage()] {
             fs::create_dir_all(&dir).map_err(|source| Error::CreateDir { path: dir, source })?;
         }
-        Ok(Boot { layout, binaries, record, setting, watchdog: Mutex::new(watchdog) })
+        Ok(Boot { layout, binaries, record, setting, held: Mutex::new(held), watchdog: Mutex::new(watchdog) })
     }
 
     pub async fn run(&self, reporter: &dyn Reporter) -> Result<(), Error> {
@@ -175,6 +179,12 @@ impl<'a> Boot<'a> {
         let binary = self.binaries.bin(component.name());
         let (args, env) = self.setting.command(component);
         let log = self.layout.log(component);
+        // Let go of the component's ports only now, so nothing else picks them meanwhile.
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for name in component.ports() {
+            held.remove(*name);
+        }
+        drop(held);
         let mut watchdog = self.watchdog.lock().unwrap_or_else(|p| p.into_inner());
         let pid = process::spawn(Launch {
             binary: &binary,

@@ -121,6 +121,10 @@ impl Probe {
 /// Port name → port on 127.0.0.1.
 pub(super) type Ports = BTreeMap<String, u16>;
 
+/// Port name → a listener of our own that keeps the port from other devenvs until the
+/// process that should listen on it starts.
+pub(super) type HeldPorts = BTreeMap<String, std::net::TcpListener>;
+
 pub(super) trait PortsExt {
     /// The port, or 0 (which no check reaches) when a record predates the name.
     fn port(&self, name: &str) -> u16;

@@ -48,7 +48,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::ports;
 use crate::ui::{Reporter, ReporterExt, Status};
-use components::{Component, Ports, PortsExt};
+use components::{Component, HeldPorts, Ports, PortsExt};
 use process::{Pid, Watchdog};
 
 /// The build script, run by [`build`] (and by hand: `bash sim/build.sh`).
@@ -588,13 +588,14 @@ impl Sim {
 
         reporter.started(STEP, &format!("`{context}` (Kubernetes, kwok, Flux, registry)"));
         let remembered = previous.map(|r| r.ports).unwrap_or_default();
+        let (ports, held) = choose_ports(self.scope, &remembered)?;
         let record = Record {
             version: RECORD_VERSION,
             env: env.to_string(),
             context: context.clone(),
             binaries: binaries.dir.clone(),
             scope: self.scope,
-            ports: choose_ports(self.scope, &remembered)?,
+            ports,
         };
         // Recorded before anything starts, so `down` finds whatever does.
         self.layout.save_record(&record)?;
@@ -604,7 +605,7 @@ impl Sim {
             .pid
             .write(&self.layout.watchdog_pid_file())
             .map_err(|source| Error::WriteFile { path: self.layout.watchdog_pid_file(), source })?;
-        let result = match boot::Boot::prepare(&self.layout, &binaries, &record, &mut watchdog) {
+        let result = match boot::Boot::prepare(&self.layout, &binaries, &record, held, &mut watchdog) {
             Ok(boot) => boot.run(reporter).await,
             Err(error) => Err(error),
         };
@@ -785,20 +786,27 @@ async fn stop_wave(mut live: Vec<(Component, Pid)>) -> Result<(), Error> {
 }
 
 /// Ports for every process of the scope: the remembered one while it is free, else a new one.
-fn choose_ports(scope: Scope, remembered: &Ports) -> Result<Ports, Error> {
+/// Each is held by a listener until its process starts (see [`boot::Boot::start`]).
+fn choose_ports(scope: Scope, remembered: &Ports) -> Result<(Ports, HeldPorts), Error> {
     let mut chosen: Ports = BTreeMap::new();
+    let mut held = HeldPorts::new();
     for component in scope.components() {
         for &name in component.ports() {
             let taken: Vec<u16> = chosen.values().copied().collect();
-            let keep = remembered.get(name).copied().filter(|p| *p != 0 && !taken.contains(p) && ports::is_free(*p));
-            let port = match keep {
-                Some(port) => port,
-                None => ports::pick_free(&taken).map_err(|source| Error::Port { name: name.to_string(), source })?,
+            let kept = remembered
+                .get(name)
+                .copied()
+                .filter(|p| *p != 0 && !taken.contains(p))
+                .and_then(|port| Some((port, ports::hold(port)?)));
+            let (port, listener) = match kept {
+                Some(kept) => kept,
+                None => ports::pick_held(&taken).map_err(|source| Error::Port { name: name.to_string(), source })?,
             };
             chosen.insert(name.to_string(), port);
+            held.insert(name.to_string(), listener);
         }
     }
-    Ok(chosen)
+    Ok((chosen, held))
 }
 
 /// A client for the cluster, from its admin kubeconfig.
@@ -820,24 +828,26 @@ mod tests {
 
     #[test]
     fn ports_are_kept_while_free_and_distinct() {
-        let first = choose_ports(Scope::Full, &Ports::new()).unwrap();
+        let (first, held) = choose_ports(Scope::Full, &Ports::new()).unwrap();
+        assert!(first.values().all(|port| !ports::is_free(*port)), "chosen ports are held");
+        drop(held);
         let names: usize = Component::ALL.iter().map(|c| c.ports().len()).sum();
         assert_eq!(first.len(), names);
         let mut distinct: Vec<u16> = first.values().copied().collect();
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), names);
-        let again = choose_ports(Scope::Full, &first).unwrap();
+        let (again, _) = choose_ports(Scope::Full, &first).unwrap();
         assert_eq!(again, first);
         let held = std::net::TcpListener::bind(("127.0.0.1", first["etcd"])).unwrap();
-        let moved = choose_ports(Scope::Full, &first).unwrap();
+        let (moved, _) = choose_ports(Scope::Full, &first).unwrap();
         assert_ne!(moved["etcd"], first["etcd"]);
         drop(held);
     }
 
     #[test]
     fn apiserver_scope_has_etcd_and_apiserver() {
-        let ports = choose_ports(Scope::Apiserver, &Ports::new()).unwrap();
+        let (ports, _) = choose_ports(Scope::Apiserver, &Ports::new()).unwrap();
         assert_eq!(ports.keys().map(String::as_str).collect::<Vec<_>>(), ["etcd", "etcd-peer", "kube-apiserver"]);
     }
 
