@@ -150,6 +150,14 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
+            crate::flux::Error::Pack(crate::flux::pack::Error::Chart { source, .. })
+                if matches!(source.as_ref(), crate::flux::charts::Error::ValuesFile { .. }) =>
+            {
+                (
+                    "DEV061",
+                    Some("each `spec.chart.spec.valuesFiles` entry is a YAML file of values, relative to the repository root; `ignoreMissingValuesFiles: true` skips missing ones".into()),
+                )
+            }
             crate::flux::Error::Pack(crate::flux::pack::Error::Chart { .. }) => (
                 "DEV061",
                 Some("`spec.chart.spec.chart` must name a chart directory of the repository, with its Chart.yaml".into()),
@@ -172,13 +180,34 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "DEV065",
                     Some("check that the environment's registry is running (`devenv status`)".into()),
                 ),
-                _ => ("DEV065", Some("check that the cluster is reachable (`devenv status`)".into())),
+                other => ("DEV065", Some(cluster_refusal_hint(other))),
             },
         },
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// What to do when the cluster did not take an object: the API server's refusal says why,
+/// while no answer at all means the cluster is not reachable.
+fn cluster_refusal_hint(error: &crate::flux::deploy::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut status = None;
+    while let Some(current) = cause {
+        if let Some(kube::Error::Api(answer)) = current.downcast_ref::<kube::Error>() {
+            status = Some(answer);
+            break;
+        }
+        cause = current.source();
+    }
+    match status {
+        Some(status) if status.message.contains("because it is being terminated") => {
+            "the namespace is being deleted: wait until it is gone (an object's finalizer may hold it, see `kubectl get all -n NAMESPACE`), then run `devenv up` again".into()
+        }
+        Some(status) => format!("the cluster refused it ({} {}); the cause above is its answer", status.code, status.reason),
+        None => "check that the cluster is reachable (`devenv status`)".into(),
+    }
 }
 
 fn diagnose_config(error: &config::Error) -> Diagnosis {
@@ -247,6 +276,10 @@ fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {
             Some(format!(
                 "check the image name and your registry access (`docker pull {image}`), or point the substitute at an image you have in `.devenv/substitutes/<kind>.yaml` (`image: …`)"
             )),
+        ),
+        docker::Error::StartContainer { .. } => (
+            "DEV021",
+            Some("the engine could not run the container: check the substitute's `image` and `command` (`.devenv/substitutes/<kind>.yaml`)".into()),
         ),
         _ => ("DEV021", Some("check the Docker engine's log; `devenv doctor` checks the engine".into())),
     }

@@ -252,6 +252,40 @@ async fn a_container_that_exits_is_reported_with_its_logs() {
     assert!(stderr.contains("    cannot start: disk on fire"), "the container's own output is shown: {stderr}");
 }
 
+/// An image whose entrypoint does not exist: the engine creates its container but cannot
+/// start it.
+fn image_without_its_entrypoint() -> String {
+    let tag = "devenv-test/missing-entrypoint:1";
+    let mut import = std::process::Command::new("docker")
+        .args(["import", "--change", r#"ENTRYPOINT ["/no/such/server"]"#, "-", tag])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the docker CLI runs");
+    // An empty tar archive: two zero blocks.
+    std::io::Write::write_all(import.stdin.as_mut().unwrap(), &[0; 1024]).unwrap();
+    drop(import.stdin.take());
+    assert!(import.wait().unwrap().success(), "docker import of an empty image");
+    tag.to_string()
+}
+
+#[tokio::test]
+async fn a_container_the_engine_cannot_run_is_reported_and_removed() {
+    if mariadb_image().is_none() {
+        return;
+    }
+    let repo = repo("t-norun", &image_without_its_entrypoint(), DB_SERVICE);
+    let output = repo.devenv().arg("up").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV021]: cannot start container `devenv-t-norun-orders-db`"), "{stderr}");
+    assert!(stderr.contains("exec: \"/no/such/server\": stat /no/such/server"), "the engine's words: {stderr}");
+    assert!(stderr.contains("hint: the engine could not run the container"), "{stderr}");
+    let (containers, _) = labelled("t-norun").await;
+    assert!(containers.is_empty(), "the container that never ran is removed: {containers:?}");
+    down(&repo, true);
+}
+
 #[tokio::test]
 async fn an_image_that_cannot_be_pulled_is_reported() {
     if mariadb_image().is_none() {

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use common::{TestRepo, cluster_client, copy_tree, mariadb_image, result_json, tier_available};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::networking::v1::IngressClass;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/landbay");
 
@@ -110,6 +111,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let statements = deployments.get("statements").await.unwrap();
     assert_eq!(statements.spec.as_ref().unwrap().replicas, Some(1));
     assert_eq!(env_value(&statements, "REGION").as_deref(), Some("us-east-1"));
+    assert_eq!(env_value(&statements, "TIER").as_deref(), Some("priority"), "its valuesFiles are merged");
 
     // status shows the same objects, all Ready.
     let output = repo.devenv().args(["status", "--env", "t-flux", "--output", "json"]).output().unwrap();
@@ -147,6 +149,12 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let audit = deployments.get("audit").await.unwrap();
     let image = audit.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("registry.example.com/lender/audit:2.4.2"), "live when up returns");
+    // So is an edit of a values file a HelmRelease names in valuesFiles.
+    std::fs::write(repo.path().join("apps/base/statements/values-lending.yaml"), "tier: express\n").unwrap();
+    let revalued = up(&repo);
+    assert_eq!(revalued["flux"]["artifacts"]["charts"][1]["pushed"], true);
+    let statements = deployments.get("statements").await.unwrap();
+    assert_eq!(env_value(&statements, "TIER").as_deref(), Some("express"));
 
     // A broken manifest fails with the Kustomization's own message.
     std::fs::write(&manifest, format!("{text}  broken: [\n")).unwrap();
@@ -177,6 +185,9 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     up(&repo);
 
     // What Flux applied, listed before down.
+    let statements_reference = result["flux"]["artifacts"]["charts"][1]["reference"].as_str().unwrap();
+    let statements_source = statements_reference.rsplit('/').next().unwrap().split(':').next().unwrap();
+    assert!(statements_source.starts_with("devenv-chart-charts-statements-"), "{statements_reference}");
     let applied = [
         ("apps/v1", "Deployment", "lending", "loans"),
         ("apps/v1", "Deployment", "lending", "ledger"),
@@ -185,7 +196,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
         ("v1", "Secret", "lending", "loans-db"),
         ("lending.example.com/v1", "MortgageProduct", "lending", "two-year-fixed"),
         ("helm.toolkit.fluxcd.io/v2", "HelmRelease", "lending", "audit"),
-        ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", "devenv-chart-charts-statements"),
+        ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", statements_source),
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "apps"),
         ("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-system", "devenv-ks-apps"),
         ("v1", "ConfigMap", "flux-system", "cluster-env"),
@@ -262,6 +273,35 @@ async fn a_cluster_without_flux_is_named_as_such() {
     let client = cluster_client(&result).await;
     let greeting = Api::<ConfigMap>::namespaced(client.clone(), "default").get("hello").await.unwrap();
     assert_eq!(greeting.data.unwrap()["greeting"], "hi", "a repository without services deploys too");
+
+    // A namespace that is being deleted takes no new objects: `up` names the object it could
+    // not apply, the API server's answer and what to do (DEV065).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "leaving"}})).unwrap())
+        .await
+        .unwrap();
+    let held: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "held", "namespace": "leaving", "finalizers": ["devenv.test/hold"]}
+    }))
+    .unwrap();
+    let leaving_config_maps = Api::<ConfigMap>::namespaced(client.clone(), "leaving");
+    leaving_config_maps.create(&PostParams::default(), &held).await.unwrap();
+    namespaces.delete("leaving", &Default::default()).await.unwrap();
+    repo.write(
+        "clusters/local/leaving.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: leaving\n  namespace: leaving\nspec:\n  interval: 10m\n  path: ./leaving\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n    namespace: flux-system\n  postBuild:\n    substitute:\n      TEAM: leaving\n",
+    );
+    repo.write("leaving/kustomization.yaml", "resources: []\n");
+    let output = repo.devenv().arg("up").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV065]: cannot apply ConfigMap/leaving/"), "{stderr}");
+    assert!(stderr.contains("because it is being terminated"), "{stderr}");
+    assert!(stderr.contains("hint: the namespace is being deleted"), "{stderr}");
+    let release = json!({"metadata": {"finalizers": null}});
+    leaving_config_maps.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    std::fs::remove_file(repo.path().join("clusters/local/leaving.yaml")).unwrap();
 
     // Flux's HelmRelease API goes away, as in a cluster where Flux was never installed.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =

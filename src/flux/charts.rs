@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use super::artifact::{self, Blob, Pushed};
 use super::pack;
@@ -12,11 +12,15 @@ use crate::config::project::ChartConfig;
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const CONTENT_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+/// The chart's default values, which a HelmChart's `valuesFiles` replace.
+const VALUES_FILE: &str = "values.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("`{path}` is not a Helm chart: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("values file `{path}` (from valuesFiles) {reason}")]
+    ValuesFile { path: String, reason: String },
     #[error(transparent)]
     Pack(#[from] pack::Error),
     #[error(transparent)]
@@ -46,18 +50,63 @@ pub fn metadata(dir: &Path) -> Result<Metadata, String> {
 
 /// The chart in `path` (relative to the repository) packaged like `helm package`: its files
 /// under `<name>/`, deterministically.
-pub fn package(repo: &Path, path: &str) -> Result<(Metadata, Vec<u8>), Error> {
+pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metadata, Vec<u8>), Error> {
     let dir = repo.join(path);
     let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
-    let files = pack::list_files(&dir, "")?;
+    let mut files = pack::list_files(&dir, "")?;
+    if values.is_some() && !files.iter().any(|f| f == VALUES_FILE) {
+        files.push(VALUES_FILE.to_string());
+        files.sort();
+    }
     let mut entries = Vec::new();
     for relative in &files {
-        let path = dir.join(relative);
-        let content = std::fs::read(&path).map_err(|source| pack::Error::Read { path, source })?;
+        let content = match values {
+            Some(values) if relative == VALUES_FILE => values.to_vec(),
+            _ => {
+                let path = dir.join(relative);
+                std::fs::read(&path).map_err(|source| pack::Error::Read { path, source })?
+            }
+        };
         entries.push((format!("{}/{relative}", metadata.name), content));
     }
     let bytes = pack::archive(entries.iter().map(|(name, content)| (name.as_str(), content.as_slice(), false)))?;
     Ok((metadata, bytes))
+}
+
+/// A chart's values as source-controller builds them from a HelmChart's `valuesFiles`
+/// (relative to the repository): each file's mapping merged over the ones before it, nested
+/// mappings key by key, anything else replaced.
+pub fn merged_values(repo: &Path, files: &[String], ignore_missing: bool) -> Result<Vec<u8>, Error> {
+    let mut merged = Mapping::new();
+    for file in files {
+        let problem = |reason: String| Error::ValuesFile { path: file.clone(), reason };
+        let text = match std::fs::read_to_string(repo.join(file)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ignore_missing => continue,
+            Err(e) => return Err(problem(format!("cannot be read ({e})"))),
+        };
+        let values: Value = serde_yaml::from_str(&text).map_err(|e| problem(format!("does not parse ({e})")))?;
+        match values {
+            Value::Mapping(values) => merge_values(&mut merged, values),
+            Value::Null => {}
+            _ => return Err(problem("is not a mapping of values".into())),
+        }
+    }
+    if merged.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_yaml::to_string(&merged).expect("YAML values serialise").into_bytes())
+}
+
+fn merge_values(into: &mut Mapping, from: Mapping) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Mapping(existing)), Value::Mapping(nested)) => merge_values(existing, nested),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Packages each chart and pushes the ones that changed to `<registry>/<repository>/<name>:<version>`.
@@ -65,7 +114,7 @@ pub async fn publish(repo: &Path, charts: &[ChartConfig], registry: &str) -> Res
     let client = artifact::client(registry);
     let mut pushed = Vec::new();
     for chart in charts {
-        let (metadata, bytes) = package(repo, &chart.path)?;
+        let (metadata, bytes) = package(repo, &chart.path, None)?;
         let repository = format!("{}/{}", chart.repository.trim_matches('/'), metadata.name);
         pushed.push(push(&client, registry, &repository, &metadata, &bytes).await?);
     }
@@ -85,4 +134,74 @@ pub async fn push(
     let config = Blob { bytes: &config, media_type: CONFIG_MEDIA_TYPE };
     Ok(artifact::push_if_changed(client, registry, repository, &metadata.version, content, config, BTreeMap::new())
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n");
+        write("charts/app/values.yaml", "replicas: 2\nimage:\n  repository: app\n  tag: \"1.0\"\nregion: eu-west-2\n");
+        write("charts/app/templates/deployment.yaml", "kind: Deployment\n");
+        write("apps/app-values.yaml", "image:\n  tag: \"1.1\"\nregion: [eu-west-1]\n");
+        dir
+    }
+
+    fn values(files: &[&str], ignore_missing: bool) -> Result<Value, Error> {
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        let bytes = merged_values(repo().path(), &files, ignore_missing)?;
+        Ok(serde_yaml::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn values_files_merge_in_order_nested_mappings_key_by_key() {
+        let merged = values(&["charts/app/values.yaml", "apps/app-values.yaml"], false).unwrap();
+        let expected: Value =
+            serde_yaml::from_str("replicas: 2\nimage:\n  repository: app\n  tag: \"1.1\"\nregion: [eu-west-1]\n")
+                .unwrap();
+        assert_eq!(merged, expected);
+        // Without the chart's own file its defaults are gone, as in source-controller.
+        let alone = values(&["apps/app-values.yaml"], false).unwrap();
+        assert!(alone.get("replicas").is_none());
+    }
+
+    #[test]
+    fn a_missing_values_file_is_an_error_unless_ignored() {
+        let error = values(&["apps/missing.yaml"], false).unwrap_err();
+        assert!(
+            error.to_string().starts_with("values file `apps/missing.yaml` (from valuesFiles) cannot be read"),
+            "{error}"
+        );
+        let merged = values(&["apps/missing.yaml", "apps/app-values.yaml"], true).unwrap();
+        assert_eq!(merged["image"]["tag"], "1.1");
+    }
+
+    #[test]
+    fn the_packaged_chart_carries_the_merged_values() {
+        let dir = repo();
+        let merged = merged_values(dir.path(), &["apps/app-values.yaml".into()], false).unwrap();
+        let (_, bytes) = package(dir.path(), "charts/app", Some(&merged)).unwrap();
+        let (_, plain) = package(dir.path(), "charts/app", None).unwrap();
+        assert_ne!(bytes, plain);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            if name == "app/values.yaml" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                assert_eq!(text.as_bytes(), merged.as_slice());
+            }
+            names.push(name);
+        }
+        assert_eq!(names, ["app/Chart.yaml", "app/templates/deployment.yaml", "app/values.yaml"]);
+    }
 }

@@ -59,6 +59,7 @@ pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Er
             .collect(),
         registry: registry.to_string(),
         drop_webhooks: config.profile.cluster.provider == crate::config::profile::Provider::Sim,
+        clashing: Default::default(),
     })
 }
 

@@ -64,6 +64,10 @@ pub struct Settings {
     /// Removes admission webhook configurations: on a cluster whose pods never run (sim),
     /// a webhook has nothing behind it and would reject every request it matches.
     pub drop_webhooks: bool,
+    /// Readable source names that more than one Kustomization or chart would get
+    /// (`team-a/apps` and `team/a-apps`); each of those gets a hash of its own instead.
+    /// Filled by `pack`, which sees every file.
+    pub clashing: BTreeSet<String>,
 }
 
 /// One entry of the source-URL map (see `SourceUrlConfig`).
@@ -84,24 +88,28 @@ pub fn render_registry(template: &str, registry: &str) -> String {
 /// edit then changes only the artifacts that read the edited file, and Flux checks a
 /// dependency's revision only when it shares the dependant's source, so a changed leaf does
 /// not wait for its unchanged dependencies to re-apply.
-pub fn source_name(namespace: &str, name: &str, flux_namespace: &str) -> String {
-    let qualified = if namespace == flux_namespace { name.to_string() } else { format!("{namespace}-{name}") };
-    valid_name(KUSTOMIZATION_SOURCE_PREFIX, &qualified)
+pub fn source_name(namespace: &str, name: &str, settings: &Settings) -> String {
+    let readable = if namespace == settings.flux_namespace { name.to_string() } else { format!("{namespace}-{name}") };
+    valid_name(KUSTOMIZATION_SOURCE_PREFIX, &readable, &format!("{namespace}/{name}"), &settings.clashing)
 }
 
 /// The OCIRepository serving a chart directory of the repository, e.g. `devenv-chart-charts-audit`.
-pub fn chart_source_name(path: &str) -> String {
-    valid_name(CHART_SOURCE_PREFIX, &path.replace('/', "-"))
+pub fn chart_source_name(path: &str, settings: &Settings) -> String {
+    valid_name(CHART_SOURCE_PREFIX, &path.replace('/', "-"), path, &settings.clashing)
 }
 
-fn valid_name(prefix: &str, qualified: &str) -> String {
-    let full = format!("{prefix}{qualified}");
-    // A name a parent substitutes (`apps-${CLUSTER}`) or a long one gets a readable prefix
-    // and a hash of the original, so it stays a valid, unique Kubernetes name.
-    if full.len() <= MAX_SOURCE_NAME && crate::naming::check_label(&full, MAX_SOURCE_NAME).is_ok() {
+/// `prefix` + `readable` when that is a valid Kubernetes name no other source claims; else a
+/// readable prefix and a hash of the `original` (which is unique), so it stays valid and unique.
+fn valid_name(prefix: &str, readable: &str, original: &str, clashing: &BTreeSet<String>) -> String {
+    let full = format!("{prefix}{readable}");
+    // A name a parent substitutes (`apps-${CLUSTER}`) or a long one is not valid as it is.
+    if full.len() <= MAX_SOURCE_NAME
+        && crate::naming::check_label(&full, MAX_SOURCE_NAME).is_ok()
+        && !clashing.contains(&full)
+    {
         return full;
     }
-    let hash = crate::flux::pack::digest(qualified.as_bytes());
+    let hash = crate::flux::pack::digest(original.as_bytes());
     let hash = &hash["sha256:".len().."sha256:".len() + 8];
     let readable = crate::naming::sanitize(&full, MAX_SOURCE_NAME - hash.len() - 1);
     format!("{}-{hash}", readable.trim_end_matches('-'))
@@ -131,6 +139,11 @@ pub struct LocalChart {
     pub path: String,
     /// The OCIRepository (in the Flux namespace) that serves it.
     pub source: String,
+    /// `spec.chart.spec.valuesFiles`, relative to the repository root: merged in order, they
+    /// replace the chart's values.yaml, as source-controller does when it builds the chart.
+    pub values_files: Vec<String>,
+    /// `spec.chart.spec.ignoreMissingValuesFiles`.
+    pub ignore_missing_values_files: bool,
 }
 
 /// A Flux object the overlay changed, as YAML before and after (`None`: removed).
@@ -281,22 +294,14 @@ fn rewrite_spec(
             }
         }
         ("helm", "HelmRelease") => {
-            let values_files =
-                spec.get("chart").and_then(|c| c.get("spec")).and_then(|s| s.get("valuesFiles")).cloned();
             if let Some(chart) = repoint_chart(spec, identity, settings) {
                 let mut what = format!(
                     "chart `{}` from the working tree: chartRef → OCIRepository/{}/{}",
                     chart.path, settings.flux_namespace, chart.source
                 );
-                // chartRef has no valuesFiles; say so rather than drop them silently.
-                if let Some(Value::Sequence(files)) =
-                    values_files.filter(|f| f.as_sequence().is_some_and(|s| !s.is_empty()))
-                {
-                    let files: Vec<&str> = files.iter().filter_map(Value::as_str).collect();
-                    what.push_str(&format!(
-                        " (valuesFiles {} are not read: chartRef has no valuesFiles)",
-                        files.join(", ")
-                    ));
+                // chartRef has no valuesFiles: the packaged chart carries them instead.
+                if !chart.values_files.is_empty() {
+                    what.push_str(&format!(" (values.yaml = valuesFiles {} merged)", chart.values_files.join(", ")));
                 }
                 changes.push(what);
                 out.local_charts.push(chart);
@@ -404,7 +409,7 @@ fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings
     if !is_own_source(spec.get("sourceRef")?, &identity.namespace, settings) {
         return None;
     }
-    let artifact = source_name(&identity.namespace, &identity.name, &settings.flux_namespace);
+    let artifact = source_name(&identity.namespace, &identity.name, settings);
     spec.insert("sourceRef".into(), artifact_ref(&artifact, settings));
     Some(artifact)
 }
@@ -419,7 +424,26 @@ fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings)
         return None;
     }
     let path = crate::flux::closure::normalise(template.get("chart")?.as_str()?);
-    let chart = LocalChart { source: chart_source_name(&path), path };
+    let mut values_files: Vec<String> = (template.get("valuesFiles").and_then(Value::as_sequence).into_iter())
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(crate::flux::closure::normalise)
+        .collect();
+    // source-controller reads a lone `values.yaml` as "the chart's own values".
+    if values_files == ["values.yaml"] {
+        values_files.clear();
+    }
+    let ignore_missing_values_files =
+        template.get("ignoreMissingValuesFiles").and_then(Value::as_bool).unwrap_or(false);
+    let source = if values_files.is_empty() {
+        chart_source_name(&path, settings)
+    } else {
+        // The same directory with other values is another chart.
+        let values_key = format!("{}\n{ignore_missing_values_files}", values_files.join("\n"));
+        let hash = crate::flux::pack::digest(values_key.as_bytes());
+        chart_source_name(&format!("{path}/{}", &hash["sha256:".len().."sha256:".len() + 8]), settings)
+    };
+    let chart = LocalChart { path, source, values_files, ignore_missing_values_files };
     spec.remove("chart");
     spec.insert("chartRef".into(), artifact_ref(&chart.source, settings));
     Some(chart)

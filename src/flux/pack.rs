@@ -13,7 +13,7 @@ use flate2::Compression;
 use sha2::{Digest, Sha256};
 
 use super::closure;
-use super::overlay::{self, Change, Settings};
+use super::overlay::{self, Change, Rewritten, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,6 +105,43 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
+type Contents = BTreeMap<String, (Vec<u8>, bool)>;
+
+/// The files with the overlay applied to the Flux objects in them, and each rewrite by file.
+fn rewrite_all(originals: &Contents, settings: &Settings) -> Result<(Contents, BTreeMap<String, Rewritten>), Error> {
+    let mut contents = Contents::new();
+    let mut rewrites = BTreeMap::new();
+    for (relative, (content, executable)) in originals {
+        let mut content = content.clone();
+        if is_yaml(relative)
+            && let Ok(text) = std::str::from_utf8(&content)
+            && overlay::may_hold_flux_objects(text)
+            && let Some(mut rewritten) =
+                overlay::rewrite(text, settings).map_err(|source| Error::Overlay { path: relative.clone(), source })?
+        {
+            content = std::mem::take(&mut rewritten.text).into_bytes();
+            rewrites.insert(relative.clone(), rewritten);
+        }
+        contents.insert(relative.clone(), (content, *executable));
+    }
+    Ok((contents, rewrites))
+}
+
+/// Source names that more than one Kustomization (`namespace/name`) or chart directory
+/// would share, such as `devenv-ks-team-a-apps` for `team-a/apps` and `team/a-apps`.
+fn clashing_sources(rewrites: &BTreeMap<String, Rewritten>) -> BTreeSet<String> {
+    let mut claims: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for rewritten in rewrites.values() {
+        for repointed in &rewritten.repointed {
+            claims.entry(&repointed.source).or_default().insert(&repointed.kustomization);
+        }
+        for chart in &rewritten.local_charts {
+            claims.entry(&chart.source).or_default().insert(&chart.path);
+        }
+    }
+    claims.into_iter().filter(|(_, claimants)| claimants.len() > 1).map(|(name, _)| name.to_string()).collect()
+}
+
 /// Files of the working tree that go into the artifact, as sorted `/`-separated paths.
 pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
     let bootstrap_dir = format!("{}/flux-system", flux_path.trim_start_matches("./").trim_end_matches('/'));
@@ -143,25 +180,19 @@ pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
 /// the overlay that the root reaches, directly or through others.
 pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) -> Result<Packed, Error> {
     let files = list_files(root, flux_path)?;
-    let mut contents = BTreeMap::new();
-    let mut rewrites = BTreeMap::new();
-    let mut raw_bytes = 0;
+    let mut originals = BTreeMap::new();
     for relative in &files {
         let path = root.join(relative);
-        let mut content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
-        let executable = is_executable(&path);
-        if is_yaml(relative)
-            && let Ok(text) = std::str::from_utf8(&content)
-            && overlay::may_hold_flux_objects(text)
-            && let Some(mut rewritten) =
-                overlay::rewrite(text, settings).map_err(|source| Error::Overlay { path: relative.clone(), source })?
-        {
-            content = std::mem::take(&mut rewritten.text).into_bytes();
-            rewrites.insert(relative.clone(), rewritten);
-        }
-        raw_bytes += content.len() as u64;
-        contents.insert(relative.clone(), (content, executable));
+        let content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        originals.insert(relative.clone(), (content, is_executable(&path)));
     }
+    let (mut contents, mut rewrites) = rewrite_all(&originals, settings)?;
+    let clashing = clashing_sources(&rewrites);
+    if !clashing.is_empty() {
+        let settings = Settings { clashing, ..settings.clone() };
+        (contents, rewrites) = rewrite_all(&originals, &settings)?;
+    }
+    let raw_bytes = contents.values().map(|(content, _)| content.len() as u64).sum();
     // Kustomization files are not Flux objects, so the rewritten text reads the same.
     let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
 
@@ -174,7 +205,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     }]);
     let mut sources = BTreeSet::new();
     while let Some(next) = queue.pop_front() {
-        // The first Kustomization to claim a source wins; a clash is the cluster's to report.
+        // A Kustomization defined in two files is packed once; the duplicate is the cluster's to report.
         if !sources.insert(next.source.clone()) {
             continue;
         }
@@ -221,8 +252,17 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
             if packed.charts.iter().any(|c| c.source == chart.source) {
                 continue;
             }
-            let (metadata, bytes) = super::charts::package(root, &chart.path)
-                .map_err(|source| Error::Chart { file: file.clone(), source: Box::new(source) })?;
+            let chart_error = |source| Error::Chart { file: file.clone(), source: Box::new(source) };
+            let values = if chart.values_files.is_empty() {
+                None
+            } else {
+                Some(
+                    super::charts::merged_values(root, &chart.values_files, chart.ignore_missing_values_files)
+                        .map_err(chart_error)?,
+                )
+            };
+            let (metadata, bytes) =
+                super::charts::package(root, &chart.path, values.as_deref()).map_err(chart_error)?;
             packed.charts.push(PackedChart { source: chart.source, path: chart.path, metadata, bytes });
         }
     }
@@ -367,6 +407,33 @@ mod tests {
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(packed.artifacts.len(), 2);
         assert!(packed.changes.iter().all(|(file, _)| file.starts_with("clusters/local/")), "{:?}", packed.changes);
+    }
+
+    #[test]
+    fn kustomizations_whose_readable_source_names_clash_get_one_each() {
+        let dir = tree();
+        let child = |namespace: &str, name: &str, path: &str| {
+            format!(
+                "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  path: {path}\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n    namespace: flux-system\n"
+            )
+        };
+        // Both would be `devenv-ks-team-a-apps`.
+        fs::write(dir.path().join("clusters/local/team-a.yaml"), child("team-a", "apps", "./apps")).unwrap();
+        fs::create_dir_all(dir.path().join("other")).unwrap();
+        fs::write(dir.path().join("other/service.yaml"), "apiVersion: v1\nkind: Service\n").unwrap();
+        fs::write(dir.path().join("clusters/local/team.yaml"), child("team", "a-apps", "./other")).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        let sources: BTreeMap<&str, (&str, &str)> = (packed.artifacts.iter())
+            .map(|a| (a.kustomization.as_str(), (a.source.as_str(), a.path.as_str())))
+            .collect();
+        let (team_a, team) = (sources["team-a/apps"], sources["team/a-apps"]);
+        assert_ne!(team_a.0, team.0, "{sources:?}");
+        assert!(team_a.0.starts_with("devenv-ks-team-a-apps-") && team.0.starts_with("devenv-ks-team-a-apps-"));
+        assert_eq!((team_a.1, team.1), ("apps", "other"));
+        assert_eq!(sources["flux-system/apps"].0, "devenv-ks-apps", "a name nothing else claims stays as it is");
+        let root = entries(&packed.artifacts[0].bytes);
+        let team_file = &root.iter().find(|(name, _)| name == "clusters/local/team.yaml").unwrap().1;
+        assert!(team_file.contains(&format!("name: {}", team.0)), "{team_file}");
     }
 
     #[test]

@@ -267,7 +267,11 @@ pub async fn ensure(docker: &Docker, desired: &Desired, action: Action, reporter
                     docker.ensure_volume(volume, &labels).await?;
                 }
                 docker.create_container(&desired.spec).await?;
-                docker.start_container(name).await?;
+                if let Err(error) = docker.start_container(name).await {
+                    // A container that never ran holds nothing worth keeping.
+                    let _ = docker.remove_container(name, STOP_GRACE).await;
+                    return Err(error.into());
+                }
             }
         }
         wait_ready(docker, desired, reporter, &step).await

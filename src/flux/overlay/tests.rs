@@ -13,6 +13,7 @@ pub(crate) fn settings() -> Settings {
         source_urls: vec![],
         registry: "127.0.0.1:5000".into(),
         drop_webhooks: false,
+        clashing: Default::default(),
     }
 }
 
@@ -235,15 +236,16 @@ fn source_refs_parse() {
 
 #[test]
 fn source_names_are_unique_per_kustomization_and_short_enough() {
-    assert_eq!(source_name("flux-system", "apps", "flux-system"), "devenv-ks-apps");
-    assert_eq!(source_name("team-a", "apps", "flux-system"), "devenv-ks-team-a-apps");
+    let settings = settings();
+    assert_eq!(source_name("flux-system", "apps", &settings), "devenv-ks-apps");
+    assert_eq!(source_name("team-a", "apps", &settings), "devenv-ks-team-a-apps");
     let long = "a".repeat(60);
-    let one = source_name("team-a", &long, "flux-system");
-    let other = source_name("team-b", &long, "flux-system");
+    let one = source_name("team-a", &long, &settings);
+    let other = source_name("team-b", &long, &settings);
     assert!(one.len() <= 63 && other.len() <= 63, "{one}");
     assert_ne!(one, other);
     assert!(is_devenv_source(&one) && is_devenv_source(SOURCE_NAME) && !is_devenv_source("flux-system"));
-    let substituted = source_name("flux-system", "apps-${CLUSTER_NAME}", "flux-system");
+    let substituted = source_name("flux-system", "apps-${CLUSTER_NAME}", &settings);
     assert!(crate::naming::check_label(&substituted, 63).is_ok(), "{substituted}");
     assert!(substituted.starts_with("devenv-ks-apps-cluster-name-"), "{substituted}");
 }
@@ -347,7 +349,12 @@ fn a_chart_from_the_repository_is_served_from_the_working_tree() {
     assert_eq!(spec["chartRef"]["name"], "devenv-chart-charts-statements");
     assert_eq!(spec["chartRef"]["namespace"], "flux-system");
     assert_eq!(spec["values"]["region"], "eu-west-2", "values stay");
-    let chart = LocalChart { path: "charts/statements".into(), source: "devenv-chart-charts-statements".into() };
+    let chart = LocalChart {
+        path: "charts/statements".into(),
+        source: "devenv-chart-charts-statements".into(),
+        values_files: vec![],
+        ignore_missing_values_files: false,
+    };
     assert_eq!(out.local_charts, [chart]);
 }
 
@@ -378,12 +385,27 @@ fn on_sim_admission_webhooks_are_deleted_by_kustomizations_and_helm_releases() {
 }
 
 #[test]
-fn values_files_a_chart_ref_cannot_read_are_named_in_the_change() {
-    let text = REPO_CHART.replace(
-        "      chart: ./charts/statements\n",
-        "      chart: ./charts/statements\n      valuesFiles: [./charts/statements/values-local.yaml]\n",
-    );
-    let out = rewritten(&text);
+fn values_files_make_a_chart_of_their_own() {
+    let with_values = |files: &str| {
+        REPO_CHART.replace(
+            "      chart: ./charts/statements\n",
+            &format!("      chart: ./charts/statements\n      valuesFiles: [{files}]\n"),
+        )
+    };
+    let out = rewritten(&with_values("./charts/statements/values.yaml, apps/statements-values.yaml"));
+    let chart = &out.local_charts[0];
+    assert_eq!(chart.values_files, ["charts/statements/values.yaml", "apps/statements-values.yaml"]);
+    assert!(chart.source.starts_with("devenv-chart-charts-statements-"), "{}", chart.source);
+    assert_eq!(documents(&out.text)[0]["spec"]["chartRef"]["name"], chart.source.as_str());
     let what = &out.changes[0].what;
-    assert!(what.contains("valuesFiles ./charts/statements/values-local.yaml are not read"), "{what}");
+    assert!(
+        what.contains("values.yaml = valuesFiles charts/statements/values.yaml, apps/statements-values.yaml merged"),
+        "{what}"
+    );
+    let other = rewritten(&with_values("apps/statements-values.yaml"));
+    assert_ne!(other.local_charts[0].source, chart.source, "other values, another chart");
+    // A lone `values.yaml` means the chart's own values, as in source-controller.
+    let own = rewritten(&with_values("values.yaml"));
+    assert_eq!(own.local_charts[0].source, "devenv-chart-charts-statements");
+    assert!(own.local_charts[0].values_files.is_empty());
 }
