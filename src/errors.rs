@@ -357,4 +357,21 @@ mod tests {
         assert_eq!(json["error"]["id"], "DEV023");
         assert_eq!(json["error"]["causes"][0], "port 3306 on 127.0.0.1 is already in use");
     }
+
+    #[test]
+    fn a_bad_values_file_names_the_release_file_the_values_file_and_the_fix() {
+        let error = Error::Flux(crate::flux::Error::Pack(crate::flux::pack::Error::Chart {
+            file: "apps/base/statements/release.yaml".into(),
+            source: Box::new(crate::flux::charts::Error::ValuesFile {
+                path: "apps/base/statements/values-lending.yaml".into(),
+                reason: "cannot be read (No such file or directory (os error 2))".into(),
+            }),
+        }));
+        let text = render_text(&error);
+        assert!(
+            text.starts_with("error[DEV061]: a HelmRelease in `apps/base/statements/release.yaml` takes its chart from the repository\n  Caused by: values file `apps/base/statements/values-lending.yaml` (from valuesFiles) cannot be read"),
+            "{text}"
+        );
+        assert!(text.contains("hint: each `spec.chart.spec.valuesFiles` entry is a YAML file of values"), "{text}");
+    }
 }

@@ -109,10 +109,16 @@ fn valid_name(prefix: &str, readable: &str, original: &str, clashing: &BTreeSet<
     {
         return full;
     }
-    let hash = crate::flux::pack::digest(original.as_bytes());
-    let hash = &hash["sha256:".len().."sha256:".len() + 8];
+    let hash = short_hash(original);
     let readable = crate::naming::sanitize(&full, MAX_SOURCE_NAME - hash.len() - 1);
     format!("{}-{hash}", readable.trim_end_matches('-'))
+}
+
+/// The first 8 hex digits of the SHA-256 of `text`.
+fn short_hash(text: &str) -> String {
+    let digest = crate::flux::pack::digest(text.as_bytes());
+    let hex = digest.trim_start_matches("sha256:");
+    hex[..8].to_string()
 }
 
 /// Whether an OCIRepository name is one of devenv's artifacts.
@@ -440,8 +446,7 @@ fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings)
     } else {
         // The same directory with other values is another chart.
         let values_key = format!("{}\n{ignore_missing_values_files}", values_files.join("\n"));
-        let hash = crate::flux::pack::digest(values_key.as_bytes());
-        chart_source_name(&format!("{path}/{}", &hash["sha256:".len().."sha256:".len() + 8]), settings)
+        chart_source_name(&format!("{path}/{}", short_hash(&values_key)), settings)
     };
     let chart = LocalChart { path, source, values_files, ignore_missing_values_files };
     spec.remove("chart");
