@@ -10,7 +10,8 @@
 //!   commits, pushes, requests reconciliation of the GitRepository and waits until every
 //!   Kustomization applied the new commit.
 //!
-//! Also: a no-op `up`, and packing throughput next to `tar czf` of the same tree.
+//! Also: a no-op `up`, and packing throughput next to `tar czf` of the same files, for the
+//! fixture and for the fixture with sixty more services.
 //!
 //! Needs the sim binaries, Docker, git and python3, and DEVENV_TEST_MARIADB_IMAGE:
 //!   DEVENV_TEST_MARIADB_IMAGE=$(bash scripts/build-test-image.sh mariadb) cargo bench --bench inner_loop
@@ -90,30 +91,7 @@ fn main() {
     runtime.block_on(remove_classic(&client));
     drop(server);
 
-    // Packing throughput next to `tar czf` of the same files.
     let settings = devenv::flux::settings(&config, &registry).unwrap();
-    let started = Instant::now();
-    let mut packed = None;
-    for _ in 0..20 {
-        packed = Some(devenv::flux::pack::pack(&repo, "clusters/local", "devenv-root", &settings).unwrap());
-    }
-    let pack_time = started.elapsed() / 20;
-    let packed = packed.unwrap();
-    let files = devenv::flux::pack::list_files(&repo, "clusters/local").unwrap();
-    let started = Instant::now();
-    for _ in 0..20 {
-        let status = Command::new("tar")
-            .arg("czf")
-            .arg(work.path().join("peer.tgz"))
-            .args(&files)
-            .current_dir(&repo)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let tar_time = started.elapsed() / 20;
-    let megabytes = packed.raw_bytes as f64 / 1e6;
-
     drop(cleanup);
 
     let (devenv_loop, classic) = (median(devenv_times), median(classic_times));
@@ -124,8 +102,42 @@ fn main() {
         devenv_loop.as_secs_f64() / classic.as_secs_f64()
     );
     println!("no-op up: {:.2}s (target under 1 s)", noop.as_secs_f64());
-    println!(
-        "packing {} files ({:.3} MB) into {} artifacts: devenv {:.1} ms ({:.1} MB/s), tar czf {:.1} ms ({:.1} MB/s), ratio {:.2}",
+
+    // Packing next to `tar czf` of the same files, once the cluster is stopped: the fixture,
+    // and the fixture with sixty more services, the size of the platforms devenv is for.
+    println!("{}", packing("the fixture", &repo, &settings, work.path()));
+    let sixty = work.path().join("sixty");
+    common::copy_tree(Path::new(FIXTURE), &sixty);
+    add_services(&sixty, 60);
+    println!("{}", packing("the fixture with 60 more services", &sixty, &settings, work.path()));
+}
+
+/// Mean time of `devenv::flux::pack::pack` and of `tar czf` on the files it packs.
+fn packing(what: &str, repo: &Path, settings: &devenv::flux::overlay::Settings, scratch: &Path) -> String {
+    const PACK_ROUNDS: u32 = 20;
+    let started = Instant::now();
+    let mut packed = None;
+    for _ in 0..PACK_ROUNDS {
+        packed = Some(devenv::flux::pack::pack(repo, "clusters/local", "devenv-root", settings).unwrap());
+    }
+    let pack_time = started.elapsed() / PACK_ROUNDS;
+    let packed = packed.unwrap();
+    let files = devenv::flux::pack::list_files(repo, "clusters/local").unwrap();
+    let started = Instant::now();
+    for _ in 0..PACK_ROUNDS {
+        let status = Command::new("tar")
+            .arg("czf")
+            .arg(scratch.join("peer.tgz"))
+            .args(&files)
+            .current_dir(repo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let tar_time = started.elapsed() / PACK_ROUNDS;
+    let megabytes = packed.raw_bytes as f64 / 1e6;
+    format!(
+        "packing {what}, {} files ({:.3} MB) into {} artifacts: devenv {:.1} ms ({:.1} MB/s), tar czf {:.1} ms ({:.1} MB/s), ratio {:.2}",
         packed.paths.len(),
         megabytes,
         packed.artifacts.len(),
@@ -134,7 +146,26 @@ fn main() {
         tar_time.as_secs_f64() * 1e3,
         megabytes / tar_time.as_secs_f64(),
         pack_time.as_secs_f64() / tar_time.as_secs_f64()
-    );
+    )
+}
+
+/// `count` more services like the fixture's ledger, each in its own directory under
+/// `apps/base/` and listed by the local apps overlay.
+fn add_services(repo: &Path, count: usize) {
+    let ledger = repo.join("apps/base/ledger");
+    let overlay = repo.join("apps/local/kustomization.yaml");
+    let mut resources = std::fs::read_to_string(&overlay).unwrap();
+    for n in 1..=count {
+        let name = format!("service-{n}");
+        let dir = repo.join("apps/base").join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["deployment.yaml", "scripts.yaml", "kustomization.yaml"] {
+            let text = std::fs::read_to_string(ledger.join(file)).unwrap();
+            std::fs::write(dir.join(file), text.replace("ledger", &name)).unwrap();
+        }
+        resources.push_str(&format!("  - ../base/{name}\n"));
+    }
+    std::fs::write(overlay, resources).unwrap();
 }
 
 /// `devenv down --purge` when dropped, also while a failed assertion unwinds, so no cluster,
