@@ -85,7 +85,10 @@ fn main() {
     let config = devenv::config::load(&selection, &repo).unwrap();
     let registry = result["cluster"]["registry"].as_str().unwrap().to_string();
     let environment = runtime.block_on(environment_values(&client));
-    runtime.block_on(devenv::flux::deploy::remove(&client, &config, &devenv::ui::SilentReporter)).unwrap();
+    let prune_deadline = Duration::from_secs(120);
+    runtime
+        .block_on(devenv::flux::deploy::remove(&client, &config, prune_deadline, &devenv::ui::SilentReporter))
+        .unwrap();
     let server = GitServer::start(work.path(), &registry);
     let classic_times = runtime.block_on(classic_loop(&client, &server, &environment));
     runtime.block_on(remove_classic(&client));

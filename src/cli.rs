@@ -51,7 +51,7 @@ pub enum Command {
     Up(UpArgs),
     /// Remove what `up` created; data volumes are kept unless --purge
     #[command(
-        after_help = "Examples:\n  devenv down\n  devenv down --purge   # also delete data and generated credentials"
+        after_help = "Examples:\n  devenv down\n  devenv down --purge   # also delete data and generated credentials\n  devenv down --timeout 10m"
     )]
     Down(DownArgs),
     /// Show what runs, its health and endpoints
@@ -98,6 +98,9 @@ pub struct DownArgs {
     /// Also delete data volumes and the generated credentials
     #[arg(long)]
     pub purge: bool,
+    /// How long to wait for Flux to prune what it applied (e.g. 90s, 10m)
+    #[arg(long, default_value = "2m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

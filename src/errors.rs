@@ -65,6 +65,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV063", "Flux objects were not Ready in time"),
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
+    ("DEV066", "Flux's prune did not finish in time"),
     ("DEV090", "interrupted"),
 ];
 
@@ -172,6 +173,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "DEV063",
                     Some("raise `--timeout`, or look at the objects still waiting (`kubectl get kustomizations,helmreleases -A`)".into()),
                 ),
+                crate::flux::deploy::Error::PruneTimeout { object, .. } => (
+                    "DEV066",
+                    Some(prune_blocked_hint(object)),
+                ),
                 crate::flux::deploy::Error::FluxMissing { .. } => (
                     "DEV064",
                     Some("install Flux in the cluster (`flux install`); the sim profile starts it for you".into()),
@@ -187,6 +192,18 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// How to find what holds an object Flux could not delete (`Kind/namespace/name`).
+fn prune_blocked_hint(object: &str) -> String {
+    let mut parts = object.splitn(3, '/');
+    let look = match (parts.next(), parts.next(), parts.next()) {
+        (Some(kind), Some(namespace), Some(name)) => format!("`kubectl get {kind} {name} -n {namespace} -o yaml`"),
+        _ => format!("`kubectl get {object} -o yaml`"),
+    };
+    format!(
+        "its `metadata.finalizers` name what holds it ({look}); once that is resolved, `devenv down` again finishes the job, or give it longer with `--timeout`"
+    )
 }
 
 /// What to do when the cluster did not take an object: the API server's refusal says why,

@@ -303,6 +303,33 @@ async fn a_cluster_without_flux_is_named_as_such() {
     leaving_config_maps.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     std::fs::remove_file(repo.path().join("clusters/local/leaving.yaml")).unwrap();
 
+    // An applied object a finalizer holds keeps Flux's prune from finishing: `down` names it
+    // after `--timeout` (DEV066), leaves the rest for the next `down`, which then finishes.
+    repo.write(
+        "clusters/local/held.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: default\n  finalizers: [devenv.test/hold]\n",
+    );
+    repo.up_json(&args);
+    let output = repo.devenv().args(["down", "--env", "t-flux-missing", "--timeout", "5s"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV066]: ConfigMap/default/held was not removed within 5s"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "hint: its `metadata.finalizers` name what holds it (`kubectl get ConfigMap held -n default -o yaml`)"
+        ),
+        "{stderr}"
+    );
+    let default_config_maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let held = default_config_maps.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some(), "Flux asked for the deletion");
+    default_config_maps.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    std::fs::remove_file(repo.path().join("clusters/local/held.yaml")).unwrap();
+    let output = repo.devenv().args(["down", "--env", "t-flux-missing"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let result = repo.up_json(&args).1;
+    let client = cluster_client(&result).await;
+
     // Flux's HelmRelease API goes away, as in a cluster where Flux was never installed.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());

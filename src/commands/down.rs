@@ -36,7 +36,8 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         && let Ok(client) = sim::client(&info).await
         && client.apiserver_version().await.is_ok()
     {
-        flux_removed = flux::deploy::remove(&client, config, reporter.as_ref()).await.map_err(flux::Error::from)?;
+        flux_removed =
+            flux::deploy::remove(&client, config, args.timeout, reporter.as_ref()).await.map_err(flux::Error::from)?;
     }
     let removed = match Docker::connect().await {
         Ok(docker) => substitutes::remove_all(&docker, &env, args.purge, reporter.as_ref()).await?,

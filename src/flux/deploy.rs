@@ -25,7 +25,6 @@ use crate::ui::{Reporter, ReporterExt, Status};
 pub const ROOT_NAME: &str = "devenv-root";
 const POLL: Duration = Duration::from_millis(250);
 /// How long `remove` waits for Flux to prune what it applied.
-const PRUNE_DEADLINE: Duration = Duration::from_secs(120);
 const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 
 #[derive(Debug, thiserror::Error)]
@@ -363,8 +362,14 @@ pub struct Removed {
 
 /// Deletes the root (Flux prunes what it applied) and waits until it is gone, checks that
 /// everything in the environment's inventories went with it, then deletes the sources, the
-/// environment ConfigMaps and Secrets, and the namespaces devenv created.
-pub async fn remove(client: &kube::Client, config: &Config, reporter: &dyn Reporter) -> Result<Removed, Error> {
+/// environment ConfigMaps and Secrets, and the namespaces devenv created. The prune must end
+/// within `deadline`.
+pub async fn remove(
+    client: &kube::Client,
+    config: &Config,
+    deadline: Duration,
+    reporter: &dyn Reporter,
+) -> Result<Removed, Error> {
     let step = "flux/remove";
     let started = Instant::now();
     let mut removed = Removed::default();
@@ -379,16 +384,16 @@ pub async fn remove(client: &kube::Client, config: &Config, reporter: &dyn Repor
     if k8s::delete(client, &root).await? {
         reporter.started(step, "waiting for Flux to prune what it applied");
         while k8s::get(client, &root).await?.is_some() {
-            if started.elapsed() >= PRUNE_DEADLINE {
-                return Err(Error::PruneTimeout { object: describe(&root), deadline: PRUNE_DEADLINE });
+            if started.elapsed() >= deadline {
+                return Err(Error::PruneTimeout { object: describe(&root), deadline });
             }
             tokio::time::sleep(POLL).await;
         }
         // Flux deletes in the background; wait until each object is really gone.
         for object in applied {
             while k8s::get(client, &object).await.ok().flatten().is_some() {
-                if started.elapsed() >= PRUNE_DEADLINE {
-                    return Err(Error::PruneTimeout { object: describe(&object), deadline: PRUNE_DEADLINE });
+                if started.elapsed() >= deadline {
+                    return Err(Error::PruneTimeout { object: describe(&object), deadline });
                 }
                 tokio::time::sleep(POLL).await;
             }
