@@ -161,7 +161,7 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             }
             crate::flux::Error::Pack(crate::flux::pack::Error::Chart { .. }) => (
                 "DEV061",
-                Some("`spec.chart.spec.chart` must name a chart directory of the repository, with its Chart.yaml".into()),
+                Some("`spec.chart.spec.chart` must name a chart directory of the repository, with its Chart.yaml (and a values.yaml when the HelmRelease has valuesFiles)".into()),
             ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {

@@ -53,10 +53,11 @@ pub fn metadata(dir: &Path) -> Result<Metadata, String> {
 pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metadata, Vec<u8>), Error> {
     let dir = repo.join(path);
     let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
-    let mut files = pack::list_files(&dir, "")?;
+    let files = pack::list_files(&dir, "")?;
+    // As in source-controller, valuesFiles replace the chart's values.yaml, which must exist.
     if values.is_some() && !files.iter().any(|f| f == VALUES_FILE) {
-        files.push(VALUES_FILE.to_string());
-        files.sort();
+        let reason = format!("it has no {VALUES_FILE} for the HelmRelease's valuesFiles to replace");
+        return Err(Error::Invalid { path: path.to_string(), reason });
     }
     let mut entries = Vec::new();
     for relative in &files {
@@ -203,5 +204,17 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names, ["app/Chart.yaml", "app/templates/deployment.yaml", "app/values.yaml"]);
+    }
+
+    #[test]
+    fn values_files_need_a_values_yaml_to_replace() {
+        let dir = repo();
+        std::fs::remove_file(dir.path().join("charts/app/values.yaml")).unwrap();
+        let error = package(dir.path(), "charts/app", Some(b"tier: priority\n")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`charts/app` is not a Helm chart: it has no values.yaml for the HelmRelease's valuesFiles to replace"
+        );
+        assert!(package(dir.path(), "charts/app", None).is_ok(), "without valuesFiles it is not needed");
     }
 }
