@@ -142,17 +142,14 @@ mod tests {
     use super::*;
 
     fn repo() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
-        write("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n");
-        write("charts/app/values.yaml", "replicas: 2\nimage:\n  repository: app\n  tag: \"1.0\"\nregion: eu-west-2\n");
-        write("charts/app/templates/deployment.yaml", "kind: Deployment\n");
-        write("apps/app-values.yaml", "image:\n  tag: \"1.1\"\nregion: [eu-west-1]\n");
-        dir
+        crate::flux::pack::tests::write_tree(&[
+            ("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n"),
+            ("charts/app/values.yaml", "replicas: 2\nimage:\n  repository: app\n  tag: \"1.0\"\nregion: eu-west-2\n"),
+            ("charts/app/templates/deployment.yaml", "kind: Deployment\n"),
+            ("apps/app-values.yaml", "image:\n  tag: \"1.1\"\nregion: [eu-west-1]\n"),
+            ("apps/broken-values.yaml", "image: [\n"),
+            ("apps/list-values.yaml", "- not\n- a mapping\n"),
+        ])
     }
 
     fn values(files: &[&str], ignore_missing: bool) -> Result<Value, Error> {
@@ -182,6 +179,20 @@ mod tests {
         );
         let merged = values(&["apps/missing.yaml", "apps/app-values.yaml"], true).unwrap();
         assert_eq!(merged["image"]["tag"], "1.1");
+    }
+
+    #[test]
+    fn a_values_file_must_be_a_yaml_mapping() {
+        let error = values(&["apps/broken-values.yaml"], false).unwrap_err();
+        assert!(
+            error.to_string().starts_with("values file `apps/broken-values.yaml` (from valuesFiles) does not parse"),
+            "{error}"
+        );
+        let error = values(&["apps/list-values.yaml"], true).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "values file `apps/list-values.yaml` (from valuesFiles) is not a mapping of values"
+        );
     }
 
     #[test]

@@ -299,29 +299,35 @@ fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flux::overlay::tests::settings;
 
-    fn tree() -> tempfile::TempDir {
+    /// A temporary directory holding `(path, text)` files, parents created.
+    pub(crate) fn write_tree(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let write = |path: &str, text: &str| {
+        for (path, text) in files {
             let path = dir.path().join(path);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, text).unwrap();
-        };
-        write(".gitignore", "secrets.env\n/build/\n");
-        write("secrets.env", "TOKEN=1\n");
-        write("build/out.yaml", "x: 1\n");
-        write(".git/HEAD", "ref: refs/heads/main\n");
-        write(".devenv/substitutes/rds-mariadb.yaml", "image: x\n");
-        write("clusters/local/flux-system/gotk-sync.yaml", "kind: GitRepository\n");
-        write(
-            "clusters/local/apps.yaml",
-            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: flux-system\nspec:\n  path: ./apps\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
-        );
-        write("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n");
+        }
         dir
+    }
+
+    fn tree() -> tempfile::TempDir {
+        write_tree(&[
+            (".gitignore", "secrets.env\n/build/\n"),
+            ("secrets.env", "TOKEN=1\n"),
+            ("build/out.yaml", "x: 1\n"),
+            (".git/HEAD", "ref: refs/heads/main\n"),
+            (".devenv/substitutes/rds-mariadb.yaml", "image: x\n"),
+            ("clusters/local/flux-system/gotk-sync.yaml", "kind: GitRepository\n"),
+            (
+                "clusters/local/apps.yaml",
+                "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: flux-system\nspec:\n  path: ./apps\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
+            ),
+            ("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n"),
+        ])
     }
 
     #[test]
