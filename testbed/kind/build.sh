@@ -24,9 +24,10 @@
 #   DEVENV_KIND_KUBERNETES_VERSION, DEVENV_KIND_CACHE_DIR, DEVENV_KIND_KEY
 #
 # Everything lands in ${DEVENV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/devenv}/kind/<KEY>/
-# (bin/, images/, rootfs/, logs/, build-info.json). KEY is the first 12 hex digits of a
-# sha256 over this script, versions.env, node/ and sim/versions.env. Each step keeps its
-# result, so an interrupted build resumes; a complete one is instant.
+# (bin/, images/, logs/, build-info.json). KEY is the first 12 hex digits of a sha256 over
+# this script, versions.env, node/ and sim/versions.env. Each step keeps its result, so an
+# interrupted build resumes; a complete one is instant. The Debian root file systems go to
+# kind/rootfs-<key of the suite and package lists>/, shared by builds of other KEYs.
 #
 # Usage: build.sh [--print-dir] [--help]
 #
@@ -185,7 +186,7 @@ fi
 
 LOGS=$OUT/logs
 STAMPS=$OUT/.stamps
-mkdir -p "$OUT/bin" "$OUT/images" "$OUT/rootfs" "$LOGS" "$STAMPS" "$OUT/tmp"
+mkdir -p "$OUT/bin" "$OUT/images" "$LOGS" "$STAMPS" "$OUT/tmp"
 rm -rf "$OUT/tmp"/* 2>/dev/null || true
 rm -f "$OUT/build-info.json"
 WORK=$OUT/tmp
@@ -354,10 +355,16 @@ detect_mirrors() {
 }
 read -r MIRROR SECURITY_MIRROR < <(detect_mirrors)
 
+# The Debian root file systems are kept apart from KEY, keyed by what goes into them, so
+# an edit of the rest of the recipe does not debootstrap again.
+ROOTFS_FORMAT=1
 NODE_PACKAGES="systemd systemd-sysv dbus containerd runc containernetworking-plugins
   iptables nftables conntrack iproute2 ethtool util-linux mount kmod libseccomp2 pigz
   e2fsprogs bash ca-certificates curl jq procps socat ipset"
 PROXY_PACKAGES="iptables nftables conntrack ipset kmod"
+RFS_KEY=$(printf 'suite=%s format=%s node=%s proxy=%s\n' "$SUITE" "$ROOTFS_FORMAT" \
+  "$(echo $NODE_PACKAGES)" "$(echo $PROXY_PACKAGES)" | sha256sum | cut -c1-12)
+RFS=$KROOT/rootfs-$RFS_KEY
 
 # prepare_apt ROOTFS: sources (main, updates, security), no recommends, no docs, no
 # service starts; /proc mounted.
@@ -406,34 +413,34 @@ finish_rootfs() {
 
 step_rootfs() {
   local debs=$KROOT/debs base=$WORK/rootfs-minbase node=$WORK/rootfs-node proxy=$WORK/rootfs-proxy
-  mkdir -p "$debs"
+  mkdir -p "$debs" "$RFS"
   rm -rf "$base" "$node" "$proxy"
   echo "== debootstrap --variant=minbase $SUITE from $MIRROR"
   nice -n 10 debootstrap --variant=minbase --cache-dir="$debs" "$SUITE" "$base" "$MIRROR"
   rm -rf "$base"/var/lib/apt/lists/* "$base"/var/cache/apt/archives/*.deb
-  tar -C "$base" --numeric-owner --xattrs -cf "$OUT/rootfs/minbase.tar" .
+  tar -C "$base" --numeric-owner --xattrs -cf "$RFS/minbase.tar" .
 
   echo "== node packages"
   mkdir -p "$node"
-  tar -C "$node" --numeric-owner --xattrs -xf "$OUT/rootfs/minbase.tar"
+  tar -C "$node" --numeric-owner --xattrs -xf "$RFS/minbase.tar"
   prepare_apt "$node"
   # shellcheck disable=SC2086
   chroot "$node" env DEBIAN_FRONTEND=noninteractive LC_ALL=C nice -n 10 \
     apt-get install -y -q -o Dpkg::Use-Pty=0 $NODE_PACKAGES
   chroot "$node" sh -c 'cd /tmp && apt-get download -q busybox-static'
-  mv -f "$node"/tmp/busybox-static_*.deb "$OUT/rootfs/busybox-static.deb"
-  chroot "$node" dpkg-query -W -f '${Package} ${Version}\n' >"$OUT/rootfs/node-packages.txt"
-  finish_rootfs "$node" "$OUT/rootfs/node.tar"
+  mv -f "$node"/tmp/busybox-static_*.deb "$RFS/busybox-static.deb"
+  chroot "$node" dpkg-query -W -f '${Package} ${Version}\n' >"$RFS/node-packages.txt"
+  finish_rootfs "$node" "$RFS/node.tar"
   rm -rf --one-file-system "$node"
 
   echo "== kube-proxy image packages"
   mkdir -p "$proxy"
-  tar -C "$proxy" --numeric-owner --xattrs -xf "$OUT/rootfs/minbase.tar"
+  tar -C "$proxy" --numeric-owner --xattrs -xf "$RFS/minbase.tar"
   prepare_apt "$proxy"
   # shellcheck disable=SC2086
   chroot "$proxy" env DEBIAN_FRONTEND=noninteractive LC_ALL=C nice -n 10 \
     apt-get install -y -q -o Dpkg::Use-Pty=0 $PROXY_PACKAGES
-  finish_rootfs "$proxy" "$OUT/rootfs/kube-proxy-base.tar"
+  finish_rootfs "$proxy" "$RFS/kube-proxy-base.tar"
   rm -rf --one-file-system "$proxy" "$base"
   ls -la "$OUT/rootfs"
 }
@@ -529,7 +536,7 @@ image_skeleton() {
   printf 'root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n' >"$d/etc/group"
   printf 'hosts: files dns\n' >"$d/etc/nsswitch.conf"
   chown 65532:65532 "$d/home/nonroot"
-  tar -C "$d" -xf "$OUT/rootfs/node.tar" ./etc/ssl/certs/ca-certificates.crt
+  tar -C "$d" -xf "$RFS/node.tar" ./etc/ssl/certs/ca-certificates.crt
 }
 
 # import_dir DIR NAME [--change ...]: docker import of DIR as NAME, labelled with KEY.
@@ -569,7 +576,7 @@ step_images() {
         install -m 0755 "$SIM_BIN/$repo" "$d/usr/local/bin/$repo"
         preload "$img" "$repo" "$d" ;;
       kube-proxy)
-        tar -C "$d" --numeric-owner --xattrs -xf "$OUT/rootfs/kube-proxy-base.tar"
+        tar -C "$d" --numeric-owner --xattrs -xf "$RFS/kube-proxy-base.tar"
         install -m 0755 "$OUT/bin/kube-proxy" "$d/usr/local/bin/kube-proxy"
         install -m 0755 "$HERE/node/iptables-wrapper" "$d/usr/sbin/iptables-wrapper"
         local t
@@ -597,7 +604,7 @@ step_images() {
   d=$WORK/img-busybox
   rm -rf "$d"; mkdir -p "$d"
   image_skeleton "$d"
-  dpkg-deb -x "$OUT/rootfs/busybox-static.deb" "$d/.deb"
+  dpkg-deb -x "$RFS/busybox-static.deb" "$d/.deb"
   mkdir -p "$d/bin"
   install -m 0755 "$d/.deb/bin/busybox" "$d/bin/busybox"
   rm -rf "$d/.deb"
@@ -657,7 +664,7 @@ step_node() {
   kind_dir=$(mod_field "sigs.k8s.io/kind@${PIN[KIND_VERSION]}" Dir)
   files=$kind_dir/images/base/files
   [[ -f "$files/usr/local/bin/entrypoint" ]] || { echo "no kind base files in $files"; return 1; }
-  tar -C "$r" --numeric-owner --xattrs -xf "$OUT/rootfs/node.tar"
+  tar -C "$r" --numeric-owner --xattrs -xf "$RFS/node.tar"
 
   # kind's base image (images/base/Dockerfile of the kind module), on Debian's packages.
   echo "== kind base files from $files"
@@ -772,6 +779,9 @@ step_verify() {
 say "building the kind test bed into $OUT (key $KEY; Kubernetes $K8S_VERSION, kind ${PIN[KIND_VERSION]}, $GO_VERSION)"
 say "Debian $SUITE from $MIRROR (security: $SECURITY_MIRROR)"
 
+if [[ -f "$RFS/node.tar" && -f "$RFS/kube-proxy-base.tar" && -f "$RFS/busybox-static.deb" ]]; then
+  touch "$STAMPS/rootfs"
+fi
 start_step rootfs "(bg) Debian root file systems (debootstrap $SUITE, node and kube-proxy packages)" step_rootfs
 run_step kind "kind ${PIN[KIND_VERSION]} (go install)" step_kind
 run_step crictl "crictl ${PIN[CRICTL_VERSION]}" step_crictl
