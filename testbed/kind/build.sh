@@ -73,7 +73,8 @@ read_pins() {
 read_pins "$SIM_VERSIONS"
 read_pins "$HERE/versions.env"
 for k in KUBERNETES_VERSION ETCD_VERSION SOURCE_CONTROLLER_VERSION KUSTOMIZE_CONTROLLER_VERSION \
-         HELM_CONTROLLER_VERSION REGISTRY_VERSION KIND_VERSION CRICTL_VERSION COREDNS_VERSION DEBIAN_SUITE; do
+         HELM_CONTROLLER_VERSION REGISTRY_VERSION KIND_VERSION CRICTL_VERSION COREDNS_VERSION DEBIAN_SUITE \
+         LOCAL_PATH_PROVISIONER_VERSION; do
   [[ -n "${PIN[$k]:-}" ]] || die "missing pin $k (sim/versions.env or testbed/kind/versions.env)"
 done
 K8S_VERSION=${PIN[KUBERNETES_VERSION]}
@@ -101,6 +102,7 @@ NODE_IMAGE=devenv-test/kind-node:$KEY
 NODE_ROOTFS_IMAGE=devenv-test/kind-node-rootfs:$KEY
 BUSYBOX_IMAGE=devenv-test/kind-busybox:$KEY
 REGISTRY_IMAGE=registry:3
+LOCAL_PATH_IMAGE=docker.io/rancher/local-path-provisioner:${PIN[LOCAL_PATH_PROVISIONER_VERSION]}
 FLUX_NAMES=(source-controller kustomize-controller helm-controller)
 flux_image() {
   case $1 in
@@ -466,6 +468,12 @@ step_coredns() {
   "$OUT/bin/coredns" -version
 }
 
+step_local_path() {
+  local v=${PIN[LOCAL_PATH_PROVISIONER_VERSION]} m=github.com/rancher/local-path-provisioner
+  build_module_binary local-path-provisioner "$m" "$v" "$m" "-s -w -X main.VERSION=$v"
+  "$OUT/bin/local-path-provisioner" --version
+}
+
 step_pause() {
   local dir
   dir=$(mod_field "k8s.io/kubernetes@$K8S_VERSION" Dir)
@@ -600,7 +608,14 @@ step_images() {
       *) echo "no recipe for the image $img that kubeadm asks for"; return 1 ;;
     esac
   done
-  # busybox (Debian's busybox-static) for test pods.
+  # local-path-provisioner, the node's default StorageClass (kind's default-storage.yaml).
+  d=$WORK/img-local-path
+  rm -rf "$d"; mkdir -p "$d"
+  image_skeleton "$d"
+  mkdir -p "$d/usr/bin"
+  install -m 0755 "$OUT/bin/local-path-provisioner" "$d/usr/bin/local-path-provisioner"
+  preload "$LOCAL_PATH_IMAGE" local-path-provisioner "$d"
+  # busybox (Debian's busybox-static) for test pods and local-path's helper pods.
   d=$WORK/img-busybox
   rm -rf "$d"; mkdir -p "$d"
   image_skeleton "$d"
@@ -658,6 +673,28 @@ REGCONF
   rm -rf --one-file-system "$d"
 }
 
+# kind's default-storage.yaml, from the local-path-provisioner module's own manifest: the
+# preloaded images, volumes under /var (the node's volume), and its StorageClass named
+# "standard" and default, as in kind's node images.
+storage_manifest() {
+  local dir
+  dir=$(mod_field "github.com/rancher/local-path-provisioner@${PIN[LOCAL_PATH_PROVISIONER_VERSION]}" Dir)
+  [[ -f "$dir/deploy/local-path-storage.yaml" ]] || { echo "no deploy/local-path-storage.yaml in $dir" >&2; return 1; }
+  awk -v img="$LOCAL_PATH_IMAGE" -v helper="$BUSYBOX_IMAGE" '
+    /^---/ { sc = 0 }
+    /^kind: StorageClass/ { sc = 1 }
+    sc && /^  name: local-path$/ {
+      print "  name: standard"
+      print "  annotations:"
+      print "    storageclass.kubernetes.io/is-default-class: \"true\""
+      next
+    }
+    /^ *image: rancher\/local-path-provisioner:/ { sub(/image: .*/, "image: " img) }
+    /^ *image: busybox$/ { sub(/image: .*/, "image: " helper) }
+    { gsub(/\/opt\/local-path-provisioner/, "/var/local-path-provisioner"); print }
+  ' "$dir/deploy/local-path-storage.yaml"
+}
+
 step_node() {
   local r=$WORK/rootfs-node-image kind_dir files f
   rm -rf "$r"; mkdir -p "$r"
@@ -709,9 +746,10 @@ step_node() {
   for f in kubelet kubeadm kubectl; do install -m 0755 "$OUT/bin/$f" "$r/usr/bin/$f"; done
   install -m 0755 "$OUT/bin/crictl" "$r/usr/local/bin/crictl"
   printf '%s\n' "$K8S_VERSION" >"$r/kind/version"
-  mkdir -p "$r/kind/images" "$r/kind/devenv"
+  mkdir -p "$r/kind/images" "$r/kind/devenv" "$r/kind/manifests"
   cp "$OUT"/images/*.tar "$r/kind/images/"
   printf '%s\n' "$KEY" >"$r/kind/devenv/image-key"
+  storage_manifest >"$r/kind/manifests/default-storage.yaml"
 
   # The test bed's own pieces (node/).
   install -m 0755 "$HERE/node/devenv-pre-entrypoint" "$r/usr/local/bin/devenv-pre-entrypoint"
@@ -786,6 +824,7 @@ start_step rootfs "(bg) Debian root file systems (debootstrap $SUITE, node and k
 run_step kind "kind ${PIN[KIND_VERSION]} (go install)" step_kind
 run_step crictl "crictl ${PIN[CRICTL_VERSION]}" step_crictl
 run_step coredns "coredns ${PIN[COREDNS_VERSION]}" step_coredns
+run_step local-path "local-path-provisioner ${PIN[LOCAL_PATH_PROVISIONER_VERSION]}" step_local_path
 run_step pause "pause (static, from k8s.io/kubernetes $K8S_VERSION build/pause)" step_pause
 run_step sim "sim binaries (sim/build.sh: control plane, etcd, Flux, registry)" step_sim
 run_step kube "kubelet, kubeadm, kubectl, kube-proxy (k8s.io/kubernetes $K8S_VERSION)" step_kube

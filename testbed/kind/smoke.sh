@@ -7,7 +7,7 @@
 #   3. kind create cluster devenv-testbed-smoke (one node, the docker wrapper first on
 #      kind's PATH), waits for the node to be Ready;
 #   4. checks the shadowing inside the node, runs a pod of a preloaded image to
-#      completion, waits for CoreDNS;
+#      completion, and one with a PVC (local-path), waits for CoreDNS and kube-proxy;
 #   5. kind load docker-image of a Flux controller image, checks the node has it;
 #   6. deletes the cluster (also on failure or interrupt), then fails if a shadowed host
 #      sysctl changed (other /proc/sys differences are listed).
@@ -188,6 +188,42 @@ kc wait --for=jsonpath='{.status.phase}'=Succeeded pod/smoke --timeout="${TIMEOU
 logs=$(kc logs smoke)
 say "pod output: $logs"
 [[ "$logs" == smoke-ok* ]] || fail "unexpected pod output"
+
+phase "PVC on the default StorageClass (local-path)"
+kc apply -f - >&2 <<PVC
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: smoke
+  namespace: default
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 16Mi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: smoke-pvc
+  namespace: default
+spec:
+  restartPolicy: Never
+  containers:
+    - name: smoke
+      image: $DEVENV_KIND_BUSYBOX_IMAGE
+      imagePullPolicy: Never
+      command: ["sh", "-c", "echo persisted >/data/f && cat /data/f"]
+      volumeMounts:
+        - { name: data, mountPath: /data }
+  volumes:
+    - name: data
+      persistentVolumeClaim: { claimName: smoke }
+PVC
+kc wait --for=jsonpath='{.status.phase}'=Succeeded pod/smoke-pvc --timeout="${TIMEOUT}s" >&2 \
+  || { kc describe pvc smoke >&2 || true; kc describe pod smoke-pvc >&2 || true; fail "the pod with a PVC did not complete"; }
+[[ "$(kc get pvc smoke -o jsonpath='{.status.phase}')" == Bound ]] || fail "the PVC is not Bound"
+say "PVC bound ($(kc get pvc smoke -o jsonpath='{.spec.storageClassName}')), pod output: $(kc logs smoke-pvc)"
 
 phase "CoreDNS and kube-proxy Ready"
 kc -n kube-system rollout status deployment/coredns --timeout="${TIMEOUT}s" >&2 || fail "CoreDNS did not become Ready"
