@@ -789,6 +789,7 @@ step_verify() {
   [[ "$out" == 'SIGRTMIN+3 ["/usr/local/bin/devenv-pre-entrypoint","/usr/local/bin/entrypoint","/sbin/init"]' ]]
   # Plain (unprivileged) containers of the image, for its files only.
   out=$(docker run --rm --network none --entrypoint /bin/sh "$NODE_IMAGE" -c '
+    set -e
     kubelet --version; kubeadm version -o short; containerd --version; runc --version | head -n1
     crictl --version; cat /kind/version; ls /kind/images
     test -x /opt/cni/bin/bridge && test -x /opt/cni/bin/host-local && test -x /opt/cni/bin/loopback
