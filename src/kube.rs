@@ -98,11 +98,13 @@ pub async fn apply(client: &kube::Client, object: &Value) -> Result<DynamicObjec
         .map_err(|source| Error::Apply { object: describe(object), source })
 }
 
-/// Sets one annotation by a merge patch, leaving the fields devenv applies alone (an apply
-/// with only the annotation would drop them).
-pub async fn annotate(client: &kube::Client, object: &Value, key: &str, value: &str) -> Result<(), Error> {
+/// Sets annotations by a merge patch, leaving the fields devenv applies alone (an apply
+/// with only the annotations would drop them).
+pub async fn annotate(client: &kube::Client, object: &Value, annotations: &[(&str, &str)]) -> Result<(), Error> {
     let (api, name) = api_for(client, object).await?;
-    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    let annotations: serde_json::Map<String, Value> =
+        annotations.iter().map(|(key, value)| (key.to_string(), Value::from(*value))).collect();
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)

@@ -132,6 +132,9 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             print!("{}", flux::wait::render_tree(objects));
             for object in objects.iter().filter(|o| !o.ready) {
                 println!("  {}: {}", object.object, object.message);
+                for cause in &object.causes {
+                    println!("    {cause}");
+                }
             }
         }
         None => {}

@@ -26,6 +26,9 @@ pub const ROOT_NAME: &str = "devenv-root";
 const POLL: Duration = Duration::from_millis(250);
 /// How long `remove` waits for Flux to prune what it applied.
 const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+/// With the same value as `requestedAt`, makes helm-controller reset a HelmRelease's
+/// failure count and try again.
+const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,7 +108,7 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
             "spec": {
                 "interval": "60m",
                 "url": format!("oci://{registry_in_cluster}/{}", artifact::repository(&config.env, &chart.source)),
-                "ref": {"tag": chart.metadata.version},
+                "ref": {"tag": chart.metadata.tag()},
                 "insecure": true,
                 "layerSelector": {"mediaType": charts::CONTENT_MEDIA_TYPE, "operation": "copy"},
             },
@@ -206,7 +209,8 @@ pub async fn up(
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
     }
     let chart_digests = follow_charts(client, &charts, &token).await?;
-    let mut requested = BTreeSet::from([format!("Kustomization/{flux_namespace}/{ROOT_NAME}")]);
+    let mut requested = retry_failed(client, flux_namespace, &token).await?;
+    requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
     request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
     if env_changed {
         for artifact in prepared.packed.artifacts.iter().skip(1) {
@@ -267,8 +271,35 @@ async fn request(
     if k8s::get(client, &object).await?.is_none() {
         return Ok(false);
     }
-    k8s::annotate(client, &object, REQUESTED_AT, token).await?;
+    k8s::annotate(client, &object, &[(REQUESTED_AT, token)]).await?;
     Ok(true)
+}
+
+/// Asks each of the environment's Kustomizations and HelmReleases that failed in an earlier
+/// round to try again with this round's token, so no verdict of this round is an old one
+/// (a failure whose cause was elsewhere, such as a missing CRD, passes once retried).
+/// Returns them as `Kind/namespace/name`.
+async fn retry_failed(client: &kube::Client, flux_namespace: &str, token: &str) -> Result<BTreeSet<String>, Error> {
+    let mut all = kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    all.extend(helm_releases(client).list(&ListParams::default()).await.map_err(Error::List)?.items);
+    let all: Vec<&DynamicObject> = all.iter().collect();
+    let mut retried = BTreeSet::new();
+    for object in wait::environment_objects(&all, flux_namespace) {
+        let conditions = object.data.pointer("/status/conditions").and_then(Value::as_array);
+        let failed = conditions.into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "False");
+        let Some(types) = object.types.as_ref().filter(|_| failed) else { continue };
+        let reference = json!({
+            "apiVersion": types.api_version, "kind": types.kind,
+            "metadata": {"name": object.metadata.name, "namespace": object.metadata.namespace},
+        });
+        let annotations: &[(&str, &str)] = match types.kind.as_str() {
+            "HelmRelease" => &[(REQUESTED_AT, token), (RESET_AT, token)],
+            _ => &[(REQUESTED_AT, token)],
+        };
+        k8s::annotate(client, &reference, annotations).await?;
+        retried.insert(wait::key(object));
+    }
+    Ok(retried)
 }
 
 /// For the published charts: asks the OCIRepositories serving a re-published chart to fetch

@@ -29,6 +29,10 @@ pub struct ObjectStatus {
     pub depends_on: Vec<String>,
     /// `Kustomization/namespace/name` of the Kustomization that applied it.
     pub applied_by: Option<String>,
+    /// For an object not Ready whose message names other objects (a health check's stalled
+    /// resources), what each of those says of itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
 }
 
 /// What "done" means for this run.
@@ -117,13 +121,15 @@ pub async fn until_ready(
             continue;
         }
         let all: Vec<&DynamicObject> = store.iter().flat_map(|s| s.values()).collect();
-        let statuses = evaluate(&environment_objects(&all, target.flux_namespace), target);
+        let statuses = evaluate(&environment_objects(&all, target.flux_namespace), Some(target));
         live.show(&statuses, reporter, started.elapsed());
         if let Some(failed) = statuses.iter().find(|s| s.failed) {
             let file = origin(&failed.status.object).map(|f| format!(" (defined in {f})")).unwrap_or_default();
+            let causes = explain(client, &failed.status.message, origin).await;
+            let causes: String = causes.iter().map(|c| format!("\n  {c}")).collect();
             return Err(Error::Failed {
                 object: format!("{}{file}", failed.status.object),
-                message: failed.status.message.clone(),
+                message: format!("{}{causes}", failed.status.message),
             });
         }
         let root_key = format!("Kustomization/{}/{ROOT_NAME}", target.flux_namespace);
@@ -146,9 +152,84 @@ pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec
     let mut all = kustomizations(client).list(&Default::default()).await.map_err(Error::List)?.items;
     all.extend(helm_releases(client).list(&Default::default()).await.map_err(Error::List)?.items);
     let all: Vec<&DynamicObject> = all.iter().collect();
-    let none = (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
-    let target = Target { flux_namespace, revisions: &none.0, chart_digests: &none.1, requested: &none.2, token: "" };
-    Ok(evaluate(&environment_objects(&all, flux_namespace), &target).into_iter().map(|e| e.status).collect())
+    let mut statuses: Vec<ObjectStatus> =
+        evaluate(&environment_objects(&all, flux_namespace), None).into_iter().map(|e| e.status).collect();
+    for status in statuses.iter_mut().filter(|s| !s.ready) {
+        status.causes = explain(client, &status.message, &|_| None).await;
+    }
+    Ok(statuses)
+}
+
+/// The objects a Flux message names with their kstatus (`[HelmRepository/flux-system/charts
+/// status: 'Failed', …]`, from a health check), as `Kind/namespace/name`.
+fn named_objects(message: &str) -> Vec<String> {
+    let pieces: Vec<&str> = message.split(" status: '").collect();
+    let mut named = Vec::new();
+    for piece in &pieces[..pieces.len().saturating_sub(1)] {
+        let token = piece.rsplit(['[', ' ', ',']).next().unwrap_or_default();
+        if token.split('/').count() == 3 && !named.iter().any(|n| n == token) {
+            named.push(token.to_string());
+        }
+    }
+    named
+}
+
+/// The API of a kind a health check names: Flux's own and the workloads.
+fn api_of_kind(client: &kube::Client, kind: &str, namespace: &str) -> Option<Api<DynamicObject>> {
+    let (group, version, plural) = match kind {
+        "Kustomization" => ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
+        "HelmRelease" => ("helm.toolkit.fluxcd.io", "v2", "helmreleases"),
+        "GitRepository" => ("source.toolkit.fluxcd.io", "v1", "gitrepositories"),
+        "OCIRepository" => ("source.toolkit.fluxcd.io", "v1", "ocirepositories"),
+        "HelmRepository" => ("source.toolkit.fluxcd.io", "v1", "helmrepositories"),
+        "HelmChart" => ("source.toolkit.fluxcd.io", "v1", "helmcharts"),
+        "Bucket" => ("source.toolkit.fluxcd.io", "v1", "buckets"),
+        "Deployment" => ("apps", "v1", "deployments"),
+        "StatefulSet" => ("apps", "v1", "statefulsets"),
+        "DaemonSet" => ("apps", "v1", "daemonsets"),
+        "Job" => ("batch", "v1", "jobs"),
+        _ => return None,
+    };
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Some(Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+/// What each object a failure message names says of itself: its Stalled or Ready message
+/// (for workloads, the first condition that is not True), with the file it came from.
+pub async fn explain(client: &kube::Client, message: &str, origin: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut causes = Vec::new();
+    for named in named_objects(message) {
+        let mut parts = named.splitn(3, '/');
+        let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let file = origin(&named).map(|f| format!(" (defined in {f})")).unwrap_or_default();
+        let said = match api_of_kind(client, kind, namespace) {
+            Some(api) => match api.get_opt(name).await {
+                Ok(Some(object)) => own_message(&object),
+                Ok(None) => Some("not found".to_string()),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        if let Some(said) = said {
+            causes.push(format!("{named}{file}: {said}"));
+        }
+    }
+    causes
+}
+
+fn own_message(object: &DynamicObject) -> Option<String> {
+    let conditions = object.data.pointer("/status/conditions").and_then(Value::as_array)?;
+    let find = |kind: &str| conditions.iter().find(|c| c["type"] == kind);
+    let chosen = find("Stalled")
+        .filter(|c| c["status"] == "True")
+        .or_else(|| find("Ready"))
+        .or_else(|| conditions.iter().find(|c| c["status"] != "True"))?;
+    let reason = chosen["reason"].as_str().unwrap_or_default();
+    let message = chosen["message"].as_str().unwrap_or_default();
+    Some(match reason.is_empty() {
+        true => message.to_string(),
+        false => format!("{reason}: {message}"),
+    })
 }
 
 struct Evaluated {
@@ -156,45 +237,122 @@ struct Evaluated {
     failed: bool,
 }
 
-/// Readiness of each object against the target.
-fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
+/// What one object's status says about this round, before its parent is considered.
+struct Observed<'a> {
+    object: &'a DynamicObject,
+    key: String,
+    /// Its Ready condition speaks of its current generation, its source's expected revision
+    /// and (when asked) this round's reconcile request.
+    fresh: bool,
+    /// Ready at its generation and at every revision devenv expects.
+    ready: bool,
+    /// Ready is False for a reason that is not waiting.
+    failed: bool,
+    /// Health checks of the expected revision are running: it has applied what it holds.
+    health_checking: bool,
+    /// `(namespace, name)` of the Kustomization that applied it.
+    parent: Option<(String, String)>,
+}
+
+fn condition<'a>(object: &'a DynamicObject, kind: &str) -> Option<&'a Value> {
+    let conditions = object.data.pointer("/status/conditions").and_then(Value::as_array)?;
+    conditions.iter().find(|c| c["type"] == kind)
+}
+
+/// Whether a condition was written for the object's current generation; Flux stamps each
+/// condition with the generation it judged (the object's `observedGeneration` moves only on
+/// success, so it cannot tell a failure of the new spec from one of the old).
+fn judges_generation(condition: &Value, object: &DynamicObject) -> bool {
+    let generation = object.metadata.generation;
+    match condition.get("observedGeneration").and_then(Value::as_i64) {
+        Some(observed) => Some(observed) == generation,
+        None => object.data.pointer("/status/observedGeneration").and_then(Value::as_i64) == generation,
+    }
+}
+
+fn observe<'a>(object: &'a DynamicObject, target: Option<&Target<'_>>) -> Observed<'a> {
+    let key = key(object);
+    let ready = condition(object, "Ready");
+    let status_str = |field: &str| object.data.pointer(&format!("/status/{field}")).and_then(Value::as_str);
+    let mut fresh = ready.is_some_and(|c| judges_generation(c, object));
+    let mut is_ready = ready.is_some_and(|c| c["status"] == "True")
+        && object.data.pointer("/status/observedGeneration").and_then(Value::as_i64) == object.metadata.generation;
+    // A Kustomization reading one of devenv's artifacts counts only once it handled this
+    // revision; failures are matched by the attempted revision.
+    let source = object.data.pointer("/spec/sourceRef/name").and_then(Value::as_str);
+    let expected = source.zip(target).and_then(|(name, target)| target.revisions.get(name));
+    if let Some(digest) = expected {
+        let at = |field: &str| status_str(field).is_some_and(|r| r.ends_with(digest.as_str()));
+        is_ready &= at("lastAppliedRevision");
+        fresh &= at("lastAttemptedRevision");
+    }
+    let health_checking = condition(object, "Healthy").is_some_and(|c| {
+        c["status"] == "Unknown"
+            && judges_generation(c, object)
+            && c["message"].as_str().is_some_and(|m| {
+                m.starts_with("Running health checks") && expected.is_none_or(|d| m.contains(d.as_str()))
+            })
+    });
+    // A HelmRelease of a re-published chart counts once it attempted the new chart.
+    if let Some(digest) = target.and_then(|t| t.chart_digests.get(&key)) {
+        fresh &= status_str("lastAttemptedRevisionDigest") == Some(digest.as_str());
+    }
+    if let Some(target) = target.filter(|t| t.requested.contains(&key)) {
+        fresh &= status_str("lastHandledReconcileAt") == Some(target.token);
+    }
+    is_ready &= fresh;
+    let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
+    let failed = fresh && ready.is_some_and(|c| c["status"] == "False") && !WAITING_REASONS.contains(&reason);
+    let labels = object.metadata.labels.as_ref();
+    let label = |name: &str| labels.and_then(|l| l.get(&format!("kustomize.toolkit.fluxcd.io/{name}"))).cloned();
+    let parent = label("namespace").zip(label("name"));
+    Observed { object, key, fresh, ready: is_ready, failed, health_checking, parent }
+}
+
+/// Readiness of each object, against this round's target when there is one. Then an
+/// object's status is believed only once the Kustomization that applied it has applied
+/// this round's revision: until then its spec may still be the old one, and its verdict
+/// with it. Without a target (`status`), objects are shown as they are.
+fn evaluate(objects: &[&DynamicObject], target: Option<&Target<'_>>) -> Vec<Evaluated> {
+    let observed: Vec<Observed> = objects.iter().map(|o| observe(o, target)).collect();
+    let by_id: BTreeMap<(String, String), &Observed> = observed
+        .iter()
+        .filter(|o| o.object.types.as_ref().is_some_and(|t| t.kind == "Kustomization"))
+        .map(|o| {
+            (
+                (
+                    o.object.metadata.namespace.clone().unwrap_or_default(),
+                    o.object.metadata.name.clone().unwrap_or_default(),
+                ),
+                o,
+            )
+        })
+        .collect();
+    // Whether what applied an object has applied this round; the root is devenv's own.
+    fn settled(
+        parent: &Option<(String, String)>,
+        by_id: &BTreeMap<(String, String), &Observed>,
+        seen: &mut BTreeSet<(String, String)>,
+    ) -> bool {
+        let Some(id) = parent else { return true };
+        let Some(kustomization) = by_id.get(id) else { return true };
+        if !seen.insert(id.clone()) {
+            return false;
+        }
+        let applied =
+            kustomization.ready || kustomization.failed || (kustomization.health_checking && kustomization.fresh);
+        applied && settled(&kustomization.parent, by_id, seen)
+    }
     let mut result = Vec::new();
-    for object in objects {
-        let key = key(object);
-        let ready = object
-            .data
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"));
-        let generation = object.metadata.generation;
-        let observed = object.data.pointer("/status/observedGeneration").and_then(Value::as_i64);
-        let mut is_ready = ready.is_some_and(|c| c["status"] == "True") && observed == generation;
-        let mut current = observed == generation;
-        // A Kustomization reading one of devenv's artifacts counts only once it handled this
-        // revision; Flux does not bump observedGeneration on a failed attempt, so failures are
-        // matched by the attempted revision.
-        let source = object.data.pointer("/spec/sourceRef/name").and_then(Value::as_str);
-        if let Some(digest) = source.and_then(|name| target.revisions.get(name)) {
-            let at_revision = |field: &str| {
-                let path = format!("/status/{field}");
-                object.data.pointer(&path).and_then(Value::as_str).is_some_and(|r| r.ends_with(digest.as_str()))
-            };
-            is_ready &= at_revision("lastAppliedRevision");
-            current = at_revision("lastAttemptedRevision");
-        }
-        // A HelmRelease of a re-published chart counts once it attempted the new chart.
-        if let Some(digest) = target.chart_digests.get(&key) {
-            let attempted = object.data.pointer("/status/lastAttemptedRevisionDigest").and_then(Value::as_str);
-            current = attempted == Some(digest.as_str());
-            is_ready &= current;
-        }
-        if target.requested.contains(&key) {
-            let handled = object.data.pointer("/status/lastHandledReconcileAt").and_then(Value::as_str);
-            is_ready &= handled == Some(target.token);
-        }
+    for o in &observed {
+        let believed = target.is_none() || settled(&o.parent, &by_id, &mut BTreeSet::new());
+        let object = o.object;
+        let ready = condition(object, "Ready");
         let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("waiting for the controller").to_string();
-        let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
-        let failed = ready.is_some_and(|c| c["status"] == "False") && current && !WAITING_REASONS.contains(&reason);
+        let message = match believed {
+            true => message,
+            false => format!("waiting for the Kustomization that applies it ({message})"),
+        };
         let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("?");
         let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
         let depends_on = object
@@ -210,11 +368,16 @@ fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
                     .collect()
             })
             .unwrap_or_default();
-        let labels = object.metadata.labels.as_ref();
-        let label = |name: &str| labels.and_then(|l| l.get(&format!("kustomize.toolkit.fluxcd.io/{name}")));
-        let applied_by = label("namespace").zip(label("name")).map(|(ns, name)| format!("Kustomization/{ns}/{name}"));
-        let status = ObjectStatus { object: key, ready: is_ready, message, depends_on, applied_by };
-        result.push(Evaluated { status, failed });
+        let applied_by = o.parent.as_ref().map(|(ns, name)| format!("Kustomization/{ns}/{name}"));
+        let status = ObjectStatus {
+            object: o.key.clone(),
+            ready: believed && o.ready,
+            message,
+            depends_on,
+            applied_by,
+            causes: Vec::new(),
+        };
+        result.push(Evaluated { status, failed: believed && o.failed });
     }
     let order = tree_order(&result.iter().map(|e| e.status.clone()).collect::<Vec<_>>());
     let mut by_key: BTreeMap<String, Evaluated> = result.into_iter().map(|e| (e.status.object.clone(), e)).collect();
@@ -222,7 +385,7 @@ fn evaluate(objects: &[&DynamicObject], target: &Target<'_>) -> Vec<Evaluated> {
 }
 
 /// The root and every Kustomization or HelmRelease applied, directly or through others, by it.
-fn environment_objects<'a>(all: &[&'a DynamicObject], flux_namespace: &str) -> Vec<&'a DynamicObject> {
+pub(super) fn environment_objects<'a>(all: &[&'a DynamicObject], flux_namespace: &str) -> Vec<&'a DynamicObject> {
     let applied_by = |object: &DynamicObject| -> Option<(String, String)> {
         let labels = object.metadata.labels.as_ref()?;
         Some((
@@ -371,7 +534,18 @@ mod tests {
             ready: object != "apps",
             message: String::new(),
             depends_on: depends_on.iter().map(|d| format!("Kustomization/flux-system/{d}")).collect(),
+            causes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_objects_a_health_check_names_are_found_in_its_message() {
+        let message = "health check failed after 2.0s: failed early due to stalled resources: \
+            [HelmRepository/flux-system/podinfo status: 'Failed', Deployment/apps/podinfo status: 'InProgress']";
+        assert_eq!(named_objects(message), ["HelmRepository/flux-system/podinfo", "Deployment/apps/podinfo"]);
+        let timeout = "timeout waiting for: [Deployment/lending/loans status: 'InProgress']";
+        assert_eq!(named_objects(timeout), ["Deployment/lending/loans"]);
+        assert!(named_objects("kustomize build failed: accumulating resources").is_empty());
     }
 
     #[test]
