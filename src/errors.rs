@@ -151,18 +151,8 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
-            crate::flux::Error::Pack(crate::flux::pack::Error::Chart { source, .. })
-                if matches!(source.as_ref(), crate::flux::charts::Error::ValuesFile { .. }) =>
-            {
-                (
-                    "DEV061",
-                    Some("each `spec.chart.spec.valuesFiles` entry is a YAML file of values, relative to the repository root; `ignoreMissingValuesFiles: true` skips missing ones".into()),
-                )
-            }
-            crate::flux::Error::Pack(crate::flux::pack::Error::Chart { .. }) => (
-                "DEV061",
-                Some("`spec.chart.spec.chart` must name a chart directory of the repository, with its Chart.yaml (and a values.yaml when the HelmRelease has valuesFiles)".into()),
-            ),
+            crate::flux::Error::Pack(crate::flux::pack::Error::Chart { source, .. }) => ("DEV061", Some(chart_hint(source))),
+            crate::flux::Error::Chart(source) => ("DEV061", Some(chart_hint(source))),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {
                 crate::flux::deploy::Error::Failed { .. } => (
@@ -192,6 +182,17 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// What to do about a chart devenv packs or publishes from the repository.
+fn chart_hint(error: &crate::flux::charts::Error) -> String {
+    use crate::flux::charts::Error as Chart;
+    match error {
+        Chart::ValuesFile { .. } => "each `spec.chart.spec.valuesFiles` entry is a YAML file of values, relative to the repository root; `ignoreMissingValuesFiles: true` skips missing ones".into(),
+        Chart::Version { .. } => "write Chart.yaml's `version:` as SemVer 2 without a leading `v` (`1.4.0`, `1.4.0-rc.1`): source-controller skips chart tags that are not".into(),
+        Chart::VersionNotAllowed { .. } => "raise the chart's `version:` in Chart.yaml or widen the HelmRelease's `spec.chart.spec.version`: in the cluster Flux would not find a matching chart either".into(),
+        _ => "`spec.chart.spec.chart` must name a chart directory of the repository (or a chart of `charts:`), with its Chart.yaml (and a values.yaml when the HelmRelease has valuesFiles)".into(),
+    }
 }
 
 /// How to find what holds an object Flux could not delete (`Kind/namespace/name`).
@@ -390,5 +391,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hint: each `spec.chart.spec.valuesFiles` entry is a YAML file of values"), "{text}");
+    }
+
+    #[test]
+    fn a_chart_version_flux_would_not_find_gets_the_fix() {
+        let error = Error::Flux(crate::flux::Error::Chart(crate::flux::charts::Error::Version {
+            path: "charts/greeter".into(),
+            version: "v0.1.0".into(),
+        }));
+        let text = render_text(&error);
+        assert_eq!(
+            text,
+            "error[DEV061]: `charts/greeter/Chart.yaml`: version `v0.1.0` is not a SemVer 2 version, so Flux would not find the published chart\nhint: write Chart.yaml's `version:` as SemVer 2 without a leading `v` (`1.4.0`, `1.4.0-rc.1`): source-controller skips chart tags that are not\n"
+        );
+        let error = Error::Flux(crate::flux::Error::Pack(crate::flux::pack::Error::Chart {
+            file: "apps/base/greeter/release.yaml".into(),
+            source: Box::new(crate::flux::charts::Error::VersionNotAllowed {
+                path: "charts/greeter".into(),
+                version: "0.1.0".into(),
+                constraint: ">=1.0.0".into(),
+            }),
+        }));
+        let text = render_text(&error);
+        assert!(text.contains("hint: raise the chart's `version:` in Chart.yaml or widen"), "{text}");
     }
 }

@@ -35,6 +35,21 @@ pub struct FluxStep {
     /// `(file, object before and after)` for the same objects.
     pub diffs: Vec<(String, crate::flux::overlay::ObjectDiff)>,
     pub contract: crate::flux::contract::Report,
+    /// Charts `up` pushes to the environment's registry, and where.
+    pub charts: Vec<ChartStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartStep {
+    /// The chart's directory in the repository.
+    pub path: String,
+    pub name: String,
+    pub version: String,
+    /// `<registry>/<repository>:<tag>`
+    pub reference: String,
+    /// The OCIRepository devenv serves it from to the HelmReleases installing it, if any.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,8 +80,38 @@ impl FluxStep {
             changes: packed.changes.clone(),
             diffs: packed.diffs.clone(),
             contract: prepared.contract.clone(),
+            charts: chart_steps(config, packed),
         }
     }
+}
+
+/// The charts of `charts:` and those HelmReleases take from the working tree.
+fn chart_steps(config: &Config, packed: &crate::flux::pack::Packed) -> Vec<ChartStep> {
+    let registry = crate::flux::REGISTRY_PLACEHOLDER;
+    let mut steps = Vec::new();
+    for chart in &config.project.charts {
+        // `flux::prepare` has read every Chart.yaml of `charts:` already.
+        let Ok(metadata) = crate::flux::charts::metadata_of(&config.repo, &chart.path) else { continue };
+        let repository = format!("{}/{}", chart.repository.trim_matches('/'), metadata.name);
+        steps.push(ChartStep {
+            path: chart.path.clone(),
+            reference: format!("{registry}/{repository}:{}", metadata.tag()),
+            name: metadata.name,
+            version: metadata.version,
+            source: None,
+        });
+    }
+    for chart in &packed.charts {
+        let repository = crate::flux::artifact::repository(&config.env, &chart.source);
+        steps.push(ChartStep {
+            path: chart.path.clone(),
+            name: chart.metadata.name.clone(),
+            version: chart.metadata.version.clone(),
+            reference: format!("{registry}/{repository}:{}", chart.metadata.tag()),
+            source: Some(chart.source.clone()),
+        });
+    }
+    steps
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +263,17 @@ pub fn render(plan: &Plan) -> String {
             out.push_str(&format!(
                 "           {} for {} (`{}`, {} files, {short})\n",
                 artifact.source, artifact.kustomization, artifact.path, artifact.files
+            ));
+        }
+        for (index, chart) in flux.charts.iter().enumerate() {
+            let label = if index == 0 { "  charts: " } else { "         " };
+            let served = match &chart.source {
+                Some(source) => format!(", served as OCIRepository/{source} to the HelmReleases installing it"),
+                None => String::new(),
+            };
+            out.push_str(&format!(
+                "{label} push {} ({} {}) to {}{served}\n",
+                chart.path, chart.name, chart.version, chart.reference
             ));
         }
         if flux.diffs.is_empty() {

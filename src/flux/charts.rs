@@ -21,6 +21,12 @@ pub enum Error {
     Invalid { path: String, reason: String },
     #[error("values file `{path}` (from valuesFiles) {reason}")]
     ValuesFile { path: String, reason: String },
+    #[error(
+        "`{path}/Chart.yaml`: version `{version}` is not a SemVer 2 version, so Flux would not find the published chart"
+    )]
+    Version { path: String, version: String },
+    #[error("`{path}/Chart.yaml` has version {version}, which `{constraint}` (spec.chart.spec.version) does not allow")]
+    VersionNotAllowed { path: String, version: String, constraint: String },
     #[error(transparent)]
     Pack(#[from] pack::Error),
     #[error(transparent)]
@@ -40,19 +46,67 @@ pub struct Metadata {
 pub fn metadata(dir: &Path) -> Result<Metadata, String> {
     let text = std::fs::read_to_string(dir.join("Chart.yaml")).map_err(|e| format!("cannot read Chart.yaml ({e})"))?;
     let value: Value = serde_yaml::from_str(&text).map_err(|e| format!("Chart.yaml does not parse ({e})"))?;
-    let field = |name: &str| {
-        value.get(name).and_then(Value::as_str).map(str::to_string).ok_or(format!("Chart.yaml has no `{name}`"))
+    // An unquoted `version: 1.0` reads as a number; Helm takes it as the text it is.
+    let field = |name: &str| match value.get(name) {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Number(number)) => Ok(number.to_string()),
+        _ => Err(format!("Chart.yaml has no `{name}`")),
     };
     let (name, version) = (field("name")?, field("version")?);
     let json = serde_json::to_value(&value).map_err(|e| format!("Chart.yaml is not plain data ({e})"))?;
     Ok(Metadata { name, version, json })
 }
 
+/// Reads the Chart.yaml of the chart in `path` (relative to the repository) and checks that
+/// its version is one Flux's chart lookup finds: SemVer 2, without a `v` (source-controller
+/// skips OCI tags that are not).
+pub fn metadata_of(repo: &Path, path: &str) -> Result<Metadata, Error> {
+    let metadata = metadata(&repo.join(path)).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+    if semver::Version::parse(&metadata.version).is_err() {
+        return Err(Error::Version { path: path.to_string(), version: metadata.version });
+    }
+    Ok(metadata)
+}
+
+/// Whether `version` satisfies a HelmRelease's `spec.chart.spec.version`; a constraint in a
+/// syntax devenv does not read (Helm's `||`, hyphen ranges) is left to Flux.
+pub fn check_constraint(path: &str, version: &str, constraint: &str) -> Result<(), Error> {
+    let constraint = constraint.trim();
+    if constraint.is_empty() || constraint == "*" || constraint.contains("||") || constraint.contains(" - ") {
+        return Ok(());
+    }
+    // Helm separates the parts of a range with spaces, the semver crate with commas.
+    let requirement = constraint.split_whitespace().collect::<Vec<_>>().join(", ").replace(",,", ",");
+    let Ok(requirement) = semver::VersionReq::parse(&requirement) else { return Ok(()) };
+    let Ok(parsed) = semver::Version::parse(version) else { return Ok(()) };
+    // A bare version means exactly that version in Helm, and at least it in the semver crate.
+    let exact = semver::Version::parse(constraint.trim_start_matches('=')).ok();
+    let allowed = match exact {
+        Some(exact) => exact.cmp_precedence(&parsed).is_eq(),
+        None => requirement.matches(&parsed),
+    };
+    match allowed {
+        true => Ok(()),
+        false => Err(Error::VersionNotAllowed {
+            path: path.to_string(),
+            version: version.to_string(),
+            constraint: constraint.to_string(),
+        }),
+    }
+}
+
+impl Metadata {
+    /// The OCI tag of this version: Helm writes SemVer's `+` as `_`, which tags cannot hold.
+    pub fn tag(&self) -> String {
+        self.version.replace('+', "_")
+    }
+}
+
 /// The chart in `path` (relative to the repository) packaged like `helm package`: its files
 /// under `<name>/`, deterministically.
 pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metadata, Vec<u8>), Error> {
     let dir = repo.join(path);
-    let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+    let metadata = metadata_of(repo, path)?;
     let files = pack::list_files(&dir, "")?;
     // As in source-controller, valuesFiles replace the chart's values.yaml, which must exist.
     if values.is_some() && !files.iter().any(|f| f == VALUES_FILE) {
@@ -133,7 +187,7 @@ pub async fn push(
     let config = serde_json::to_vec(&metadata.json).expect("JSON values serialise");
     let content = Blob { bytes, media_type: CONTENT_MEDIA_TYPE };
     let config = Blob { bytes: &config, media_type: CONFIG_MEDIA_TYPE };
-    Ok(artifact::push_if_changed(client, registry, repository, &metadata.version, content, config, BTreeMap::new())
+    Ok(artifact::push_if_changed(client, registry, repository, &metadata.tag(), content, config, BTreeMap::new())
         .await?)
 }
 
@@ -215,6 +269,42 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names, ["app/Chart.yaml", "app/templates/deployment.yaml", "app/values.yaml"]);
+    }
+
+    #[test]
+    fn a_chart_version_flux_would_not_find_is_named() {
+        let dir = repo();
+        for version in ["v0.1.0", "0.1", "latest"] {
+            std::fs::write(dir.path().join("charts/app/Chart.yaml"), format!("name: app\nversion: {version}\n"))
+                .unwrap();
+            let error = metadata_of(dir.path(), "charts/app").unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "`charts/app/Chart.yaml`: version `{version}` is not a SemVer 2 version, so Flux would not find the published chart"
+                )
+            );
+        }
+        std::fs::write(dir.path().join("charts/app/Chart.yaml"), "name: app\nversion: 1.2.0+build.7\n").unwrap();
+        assert_eq!(metadata_of(dir.path(), "charts/app").unwrap().tag(), "1.2.0_build.7", "Helm's tag for `+`");
+    }
+
+    #[test]
+    fn a_release_constraint_the_working_tree_chart_does_not_meet_is_named() {
+        for allowed in
+            ["0.1.0", "=0.1.0", "0.1.x", "~0.1", "^0.1.0", ">=0.1.0 <0.2.0", ">=0.1.0, <1", "*", "", "1.x || 0.1.x"]
+        {
+            assert!(check_constraint("charts/app", "0.1.0", allowed).is_ok(), "{allowed}");
+        }
+        for refused in ["0.2.0", ">=1.0.0", "0.2.x", "~1.0"] {
+            let error = check_constraint("charts/app", "0.1.0", refused).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "`charts/app/Chart.yaml` has version 0.1.0, which `{refused}` (spec.chart.spec.version) does not allow"
+                )
+            );
+        }
     }
 
     #[test]

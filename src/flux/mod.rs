@@ -24,6 +24,8 @@ pub enum Error {
     #[error("{count} substitution variable(s) have no value:\n{details}")]
     Contract { count: usize, details: String },
     #[error(transparent)]
+    Chart(#[from] charts::Error),
+    #[error(transparent)]
     Deploy(Box<deploy::Error>),
 }
 
@@ -37,10 +39,17 @@ pub struct Prepared {
     pub contract: contract::Report,
 }
 
-/// The overlay settings from devenv.yaml; `registry` is the environment's registry as pods reach it.
+/// The overlay settings from devenv.yaml; `registry` is the environment's registry as pods
+/// reach it. Reads the Chart.yaml of each chart to publish.
 pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Error> {
     let flux = &config.project.flux;
     let own_source = overlay::SourceRef::parse(&flux.source).ok_or_else(|| Error::SourceRef(flux.source.clone()))?;
+    let mut published_charts = Vec::new();
+    for chart in &config.project.charts {
+        let metadata = charts::metadata_of(&config.repo, &chart.path)?;
+        let url = format!("oci://{registry}/{}", chart.repository.trim_matches('/'));
+        published_charts.push(overlay::PublishedChart { url, name: metadata.name, path: chart.path.clone() });
+    }
     Ok(overlay::Settings {
         flux_namespace: flux.namespace.clone(),
         own_source,
@@ -60,6 +69,8 @@ pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Er
         registry: registry.to_string(),
         drop_webhooks: config.profile.cluster.provider == crate::config::profile::Provider::Sim,
         clashing: Default::default(),
+        published_charts,
+        helm_repositories: Default::default(),
     })
 }
 

@@ -5,7 +5,7 @@
 //! substitution and Helm render. Rewriting files (rather than patching the root
 //! Kustomization) reaches Kustomizations at every depth.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::{Mapping, Value};
 
@@ -68,6 +68,22 @@ pub struct Settings {
     /// (`team-a/apps` and `team/a-apps`); each of those gets a hash of its own instead.
     /// Filled by `pack`, which sees every file.
     pub clashing: BTreeSet<String>,
+    /// The charts devenv publishes from the repository (`charts:`), as a HelmRepository
+    /// re-pointed at the environment's registry finds them.
+    pub published_charts: Vec<PublishedChart>,
+    /// Each HelmRepository's URL (by `namespace/name`) after the source-URL map; filled by
+    /// `pack` when there are published charts.
+    pub helm_repositories: BTreeMap<String, String>,
+}
+
+/// A chart of `charts:`: `<url>/<name>` is where it is published.
+#[derive(Debug, Clone)]
+pub struct PublishedChart {
+    /// `oci://<registry as pods reach it>/<repository>`
+    pub url: String,
+    pub name: String,
+    /// Its directory in the repository.
+    pub path: String,
 }
 
 /// One entry of the source-URL map (see `SourceUrlConfig`).
@@ -150,6 +166,9 @@ pub struct LocalChart {
     pub values_files: Vec<String>,
     /// `spec.chart.spec.ignoreMissingValuesFiles`.
     pub ignore_missing_values_files: bool,
+    /// `spec.chart.spec.version` of a chart asked of a HelmRepository, which the working
+    /// tree's Chart.yaml must satisfy.
+    pub version: Option<String>,
 }
 
 /// A Flux object the overlay changed, as YAML before and after (`None`: removed).
@@ -178,6 +197,8 @@ pub struct Rewritten {
     pub substitution_namespaces: BTreeSet<String>,
     pub repointed: Vec<Repointed>,
     pub local_charts: Vec<LocalChart>,
+    /// `namespace/name` and URL (after the map) of each HelmRepository in the file.
+    pub helm_repositories: Vec<(String, String)>,
     /// The Flux objects of the file after the rewrite, and their `Kind/namespace/name`.
     pub objects: Vec<Value>,
     pub keys: Vec<String>,
@@ -332,6 +353,9 @@ fn rewrite_spec(
             if let Some(what) = map_source_url(spec, &identity.kind, settings) {
                 changes.push(what);
             }
+            if let Some(url) = spec.get("url").and_then(Value::as_str).filter(|_| identity.kind == "HelmRepository") {
+                out.helm_repositories.push((format!("{}/{}", identity.namespace, identity.name), url.to_string()));
+            }
         }
         _ => {}
     }
@@ -420,23 +444,23 @@ fn repoint_source(spec: &mut Mapping, identity: &FluxObject, settings: &Settings
     Some(artifact)
 }
 
-/// A HelmRelease whose chart is a directory of the repository's own source installs it from
-/// the working tree instead: `spec.chart` becomes a `chartRef` to an OCIRepository serving
-/// that directory packaged as a chart (HelmCharts cannot read OCIRepositories, so the
-/// template form cannot be kept).
+/// A HelmRelease whose chart is a directory of the repository's own source, or a chart of
+/// `charts:` asked of a HelmRepository re-pointed at the environment's registry, installs it
+/// from the working tree instead: `spec.chart` becomes a `chartRef` to an OCIRepository
+/// serving that directory packaged as a chart. HelmCharts cannot read OCIRepositories, and
+/// a HelmChart never fetches a chart again under the same version (nor does helm-controller
+/// upgrade to one), while helm-controller follows an OCIRepository's digest: so an edit of
+/// the chart is installed even though its version stays the same.
 fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings) -> Option<LocalChart> {
     let template = spec.get("chart")?.get("spec")?;
-    if !is_own_source(template.get("sourceRef")?, &identity.namespace, settings) {
-        return None;
-    }
-    let path = crate::flux::closure::normalise(template.get("chart")?.as_str()?);
+    let (path, version, relative_to) = chart_directory(template, &identity.namespace, settings)?;
     let mut values_files: Vec<String> = (template.get("valuesFiles").and_then(Value::as_sequence).into_iter())
         .flatten()
         .filter_map(Value::as_str)
-        .map(crate::flux::closure::normalise)
+        .map(|file| crate::flux::closure::normalise(&format!("{relative_to}{file}")))
         .collect();
     // source-controller reads a lone `values.yaml` as "the chart's own values".
-    if values_files == ["values.yaml"] {
+    if values_files == [crate::flux::closure::normalise(&format!("{relative_to}values.yaml"))] {
         values_files.clear();
     }
     let ignore_missing_values_files =
@@ -448,10 +472,29 @@ fn repoint_chart(spec: &mut Mapping, identity: &FluxObject, settings: &Settings)
         let values_key = format!("{}\n{ignore_missing_values_files}", values_files.join("\n"));
         chart_source_name(&format!("{path}/{}", short_hash(&values_key)), settings)
     };
-    let chart = LocalChart { path, source, values_files, ignore_missing_values_files };
+    let chart = LocalChart { path, source, values_files, ignore_missing_values_files, version };
     spec.remove("chart");
     spec.insert("chartRef".into(), artifact_ref(&chart.source, settings));
     Some(chart)
+}
+
+/// The repository directory a HelmRelease's chart template reads, the version it asks for
+/// (HelmRepository charts only) and what its `valuesFiles` are relative to.
+fn chart_directory(template: &Value, namespace: &str, settings: &Settings) -> Option<(String, Option<String>, String)> {
+    let source = template.get("sourceRef")?;
+    let chart = template.get("chart")?.as_str()?;
+    if is_own_source(source, namespace, settings) {
+        return Some((crate::flux::closure::normalise(chart), None, String::new()));
+    }
+    let field = |name: &str| source.get(name).and_then(Value::as_str);
+    if field("kind") != Some("HelmRepository") {
+        return None;
+    }
+    let repository = format!("{}/{}", field("namespace").unwrap_or(namespace), field("name")?);
+    let url = settings.helm_repositories.get(&repository)?.trim_end_matches('/');
+    let published = settings.published_charts.iter().find(|p| p.url.trim_end_matches('/') == url && p.name == chart)?;
+    let version = template.get("version").and_then(Value::as_str).map(str::to_string);
+    Some((published.path.clone(), version, format!("{}/", published.path)))
 }
 
 /// Applies the first matching entry of the source-URL map to a source's `spec.url`.
@@ -465,6 +508,16 @@ fn map_source_url(spec: &mut Mapping, kind: &str, settings: &Settings) -> Option
     let mapped = format!("{to}{}", &url[entry.url.trim_end_matches('/').len()..]);
     spec.insert("url".into(), mapped.clone().into());
     let mut what = format!("url → {mapped}");
+    // A HelmRepository's type follows its URL's scheme; source-controller rejects an
+    // `oci://` URL on a `default` repository and an HTTP one on an `oci` repository.
+    let is_oci = |url: &str| url.starts_with("oci://");
+    if kind == "HelmRepository" && is_oci(&url) != is_oci(&mapped) {
+        match is_oci(&mapped) {
+            true => spec.insert("type".into(), "oci".into()),
+            false => spec.remove("type"),
+        };
+        what.push_str(&format!(", type → {}", if is_oci(&mapped) { "oci" } else { "default" }));
+    }
     // GitRepository has no `insecure`; plain HTTP is in its URL.
     if entry.insecure && kind != "GitRepository" {
         spec.insert("insecure".into(), true.into());

@@ -186,10 +186,16 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         let content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         originals.insert(relative.clone(), (content, is_executable(&path)));
     }
+    // What one file's rewrite needs to know of the others (names that clash, the URLs of
+    // HelmRepositories) comes from a first pass; a second one uses it.
     let (mut contents, mut rewrites) = rewrite_all(&originals, settings)?;
     let clashing = clashing_sources(&rewrites);
-    if !clashing.is_empty() {
-        let settings = Settings { clashing, ..settings.clone() };
+    let helm_repositories = match settings.published_charts.is_empty() {
+        true => BTreeMap::new(),
+        false => rewrites.values().flat_map(|r| r.helm_repositories.iter().cloned()).collect(),
+    };
+    if !clashing.is_empty() || !helm_repositories.is_empty() {
+        let settings = Settings { clashing, helm_repositories, ..settings.clone() };
         (contents, rewrites) = rewrite_all(&originals, &settings)?;
     }
     let raw_bytes = contents.values().map(|(content, _)| content.len() as u64).sum();
@@ -263,6 +269,9 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
             };
             let (metadata, bytes) =
                 super::charts::package(root, &chart.path, values.as_deref()).map_err(chart_error)?;
+            if let Some(constraint) = &chart.version {
+                super::charts::check_constraint(&chart.path, &metadata.version, constraint).map_err(chart_error)?;
+            }
             packed.charts.push(PackedChart { source: chart.source, path: chart.path, metadata, bytes });
         }
     }

@@ -14,6 +14,8 @@ pub(crate) fn settings() -> Settings {
         registry: "127.0.0.1:5000".into(),
         drop_webhooks: false,
         clashing: Default::default(),
+        published_charts: vec![],
+        helm_repositories: Default::default(),
     }
 }
 
@@ -321,6 +323,59 @@ fn the_source_url_map_repoints_matching_sources_only() {
     assert!(out.diffs[0].before.contains("ghcr.io") && out.diffs[0].after.as_ref().unwrap().contains("127.0.0.1"));
 }
 
+#[test]
+fn a_helm_repository_moved_between_http_and_oci_gets_the_matching_type() {
+    let mut settings = settings();
+    settings.source_urls = vec![
+        SourceUrl {
+            url: "https://charts.bitnami.com".into(),
+            to: "oci://{{ registry }}/bitnami".into(),
+            insecure: true,
+            drop_verify: false,
+        },
+        SourceUrl {
+            url: "oci://ghcr.io/lender/internal".into(),
+            to: "http://127.0.0.1:8080/internal".into(),
+            insecure: false,
+            drop_verify: false,
+        },
+    ];
+    let text = "\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: bitnami
+  namespace: flux-system
+spec:
+  interval: 1h
+  url: https://charts.bitnami.com/bitnami
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: internal
+  namespace: flux-system
+spec:
+  type: oci
+  url: oci://ghcr.io/lender/internal
+";
+    let out = rewrite(text, &settings).unwrap().unwrap();
+    let docs = documents(&out.text);
+    assert_eq!(docs[0]["spec"]["url"], "oci://127.0.0.1:5000/bitnami/bitnami");
+    assert_eq!(docs[0]["spec"]["type"], "oci", "source-controller refuses an oci:// URL on a default repository");
+    assert_eq!(docs[0]["spec"]["insecure"], true);
+    assert_eq!(docs[1]["spec"]["url"], "http://127.0.0.1:8080/internal");
+    assert!(docs[1]["spec"].get("type").is_none(), "back to the default type: {:?}", docs[1]["spec"]);
+    let what: Vec<&str> = out.changes.iter().map(|c| c.what.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "url → oci://127.0.0.1:5000/bitnami/bitnami, type → oci (insecure)",
+            "url → http://127.0.0.1:8080/internal, type → default"
+        ]
+    );
+}
+
 const REPO_CHART: &str = "\
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -354,8 +409,41 @@ fn a_chart_from_the_repository_is_served_from_the_working_tree() {
         source: "devenv-chart-charts-statements".into(),
         values_files: vec![],
         ignore_missing_values_files: false,
+        version: None,
     };
     assert_eq!(out.local_charts, [chart]);
+}
+
+#[test]
+fn a_published_chart_asked_of_a_helm_repository_is_installed_from_the_working_tree() {
+    let mut settings = settings();
+    settings.published_charts = vec![PublishedChart {
+        url: "oci://127.0.0.1:5000/charts/stable".into(),
+        name: "greeter".into(),
+        path: "charts/greeter".into(),
+    }];
+    settings.helm_repositories = BTreeMap::from([
+        ("platform/example".to_string(), "oci://127.0.0.1:5000/charts/stable".to_string()),
+        ("platform/other".to_string(), "https://charts.example.org/other".to_string()),
+    ]);
+    let release = |repository: &str, chart: &str| {
+        format!(
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: greeter\n  namespace: web\nspec:\n  chart:\n    spec:\n      chart: {chart}\n      version: 0.1.x\n      valuesFiles: [values.yaml, values-local.yaml]\n      sourceRef:\n        kind: HelmRepository\n        name: {repository}\n        namespace: platform\n"
+        )
+    };
+    let out = rewrite(&release("example", "greeter"), &settings).unwrap().unwrap();
+    let spec = &documents(&out.text)[0]["spec"];
+    assert_eq!(spec["chartRef"]["name"], out.local_charts[0].source);
+    assert!(out.local_charts[0].source.starts_with("devenv-chart-charts-greeter-"), "{:?}", out.local_charts);
+    assert_eq!(out.local_charts[0].path, "charts/greeter");
+    assert_eq!(out.local_charts[0].values_files, ["charts/greeter/values.yaml", "charts/greeter/values-local.yaml"]);
+    assert_eq!(out.local_charts[0].version.as_deref(), Some("0.1.x"));
+    // Another chart, or another repository, is left to Flux.
+    for (repository, chart) in [("example", "other"), ("other", "greeter")] {
+        let out = rewrite(&release(repository, chart), &settings).unwrap().unwrap();
+        assert!(out.local_charts.is_empty(), "{repository} {chart}");
+        assert_eq!(documents(&out.text)[0]["spec"]["chart"]["spec"]["chart"], chart);
+    }
 }
 
 #[test]
