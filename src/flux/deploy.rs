@@ -280,8 +280,7 @@ async fn request(
 /// (a failure whose cause was elsewhere, such as a missing CRD, passes once retried).
 /// Returns them as `Kind/namespace/name`.
 async fn retry_failed(client: &kube::Client, flux_namespace: &str, token: &str) -> Result<BTreeSet<String>, Error> {
-    let mut all = kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
-    all.extend(helm_releases(client).list(&ListParams::default()).await.map_err(Error::List)?.items);
+    let all = wait::list_all(client).await?;
     let all: Vec<&DynamicObject> = all.iter().collect();
     let mut retried = BTreeSet::new();
     for object in wait::environment_objects(&all, flux_namespace) {

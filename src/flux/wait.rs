@@ -123,7 +123,18 @@ pub async fn until_ready(
         let all: Vec<&DynamicObject> = store.iter().flat_map(|s| s.values()).collect();
         let statuses = evaluate(&environment_objects(&all, target.flux_namespace), Some(target));
         live.show(&statuses, reporter, started.elapsed());
-        if let Some(failed) = statuses.iter().find(|s| s.failed) {
+        // The two watch streams may lag each other (a Kustomization seen to have applied a
+        // HelmRelease whose new spec has not arrived yet): a failure is confirmed on a fresh
+        // list of both kinds.
+        let confirmed = match statuses.iter().any(|s| s.failed) {
+            true => {
+                let fresh = list_all(client).await?;
+                let fresh: Vec<&DynamicObject> = fresh.iter().collect();
+                evaluate(&environment_objects(&fresh, target.flux_namespace), Some(target))
+            }
+            false => Vec::new(),
+        };
+        if let Some(failed) = confirmed.iter().find(|s| s.failed) {
             let file = origin(&failed.status.object).map(|f| format!(" (defined in {f})")).unwrap_or_default();
             let causes = explain(client, &failed.status.message, origin).await;
             let causes: String = causes.iter().map(|c| format!("\n  {c}")).collect();
@@ -149,8 +160,7 @@ pub async fn until_ready(
 /// The environment's Flux objects as they are now, for `devenv status`: Ready at their
 /// generation, in tree order.
 pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec<ObjectStatus>, Error> {
-    let mut all = kustomizations(client).list(&Default::default()).await.map_err(Error::List)?.items;
-    all.extend(helm_releases(client).list(&Default::default()).await.map_err(Error::List)?.items);
+    let all = list_all(client).await?;
     let all: Vec<&DynamicObject> = all.iter().collect();
     let mut statuses: Vec<ObjectStatus> =
         evaluate(&environment_objects(&all, flux_namespace), None).into_iter().map(|e| e.status).collect();
@@ -158,6 +168,13 @@ pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec
         status.causes = explain(client, &status.message, &|_| None).await;
     }
     Ok(statuses)
+}
+
+/// Every Kustomization and HelmRelease in the cluster, read now.
+pub(super) async fn list_all(client: &kube::Client) -> Result<Vec<DynamicObject>, Error> {
+    let mut all = kustomizations(client).list(&Default::default()).await.map_err(Error::List)?.items;
+    all.extend(helm_releases(client).list(&Default::default()).await.map_err(Error::List)?.items);
+    Ok(all)
 }
 
 /// The objects a Flux message names with their kstatus (`[HelmRepository/flux-system/charts
