@@ -74,9 +74,9 @@ read_shadowed() {
 # Everything readable under the host's /proc/sys but per-interface network entries and
 # counters that move on their own.
 snapshot_proc_sys() {
-  grep -r -s --binary-files=text -H . /proc/sys 2>/dev/null \
+  { grep -r -s --binary-files=text -H . /proc/sys 2>/dev/null || true; } \
     | grep -v -E '^/proc/sys/net/(ipv4|ipv6)/(conf|neigh)/|^/proc/sys/net/netfilter/nf_conntrack_count|^/proc/sys/kernel/random/|^/proc/sys/kernel/(ns_last_pid|pty/nr|tainted)|^/proc/sys/fs/(dentry-state|inode-nr|inode-state|file-nr|aio-nr|quota/)|^/proc/sys/fs/binfmt_misc/' \
-    | LC_ALL=C sort
+    | LC_ALL=C sort || true
 }
 
 phase "record host sysctls"
