@@ -31,6 +31,11 @@
 #
 # Usage: build.sh [--print-dir] [--help]
 #
+# Environment: DEVENV_CACHE_DIR (cache root), DEVENV_DEBIAN_MIRROR and
+# DEVENV_DEBIAN_SECURITY_MIRROR (default: the host's apt sources), DEVENV_DOCKER_WAIT
+# (seconds to wait for the engine, default 900), DEVENV_KEEP_OLD_IMAGES=1 (keep the node
+# images and cache directories of older recipes; by default a successful build removes them).
+#
 # Needs root (debootstrap, chroot), a Docker engine that answers `docker info` (this
 # script waits for one; it never starts or reconfigures dockerd), go, gcc (static libc),
 # debootstrap, flock. The Kubernetes binaries reuse the sim build's module graph and Go
@@ -827,6 +832,7 @@ run_step crictl "crictl ${PIN[CRICTL_VERSION]}" step_crictl
 run_step coredns "coredns ${PIN[COREDNS_VERSION]}" step_coredns
 run_step local-path "local-path-provisioner ${PIN[LOCAL_PATH_PROVISIONER_VERSION]}" step_local_path
 run_step pause "pause (static, from k8s.io/kubernetes $K8S_VERSION build/pause)" step_pause
+rm -f "$STAMPS/sim"   # sim/build.sh is instant when up to date; its cache may have been removed
 run_step sim "sim binaries (sim/build.sh: control plane, etcd, Flux, registry)" step_sim
 run_step kube "kubelet, kubeadm, kubectl, kube-proxy (k8s.io/kubernetes $K8S_VERSION)" step_kube
 wait_step rootfs
@@ -869,5 +875,21 @@ node_size=$(docker image inspect --format '{{.Size}}' "$NODE_IMAGE")
   printf '\n  },\n  "total_seconds": %d\n}\n' "$total"
 } >"$OUT/build-info.json"
 rm -rf "$WORK"
+
+# Older builds of the test bed (other KEYs): their node images and cache directories,
+# unless DEVENV_KEEP_OLD_IMAGES=1 or another build holds their lock.
+if [[ "${DEVENV_KEEP_OLD_IMAGES:-0}" != 1 ]]; then
+  docker image ls devenv-test/kind-node --format '{{.Repository}}:{{.Tag}}' \
+    | grep -vxF "$NODE_IMAGE" | xargs -r docker image rm >/dev/null 2>&1 || true
+  for old in "$KROOT"/*; do
+    [[ -d "$old" && "$(basename "$old")" =~ ^[0-9a-f]{12}$ && "$old" != "$OUT" ]] || continue
+    (
+      exec 8>"$KROOT/.lock-$(basename "$old")"
+      flock -n 8 || exit 0
+      rm -rf --one-file-system "$old"
+      rm -f "$KROOT/.lock-$(basename "$old")"
+    ) || true
+  done
+fi
 say "done in ${total}s: $NODE_IMAGE ($((node_size / 1024 / 1024)) MB)"
 print_env
