@@ -93,14 +93,16 @@ async fn every_up_reports_this_rounds_truth() {
     let chart_text = std::fs::read_to_string(&chart).unwrap();
     let release = repo.path().join("apps/base/greeter/release.yaml");
     let release_text = std::fs::read_to_string(&release).unwrap();
-    for (file, broken, expected) in [
+    for (file, original, broken, expected) in [
         (
             &chart,
+            &chart_text,
             chart_text.replace("version: 0.1.0", "version: v0.1.0"),
             "error[DEV061]: `charts/greeter/Chart.yaml`: version `v0.1.0` is not a SemVer 2 version",
         ),
         (
             &release,
+            &release_text,
             release_text.replace("0.1.x", "0.2.x"),
             "has version 0.1.0, which `0.2.x` (spec.chart.spec.version) does not allow",
         ),
@@ -110,9 +112,8 @@ async fn every_up_reports_this_rounds_truth() {
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!repo.state.path().join("envs/t-loop").exists(), "nothing was created");
+        std::fs::write(file, original).unwrap();
     }
-    std::fs::write(&chart, chart_text).unwrap();
-    std::fs::write(&release, release_text).unwrap();
 
     let result = up(&repo);
     let objects: Vec<&str> =
@@ -210,7 +211,7 @@ async fn every_up_reports_this_rounds_truth() {
     let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
     let broken_overlay = project.replace(
         "overlay:\n",
-        "overlay:\n  patches:\n    - target:\n        kind: ConfigMap\n        name: platform-settings\n      patch: |\n        - op: replace\n          path: /data/missing\n          value: x\n",
+        "overlay:\n  patches:\n    - target:\n        kind: ConfigMap\n        name: platform-settings\n      patch: |\n        - op: test\n          path: /data/tier\n          value: premium\n",
     );
     break_and_fix(
         &repo,

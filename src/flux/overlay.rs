@@ -210,6 +210,15 @@ pub fn may_hold_flux_objects(text: &str) -> bool {
     text.contains("toolkit.fluxcd.io/")
 }
 
+/// `Kind/namespace/name` of each Flux object in a multi-document YAML file the overlay leaves
+/// as it is (a document that does not parse holds none).
+pub fn flux_keys(text: &str, flux_namespace: &str) -> Vec<String> {
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|document| <Value as serde::Deserialize>::deserialize(document).ok())
+        .filter_map(|value| FluxObject::of(&value, flux_namespace).map(|o| o.display()))
+        .collect()
+}
+
 /// Rewrites the Flux objects of a multi-document YAML file; `None` when nothing changes.
 pub fn rewrite(text: &str, settings: &Settings) -> Result<Option<Rewritten>, Error> {
     let mut out = Rewritten::default();

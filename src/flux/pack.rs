@@ -248,6 +248,13 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         charts: Vec::new(),
         paths: files,
     };
+    // Flux objects the overlay left as they are come from their files too.
+    for file in reached.iter().filter(|f| is_yaml(f) && !rewrites.contains_key(*f)) {
+        if let Some(text) = read(file).filter(|t| overlay::may_hold_flux_objects(t)) {
+            let keys = overlay::flux_keys(&text, &settings.flux_namespace);
+            packed.origins.extend(keys.into_iter().map(|key| (key, file.clone())));
+        }
+    }
     for (file, rewritten) in rewrites.into_iter().filter(|(file, _)| reached.contains(file)) {
         packed.changes.extend(rewritten.changes.into_iter().map(|c| (file.clone(), c)));
         packed.diffs.extend(rewritten.diffs.into_iter().map(|d| (file.clone(), d)));
@@ -337,6 +344,17 @@ pub(crate) mod tests {
             ),
             ("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n"),
         ])
+    }
+
+    #[test]
+    fn flux_objects_the_overlay_leaves_alone_keep_their_file() {
+        let dir = write_tree(&[(
+            "clusters/local/sources.yaml",
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: legacy\n  namespace: platform\nspec:\n  url: https://charts.example.org\n",
+        )]);
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert!(packed.changes.is_empty(), "{:?}", packed.changes);
+        assert_eq!(packed.origins["HelmRepository/platform/legacy"], "clusters/local/sources.yaml");
     }
 
     #[test]
