@@ -14,9 +14,10 @@ use serde_json::Value;
 use super::deploy::{Error, ROOT_NAME};
 use crate::ui::{Reporter, ReporterExt, Status};
 
-/// Reasons with which Flux reports an object not Ready that are not failures.
+/// Reasons with which Flux reports an object not Ready that are not failures (helm-controller
+/// says `SourceNotReady` while its chart's source has not fetched the current spec yet).
 const WAITING_REASONS: &[&str] =
-    &["Progressing", "ProgressingWithRetry", "DependencyNotReady", "ArtifactFailed", "Reconciling"];
+    &["Progressing", "ProgressingWithRetry", "DependencyNotReady", "ArtifactFailed", "Reconciling", "SourceNotReady"];
 
 /// One Flux object of the environment and its readiness.
 #[derive(Debug, Clone, serde::Serialize)]
