@@ -109,8 +109,19 @@ async fn an_existing_cluster_is_used_and_left_running_with_flux() {
     let level = container.env.as_ref().unwrap().iter().find(|e| e.name == "LOG_LEVEL").unwrap().value.clone();
     assert_eq!(level.as_deref(), Some("debug"));
 
-    // `down` prunes what devenv applied and removes the containers; the cluster keeps
-    // running, with Flux installed.
+    // With devenv.yaml broken, `down --env` still finds the environment's cluster through the
+    // state file: it removes the containers, and says that Flux's objects stay until the file
+    // can be read again.
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    std::fs::write(repo.path().join("devenv.yaml"), "project: [\n").unwrap();
+    let output = repo.devenv().args(["down", "--env", "t-existing"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("stays in the cluster of context"), "{stderr}");
+    assert_eq!(labelled_containers("t-existing"), "");
+    std::fs::write(repo.path().join("devenv.yaml"), project).unwrap();
+
+    // `down` prunes what devenv applied; the cluster keeps running, with Flux installed.
     let output = repo
         .devenv()
         .args(["down", "--env", "t-existing", "--output", "json"])

@@ -44,7 +44,7 @@ pub enum Error {
     Kubeconfig(#[from] kubeconfig::Error),
     #[error(transparent)]
     Registry(#[from] registry::Error),
-    #[error("Flux is not installed in the cluster of context `{context}` (no {} API)", missing.join(", no "))]
+    #[error("Flux is not installed in the cluster of context `{context}` ({})", missing_apis(missing))]
     FluxMissing { context: String, missing: Vec<String> },
     #[error("cannot ask the cluster of context `{context}` which Flux APIs it serves")]
     FluxCheck {
@@ -52,6 +52,11 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+}
+
+/// `no Kustomization API, no HelmRelease API`.
+fn missing_apis(kinds: &[String]) -> String {
+    kinds.iter().map(|kind| format!("no {kind} API")).collect::<Vec<_>>().join(", ")
 }
 
 /// What a provider can do.
