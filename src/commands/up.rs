@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     }
     // Recorded before anything is created, so `down` can always clean up.
     if let Some(provider) = &provider
-        && let Some(known) = provider.info()?
+        && let Some(known) = provider.info().ok().flatten()
     {
         state.cluster = Some(known);
     }

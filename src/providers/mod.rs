@@ -218,3 +218,41 @@ pub async fn answers(client: &kube::Client) -> Result<String, String> {
         Err(_) => Err(format!("no answer within {}s", API_DEADLINE.as_secs())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(provider: Provider) -> ClusterInfo {
+        ClusterInfo {
+            provider,
+            kubeconfig: PathBuf::from("/nowhere/kubeconfig"),
+            context: "dev".into(),
+            api_server: "https://127.0.0.1:6443".into(),
+            registry: Registry::same("127.0.0.1:5000"),
+        }
+    }
+
+    #[test]
+    fn the_recorded_cluster_chooses_the_provider_and_what_down_may_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = for_record(Some(&record(Provider::Existing)), dir.path()).unwrap();
+        assert_eq!(existing.kind(), Provider::Existing);
+        assert!(!existing.capabilities().owns_cluster, "down never deletes an existing cluster");
+        assert!(existing.info().is_err(), "its kubeconfig is not there to read");
+        let sim = for_record(Some(&record(Provider::Sim)), dir.path()).unwrap();
+        assert_eq!(sim.capabilities(), Capabilities { runs_pods: false, owns_cluster: true });
+        // A state file of the previous format records no cluster, and here none was booted.
+        assert!(for_record(None, dir.path()).is_none());
+    }
+
+    #[test]
+    fn missing_flux_apis_are_each_named() {
+        let error =
+            Error::FluxMissing { context: "dev".into(), missing: vec!["Kustomization".into(), "HelmRelease".into()] };
+        assert_eq!(
+            error.to_string(),
+            "Flux is not installed in the cluster of context `dev` (no Kustomization API, no HelmRelease API)"
+        );
+    }
+}
