@@ -33,20 +33,28 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     let mut flux_removed = flux::deploy::Removed::default();
     if let Some(provider) = &provider
         && let Some(info) = provider.info().ok().flatten()
-        && let Ok(client) = provider.client(&info).await
-        && providers::answers(&client).await.is_ok()
     {
-        match &config {
-            Some(config) => {
+        let client = match provider.client(&info).await {
+            Ok(client) if providers::answers(&client).await.is_ok() => Some(client),
+            _ => None,
+        };
+        let owned = provider.capabilities().owns_cluster;
+        match (client, &config) {
+            (Some(client), Some(config)) => {
                 flux_removed = flux::deploy::remove(&client, config, args.timeout, reporter.as_ref())
                     .await
                     .map_err(flux::Error::from)?;
             }
-            None if !provider.capabilities().owns_cluster => reporter.warning(&format!(
+            // A cluster devenv owns goes away below; one it does not keeps what it was given.
+            _ if owned => {}
+            (None, _) => reporter.warning(&format!(
+                "the cluster of context `{}` does not answer, so what Flux applied for `{env}` stays there; run `devenv down` again once it answers",
+                info.context
+            )),
+            (Some(_), None) => reporter.warning(&format!(
                 "devenv.yaml cannot be read, so what Flux applied for `{env}` stays in the cluster of context `{}`; fix the file and run `devenv down` again",
                 info.context
             )),
-            None => {}
         }
     }
     // Substitutes are found by label; Docker is the only runtime that can hold them today, so
@@ -82,7 +90,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     if let Some(provider) = &provider
         && !provider.capabilities().owns_cluster
     {
-        println!("The cluster is not devenv's: it keeps running, with Flux installed.");
+        println!("The {} cluster is not devenv's, so it keeps running as it is.", provider.kind().as_str());
     }
     if cluster_stopped {
         let kind = owned.map(|p| p.kind().as_str()).unwrap_or_default();
