@@ -98,7 +98,7 @@ fn main() {
     // The classic loop, on the same cluster, once devenv's objects are pruned.
     let selection = devenv::config::Selection { repo: Some(repo.clone()), env: Some(ENV.into()), ..Default::default() };
     let config = devenv::config::load(&selection, &repo).unwrap();
-    let registry = result["cluster"]["registry"].as_str().unwrap().to_string();
+    let registry = result["cluster"]["registry"]["host"].as_str().unwrap().to_string();
     let environment = runtime.block_on(environment_values(&client));
     let prune_deadline = Duration::from_secs(120);
     runtime
@@ -109,7 +109,8 @@ fn main() {
     runtime.block_on(remove_classic(&client));
     drop(server);
 
-    let settings = devenv::flux::settings(&config, &registry).unwrap();
+    let sim = devenv::providers::Capabilities { runs_pods: false, owns_cluster: true };
+    let settings = devenv::flux::settings(&config, &registry, sim).unwrap();
     drop(cleanup);
 
     let (devenv_loop, classic) = (median(devenv_times), median(classic_times));

@@ -31,6 +31,9 @@ pub struct GlobalArgs {
     /// Environment name; several environments of one repository can coexist [default: the project name]
     #[arg(long, global = true, value_name = "NAME", env = "DEVENV_ENV")]
     pub env: Option<String>,
+    /// Kubeconfig context of the cluster, for a profile with `provider: existing` [default: the profile's `cluster.context`, else the kubeconfig's current context; KUBECONFIG is read as kubectl reads it]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
     /// Output format: text for people, or json for programs: NDJSON on stdout, one object per line with an `event` field; the last line is the `result` or the `error`
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{Config, Service};
-use crate::naming;
+use crate::config::Config;
 use crate::state::State;
-use crate::substitutes;
+use crate::substitutes::{self, SubstituteRuntime};
 
 /// The data of the environment ConfigMap and Secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,24 +33,14 @@ pub fn namespace(config: &Config) -> String {
     config.project.environment.config_map.namespace.clone().unwrap_or_else(|| config.project.flux.namespace.clone())
 }
 
-/// Template values of a service as pods see it: a Docker substitute is reached by its
-/// container name on the cluster's Docker network, at its container port.
-pub fn pod_values(env: &str, service: &Service, state: &State) -> BTreeMap<String, String> {
-    let remembered = state.services.get(&service.name).cloned().unwrap_or_default();
-    let mut values = substitutes::host_values(env, service, &remembered);
-    values.insert("host".into(), naming::container_name(env, &service.name));
-    for (name, port) in &service.substitute.ports {
-        values.insert(format!("port.{name}"), port.to_string());
-    }
-    values.insert("port".into(), service.substitute.ports[&service.substitute.main_port].to_string());
-    values
-}
-
-/// The ConfigMap and Secret data for the environment.
-pub fn compute(config: &Config, state: &State) -> EnvMap {
+/// The ConfigMap and Secret data for the environment, with each substitute's address as
+/// pods reach it (the runtime's answer).
+pub fn compute(config: &Config, state: &State, runtime: &dyn SubstituteRuntime) -> EnvMap {
     let mut map = EnvMap { config_map: config.profile.environment.clone(), secret: BTreeMap::new() };
     for service in &config.services {
-        let outputs = substitutes::render_outputs(service, &pod_values(&config.env, service, state));
+        let remembered = state.services.get(&service.name).cloned().unwrap_or_default();
+        let values = runtime.pod_values(&config.env, service, &remembered);
+        let outputs = substitutes::render_outputs(service, &values);
         for (key, output_name) in &service.keys {
             // Validation made sure every mapped output exists, per-resource ones included.
             let Some(output) = outputs.iter().find(|o| &o.name == output_name) else { continue };
@@ -83,7 +72,7 @@ mod tests {
         substitutes::resolve(&config, &mut state, &Default::default()).unwrap();
         let password = state.services["orders-db"].secrets["password"].clone();
 
-        let map = compute(&config, &state);
+        let map = compute(&config, &state, &substitutes::runtime::DockerRuntime::default());
         assert_eq!(map.config_map["DB_HOST"], "devenv-shop-orders-db");
         assert_eq!(map.config_map["DB_PORT"], "3306", "the container port, not the host port");
         assert_eq!(map.config_map["DB_NAME"], "orders");

@@ -45,6 +45,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV009", "unknown substitute parameter"),
     ("DEV010", "an invalid value in a configuration file"),
     ("DEV011", "a file cannot be read"),
+    ("DEV012", "a profile field or flag is not supported (yet) by the profile's provider"),
     ("DEV020", "the Docker engine cannot be reached"),
     ("DEV021", "a Docker operation failed"),
     ("DEV022", "an image cannot be pulled"),
@@ -58,6 +59,9 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
     ("DEV043", "building the sim cluster's binaries failed"),
+    ("DEV044", "the kubeconfig or its context cannot be used"),
+    ("DEV045", "the cluster's API server does not answer"),
+    ("DEV046", "the registry's credentials cannot be read"),
     ("DEV050", "a doctor check failed"),
     ("DEV060", "a substituted variable has no value"),
     ("DEV061", "the working tree cannot be packed"),
@@ -127,10 +131,52 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "the environment's state file is gone; restore it, or delete the data with `devenv down --purge` (removes `{volume}`)"
                 )),
             ),
+            substitutes::Error::RuntimeNotSupported { .. } => {
+                return Diagnosis {
+                    id: "DEV012",
+                    exit_code: 2,
+                    hint: Some("set `substitutes.runtime: docker` in the profile".into()),
+                };
+            }
             substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
         },
         Error::Provider(e) => match e {
             providers::Error::Sim(e) => diagnose_sim(e),
+            providers::Error::Existing(providers::existing::Error::Context(e)) | providers::Error::Kubeconfig(e) => {
+                ("DEV044", Some(kubeconfig_hint(e)))
+            }
+            providers::Error::Existing(providers::existing::Error::Unreachable { context, .. }) => (
+                "DEV045",
+                Some(format!(
+                    "check that the cluster runs and this machine reaches it (`kubectl --context {context} get --raw /version`), or choose another context with `--context`"
+                )),
+            ),
+            providers::Error::FluxCheck { context, .. } => (
+                "DEV045",
+                Some(format!("the cause above is the API server's answer; `kubectl --context {context} api-resources` shows what it serves")),
+            ),
+            providers::Error::Existing(providers::existing::Error::NoRegistry) => {
+                return Diagnosis {
+                    id: "DEV010",
+                    exit_code: 2,
+                    hint: Some("add `registry: { url: HOST[:PORT] }` to the profile".into()),
+                };
+            }
+            providers::Error::FluxMissing { context, .. } => (
+                "DEV064",
+                Some(format!(
+                    "devenv uses Flux's source-, kustomize- and helm-controllers but does not install them into a cluster it does not own: install Flux first (`flux install --context {context}`, see https://fluxcd.io/flux/installation/), then run `devenv up` again"
+                )),
+            ),
+            providers::Error::Registry(e) => (
+                "DEV046",
+                Some(match e {
+                    providers::registry::Error::Helper { helper, .. } => format!(
+                        "check that `docker-credential-{helper}` is installed and logged in (`docker login`), or remove it from the Docker configuration"
+                    ),
+                    _ => "fix the Docker configuration (`docker login HOST` writes `~/.docker/config.json`; DOCKER_CONFIG moves it)".into(),
+                }),
+            ),
             providers::Error::NotAvailable { provider, .. } => (
                 "DEV040",
                 Some(format!(
@@ -195,6 +241,31 @@ fn chart_hint(error: &crate::flux::charts::Error) -> String {
     }
 }
 
+/// What to do about a kubeconfig that cannot be used: which contexts there are.
+fn kubeconfig_hint(error: &providers::kubeconfig::Error) -> String {
+    use providers::kubeconfig::Error as Kubeconfig;
+    match error {
+        Kubeconfig::NoContext { context, known, .. } => {
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            let mut hint = format!(
+                "choose a context of the kubeconfig with `--context NAME` or the profile's `cluster.context` (known contexts: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
+            if let Some(best) = config::suggest(context, &names) {
+                let _ = write!(hint, "; did you mean `{best}`?");
+            }
+            hint
+        }
+        Kubeconfig::NoCurrentContext { .. } => {
+            "name the context with `--context NAME` or the profile's `cluster.context`".into()
+        }
+        Kubeconfig::NotFound => {
+            "point KUBECONFIG at the cluster's kubeconfig (as for kubectl), or create `~/.kube/config`".into()
+        }
+        _ => "check the kubeconfig (`kubectl config view`); KUBECONFIG names it as for kubectl".into(),
+    }
+}
+
 /// How to find what holds an object Flux could not delete (`Kind/namespace/name`).
 fn prune_blocked_hint(object: &str) -> String {
     let mut parts = object.splitn(3, '/');
@@ -246,6 +317,7 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
                 Problem::UnknownVersion => "DEV008",
                 Problem::UnknownParam => "DEV009",
                 Problem::Invalid => "DEV010",
+                Problem::Unsupported => "DEV012",
             },
             hint.clone(),
         ),

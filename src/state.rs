@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use crate::providers::ClusterInfo;
+
 /// Overrides the state directory (tests, CI).
 pub const STATE_DIR_ENV: &str = "DEVENV_STATE_DIR";
 const FORMAT_VERSION: u32 = 1;
@@ -49,6 +51,10 @@ pub struct State {
     pub profile: String,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
+    /// The environment's cluster: its provider and how to reach it, so `down` needs no
+    /// configuration. Absent with no cluster, and in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -71,6 +77,7 @@ impl State {
             repo: repo.to_path_buf(),
             profile: profile.to_string(),
             services: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -171,6 +178,46 @@ mod tests {
         let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn the_cluster_is_recorded_and_read_back() {
+        use crate::config::profile::Provider;
+        use crate::providers::Registry;
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store { dir: temp.path().join("shop") };
+        let mut state = State::new("shop", Path::new("/repo"), "shared");
+        state.cluster = Some(ClusterInfo {
+            provider: Provider::Existing,
+            kubeconfig: PathBuf::from("/home/me/.kube/config:/home/me/.kube/other"),
+            context: "staging".into(),
+            api_server: "https://10.0.0.1:443".into(),
+            registry: Registry { host: "localhost:5001".into(), from_cluster: "registry.internal:5000".into() },
+        });
+        store.save(&state).unwrap();
+        let text = fs::read_to_string(store.file()).unwrap();
+        assert!(text.contains("\"provider\": \"existing\"") && text.contains("\"fromCluster\""), "{text}");
+        assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_state_file_of_the_previous_format_is_read() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store { dir: temp.path().to_path_buf() };
+        let old = r#"{
+  "version": 1,
+  "env": "shop",
+  "repo": "/repo",
+  "profile": "sim",
+  "services": {
+    "orders-db": {"kind": "rds-mariadb", "hostPorts": {"sql": 40213}, "secrets": {"password": "abc"}}
+  }
+}"#;
+        fs::write(store.file(), old).unwrap();
+        let state = store.load().unwrap().unwrap();
+        assert_eq!(state.cluster, None);
+        assert_eq!(state.services["orders-db"].host_ports["sql"], 40213);
+        assert_eq!(state.profile, "sim");
     }
 
     #[test]

@@ -271,3 +271,98 @@ fn a_chart_without_chart_yaml_is_a_config_error() {
         .code(2)
         .stderr(predicate::str::contains("is not a Helm chart: Chart.yaml has no `version`"));
 }
+
+#[test]
+fn a_profile_field_not_supported_yet_is_an_error_naming_file_and_field() {
+    let repo = TestRepo::new("t-cli-unsupported", SERVICE);
+    repo.write(".devenv/profiles/mine.yaml", "cluster:\n  provider: sim\nttl: 72h\n");
+    repo.devenv()
+        .args(["up", "--profile", "mine"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV012]: .devenv/profiles/mine.yaml:3:6: ttl: not supported yet with the `sim` provider",
+        ))
+        .stderr(predicate::str::contains("hint: remove `ttl` from the profile"));
+    repo.write(".devenv/profiles/mine.yaml", "cluster:\n  provider: none\nsubstitutes:\n  runtime: cluster\n");
+    repo.devenv().args(["plan", "--profile", "mine"]).env("DOCKER_HOST", NO_DOCKER).assert().code(2).stderr(
+        predicate::str::contains(
+            "error[DEV012]: .devenv/profiles/mine.yaml:4:12: substitutes.runtime: `cluster` is not supported yet",
+        ),
+    );
+    repo.devenv()
+        .args(["up", "--profile", "standalone", "--context", "kind-dev"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV012]: --context: a kubeconfig context does not apply to the `none` provider",
+        ));
+    assert!(!repo.state_file().exists(), "nothing was created");
+}
+
+/// A kubeconfig with one context, `here`, whose API server is `server`.
+fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: here\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: here\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn existing_profile(repo: &TestRepo, context: &str) {
+    repo.write(
+        ".devenv/profiles/shared.yaml",
+        &format!("cluster:\n  provider: existing\n  context: {context}\nregistry:\n  url: 127.0.0.1:5999\n"),
+    );
+}
+
+#[test]
+fn an_existing_cluster_whose_context_does_not_exist_is_refused_before_anything_is_created() {
+    let repo = TestRepo::new("t-cli-nocontext", SERVICE);
+    let config = kubeconfig(repo.state.path(), "https://127.0.0.1:1");
+    existing_profile(&repo, "her");
+    repo.devenv()
+        .args(["up", "--profile", "shared"])
+        .env("KUBECONFIG", &config)
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error[DEV044]: cannot use the kubeconfig context of the `existing` cluster"))
+        .stderr(predicate::str::contains("has no context `her`"))
+        .stderr(predicate::str::contains("(known contexts: here); did you mean `here`?"));
+    // `--context` chooses another one, and wins over the profile.
+    repo.devenv()
+        .args(["plan", "--profile", "shared", "--context", "there"])
+        .env("KUBECONFIG", &config)
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("has no context `there`"));
+    assert!(!repo.state_file().exists(), "nothing was created");
+}
+
+#[test]
+fn an_existing_cluster_that_does_not_answer_is_refused_before_anything_is_created() {
+    let repo = TestRepo::new("t-cli-unreachable", SERVICE);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = kubeconfig(repo.state.path(), &format!("https://127.0.0.1:{port}"));
+    existing_profile(&repo, "here");
+    repo.devenv()
+        .args(["up", "--profile", "shared"])
+        .env("KUBECONFIG", &config)
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "error[DEV045]: the API server of context `here` (https://127.0.0.1:{port}) does not answer"
+        )))
+        .stderr(predicate::str::contains("hint: check that the cluster runs and this machine reaches it"));
+    assert!(!repo.state_file().exists(), "nothing was created");
+}

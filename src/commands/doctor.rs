@@ -6,12 +6,11 @@ use serde::Serialize;
 
 use super::Context;
 use crate::config;
-use crate::docker::Docker;
 use crate::errors::{self, Error};
-use crate::naming;
 use crate::ports;
-use crate::providers::sim;
+use crate::providers;
 use crate::state::Store;
+use crate::substitutes::{self, SubstituteRuntime};
 use crate::ui;
 
 /// Minimum free disk space before doctor fails, and before it warns.
@@ -50,24 +49,26 @@ pub struct Failed(pub usize);
 
 pub async fn run(ctx: &Context) -> Result<(), Error> {
     let mut checks = Vec::new();
-    let docker = match Docker::connect().await {
-        Ok(docker) => {
-            let detail = match docker.version().await {
-                Ok(v) => format!("Docker {} (API {})", v.version, v.api_version),
-                Err(e) => format!("reachable, but its version is unknown: {e}"),
-            };
-            checks.push(Check::ok("docker", detail));
-            Some(docker)
+    let config = config::load(&ctx.selection, &ctx.cwd);
+    // The profile's substitute runtime; Docker when the configuration cannot tell.
+    let runtime: Box<dyn SubstituteRuntime> = config
+        .as_ref()
+        .ok()
+        .and_then(|config| substitutes::runtime::for_config(config).ok())
+        .unwrap_or_else(|| Box::new(substitutes::runtime::DockerRuntime::default()));
+    let runtime_ok = match runtime.check().await {
+        Ok(detail) => {
+            checks.push(Check::ok(runtime.name(), detail));
+            true
         }
         Err(error) => {
             let error = Error::from(error);
             let fix = errors::diagnose(&error).hint.unwrap_or_default();
-            checks.push(Check::problem("docker", Verdict::Fail, error.to_string(), fix));
-            None
+            checks.push(Check::problem(runtime.name(), Verdict::Fail, error.to_string(), fix));
+            false
         }
     };
 
-    let config = config::load(&ctx.selection, &ctx.cwd);
     match &config {
         Ok(config) => checks.push(Check::ok(
             "config",
@@ -92,25 +93,37 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
         )),
     }
 
-    let wants_sim = config.as_ref().is_ok_and(|c| c.profile.cluster.provider == crate::config::profile::Provider::Sim);
-    checks.push(match sim::binaries() {
-        Ok(binaries) => Check::ok("sim", format!("the sim cluster's binaries are built ({})", binaries.dir.display())),
-        Err(error) => Check::problem(
-            "sim",
-            if wants_sim { Verdict::Fail } else { Verdict::Warn },
-            error.to_string(),
-            "run `devenv sim build` (needs Go; the build is cached by version)",
-        ),
+    // The profile's cluster must be usable as `up` needs it; other providers' prerequisites
+    // are only worth a warning.
+    let provider = config.as_ref().ok().map(|config| {
+        let dir = Store::for_env(&config.env).map(|store| store.dir().to_path_buf()).unwrap_or_default();
+        (config.profile.cluster.provider, providers::for_config(config, &dir))
     });
+    let wanted = provider.as_ref().map(|(kind, _)| *kind);
+    match provider {
+        Some((kind, Ok(Some(provider)))) => checks.push(match provider.preflight().await {
+            Ok(()) => Check::ok(kind.as_str(), format!("the `{}` cluster can be used", kind.as_str())),
+            Err(error) => problem(kind.as_str(), Verdict::Fail, Error::from(error)),
+        }),
+        Some((kind, Err(error))) => checks.push(problem(kind.as_str(), Verdict::Fail, Error::from(error))),
+        _ => {}
+    }
+    for (kind, ready) in providers::prerequisites() {
+        if Some(kind) == wanted {
+            continue;
+        }
+        checks.push(match ready {
+            Ok(detail) => Check::ok(kind.as_str(), detail),
+            Err(error) => problem(kind.as_str(), Verdict::Warn, Error::from(error)),
+        });
+    }
 
     let mut disk_paths = Vec::new();
     if let Ok(store) = Store::for_env("doctor") {
         let root = store.dir().parent().and_then(Path::parent).map(Path::to_path_buf);
         disk_paths.extend(root.map(|r| ("state directory", r)));
     }
-    if let Some(docker) = &docker
-        && let Some(root) = docker.root_dir().await
-    {
+    if runtime_ok && let Some(root) = runtime.data_dir().await {
         disk_paths.push(("Docker data", root.into()));
     }
     for (what, path) in disk_paths {
@@ -118,7 +131,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     }
 
     if let Ok(config) = &config {
-        checks.extend(port_checks(config, docker.as_ref()).await);
+        checks.extend(port_checks(config, runtime_ok.then_some(runtime.as_ref())).await);
     }
 
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
@@ -179,8 +192,14 @@ fn human_bytes(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// A failed check with the error's own hint as its fix.
+fn problem(name: &str, verdict: Verdict, error: Error) -> Check {
+    let fix = errors::diagnose(&error).hint.unwrap_or_default();
+    Check::problem(name, verdict, error.to_string(), fix)
+}
+
 /// Pinned and remembered ports must be free, or held by the environment's own container.
-async fn port_checks(config: &config::Config, docker: Option<&Docker>) -> Vec<Check> {
+async fn port_checks(config: &config::Config, runtime: Option<&dyn SubstituteRuntime>) -> Vec<Check> {
     let remembered = Store::for_env(&config.env).ok().and_then(|s| s.load().ok().flatten());
     let mut checks = Vec::new();
     for service in &config.services {
@@ -194,9 +213,9 @@ async fn port_checks(config: &config::Config, docker: Option<&Docker>) -> Vec<Ch
         let Some(port) = pinned.or(kept) else {
             continue;
         };
-        let ours = match docker {
-            Some(docker) => docker
-                .inspect_container(&naming::container_name(&config.env, &service.name))
+        let ours = match runtime {
+            Some(runtime) => runtime
+                .inspect(&config.env, service)
                 .await
                 .ok()
                 .flatten()

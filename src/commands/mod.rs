@@ -31,6 +31,7 @@ impl Context {
                 repo: global.repo.clone(),
                 profile: global.profile.clone(),
                 env: global.env.clone(),
+                context: global.context.clone(),
             },
             format: global.output,
             verbosity: if global.quiet {

@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use super::Context;
 use crate::config;
-use crate::config::profile::Provider;
-use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
 use crate::providers;
@@ -16,13 +14,19 @@ use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
-    providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
-    let mut state = Store::for_env(&config.env)?.load_for(&config.env, &config.repo, &config.profile_name)?;
+    let store = Store::for_env(&config.env)?;
+    let provider = providers::for_config(&config, store.dir())?;
+    let runtime = substitutes::runtime::for_config(&config)?;
+    // A cluster devenv does not create must be there as `up` needs it: context, API, Flux.
+    if let Some(provider) = provider.as_ref().filter(|p| !p.capabilities().owns_cluster) {
+        provider.preflight().await?;
+    }
+    let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     let (observed, orphans) = if config.services.is_empty() {
         (BTreeMap::new(), Vec::new())
     } else {
-        match Docker::connect().await {
-            Ok(docker) => substitutes::observe(&docker, &config).await?,
+        match runtime.check().await {
+            Ok(_) => runtime.observe(&config).await?,
             Err(error) => {
                 ctx.reporter().warning(&format!("{error}; showing the plan as if nothing exists yet"));
                 (BTreeMap::new(), Vec::new())
@@ -32,8 +36,9 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     // Resolution picks ports and credentials in memory only; nothing is saved.
     let desired = substitutes::resolve(&config, &mut state, &observed)?;
     let mut plan = plan::compute(&config, &desired, &observed, &orphans);
-    if config.profile.cluster.provider != Provider::None {
-        let prepared = flux::prepare(&config, &envmap::compute(&config, &state), flux::REGISTRY_PLACEHOLDER)?;
+    if let Some(provider) = &provider {
+        let env = envmap::compute(&config, &state, runtime.as_ref());
+        let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
         plan.flux = Some(plan::FluxStep::new(&config, &prepared));
     }
     if ctx.json() {

@@ -3,11 +3,11 @@
 use super::{Context, output_rows, outputs_json};
 use crate::cli::StatusArgs;
 use crate::config;
-use crate::docker::Docker;
+use crate::config::profile::Provider;
 use crate::errors::Error;
 use crate::flux;
 use crate::naming;
-use crate::providers::{self, sim};
+use crate::providers;
 use crate::state::Store;
 use crate::substitutes::{self, probe};
 use crate::ui::{self, ReporterExt, table};
@@ -16,38 +16,48 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let store = Store::for_env(&config.env)?;
     let state = store.load()?;
-    let sim = sim::Sim::new(store.dir());
-    let cluster = sim.info().map_err(providers::Error::from)?;
-    let processes = match &cluster {
-        Some(_) => sim.status().await.map_err(providers::Error::from)?,
-        None => Vec::new(),
+    let runtime = substitutes::runtime::for_config(&config)?;
+    // The cluster the environment recorded; else, for a cluster devenv does not create, the
+    // profile's.
+    let recorded = state.as_ref().and_then(|s| s.cluster.as_ref());
+    let provider = match providers::for_record(recorded, store.dir()) {
+        Some(provider) => Some(provider),
+        None if config.profile.cluster.provider == Provider::Existing => providers::for_config(&config, store.dir())?,
+        None => None,
     };
+    let cluster = match &provider {
+        Some(provider) => provider.info()?,
+        None => None,
+    };
+    let cluster_status = match (&provider, &cluster) {
+        (Some(provider), Some(info)) => Some(provider.status(info).await?),
+        _ => None,
+    };
+    let processes = cluster_status.as_ref().map(|s| s.processes.clone()).unwrap_or_default();
     // The Flux objects of the environment, when its cluster answers.
     let mut flux_objects = None;
-    if let Some(info) = &cluster
-        && !processes.is_empty()
-        && processes.iter().all(|p| p.healthy)
-        && let Ok(client) = sim::client(info).await
+    if let (Some(provider), Some(info), Some(health)) = (&provider, &cluster, &cluster_status)
+        && health.healthy
+        && let Ok(client) = provider.client(info).await
     {
         match flux::wait::snapshot(&client, &config.project.flux.namespace).await {
             Ok(objects) => flux_objects = Some(objects),
             Err(error) => ctx.reporter().warning(&format!("cannot read the Flux objects: {error}")),
         }
     }
-    let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
+    if !config.services.is_empty() {
+        runtime.check().await?;
+    }
 
     let mut services = Vec::new();
     let mut rows = Vec::new();
     let mut output_table = Vec::new();
     for service in &config.services {
         let container_name = naming::container_name(&config.env, &service.name);
-        let container = match &docker {
-            Some(docker) => docker.inspect_container(&container_name).await?,
-            None => None,
-        };
+        let container = runtime.inspect(&config.env, service).await?;
         let remembered = state.as_ref().and_then(|s| s.services.get(&service.name));
         let port = remembered.and_then(|r| r.host_ports.get(&service.substitute.main_port)).copied();
-        let values = remembered.map(|r| substitutes::host_values(&config.env, service, r));
+        let values = remembered.map(|r| runtime.host_values(&config.env, service, r));
         let (state_word, health) = match (&container, port, &values) {
             (None, ..) => ("absent".to_string(), "-".to_string()),
             (Some(c), Some(port), Some(values)) if c.running => {
@@ -59,10 +69,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             (Some(c), ..) => (c.state.clone(), "-".to_string()),
         };
         let endpoint = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "-".to_string());
-        let memory = match (&docker, container.as_ref().filter(|c| c.running)) {
-            (Some(docker), Some(_)) => docker.memory_usage(&container_name).await?,
-            _ => None,
-        };
+        let memory = container.as_ref().and_then(|c| c.memory);
         let memory_text = memory
             .as_ref()
             .map(|m| match m.limit_bytes {
@@ -109,7 +116,17 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         println!("Not created yet; `devenv up` creates it.");
     }
     if let Some(cluster) = &cluster {
-        println!("\nCluster (sim): {} — export KUBECONFIG={}", cluster.api_server, cluster.kubeconfig.display());
+        println!(
+            "\nCluster ({}): {} — export KUBECONFIG={}",
+            cluster.provider.as_str(),
+            cluster.api_server,
+            cluster.kubeconfig.display()
+        );
+        if let Some(health) = cluster_status.as_ref().filter(|_| processes.is_empty()) {
+            println!("  {}", health.detail);
+        }
+    }
+    if !processes.is_empty() {
         let rows: Vec<Vec<String>> = processes
             .iter()
             .map(|p| {

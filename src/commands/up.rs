@@ -5,47 +5,59 @@ use futures_util::future::join_all;
 use super::{Context, output_rows, outputs_json};
 use crate::cli::UpArgs;
 use crate::config;
-use crate::config::profile::Provider;
-use crate::docker::Docker;
 use crate::errors::Error;
 use crate::plan;
-use crate::providers::{self, sim};
+use crate::providers::{self, Registry, registry};
 use crate::state::State;
 use crate::state::Store;
-use crate::substitutes::{self, STOP_GRACE};
+use crate::substitutes;
 use crate::ui::{self, ReporterExt, table};
 use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     // Everything that can be checked without side effects is checked first.
     let config = config::load(&ctx.selection, &ctx.cwd)?;
-    providers::check_available(&config.profile_name, config.profile.cluster.provider)?;
-    let mut prepared = match config.profile.cluster.provider {
-        Provider::None => None,
-        _ => {
-            let prepared =
-                flux::prepare(&config, &envmap::compute(&config, &State::default()), flux::REGISTRY_PLACEHOLDER)?;
+    let store = Store::for_env(&config.env)?;
+    let provider = providers::for_config(&config, store.dir())?;
+    let runtime = substitutes::runtime::for_config(&config)?;
+    if let Some(provider) = &provider {
+        provider.preflight().await?;
+    }
+    let mut prepared = match &provider {
+        None => None,
+        Some(provider) => {
+            let env = envmap::compute(&config, &State::default(), runtime.as_ref());
+            let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
             prepared.check_contract()?;
             Some(prepared)
         }
     };
-    let store = Store::for_env(&config.env)?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     let reporter = ctx.reporter();
-    let docker = if config.services.is_empty() { None } else { Some(Docker::connect().await?) };
+    if !config.services.is_empty() {
+        runtime.check().await?;
+    }
     // Recorded before anything is created, so `down` can always clean up.
+    if let Some(provider) = &provider
+        && let Some(known) = provider.info().ok().flatten()
+    {
+        state.cluster = Some(known);
+    }
     store.save(&state)?;
 
-    let cluster = match config.profile.cluster.provider {
-        Provider::Sim => {
-            Some(sim::Sim::new(store.dir()).up(&config.env, reporter.as_ref()).await.map_err(providers::Error::from)?)
+    let cluster = match &provider {
+        Some(provider) => {
+            let info = provider.ensure(&config.env, reporter.as_ref()).await?;
+            state.cluster = Some(info.clone());
+            store.save(&state)?;
+            Some(info)
         }
-        _ => None,
+        None => None,
     };
 
     let mut ready = Vec::new();
-    if let Some(docker) = docker {
-        let (observed, orphans) = substitutes::observe(&docker, &config).await?;
+    if !config.services.is_empty() {
+        let (observed, orphans) = runtime.observe(&config).await?;
         let desired = substitutes::resolve(&config, &mut state, &observed)?;
         store.save(&state)?;
         let plan = plan::compute(&config, &desired, &observed, &orphans);
@@ -58,14 +70,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         }
         for orphan in &plan.orphans {
             reporter.warning(&format!("removing `{orphan}`: its service is no longer in devenv.yaml (volume kept)"));
-            docker.remove_container(orphan, STOP_GRACE).await?;
+            runtime.remove(orphan).await?;
         }
         // Substitutes start in parallel; each reports its own progress.
         let results = join_all(
-            desired
-                .iter()
-                .zip(&plan.services)
-                .map(|(d, step)| substitutes::ensure(&docker, d, step.action, reporter.as_ref())),
+            desired.iter().zip(&plan.services).map(|(d, step)| runtime.ensure(d, step.action, reporter.as_ref())),
         )
         .await;
         let total = results.len();
@@ -82,11 +91,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
     // Flux gets the environment once the substitutes it points at are ready.
     let mut deployed = None;
-    if let (Some(cluster), Some(prepared)) = (&cluster, prepared.as_mut()) {
-        let client = sim::client(cluster).await.map_err(providers::Error::from)?;
-        let env = envmap::compute(&config, &state);
+    if let (Some(provider), Some(cluster), Some(prepared)) = (&provider, &cluster, prepared.as_mut()) {
+        let client = provider.client(cluster).await?;
+        let env = envmap::compute(&config, &state, runtime.as_ref());
         // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
-        prepared.packed = flux::pack(&config, &cluster.registry)?;
+        prepared.packed = flux::pack(&config, &cluster.registry.from_cluster, provider.capabilities())?;
         let result =
             flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
                 .await;
@@ -113,9 +122,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     }
     println!("Environment `{}` is up.", config.env);
     if let Some(cluster) = &cluster {
-        println!("\nCluster (sim): {} — context `{}`", cluster.api_server, cluster.context);
+        println!("\nCluster ({}): {} — context `{}`", cluster.provider.as_str(), cluster.api_server, cluster.context);
         println!("  export KUBECONFIG={}", cluster.kubeconfig.display());
-        println!("  registry: {} (plain HTTP)", cluster.registry);
+        println!("  registry: {}", describe_registry(&cluster.registry));
     }
     if let Some(deployed) = &deployed {
         let artifacts = &deployed.artifacts;
@@ -133,4 +142,16 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }
     Ok(())
+}
+
+/// `127.0.0.1:5000 (plain HTTP)`, or both addresses when the cluster pulls under another name.
+fn describe_registry(registry: &Registry) -> String {
+    let mut text = registry.host.clone();
+    if registry::is_loopback(&registry.host) {
+        text.push_str(" (plain HTTP)");
+    }
+    if registry.from_cluster != registry.host {
+        text.push_str(&format!("; the cluster pulls from {}", registry.from_cluster));
+    }
+    text
 }

@@ -5,6 +5,7 @@ pub mod catalogue;
 pub mod locate;
 pub mod profile;
 pub mod project;
+mod support;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +59,8 @@ pub enum Problem {
     UnknownVersion,
     UnknownParam,
     Invalid,
+    /// A field the profile's provider does not use (yet).
+    Unsupported,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ pub struct Config {
     pub project: ProjectFile,
     pub profile: Profile,
     pub services: Vec<Service>,
+    /// The kubeconfig context: `--context`, else the profile's `cluster.context`.
+    pub context: Option<String>,
 }
 
 /// What the user chose on the command line.
@@ -124,6 +129,8 @@ pub struct Selection {
     pub repo: Option<PathBuf>,
     pub profile: Option<String>,
     pub env: Option<String>,
+    /// `--context`: the kubeconfig context of an `existing` cluster.
+    pub context: Option<String>,
 }
 
 /// The repository root: `--repo`, or the nearest directory at or above `start` holding
@@ -187,7 +194,9 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
     check_kubernetes_names(&project, &at)?;
     check_sources(&project, &at)?;
     check_charts(&project, &repo, &at)?;
-    Ok(Config { repo, env, profile_name, project, profile, services })
+    support::check_supported(&repo, &profile_name, &profile, selection.context.as_deref())?;
+    let context = selection.context.clone().or_else(|| profile.cluster.context.clone());
+    Ok(Config { repo, env, profile_name, project, profile, services, context })
 }
 
 fn resolve_services(

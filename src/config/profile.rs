@@ -70,6 +70,12 @@ pub struct RegistryConfig {
     /// Host port of the environment's registry on 127.0.0.1 (default: a free port).
     #[serde(default)]
     pub host_port: Option<u16>,
+    /// `HOST[:PORT]` this machine pushes to (existing): the user's registry.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `HOST[:PORT]` the cluster pulls from, when it knows the registry under another name.
+    #[serde(default)]
+    pub pull_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

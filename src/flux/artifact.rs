@@ -7,6 +7,8 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::providers::registry;
+
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
 pub const CONTENT_MEDIA_TYPE: &str = "application/vnd.cncf.flux.content.v1.tar+gzip";
 /// The tag devenv pushes trees to; the OCIRepositories follow it.
@@ -19,6 +21,12 @@ pub enum Error {
         reference: String,
         #[source]
         source: oci_client::ParseError,
+    },
+    #[error("cannot read the credentials for `{registry}`")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: crate::providers::registry::Error,
     },
     #[error("cannot push the artifact to `{reference}`")]
     Push {
@@ -50,13 +58,21 @@ pub struct Pushed {
     pub manifest_digest: String,
 }
 
-/// A client for a plain-HTTP registry on this machine (`127.0.0.1:PORT`).
+/// A client for the registry `HOST[:PORT]`: plain HTTP when it is on this machine
+/// (`127.0.0.1:PORT`, as Docker treats it), HTTPS otherwise.
 pub fn client(registry: &str) -> Client {
     crate::init_tls();
-    Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(vec![registry.to_string()]),
-        ..Default::default()
-    })
+    let plain = if registry::is_loopback(registry) { vec![registry.to_string()] } else { Vec::new() };
+    Client::new(ClientConfig { protocol: ClientProtocol::HttpsExcept(plain), ..Default::default() })
+}
+
+/// How to log in to the registry: the user's Docker credentials for it, else anonymously.
+fn auth(registry_host: &str) -> Result<RegistryAuth, Error> {
+    match registry::credentials(registry_host) {
+        Ok(Some(found)) => Ok(RegistryAuth::Basic(found.username, found.password)),
+        Ok(None) => Ok(RegistryAuth::Anonymous),
+        Err(source) => Err(Error::Credentials { registry: registry_host.to_string(), source }),
+    }
 }
 
 /// Pushes `content` as `<registry>/<repository>:<tag>` unless the tag already points at the
@@ -74,7 +90,7 @@ pub async fn push_if_changed(
     let reference: Reference =
         reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
     let digest = crate::flux::pack::digest(content.bytes);
-    let auth = RegistryAuth::Anonymous;
+    let auth = auth(registry)?;
     if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
         && manifest.layers.first().is_some_and(|layer| layer.digest == digest)
     {

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
 use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::providers::Registry;
 use crate::ui::{Reporter, ReporterExt, Status};
 
 /// The root Kustomization devenv creates.
@@ -152,7 +153,7 @@ pub async fn up(
     config: &Config,
     prepared: &Prepared,
     env: &EnvMap,
-    registry: &str,
+    registry: &Registry,
     timeout: Duration,
     reporter: &dyn Reporter,
 ) -> Result<Deployed, Error> {
@@ -164,7 +165,8 @@ pub async fn up(
     let step = "flux/apply";
     let started = Instant::now();
     reporter.started(step, "environment ConfigMap and Secret, charts, artifacts, sources and root");
-    let objects = objects(config, prepared, env, registry);
+    let objects = objects(config, prepared, env, &registry.from_cluster);
+    let registry = registry.host.as_str();
     let namespaces: BTreeSet<&str> =
         objects.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
     for namespace in namespaces {

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use crate::config::Config;
 use crate::envmap::{self, EnvMap};
+use crate::providers::Capabilities;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,9 +40,11 @@ pub struct Prepared {
     pub contract: contract::Report,
 }
 
-/// The overlay settings from devenv.yaml; `registry` is the environment's registry as pods
-/// reach it. Reads the Chart.yaml of each chart to publish.
-pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Error> {
+/// The overlay settings from devenv.yaml; `registry` is the environment's registry as the
+/// cluster reaches it, `cluster` what the cluster can do (where pods do not run, admission
+/// webhooks are dropped: nothing would serve them). Reads the Chart.yaml of each chart to
+/// publish.
+pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Result<overlay::Settings, Error> {
     let flux = &config.project.flux;
     let own_source = overlay::SourceRef::parse(&flux.source).ok_or_else(|| Error::SourceRef(flux.source.clone()))?;
     let mut published_charts = Vec::new();
@@ -67,7 +70,7 @@ pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Er
             })
             .collect(),
         registry: registry.to_string(),
-        drop_webhooks: config.profile.cluster.provider == crate::config::profile::Provider::Sim,
+        drop_webhooks: !cluster.runs_pods,
         clashing: Default::default(),
         published_charts,
         helm_repositories: Default::default(),
@@ -75,16 +78,16 @@ pub fn settings(config: &Config, registry: &str) -> Result<overlay::Settings, Er
 }
 
 /// Packs the working tree with the overlay; `registry` fills `{{ registry }}`. Reads files only.
-pub fn pack(config: &Config, registry: &str) -> Result<pack::Packed, Error> {
-    let settings = settings(config, registry)?;
+pub fn pack(config: &Config, registry: &str, cluster: Capabilities) -> Result<pack::Packed, Error> {
+    let settings = settings(config, registry, cluster)?;
     Ok(pack::pack(&config.repo, &config.project.flux.path, deploy::ROOT_NAME, &settings)?)
 }
 
 /// Packs the working tree with the overlay and checks the substitution contract against
 /// the keys the environment provides (which do not depend on generated values). Reads files
 /// only; before the cluster exists, `registry` is `REGISTRY_PLACEHOLDER`.
-pub fn prepare(config: &Config, env: &EnvMap, registry: &str) -> Result<Prepared, Error> {
-    let packed = pack(config, registry)?;
+pub fn prepare(config: &Config, env: &EnvMap, registry: &str, cluster: Capabilities) -> Result<Prepared, Error> {
+    let packed = pack(config, registry, cluster)?;
     let visible = BTreeSet::from([config.project.environment.config_map.name.clone(), envmap::secret_name(config)]);
     let scopes = contract::scopes(&packed.objects, &visible, &packed.sources());
     let contract = contract::check(&config.repo, &packed.paths, &scopes, &envmap::keys(env));

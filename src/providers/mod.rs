@@ -1,11 +1,36 @@
-//! Cluster providers: where an environment's Kubernetes comes from.
+//! Cluster providers: where an environment's Kubernetes comes from, behind one interface.
+//!
+//! [`ClusterProvider`] is modelled on ctlptl's cluster `Admin`: `ensure` creates or reuses the
+//! cluster, `delete` removes or stops it, `status` reports on it, `client` reaches it, and
+//! `flux` tells whether Flux's APIs are there. What a provider can do is data
+//! ([`Capabilities`]): whether pods really run (the overlay drops admission webhooks where
+//! they do not) and whether devenv owns the cluster (only then does `down` stop it).
+//! Commands pick a provider with [`for_config`] (from the profile) or [`for_record`] (from the
+//! state file, so `down` works when devenv.yaml does not parse) and never name one.
 
+pub mod existing;
+pub mod kubeconfig;
+pub mod registry;
 pub mod sim;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
 use crate::config::profile::Provider;
+use crate::ui::Reporter;
+pub use registry::Registry;
 
 /// Providers this version of devenv can run.
-pub const AVAILABLE: &[&str] = &["none", "sim"];
+pub const AVAILABLE: &[&str] = &["none", "sim", "existing"];
+
+/// How long a single question to an API server may take before it counts as unreachable.
+pub const API_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,13 +38,221 @@ pub enum Error {
     NotAvailable { profile: String, provider: &'static str },
     #[error(transparent)]
     Sim(#[from] sim::Error),
+    #[error(transparent)]
+    Existing(#[from] existing::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::Error),
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error("Flux is not installed in the cluster of context `{context}` ({})", missing_apis(missing))]
+    FluxMissing { context: String, missing: Vec<String> },
+    #[error("cannot ask the cluster of context `{context}` which Flux APIs it serves")]
+    FluxCheck {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// `no Kustomization API, no HelmRelease API`.
+fn missing_apis(kinds: &[String]) -> String {
+    kinds.iter().map(|kind| format!("no {kind} API")).collect::<Vec<_>>().join(", ")
+}
+
+/// What a provider can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Pods really run (kind, k3d, a real cluster); false for `sim`, whose pods only look Ready.
+    pub runs_pods: bool,
+    /// devenv created the cluster, so `down` stops or deletes it.
+    pub owns_cluster: bool,
+}
+
+/// How to reach an environment's cluster; recorded in the state file so `down` needs no
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    pub provider: Provider,
+    /// The kubeconfig, as `KUBECONFIG` would name it (one path, or several joined by `:`).
+    pub kubeconfig: PathBuf,
+    pub context: String,
+    /// `https://HOST:PORT`.
+    pub api_server: String,
+    /// The environment's registry: where this machine pushes, where the cluster pulls.
+    pub registry: Registry,
+}
+
+/// A provider's view of its cluster for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The cluster answers and everything devenv runs for it is healthy.
+    pub healthy: bool,
+    /// One line: the API server's version, or why the cluster is not healthy.
+    pub detail: String,
+    /// The processes devenv runs for the cluster (sim); empty for clusters devenv does not run.
+    pub processes: Vec<sim::ProcessStatus>,
+}
+
+/// Flux's APIs in a cluster: which are served and which are missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FluxPresence {
+    pub missing: Vec<String>,
+}
+
+impl FluxPresence {
+    pub fn installed(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// One kind of cluster. Methods that touch nothing are plain; the rest return futures.
+pub trait ClusterProvider: Send + Sync {
+    fn kind(&self) -> Provider;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Every check that needs no side effect (binaries built; context known, API server
+    /// answering, Flux installed), run before anything is created.
+    fn preflight(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Creates the cluster, or reuses it when it is already there and healthy.
+    fn ensure<'a>(&'a self, env: &'a str, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<ClusterInfo, Error>>;
+
+    /// How to reach the cluster if there is one (it may not be running); touches nothing.
+    fn info(&self) -> Result<Option<ClusterInfo>, Error>;
+
+    /// A client for the cluster (it is not asked anything yet).
+    fn client<'a>(&'a self, info: &'a ClusterInfo) -> BoxFuture<'a, Result<kube::Client, Error>>;
+
+    /// The cluster's health, for `status`.
+    fn status<'a>(&'a self, info: &'a ClusterInfo) -> BoxFuture<'a, Result<ClusterStatus, Error>>;
+
+    /// Stops or deletes the cluster (`purge`: its data too); whether anything was running.
+    /// Only called when [`Capabilities::owns_cluster`].
+    fn delete<'a>(&'a self, purge: bool, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Which of Flux's APIs the cluster serves.
+    fn flux<'a>(&'a self, client: &'a kube::Client) -> BoxFuture<'a, Result<FluxPresence, kube::Error>> {
+        Box::pin(flux_presence(client))
+    }
+}
+
+/// The Flux kinds devenv relies on: (group, version, kind, plural).
+const FLUX_KINDS: [(&str, &str, &str, &str); 3] = [
+    ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"),
+    ("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases"),
+    ("source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories"),
+];
+
+/// Lists one object of each Flux kind: a 404 means the API is missing.
+pub async fn flux_presence(client: &kube::Client) -> Result<FluxPresence, kube::Error> {
+    let mut presence = FluxPresence::default();
+    for (group, version, kind, plural) in FLUX_KINDS {
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => presence.missing.push(kind.to_string()),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(presence)
 }
 
 /// Fails before any side effect when the profile's provider cannot run here.
 pub fn check_available(profile: &str, provider: Provider) -> Result<(), Error> {
     match provider {
-        Provider::None => Ok(()),
+        Provider::None | Provider::Existing => Ok(()),
         Provider::Sim => sim::binaries().map(drop).map_err(Error::from),
         _ => Err(Error::NotAvailable { profile: profile.to_string(), provider: provider.as_str() }),
+    }
+}
+
+/// What each provider this build runs needs on this machine, checked without side effects:
+/// `(provider, what is there or why it cannot run)`.
+pub fn prerequisites() -> Vec<(Provider, Result<String, Error>)> {
+    let sim = sim::binaries()
+        .map(|built| format!("the sim cluster's binaries are built ({})", built.dir.display()))
+        .map_err(Error::from);
+    vec![(Provider::Sim, sim)]
+}
+
+/// The profile's provider for an environment whose state lives in `state_dir`; `None` when the
+/// profile has no cluster. Touches nothing.
+pub fn for_config(config: &Config, state_dir: &Path) -> Result<Option<Box<dyn ClusterProvider>>, Error> {
+    check_available(&config.profile_name, config.profile.cluster.provider)?;
+    Ok(match config.profile.cluster.provider {
+        Provider::None => None,
+        Provider::Sim => Some(Box::new(sim::SimCluster::new(state_dir))),
+        Provider::Existing => Some(Box::new(existing::Existing::from_config(config)?)),
+        other => {
+            return Err(Error::NotAvailable { profile: config.profile_name.clone(), provider: other.as_str() });
+        }
+    })
+}
+
+/// The provider of a recorded cluster (from the state file). A state file written before
+/// clusters were recorded has none; a sim cluster is then found in its directory.
+pub fn for_record(record: Option<&ClusterInfo>, state_dir: &Path) -> Option<Box<dyn ClusterProvider>> {
+    match record.map(|r| r.provider) {
+        Some(Provider::Existing) => {
+            record.map(|r| Box::new(existing::Existing::from_record(r)) as Box<dyn ClusterProvider>)
+        }
+        Some(Provider::Sim) => Some(Box::new(sim::SimCluster::new(state_dir))),
+        Some(_) => None,
+        None => {
+            let sim = sim::SimCluster::new(state_dir);
+            sim.info().ok().flatten().map(|_| Box::new(sim) as Box<dyn ClusterProvider>)
+        }
+    }
+}
+
+/// Asks the API server its version within [`API_DEADLINE`].
+pub async fn answers(client: &kube::Client) -> Result<String, String> {
+    match tokio::time::timeout(API_DEADLINE, client.apiserver_version()).await {
+        Ok(Ok(version)) => Ok(version.git_version),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {}s", API_DEADLINE.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(provider: Provider) -> ClusterInfo {
+        ClusterInfo {
+            provider,
+            kubeconfig: PathBuf::from("/nowhere/kubeconfig"),
+            context: "dev".into(),
+            api_server: "https://127.0.0.1:6443".into(),
+            registry: Registry::same("127.0.0.1:5000"),
+        }
+    }
+
+    #[test]
+    fn the_recorded_cluster_chooses_the_provider_and_what_down_may_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = for_record(Some(&record(Provider::Existing)), dir.path()).unwrap();
+        assert_eq!(existing.kind(), Provider::Existing);
+        assert!(!existing.capabilities().owns_cluster, "down never deletes an existing cluster");
+        assert!(existing.info().is_err(), "its kubeconfig is not there to read");
+        let sim = for_record(Some(&record(Provider::Sim)), dir.path()).unwrap();
+        assert_eq!(sim.capabilities(), Capabilities { runs_pods: false, owns_cluster: true });
+        // A state file of the previous format records no cluster, and here none was booted.
+        assert!(for_record(None, dir.path()).is_none());
+    }
+
+    #[test]
+    fn missing_flux_apis_are_each_named() {
+        let error =
+            Error::FluxMissing { context: "dev".into(), missing: vec!["Kustomization".into(), "HelmRelease".into()] };
+        assert_eq!(
+            error.to_string(),
+            "Flux is not installed in the cluster of context `dev` (no Kustomization API, no HelmRelease API)"
+        );
     }
 }

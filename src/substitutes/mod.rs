@@ -4,6 +4,9 @@
 
 pub mod probe;
 pub mod resources;
+pub mod runtime;
+
+pub use runtime::SubstituteRuntime;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -45,6 +48,8 @@ pub enum Error {
     Exited { service: String, container: String, exit_code: i64, logs: String },
     #[error(transparent)]
     Docker(#[from] docker::Error),
+    #[error("the `{runtime}` substitute runtime is not supported yet")]
+    RuntimeNotSupported { runtime: &'static str },
 }
 
 /// What one service's container should be.

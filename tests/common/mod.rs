@@ -196,8 +196,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A client for the sim cluster an `up --output json` result describes (its `cluster`).
+/// A client for the cluster an `up --output json` result describes (its `cluster`).
 pub async fn cluster_client(result: &serde_json::Value) -> kube::Client {
-    let info: devenv::providers::sim::SimInfo = serde_json::from_value(result["cluster"].clone()).unwrap();
-    devenv::providers::sim::client(&info).await.unwrap()
+    let info: devenv::providers::ClusterInfo = serde_json::from_value(result["cluster"].clone()).unwrap();
+    devenv::providers::kubeconfig::client(&info.kubeconfig, &info.context).await.unwrap()
 }

@@ -13,7 +13,7 @@ pub(super) const SERVICE_RANGE: &str = "10.0.0.0/24";
 const POD_RANGE: &str = "10.244.0.1/16";
 const NODE_IP: &str = "10.1.0.1";
 /// The annotation that puts a Node under kwok's management.
-pub(super) const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
+pub(crate) const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
 /// The namespace the Flux controllers consider their own.
 pub(super) const FLUX_NAMESPACE: &str = "flux-system";
 

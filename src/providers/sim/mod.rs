@@ -29,6 +29,7 @@
 
 mod boot;
 mod certs;
+mod cluster;
 mod components;
 mod kubeconfig;
 mod probe;
@@ -48,6 +49,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::ports;
 use crate::ui::{Reporter, ReporterExt, Status};
+pub use cluster::SimCluster;
+pub(crate) use components::KWOK_NODE_ANNOTATION;
 use components::{Component, HeldPorts, Ports, PortsExt};
 use process::{Pid, Watchdog};
 

@@ -1,0 +1,158 @@
+//! No inert configuration: a profile field the selected provider does not use is an error
+//! that names the file and the field, never silently ignored.
+
+use std::path::Path;
+
+use super::profile::{Profile, Provider, SubstituteRuntime};
+use super::{Error, Location, Locator, Problem, builtin};
+
+/// Fails when the profile sets a field its provider does not use (yet). Providers this
+/// version cannot run at all are left to `providers::check_available` (DEV040).
+pub(super) fn check_supported(
+    repo: &Path,
+    profile_name: &str,
+    profile: &Profile,
+    context_flag: Option<&str>,
+) -> Result<(), Error> {
+    let provider = profile.cluster.provider;
+    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing) {
+        return Ok(());
+    }
+    let existing = provider == Provider::Existing;
+    let cluster = &profile.cluster;
+    let registry = &profile.registry;
+    // (field, set in the profile, usable by this provider)
+    let fields = [
+        ("cluster.name", cluster.name.is_some(), false),
+        ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), false),
+        ("cluster.context", cluster.context.is_some(), existing),
+        ("registry.hostPort", registry.host_port.is_some(), false),
+        ("registry.url", registry.url.is_some(), existing),
+        ("registry.pullUrl", registry.pull_url.is_some(), existing),
+        ("quota", profile.quota.is_some(), false),
+        ("ttl", profile.ttl.is_some(), false),
+        ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
+    ];
+    for (field, set, usable) in fields {
+        if set && !usable {
+            let message = match field {
+                "substitutes.runtime" => {
+                    "`cluster` is not supported yet: substitutes run in Docker (`runtime: docker`)".to_string()
+                }
+                _ => format!("not supported yet with the `{}` provider", provider.as_str()),
+            };
+            return Err(Error::Invalid {
+                problem: Problem::Unsupported,
+                at: profile_location(repo, profile_name, field),
+                field: field.to_string(),
+                message,
+                hint: Some(format!("remove `{field}` from the profile; README.md lists what each provider uses")),
+            });
+        }
+    }
+    if context_flag.is_some() && !existing {
+        return Err(Error::Invalid {
+            problem: Problem::Unsupported,
+            at: Location { file: "--context".to_string(), position: None },
+            field: String::new(),
+            message: format!("a kubeconfig context does not apply to the `{}` provider", provider.as_str()),
+            hint: Some("`--context` chooses the cluster of a profile with `provider: existing`".to_string()),
+        });
+    }
+    if existing && registry.url.is_none() {
+        return Err(Error::Invalid {
+            problem: Problem::Invalid,
+            at: profile_location(repo, profile_name, "registry"),
+            field: "registry.url".to_string(),
+            message: "the `existing` provider needs the registry devenv pushes the working tree to".to_string(),
+            hint: Some(
+                "add `registry: { url: HOST[:PORT] }` (and `pullUrl:` when the cluster reaches it under another name)"
+                    .to_string(),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Where a profile field is: in the repository's `.devenv/profiles/NAME.yaml` when that file
+/// sets the field's top-level key, else in the built-in profile.
+fn profile_location(repo: &Path, profile_name: &str, field: &str) -> Location {
+    let top = field.split('.').next().unwrap_or(field);
+    for extension in ["yaml", "yml"] {
+        let relative = format!(".devenv/profiles/{profile_name}.{extension}");
+        let Ok(text) = std::fs::read_to_string(repo.join(&relative)) else { continue };
+        let sets_top = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .ok()
+            .and_then(|value| value.as_mapping().map(|m| m.contains_key(top)))
+            .unwrap_or(false);
+        if sets_top {
+            let locator = Locator::new(&text);
+            return Location { file: relative, position: locator.find(field).or_else(|| locator.find(top)) };
+        }
+    }
+    let text = builtin::PROFILES.iter().find(|(name, _)| *name == profile_name).map(|(_, text)| *text);
+    Location {
+        file: format!("<built-in>/profiles/{profile_name}.yaml"),
+        position: text.and_then(|text| Locator::new(text).find(field)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{self, Selection};
+
+    fn load(profile: &str, flag: Option<&str>) -> Result<config::Config, config::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("devenv.yaml"),
+            "project: shop\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: env\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(".devenv/profiles")).unwrap();
+        std::fs::write(dir.path().join(".devenv/profiles/mine.yaml"), profile).unwrap();
+        let selection = Selection {
+            repo: Some(dir.path().into()),
+            profile: Some("mine".into()),
+            context: flag.map(str::to_string),
+            ..Default::default()
+        };
+        config::load(&selection, dir.path())
+    }
+
+    fn message(result: Result<config::Config, config::Error>) -> String {
+        result.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn fields_a_running_provider_does_not_use_are_errors_naming_file_and_field() {
+        assert_eq!(
+            message(load("cluster:\n  provider: sim\nquota:\n  pods: 5\n", None)),
+            ".devenv/profiles/mine.yaml:4:7: quota: not supported yet with the `sim` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: sim\n  kubernetesVersion: \"1.36\"\n", None)),
+            ".devenv/profiles/mine.yaml:3:22: cluster.kubernetesVersion: not supported yet with the `sim` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: none\nregistry:\n  hostPort: 5001\n", None)),
+            ".devenv/profiles/mine.yaml:4:13: registry.hostPort: not supported yet with the `none` provider"
+        );
+        assert!(
+            message(load("cluster:\n  provider: sim\nsubstitutes:\n  runtime: cluster\n", None))
+                .contains("substitutes.runtime: `cluster` is not supported yet")
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: sim\n", Some("kind-dev"))),
+            "--context: a kubeconfig context does not apply to the `sim` provider"
+        );
+        assert!(
+            message(load("cluster:\n  provider: existing\n", None))
+                .contains("registry.url: the `existing` provider needs")
+        );
+        let existing =
+            load("cluster:\n  provider: existing\n  context: a\nregistry:\n  url: 127.0.0.1:5000\n", Some("b"));
+        assert_eq!(existing.unwrap().context.as_deref(), Some("b"), "--context wins over the profile");
+        // Providers that cannot run yet keep failing with DEV040 later, whatever they declare.
+        assert_eq!(message(load("cluster:\n  provider: eks-namespace\nquota:\n  pods: 5\nttl: 72h\n", None)), "ok");
+    }
+}
