@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
         Err(error) => {
-            eprintln!("error: cannot read the current directory: {error}");
+            devenv::errln!("error: cannot read the current directory: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             if ctx.json() {
                 devenv::ui::print_event("error", &errors::render_json(&error));
             } else {
-                eprint!("{}", errors::render_text(&error));
+                devenv::err!("{}", errors::render_text(&error));
             }
             ExitCode::from(errors::diagnose(&error).exit_code as u8)
         }

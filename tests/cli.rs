@@ -366,3 +366,24 @@ fn an_existing_cluster_that_does_not_answer_is_refused_before_anything_is_create
         .stderr(predicate::str::contains("hint: check that the cluster runs and this machine reaches it"));
     assert!(!repo.state_file().exists(), "nothing was created");
 }
+
+#[test]
+fn a_reader_that_goes_away_does_not_stop_the_command() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // A pipe whose reading end is closed before devenv writes, as in `devenv down | head -0`.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let repo = TestRepo::new("t-cli-closed-pipe", "");
+    let output = repo
+        .std_command()
+        .args(["down", "--env", "t-cli-closed-pipe"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -144,9 +144,9 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
                 Verdict::Warn => "warn",
                 Verdict::Fail => "FAIL",
             };
-            println!("{word:>5}  {:<8} {}", check.name, check.detail);
+            crate::outln!("{word:>5}  {:<8} {}", check.name, check.detail);
             if let Some(fix) = &check.fix {
-                println!("{:>5}  {:<8} fix: {fix}", "", "");
+                crate::outln!("{:>5}  {:<8} fix: {fix}", "", "");
             }
         }
     }

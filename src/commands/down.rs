@@ -85,28 +85,33 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         return Ok(());
     }
     if !flux_removed.pruned.is_empty() {
-        println!("Flux pruned {} object(s) it had applied for `{env}`.", flux_removed.pruned.len());
+        crate::outln!("Flux pruned {} object(s) it had applied for `{env}`.", flux_removed.pruned.len());
     }
     if let Some(provider) = &provider
         && !provider.capabilities().owns_cluster
     {
-        println!("The {} cluster is not devenv's, so it keeps running as it is.", provider.kind().as_str());
+        crate::outln!("The {} cluster is not devenv's, so it keeps running as it is.", provider.kind().as_str());
     }
     if cluster_stopped {
         let kind = owned.map(|p| p.kind().as_str()).unwrap_or_default();
-        println!("Stopped the {kind} cluster of `{env}`{}.", if args.purge { " and deleted its data" } else { "" });
+        crate::outln!(
+            "Stopped the {kind} cluster of `{env}`{}.",
+            if args.purge { " and deleted its data" } else { "" }
+        );
     }
     if removed.containers.is_empty() && removed.volumes.is_empty() && !cluster_stopped {
-        println!("Environment `{env}` has nothing running; nothing to remove.");
+        crate::outln!("Environment `{env}` has nothing running; nothing to remove.");
     } else if !removed.containers.is_empty() || !removed.volumes.is_empty() {
-        println!(
+        crate::outln!(
             "Environment `{env}` is down: removed {} container(s){}.",
             removed.containers.len(),
             if args.purge { format!(" and {} volume(s)", removed.volumes.len()) } else { String::new() }
         );
     }
     if !args.purge && state.is_some() {
-        println!("Data volumes and credentials are kept for the next `devenv up`; `devenv down --purge` deletes them.");
+        crate::outln!(
+            "Data volumes and credentials are kept for the next `devenv up`; `devenv down --purge` deletes them."
+        );
     }
     Ok(())
 }

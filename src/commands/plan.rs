@@ -44,7 +44,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     if ctx.json() {
         ui::print_result(&plan);
     } else {
-        print!("{}", plan::render(&plan));
+        crate::out!("{}", plan::render(&plan));
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ pub async fn build(ctx: &Context) -> Result<(), Error> {
     if ctx.json() {
         ui::print_result(&serde_json::json!({"dir": dir}));
     } else {
-        println!("The sim cluster's binaries are in {}.", dir.display());
+        crate::outln!("The sim cluster's binaries are in {}.", dir.display());
     }
     Ok(())
 }

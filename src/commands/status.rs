@@ -111,19 +111,19 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         }));
         return Ok(());
     }
-    println!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
+    crate::outln!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
-        println!("Not created yet; `devenv up` creates it.");
+        crate::outln!("Not created yet; `devenv up` creates it.");
     }
     if let Some(cluster) = &cluster {
-        println!(
+        crate::outln!(
             "\nCluster ({}): {} — export KUBECONFIG={}",
             cluster.provider.as_str(),
             cluster.api_server,
             cluster.kubeconfig.display()
         );
         if let Some(health) = cluster_status.as_ref().filter(|_| processes.is_empty()) {
-            println!("  {}", health.detail);
+            crate::outln!("  {}", health.detail);
         }
     }
     if !processes.is_empty() {
@@ -139,30 +139,30 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
                 ]
             })
             .collect();
-        print!("{}", table::render(&["PROCESS", "PID", "PORT", "HEALTH", "MEMORY"], &rows));
+        crate::out!("{}", table::render(&["PROCESS", "PID", "PORT", "HEALTH", "MEMORY"], &rows));
     }
     match &flux_objects {
-        Some(objects) if objects.is_empty() => println!("\nFlux: nothing applied yet; `devenv up` applies it."),
+        Some(objects) if objects.is_empty() => crate::outln!("\nFlux: nothing applied yet; `devenv up` applies it."),
         Some(objects) => {
             let ready = objects.iter().filter(|o| o.ready).count();
-            println!("\nFlux: {ready} of {} object(s) Ready", objects.len());
-            print!("{}", flux::wait::render_tree(objects));
+            crate::outln!("\nFlux: {ready} of {} object(s) Ready", objects.len());
+            crate::out!("{}", flux::wait::render_tree(objects));
             for object in objects.iter().filter(|o| !o.ready) {
-                println!("  {}: {}", object.object, object.message);
+                crate::outln!("  {}: {}", object.object, object.message);
                 for cause in &object.causes {
-                    println!("    {cause}");
+                    crate::outln!("    {cause}");
                 }
             }
         }
         None => {}
     }
     if !rows.is_empty() {
-        println!();
-        print!("{}", table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT", "MEMORY"], &rows));
+        crate::outln!();
+        crate::out!("{}", table::render(&["SERVICE", "KIND", "STATE", "HEALTH", "ENDPOINT", "MEMORY"], &rows));
     }
     if !output_table.is_empty() {
-        println!();
-        print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
+        crate::outln!();
+        crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
     }
     Ok(())
 }

@@ -120,11 +120,16 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         );
         return Ok(());
     }
-    println!("Environment `{}` is up.", config.env);
+    crate::outln!("Environment `{}` is up.", config.env);
     if let Some(cluster) = &cluster {
-        println!("\nCluster ({}): {} — context `{}`", cluster.provider.as_str(), cluster.api_server, cluster.context);
-        println!("  export KUBECONFIG={}", cluster.kubeconfig.display());
-        println!("  registry: {}", describe_registry(&cluster.registry));
+        crate::outln!(
+            "\nCluster ({}): {} — context `{}`",
+            cluster.provider.as_str(),
+            cluster.api_server,
+            cluster.context
+        );
+        crate::outln!("  export KUBECONFIG={}", cluster.kubeconfig.display());
+        crate::outln!("  registry: {}", describe_registry(&cluster.registry));
     }
     if let Some(deployed) = &deployed {
         let artifacts = &deployed.artifacts;
@@ -132,14 +137,14 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             0 => "artifacts unchanged".to_string(),
             n => format!("{n} of {} artifact(s) pushed: {}", artifacts.sources.len(), artifacts.pushed.join(", ")),
         };
-        println!("\nFlux: {} object(s) Ready ({change})", deployed.objects.len());
-        print!("{}", flux::wait::render_tree(&deployed.objects));
+        crate::outln!("\nFlux: {} object(s) Ready ({change})", deployed.objects.len());
+        crate::out!("{}", flux::wait::render_tree(&deployed.objects));
     }
     if !ready.is_empty() {
         let rows: Vec<Vec<String>> =
             ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets)).collect();
-        println!();
-        print!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
+        crate::outln!();
+        crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }
     Ok(())
 }

@@ -6,6 +6,43 @@
 mod reporters;
 pub mod table;
 
+/// Like `print!`, but a reader that went away (`devenv down | head -1`) does not stop the
+/// command: what it no longer takes is dropped and the work goes on to the end.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = write!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like `println!`, without failing on a closed stdout (see [`out!`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like `eprint!`, without failing on a closed stderr (see [`out!`]).
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = write!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Like `eprintln!`, without failing on a closed stderr (see [`out!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -104,5 +141,5 @@ pub fn print_event(event: &str, value: &impl Serialize) {
         other => serde_json::Map::from_iter([("value".to_string(), other)]),
     };
     object.insert("event".to_string(), event.into());
-    println!("{}", serde_json::Value::Object(object));
+    crate::outln!("{}", serde_json::Value::Object(object));
 }

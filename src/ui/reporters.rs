@@ -13,7 +13,7 @@ pub struct SilentReporter;
 impl Reporter for SilentReporter {
     fn report(&self, event: Event<'_>) {
         if let Event::Warning { message } = event {
-            eprintln!("warning: {message}");
+            crate::errln!("warning: {message}");
         }
     }
 }
@@ -67,7 +67,7 @@ impl Reporter for PlainReporter {
             }
             Event::Warning { message } => format!("warning: {message}"),
         };
-        eprintln!("{line}");
+        crate::errln!("{line}");
     }
 }
 
@@ -117,7 +117,7 @@ impl Reporter for TtyReporter {
                         bar.finish_and_clear();
                         let _ = self.multi.println(line);
                     }
-                    None => eprintln!("{line}"),
+                    None => crate::errln!("{line}"),
                 }
             }
             Event::Warning { message } => {
