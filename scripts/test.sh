@@ -63,7 +63,7 @@ fi
 trap - EXIT
 done_phase
 
-phase "tests: unit, cli, docker, catalogue, sim, flux"
+phase "tests: unit, cli, docker, catalogue, existing, flux, loop, sim"
 cargo test --all-features -- "${cargo_args[@]}"
 done_phase
 
