@@ -79,6 +79,7 @@ fn main() {
     devenv(&["up"]);
     let noop = started.elapsed();
     std::fs::write(&manifest, &original).unwrap();
+    devenv(&["up"]);
 
     // An edit of a Flux Kustomization itself: the root applies its new spec, then it applies.
     let kustomization = repo.join("clusters/local/apps.yaml");
