@@ -262,10 +262,15 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         packed.objects.extend(rewritten.objects);
         packed.origins.extend(rewritten.keys.into_iter().map(|key| (key, file.clone())));
         for chart in rewritten.local_charts {
-            if packed.charts.iter().any(|c| c.source == chart.source) {
+            let chart_error = |source| Error::Chart { file: file.clone(), source: Box::new(source) };
+            // Packed once; every HelmRelease asking for it checks its own version constraint.
+            if let Some(packed_chart) = packed.charts.iter().find(|c| c.source == chart.source) {
+                if let Some(constraint) = &chart.version {
+                    let version = &packed_chart.metadata.version;
+                    super::charts::check_constraint(&chart.path, version, constraint).map_err(chart_error)?;
+                }
                 continue;
             }
-            let chart_error = |source| Error::Chart { file: file.clone(), source: Box::new(source) };
             let values = if chart.values_files.is_empty() {
                 None
             } else {
@@ -344,6 +349,46 @@ pub(crate) mod tests {
             ),
             ("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n"),
         ])
+    }
+
+    #[test]
+    fn every_release_of_a_published_chart_has_its_version_constraint_checked() {
+        let release = |name: &str, version: &str| {
+            format!(
+                "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: web\nspec:\n  chart:\n    spec:\n      chart: greeter\n      version: \"{version}\"\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n        namespace: web\n"
+            )
+        };
+        let repository = "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: web\nspec:\n  url: https://charts.example.org\n";
+        let (first, second) = (release("first", "0.1.x"), release("second", "0.2.x"));
+        let dir = write_tree(&[
+            ("charts/greeter/Chart.yaml", "apiVersion: v2\nname: greeter\nversion: 0.1.0\n"),
+            ("charts/greeter/templates/deployment.yaml", "kind: Deployment\n"),
+            ("clusters/local/repository.yaml", repository),
+            ("clusters/local/a-first.yaml", &first),
+            ("clusters/local/b-second.yaml", &second),
+        ]);
+        let mut settings = settings();
+        settings.source_urls = vec![overlay::SourceUrl {
+            url: "https://charts.example.org".into(),
+            to: "oci://{{ registry }}/charts".into(),
+            insecure: true,
+            drop_verify: false,
+        }];
+        settings.published_charts = vec![overlay::PublishedChart {
+            url: "oci://127.0.0.1:5000/charts".into(),
+            name: "greeter".into(),
+            path: "charts/greeter".into(),
+        }];
+        let error = pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap_err();
+        let source = std::error::Error::source(&error).map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            error.to_string(),
+            "a HelmRelease in `clusters/local/b-second.yaml` takes its chart from the repository"
+        );
+        assert!(source.contains("which `0.2.x` (spec.chart.spec.version) does not allow"), "{source}");
+        std::fs::write(dir.path().join("clusters/local/b-second.yaml"), release("second", "~0.1")).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap();
+        assert_eq!(packed.charts.len(), 1, "one chart for both releases");
     }
 
     #[test]
