@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, VolumeCreateRequest};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkConnectRequest, PortBinding, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StatsOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -85,6 +85,25 @@ pub enum Error {
     },
     #[error("cannot list volumes")]
     ListVolumes(#[source] BollardError),
+    #[error("cannot inspect the Docker network `{name}`")]
+    InspectNetwork {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot connect container `{container}` to the Docker network `{network}`")]
+    ConnectNetwork {
+        container: String,
+        network: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot copy files into container `{name}`")]
+    Upload {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
     #[error("cannot read the resource usage of container `{name}`")]
     Stats {
         name: String,
@@ -106,6 +125,10 @@ pub struct ContainerSpec {
     /// Named volume and the path it is mounted at.
     pub volume: Option<(String, String)>,
     pub memory_bytes: Option<i64>,
+    /// The Docker network the container joins instead of the default bridge, where other
+    /// containers (a kind cluster's nodes) reach it by its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// A running container's memory use, as `docker stats` shows it.
@@ -255,6 +278,7 @@ impl Docker {
                 port_bindings: Some(bindings),
                 binds: spec.volume.as_ref().map(|(name, path)| vec![format!("{name}:{path}")]),
                 memory: spec.memory_bytes,
+                network_mode: spec.network.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -357,6 +381,56 @@ impl Docker {
             Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume { name: name.to_string(), source: e }),
             _ => Ok(()),
         }
+    }
+}
+
+impl Docker {
+    /// The containers attached to a network (by name), or `None` when there is no such network.
+    pub async fn network_members(&self, network: &str) -> Result<Option<Vec<String>>, Error> {
+        match self.client.inspect_network(network, None).await {
+            Ok(inspect) => {
+                let mut names: Vec<String> =
+                    inspect.containers.unwrap_or_default().into_values().filter_map(|c| c.name).collect();
+                names.sort();
+                Ok(Some(names))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(Error::InspectNetwork { name: network.to_string(), source }),
+        }
+    }
+
+    /// Attaches a container to a network; one already attached is left as it is.
+    pub async fn connect_network(&self, container: &str, network: &str) -> Result<(), Error> {
+        if self.network_members(network).await?.is_some_and(|members| members.iter().any(|m| m == container)) {
+            return Ok(());
+        }
+        let request = NetworkConnectRequest { container: container.to_string(), endpoint_config: None };
+        self.client.connect_network(network, request).await.map_err(|source| Error::ConnectNetwork {
+            container: container.to_string(),
+            network: network.to_string(),
+            source,
+        })
+    }
+
+    /// Writes files (path relative to `/`, contents) into a container's file system, creating
+    /// their directories.
+    pub async fn write_files(&self, container: &str, files: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        let mut archive = tar::Builder::new(Vec::new());
+        for (path, contents) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(contents.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            // Writing to a Vec cannot fail.
+            let _ = archive.append_data(&mut header, path.trim_start_matches('/'), contents.as_slice());
+        }
+        let bytes = archive.into_inner().unwrap_or_default();
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.client
+            .upload_to_container(container, Some(options), bollard::body_full(bytes.into()))
+            .await
+            .map_err(|source| Error::Upload { name: container.to_string(), source })
     }
 }
 

@@ -62,6 +62,8 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV044", "the kubeconfig or its context cannot be used"),
     ("DEV045", "the cluster's API server does not answer"),
     ("DEV046", "the registry's credentials cannot be read"),
+    ("DEV047", "the `kind` command is missing or too old"),
+    ("DEV048", "a kind cluster of that name exists and devenv did not create it"),
     ("DEV050", "a doctor check failed"),
     ("DEV060", "a substituted variable has no value"),
     ("DEV061", "the working tree cannot be packed"),
@@ -142,6 +144,7 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         },
         Error::Provider(e) => match e {
             providers::Error::Sim(e) => diagnose_sim(e),
+            providers::Error::Kind(e) => return diagnose_kind(e),
             providers::Error::Existing(providers::existing::Error::Context(e)) | providers::Error::Kubeconfig(e) => {
                 ("DEV044", Some(kubeconfig_hint(e)))
             }
@@ -228,6 +231,61 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// The id, exit code and hint of a kind provider's error.
+fn diagnose_kind(error: &providers::kind::Error) -> Diagnosis {
+    use providers::kind::Error as Kind;
+    let (id, exit_code, hint): (&'static str, i32, String) = match error {
+        Kind::Missing | Kind::TooOld { .. } => (
+            "DEV047",
+            1,
+            format!(
+                "install kind v{}.{}.0 or newer (https://kind.sigs.k8s.io/docs/user/quick-start/#installation, or `go install sigs.k8s.io/kind@latest`) and put it on PATH; `devenv doctor` checks it",
+                providers::kind::cli::MIN_VERSION.0,
+                providers::kind::cli::MIN_VERSION.1
+            ),
+        ),
+        Kind::NameTaken { name } => (
+            "DEV048",
+            1,
+            format!(
+                "devenv only uses kind clusters it created: give this environment another cluster with the profile's `cluster.name` (or `--env NAME`), or delete that cluster yourself (`kind delete cluster --name {name}`) if you no longer need it"
+            ),
+        ),
+        Kind::RegistryPortTaken { port } => (
+            "DEV023",
+            1,
+            format!(
+                "free the port (`ss -ltnp 'sport = :{port}'` shows who holds it), or change or remove `registry.hostPort` in the profile to let devenv choose one"
+            ),
+        ),
+        Kind::RegistryPort(_) => ("DEV023", 1, "check that 127.0.0.1 has free ports".into()),
+        Kind::ReadKindConfig { .. } => ("DEV011", 2, "check the profile's `cluster.kindConfig`: a path relative to the repository root".into()),
+        Kind::ParseKindConfig { .. } | Kind::KindConfig { .. } => (
+            "DEV010",
+            2,
+            "write it as a kind `Cluster` configuration (https://kind.sigs.k8s.io/docs/user/configuration/) without `name`".into(),
+        ),
+        Kind::Docker(e) => {
+            let (id, hint) = diagnose_docker(e);
+            return Diagnosis { id, exit_code: 1, hint };
+        }
+        Kind::Flux(_) => (
+            "DEV041",
+            1,
+            "see what the controllers do with `kubectl -n flux-system get pods` and `kubectl -n flux-system describe pods`; air-gapped machines set the profile's `flux.imageRegistry` to a mirror of ghcr.io/fluxcd".into(),
+        ),
+        Kind::Command { output, .. } => {
+            let mut hint = "kind's last words:".to_string();
+            for line in output.lines() {
+                let _ = write!(hint, "\n    {line}");
+            }
+            ("DEV041", 1, hint)
+        }
+        _ => ("DEV041", 1, "`devenv status` shows the cluster; `devenv down` removes what was made so far".into()),
+    };
+    Diagnosis { id, exit_code, hint: Some(hint) }
 }
 
 /// What to do about a chart devenv packs or publishes from the repository.

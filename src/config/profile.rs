@@ -23,6 +23,18 @@ pub struct Profile {
     /// Lifetime of a preview environment, e.g. `72h`.
     #[serde(default)]
     pub ttl: Option<String>,
+    /// How Flux is installed in a cluster devenv makes (kind).
+    #[serde(default)]
+    pub flux: FluxInstallConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FluxInstallConfig {
+    /// Where the Flux controller images come from instead of `ghcr.io/fluxcd`, e.g. a mirror
+    /// of an air-gapped network (`registry.example.com/fluxcd`).
+    #[serde(default)]
+    pub image_registry: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -57,8 +69,17 @@ pub struct ClusterConfig {
     /// Cluster name (kind/k3d); default `devenv-<env>`.
     #[serde(default)]
     pub name: Option<String>,
+    /// Kubernetes version of the cluster (kind: selects `kindest/node:<version>`).
     #[serde(default)]
     pub kubernetes_version: Option<String>,
+    /// Node image (kind); default: the kind release's own.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// A kind cluster configuration (a file relative to the repository root) merged into the
+    /// one devenv generates: its `nodes`, `networking`, `featureGates` … win, its config
+    /// patches are added to devenv's.
+    #[serde(default)]
+    pub kind_config: Option<String>,
     /// kubeconfig context (existing, eks-namespace).
     #[serde(default)]
     pub context: Option<String>,
@@ -70,6 +91,9 @@ pub struct RegistryConfig {
     /// Host port of the environment's registry on 127.0.0.1 (default: a free port).
     #[serde(default)]
     pub host_port: Option<u16>,
+    /// Image of the registry container devenv runs beside a kind cluster (default `registry:3`).
+    #[serde(default)]
+    pub image: Option<String>,
     /// `HOST[:PORT]` this machine pushes to (existing): the user's registry.
     #[serde(default)]
     pub url: Option<String>,

@@ -15,20 +15,25 @@ pub(super) fn check_supported(
     context_flag: Option<&str>,
 ) -> Result<(), Error> {
     let provider = profile.cluster.provider;
-    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing) {
+    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing | Provider::Kind) {
         return Ok(());
     }
     let existing = provider == Provider::Existing;
+    let kind = provider == Provider::Kind;
     let cluster = &profile.cluster;
     let registry = &profile.registry;
     // (field, set in the profile, usable by this provider)
     let fields = [
-        ("cluster.name", cluster.name.is_some(), false),
-        ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), false),
+        ("cluster.name", cluster.name.is_some(), kind),
+        ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), kind),
+        ("cluster.image", cluster.image.is_some(), kind),
+        ("cluster.kindConfig", cluster.kind_config.is_some(), kind),
         ("cluster.context", cluster.context.is_some(), existing),
-        ("registry.hostPort", registry.host_port.is_some(), false),
+        ("registry.hostPort", registry.host_port.is_some(), kind),
+        ("registry.image", registry.image.is_some(), kind),
         ("registry.url", registry.url.is_some(), existing),
         ("registry.pullUrl", registry.pull_url.is_some(), existing),
+        ("flux.imageRegistry", profile.flux.image_registry.is_some(), kind),
         ("quota", profile.quota.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
         ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),

@@ -9,6 +9,8 @@
 //! state file, so `down` works when devenv.yaml does not parse) and never name one.
 
 pub mod existing;
+pub mod flux_install;
+pub mod kind;
 pub mod kubeconfig;
 pub mod registry;
 pub mod sim;
@@ -27,7 +29,7 @@ use crate::ui::Reporter;
 pub use registry::Registry;
 
 /// Providers this version of devenv can run.
-pub const AVAILABLE: &[&str] = &["none", "sim", "existing"];
+pub const AVAILABLE: &[&str] = &["none", "sim", "existing", "kind"];
 
 /// How long a single question to an API server may take before it counts as unreachable.
 pub const API_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,6 +42,8 @@ pub enum Error {
     Sim(#[from] sim::Error),
     #[error(transparent)]
     Existing(#[from] existing::Error),
+    #[error(transparent)]
+    Kind(#[from] kind::Error),
     #[error(transparent)]
     Kubeconfig(#[from] kubeconfig::Error),
     #[error(transparent)]
@@ -165,7 +169,7 @@ pub async fn flux_presence(client: &kube::Client) -> Result<FluxPresence, kube::
 /// Fails before any side effect when the profile's provider cannot run here.
 pub fn check_available(profile: &str, provider: Provider) -> Result<(), Error> {
     match provider {
-        Provider::None | Provider::Existing => Ok(()),
+        Provider::None | Provider::Existing | Provider::Kind => Ok(()),
         Provider::Sim => sim::binaries().map(drop).map_err(Error::from),
         _ => Err(Error::NotAvailable { profile: profile.to_string(), provider: provider.as_str() }),
     }
@@ -177,7 +181,16 @@ pub fn prerequisites() -> Vec<(Provider, Result<String, Error>)> {
     let sim = sim::binaries()
         .map(|built| format!("the sim cluster's binaries are built ({})", built.dir.display()))
         .map_err(Error::from);
-    vec![(Provider::Sim, sim)]
+    let kind = kind::cli::version().map(|version| format!("kind {version} is installed")).map_err(Error::from);
+    vec![(Provider::Sim, sim), (Provider::Kind, kind)]
+}
+
+/// The Docker network on which a provider's pods reach substitute containers by name.
+pub fn pod_network(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::Kind => Some(kind::NETWORK),
+        _ => None,
+    }
 }
 
 /// The profile's provider for an environment whose state lives in `state_dir`; `None` when the
@@ -188,6 +201,7 @@ pub fn for_config(config: &Config, state_dir: &Path) -> Result<Option<Box<dyn Cl
         Provider::None => None,
         Provider::Sim => Some(Box::new(sim::SimCluster::new(state_dir))),
         Provider::Existing => Some(Box::new(existing::Existing::from_config(config)?)),
+        Provider::Kind => Some(Box::new(kind::KindCluster::from_config(config, state_dir)?)),
         other => {
             return Err(Error::NotAvailable { profile: config.profile_name.clone(), provider: other.as_str() });
         }
@@ -202,6 +216,9 @@ pub fn for_record(record: Option<&ClusterInfo>, state_dir: &Path) -> Option<Box<
             record.map(|r| Box::new(existing::Existing::from_record(r)) as Box<dyn ClusterProvider>)
         }
         Some(Provider::Sim) => Some(Box::new(sim::SimCluster::new(state_dir))),
+        Some(Provider::Kind) => {
+            record.map(|r| Box::new(kind::KindCluster::from_record(r, state_dir)) as Box<dyn ClusterProvider>)
+        }
         Some(_) => None,
         None => {
             let sim = sim::SimCluster::new(state_dir);

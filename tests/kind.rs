@@ -1,0 +1,322 @@
+//! The `kind` provider with real pods, on the test bed's node image (testbed/kind/build.sh;
+//! scripts/test.sh builds it and sets the DEVENV_KIND_* variables). devenv runs the test
+//! bed's `kind`, with the test bed's `docker` wrapper first on kind's PATH; nothing else of
+//! the test bed reaches devenv.
+//!
+//! One cluster is created for the whole tier: `up` on the platform fixture (a HelmRelease
+//! from a published chart, `wait: true` Kustomizations) with real pods; a Job reads the
+//! environment ConfigMap and Secret and queries the MariaDB substitute through the address
+//! pods use; an image pushed from this machine to the registry runs in that Job; an edit is
+//! live in seconds; `down` and `down --purge` leave nothing; the host's machine-wide kernel
+//! settings are unchanged.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{TestRepo, cluster_client, copy_tree, in_ci, mariadb_image, result_json, tier_available};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, LogParams, PostParams};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/platform");
+const SYSCTL_SHADOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/kind/node/sysctl-shadow.conf");
+
+/// What the test bed built.
+struct Testbed {
+    node_image: String,
+    /// `kind` and `kubectl` of the test bed.
+    bin_dir: PathBuf,
+    /// The `docker` wrapper kind must find first.
+    wrapper_dir: PathBuf,
+    /// The test bed's kind configuration (one node, no default CNI, cgroup v1 allowed).
+    kind_config: PathBuf,
+    busybox_image: String,
+}
+
+fn testbed() -> Option<Testbed> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let found = (|| {
+        Some(Testbed {
+            node_image: var("DEVENV_KIND_NODE_IMAGE")?,
+            bin_dir: PathBuf::from(var("DEVENV_KIND_BIN")?).parent()?.to_path_buf(),
+            wrapper_dir: var("DEVENV_KIND_DOCKER_WRAPPER_DIR")?.into(),
+            kind_config: var("DEVENV_KIND_CONFIG")?.into(),
+            busybox_image: var("DEVENV_KIND_BUSYBOX_IMAGE")?,
+        })
+    })();
+    let problem = match &found {
+        None => Some("the DEVENV_KIND_* variables are not set (scripts/test.sh sets them; or `eval \"$(bash testbed/kind/build.sh)\"`)".to_string()),
+        Some(bed) if !bed.bin_dir.join("kind").exists() => Some(format!("no kind in {}", bed.bin_dir.display())),
+        Some(_) => None,
+    };
+    tier_available("kind", problem).then(|| found.unwrap())
+}
+
+/// PATH for devenv: the docker wrapper, then the test bed's kind, then the machine's.
+fn path_with(dirs: &[&Path]) -> String {
+    let mut parts: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    parts.push(std::env::var("PATH").unwrap_or_default());
+    parts.join(":")
+}
+
+/// A repository shaped like the platform fixture, on the test bed's kind node image.
+fn platform_repo(env: &str, bed: &Testbed, mariadb: &str, registry_port: Option<u16>) -> TestRepo {
+    let repo = TestRepo::new(env, "");
+    copy_tree(Path::new(FIXTURE), repo.path());
+    repo.write(
+        "devenv.yaml",
+            "project: platform\ndefaultProfile: kind-test\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\n    namespace: flux-system\nservices:\n  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: orders\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_NAME: database\n      DB_USER: username\n      DB_PASSWORD: password\noverlay:\n  maxReplicas: 1\n  sources:\n    - url: https://charts.example.org\n      to: oci://{{ registry }}/charts\n      insecure: true\ncharts:\n  - path: charts/greeter\n    repository: charts/stable\n",
+    );
+    // The greeter runs for real: an image the node has, and a command that keeps running.
+    let release = std::fs::read_to_string(repo.path().join("apps/base/greeter/release.yaml")).unwrap();
+    repo.write(
+        "apps/base/greeter/release.yaml",
+        &release.replace("    region: ${AWS_REGION}\n", "    region: ${AWS_REGION}\n    image: ${APP_IMAGE}\n"),
+    );
+    let template = std::fs::read_to_string(repo.path().join("charts/greeter/templates/deployment.yaml")).unwrap();
+    repo.write(
+        "charts/greeter/templates/deployment.yaml",
+        &template.replace(
+            "          image: {{ .Values.image }}\n",
+            "          image: {{ .Values.image }}\n          command: [\"sh\", \"-c\", \"echo $GREETING; exec sleep 86400\"]\n",
+        ),
+    );
+    std::fs::copy(&bed.kind_config, repo.path().join("kind-config.yaml")).unwrap();
+    let port = registry_port.map(|p| format!("registry:\n  hostPort: {p}\n")).unwrap_or_default();
+    repo.write(
+        ".devenv/profiles/kind-test.yaml",
+        &format!(
+            "description: kind on the test bed's node image\ncluster:\n  provider: kind\n  image: {}\n  kindConfig: kind-config.yaml\n{port}substitutes:\n  memory: 1Gi\nenvironment:\n  AWS_REGION: eu-west-2\n  APP_IMAGE: {}\n",
+            bed.node_image, bed.busybox_image
+        ),
+    );
+    repo.override_image("rds-mariadb", mariadb);
+    repo
+}
+
+/// devenv with the test bed's kind on PATH and a kubeconfig of the test's own.
+fn devenv(repo: &TestRepo, bed: &Testbed, args: &[&str]) -> std::process::Output {
+    repo.std_command()
+        .args(args)
+        .env("PATH", path_with(&[&bed.wrapper_dir, &bed.bin_dir]))
+        .env("KUBECONFIG", repo.state.path().join("kubeconfig"))
+        .output()
+        .unwrap()
+}
+
+fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker").args(args).output().unwrap();
+    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn kind_clusters(bed: &Testbed) -> Vec<String> {
+    let output = std::process::Command::new(bed.bin_dir.join("kind")).args(["get", "clusters"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+/// Containers and volumes carrying the environment's label.
+fn labelled(env: &str) -> (String, String) {
+    let filter = format!("label=devenv.io/env={env}");
+    (
+        docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]),
+        docker(&["volume", "ls", "--format", "{{.Name}}", "--filter", &filter]),
+    )
+}
+
+/// The host's values of the kernel settings a node would otherwise change.
+fn host_sysctls() -> BTreeMap<String, String> {
+    std::fs::read_to_string(SYSCTL_SHADOW)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|name| {
+            let path = format!("/proc/sys/{}", name.replace('.', "/"));
+            (name.to_string(), std::fs::read_to_string(path).unwrap_or_default().trim().to_string())
+        })
+        .collect()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn kind_runs_the_platform_with_real_pods_and_down_leaves_nothing() {
+    let Some(mariadb) = mariadb_image() else { return };
+    let Some(bed) = testbed() else { return };
+    let sysctls_before = host_sysctls();
+    let env = "t-kind";
+    let repo = platform_repo(env, &bed, &mariadb, None);
+    let started = Instant::now();
+    let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "300s", "--output", "json"]);
+    let cold = started.elapsed();
+    assert!(output.status.success(), "up failed:\n{}", stderr(&output));
+    let result = result_json(&output.stdout);
+    assert_eq!(result["cluster"]["provider"], "kind");
+    assert_eq!(result["cluster"]["context"], format!("kind-devenv-{env}"));
+    let registry = result["cluster"]["registry"]["host"].as_str().unwrap().to_string();
+    assert_eq!(result["cluster"]["registry"]["fromCluster"], format!("kind-devenv-{env}-registry:5000"));
+    eprintln!("cold up on kind: {:.1}s", cold.as_secs_f64());
+
+    let client = cluster_client(&result).await;
+    // Real pods: the greeter's, and Flux's own, Running.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "web");
+    let greeter = pods.list(&ListParams::default().labels("app=greeter")).await.unwrap();
+    assert_eq!(greeter.items.len(), 1, "maxReplicas 1");
+    let pod = &greeter.items[0];
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    assert_eq!(pod.spec.as_ref().unwrap().containers[0].image.as_deref(), Some(bed.busybox_image.as_str()));
+    let flux_pods: Api<Pod> = Api::namespaced(client.clone(), "flux-system");
+    let running = flux_pods.list(&ListParams::default()).await.unwrap().items;
+    for controller in ["source-controller", "kustomize-controller", "helm-controller"] {
+        assert!(
+            running.iter().any(|p| p.metadata.name.as_deref().unwrap_or_default().starts_with(controller)
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")),
+            "{controller} runs in the cluster"
+        );
+    }
+    // KEP-1755: tools find the registry.
+    let hosting =
+        Api::<ConfigMap>::namespaced(client.clone(), "kube-public").get("local-registry-hosting").await.unwrap();
+    let text = &hosting.data.unwrap()["localRegistryHosting.v1"];
+    assert!(text.contains(&format!("host: \"localhost:{}\"", registry.rsplit(':').next().unwrap())), "{text}");
+
+    // An image pushed from this machine runs in a pod, and that pod reaches the substitute
+    // at the address the environment ConfigMap and Secret give pods.
+    let port = registry.rsplit(':').next().unwrap();
+    let pushed = format!("localhost:{port}/sql-client:test");
+    docker(&["tag", &mariadb, &pushed]);
+    docker(&["push", &pushed]);
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "select-one", "namespace": "flux-system"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "sql",
+                    "image": pushed,
+                    "envFrom": [{"configMapRef": {"name": "cluster-env"}}, {"secretRef": {"name": "cluster-env-secrets"}}],
+                    "command": ["sh", "-c", "mariadb -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USER\" -p\"$DB_PASSWORD\" \"$DB_NAME\" -N -e 'SELECT 1 + 41'"],
+                }],
+            }},
+        },
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "flux-system");
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = jobs.get("select-one").await.unwrap().status.unwrap_or_default();
+        if status.succeeded.unwrap_or(0) > 0 {
+            break;
+        }
+        let job_pods = flux_pods.list(&ListParams::default().labels("job-name=select-one")).await.unwrap().items;
+        assert!(
+            status.failed.unwrap_or(0) == 0 && Instant::now() < deadline,
+            "the SQL Job did not succeed: {:?}",
+            job_pods.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let job_pod = flux_pods.list(&ListParams::default().labels("job-name=select-one")).await.unwrap().items.remove(0);
+    let logs = flux_pods.logs(job_pod.metadata.name.as_deref().unwrap(), &LogParams::default()).await.unwrap();
+    assert_eq!(logs.trim(), "42", "the query's answer");
+
+    // An edit is live in seconds, and only its artifact is pushed.
+    let settings = repo.path().join("infrastructure/configs/settings.yaml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replace("tier: standard", "tier: gold")).unwrap();
+    let started = Instant::now();
+    let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "120s", "--output", "json"]);
+    let edit = started.elapsed();
+    assert!(output.status.success(), "up after the edit failed:\n{}", stderr(&output));
+    let result = result_json(&output.stdout);
+    assert_eq!(result["flux"]["artifacts"]["pushed"].as_array().unwrap().len(), 1, "{}", result["flux"]["artifacts"]);
+    let live = Api::<ConfigMap>::namespaced(client.clone(), "platform").get("platform-settings").await.unwrap();
+    assert_eq!(live.data.unwrap()["tier"], "gold");
+    eprintln!("edit → Ready on kind: {:.1}s", edit.as_secs_f64());
+
+    // `status` sees nodes and pods.
+    let output = devenv(&repo, &bed, &["status", "--env", env]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("1/1 node(s) Ready"), "{text}");
+
+    // `down` removes the cluster, the registry and the substitutes, and keeps their data.
+    let output = devenv(&repo, &bed, &["down", "--env", env]);
+    assert!(output.status.success(), "down failed:\n{}", stderr(&output));
+    assert!(!kind_clusters(&bed).contains(&format!("devenv-{env}")));
+    let (containers, volumes) = labelled(env);
+    assert_eq!(containers, "", "no container of the environment is left");
+    assert!(
+        volumes.contains("devenv-t-kind-orders-db-data") && volumes.contains("kind-devenv-t-kind-registry-data"),
+        "{volumes}"
+    );
+    let output = devenv(&repo, &bed, &["down", "--purge", "--env", env]);
+    assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
+    assert_eq!(labelled(env), (String::new(), String::new()), "--purge removes the volumes");
+    docker(&["rmi", &pushed]);
+
+    assert_eq!(host_sysctls(), sysctls_before, "the host's machine-wide kernel settings are unchanged");
+}
+
+#[tokio::test]
+async fn kind_problems_are_refused_before_anything_is_made() {
+    let Some(mariadb) = mariadb_image() else { return };
+    let Some(bed) = testbed() else { return };
+    let expect_refusal = |repo: &TestRepo, env: &str, path: String, id: &str| {
+        let output = repo
+            .std_command()
+            .args(["up", "--env", env])
+            .env("PATH", path)
+            .env("KUBECONFIG", repo.state.path().join("kubeconfig"))
+            .output()
+            .unwrap();
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        assert!(text.contains(&format!("error[{id}]")), "{text}");
+        assert_eq!(labelled(env), (String::new(), String::new()), "nothing was made: {text}");
+        assert!(!repo.state.path().join("kubeconfig").exists(), "no kubeconfig was written");
+        text
+    };
+
+    // No kind on PATH.
+    let repo = platform_repo("t-kind-none", &bed, &mariadb, None);
+    let text = expect_refusal(&repo, "t-kind-none", path_with(&[&bed.wrapper_dir]), "DEV047");
+    assert!(text.contains("go install sigs.k8s.io/kind"), "{text}");
+
+    // A kind cluster of that name that devenv did not make: kind lists clusters by the label
+    // of their node containers.
+    let taken = "devenv-t-kind-taken";
+    let dummy = format!("{taken}-control-plane");
+    docker(&[
+        "create",
+        "--name",
+        &dummy,
+        "--label",
+        &format!("io.x-k8s.kind.cluster={taken}"),
+        &bed.busybox_image,
+        "true",
+    ]);
+    let repo = platform_repo("t-kind-taken", &bed, &mariadb, None);
+    let text = expect_refusal(&repo, "t-kind-taken", path_with(&[&bed.wrapper_dir, &bed.bin_dir]), "DEV048");
+    docker(&["rm", "-f", &dummy]);
+    assert!(text.contains(&format!("kind delete cluster --name {taken}")), "{text}");
+
+    // The registry's port is taken.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let repo = platform_repo("t-kind-port", &bed, &mariadb, Some(port));
+    let text = expect_refusal(&repo, "t-kind-port", path_with(&[&bed.wrapper_dir, &bed.bin_dir]), "DEV023");
+    assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("registry.hostPort"), "{text}");
+    drop(holder);
+    if in_ci() {
+        assert!(!kind_clusters(&bed).iter().any(|c| c.starts_with("devenv-t-kind-")), "no cluster was created");
+    }
+}
