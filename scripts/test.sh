@@ -28,7 +28,14 @@ sim_log=$(mktemp)
 phase "sim cluster binaries: building in the background (cached by version)"
 ( bash sim/build.sh 2>&1 | sed -u 's/^/[sim build] /' | tee "$sim_log" >&2 ) &
 sim_pid=$!
-trap 'kill "$sim_pid" 2>/dev/null || true' EXIT
+# The kind test bed (node image, kind, Flux and registry images; testbed/kind/) waits for the
+# Docker engine and for the sim binaries it reuses, then builds what its cache lacks.
+kind_log=$(mktemp)
+kind_env=$(mktemp)
+phase "kind test bed: building in the background (cached by recipe)"
+( bash testbed/kind/build.sh 2> >(sed -u 's/^/[kind build] /' | tee "$kind_log" >&2) >"$kind_env" ) &
+kind_pid=$!
+trap 'kill "$sim_pid" "$kind_pid" 2>/dev/null || true' EXIT
 
 phase "Docker engine"
 bash scripts/ensure-docker.sh
@@ -60,10 +67,22 @@ if ! wait "$sim_pid"; then
     echo "[test] the sim build failed; its output is above and in $sim_log" >&2
     exit 1
 fi
-trap - EXIT
 done_phase
 
-phase "tests: unit, cli, docker, catalogue, existing, flux, loop, sim"
+phase "waiting for the kind test bed"
+if ! wait "$kind_pid"; then
+    echo "[test] the kind test bed build failed; its output is above and in $kind_log" >&2
+    exit 1
+fi
+trap - EXIT
+# DEVENV_KIND_NODE_IMAGE, DEVENV_KIND_BIN, … for the kind tier.
+set -a
+# shellcheck disable=SC1090
+source "$kind_env"
+set +a
+done_phase
+
+phase "tests: unit, cli, docker, catalogue, existing, flux, loop, sim, kind"
 cargo test --all-features -- "${cargo_args[@]}"
 done_phase
 
