@@ -4,12 +4,14 @@
 #   - a kind node image, devenv-test/kind-node:<KEY>, laid out as kind v0.33's node images
 #     are (kind's own base files, read from the sigs.k8s.io/kind module): Debian bookworm
 #     with systemd and containerd, kubelet/kubeadm/kubectl/kube-proxy of the sim's
-#     Kubernetes pin, and the control-plane images kubeadm asks for preloaded (imported
-#     into containerd by a unit before kubelet), plus the test bed's own adaptations
-#     (node/: sysctl shadowing, cgroups read-write, /dev/kmsg, a bridge CNI config);
+#     Kubernetes pin, and preloaded images (imported into containerd by a unit before
+#     kubelet): the control-plane images kubeadm asks for, local-path-provisioner, busybox
+#     and the three Flux controllers, plus the test bed's own adaptations (node/: sysctl
+#     shadowing, cgroups read-write, /dev/kmsg, a bridge CNI config);
 #   - images of the Flux controllers and the registry made from the sim build's static
 #     binaries, tagged with their upstream names (ghcr.io/fluxcd/<name>:<pin>, registry:3),
-#     for `kind load docker-image`;
+#     in the host's Docker (for `kind load docker-image`); the Flux ones are also those
+#     the node preloads, so flux/install/flux.yaml starts without any registry;
 #   - the kind CLI and a host kubectl.
 #
 # Output (progress on stderr; on stdout only KEY=value lines, for `eval "$(build.sh)"`):
@@ -18,7 +20,7 @@
 #   DEVENV_KIND_KUBECTL      a kubectl of the cluster's version
 #   DEVENV_KIND_DOCKER_WRAPPER_DIR  the directory to put first on kind's PATH
 #   DEVENV_KIND_CONFIG       the cluster config (testbed/kind/kind-config.yaml)
-#   DEVENV_KIND_FLUX_IMAGES  the Flux controller images (space separated)
+#   DEVENV_KIND_FLUX_IMAGES  the Flux controller images (space separated; preloaded in the node)
 #   DEVENV_KIND_REGISTRY_IMAGE  registry:3
 #   DEVENV_KIND_BUSYBOX_IMAGE   a busybox image preloaded in the node (for test pods)
 #   DEVENV_KIND_KUBERNETES_VERSION, DEVENV_KIND_CACHE_DIR, DEVENV_KIND_KEY
@@ -678,6 +680,20 @@ REGCONF
   rm -rf --one-file-system "$d"
 }
 
+# The Flux controller images of the host's Docker (step_app_images), saved for the node's
+# preload: a cluster of the node image runs flux/install/flux.yaml with no registry.
+flux_preload_file() { echo "$OUT/images/flux-$1.tar"; }
+step_flux_preload() {
+  local n img
+  for n in "${FLUX_NAMES[@]}"; do
+    img=$(flux_image "$n")
+    image_ok "$img" || { echo "$img is not this build's image"; return 1; }
+    docker save -o "$(flux_preload_file "$n").tmp" "$img"
+    mv -f "$(flux_preload_file "$n").tmp" "$(flux_preload_file "$n")"
+    echo "saved $img ($(docker image inspect --format '{{.Id}}' "$img"))"
+  done
+}
+
 # kind's default-storage.yaml, from the local-path-provisioner module's own manifest: the
 # preloaded images, volumes under /var (the node's volume), and its StorageClass named
 # "standard" and default, as in kind's node images.
@@ -809,6 +825,10 @@ step_verify() {
     grep -qx "$want.tar" <<<"$out" || { echo "no preloaded archive for $img"; return 1; }
   done
   for img in "${FLUX_NAMES[@]}"; do
+    grep -qx "$(basename "$(flux_preload_file "$img")")" <<<"$out" \
+      || { echo "no preloaded archive for $(flux_image "$img")"; return 1; }
+  done
+  for img in "${FLUX_NAMES[@]}"; do
     docker run --rm --network none "$(flux_image "$img")" --help >/dev/null 2>&1 \
       || { echo "$(flux_image "$img") --help failed"; return 1; }
     echo "$(flux_image "$img"): runs"
@@ -848,6 +868,16 @@ if app_images_ok; then
 else
   run_step app-images "Flux controller and registry images ($FLUX_IMAGES $REGISTRY_IMAGE)" step_app_images
 fi
+# The node's copies of the Flux images: kept in the cache while the archives are there
+# (step_images empties images/ when it runs again).
+for n in "${FLUX_NAMES[@]}"; do
+  [[ -s "$(flux_preload_file "$n")" ]] || { rm -f "$STAMPS/flux-preload"; break; }
+done
+if image_ok "$NODE_IMAGE"; then
+  say "Flux images for the node's preload … not needed (node image present)"
+else
+  run_step flux-preload "Flux images for the node's preload" step_flux_preload
+fi
 if image_ok "$NODE_IMAGE"; then
   say "node image $NODE_IMAGE … present"
 else
@@ -863,7 +893,8 @@ node_size=$(docker image inspect --format '{{.Size}}' "$NODE_IMAGE")
   printf '{\n  "key": "%s",\n  "go": "%s",\n  "built_at": "%s",\n' "$KEY" "$GO_VERSION" "$BUILD_DATE"
   printf '  "node_image": "%s",\n  "node_image_bytes": %s,\n' "$NODE_IMAGE" "$node_size"
   printf '  "kubernetes": "%s",\n  "kind": "%s",\n' "$K8S_VERSION" "${PIN[KIND_VERSION]}"
-  printf '  "preloaded": [%s],\n' "$(sed 's/.*/"&"/' "$OUT/images/kubeadm-images.txt" | paste -sd, -)"
+  printf '  "preloaded": [%s],\n' "$( { cat "$OUT/images/kubeadm-images.txt"; echo "$LOCAL_PATH_IMAGE"; echo "$BUSYBOX_IMAGE"
+    for n in "${FLUX_NAMES[@]}"; do flux_image "$n"; done; } | sed 's/.*/"&"/' | paste -sd, -)"
   printf '  "etcd_note": "the preloaded etcd image is etcd %s (sim/versions.env) under the tag kubeadm asks for",\n' "${PIN[ETCD_VERSION]}"
   printf '  "step_seconds": {'
   first=1

@@ -8,8 +8,11 @@
 #      kind's PATH), waits for the node to be Ready;
 #   4. checks the shadowing inside the node, runs a pod of a preloaded image to
 #      completion, and one with a PVC (local-path), waits for CoreDNS and kube-proxy;
-#   5. kind load docker-image of a Flux controller image, checks the node has it;
-#   6. deletes the cluster (also on failure or interrupt), then fails if a shadowed host
+#   5. checks the node preloaded the Flux controller images (the host's image IDs), applies
+#      flux/install/flux.yaml with the test bed's kubectl and waits until the three Flux
+#      Deployments are Available (nothing is pulled: there is no registry);
+#   6. kind load docker-image of the registry image, checks the node has it;
+#   7. deletes the cluster (also on failure or interrupt), then fails if a shadowed host
 #      sysctl changed (other /proc/sys differences are listed).
 # Prints the time of each phase.
 #
@@ -19,6 +22,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+FLUX_MANIFEST=$(cd "$HERE/../.." && pwd -P)/flux/install/flux.yaml
 CLUSTER=devenv-testbed-smoke
 TIMEOUT=${DEVENV_KIND_SMOKE_TIMEOUT:-240}
 keep=0
@@ -156,6 +160,14 @@ NODE=$CLUSTER-control-plane
 phase "node Ready"
 kc wait --for=condition=Ready node --all --timeout="${TIMEOUT}s" >&2 || fail "the node did not become Ready"
 kc get nodes -o wide >&2
+# Pods need their namespace's default ServiceAccount, which the controller-manager creates
+# a moment after the node can be Ready ("serviceaccount "default" not found").
+waited=0
+until kc -n default get serviceaccount default >/dev/null 2>&1; do
+  (( waited >= TIMEOUT )) && fail "no default ServiceAccount in the default namespace after ${TIMEOUT}s"
+  sleep 1
+  waited=$((waited + 1))
+done
 
 phase "sysctl shadowing inside the node"
 docker exec "$NODE" sh -c '
@@ -230,11 +242,37 @@ kc -n kube-system rollout status deployment/coredns --timeout="${TIMEOUT}s" >&2 
 kc -n kube-system rollout status daemonset/kube-proxy --timeout="${TIMEOUT}s" >&2 || fail "kube-proxy did not become Ready"
 kc -n kube-system get pods -o wide >&2
 
-phase "kind load docker-image (a Flux controller)"
-flux_image=${DEVENV_KIND_FLUX_IMAGES%% *}
-kind_ load docker-image "$flux_image" --name "$CLUSTER" >&2 || fail "kind load docker-image failed"
-docker exec "$NODE" crictl inspecti "$flux_image" >/dev/null || fail "$flux_image is not in the node after kind load"
-say "$flux_image is in the node"
+phase "Flux images preloaded in the node"
+for img in $DEVENV_KIND_FLUX_IMAGES; do
+  want=$(docker image inspect --format '{{.Id}}' "$img") || fail "$img is not in the host's Docker"
+  got=$(docker exec "$NODE" crictl inspecti -o go-template --template '{{.status.id}}' "$img") \
+    || fail "$img is not preloaded in the node"
+  [[ "$got" == "$want" ]] || fail "$img in the node is $got, the host's is $want"
+  say "preloaded: $img ($got)"
+done
+
+phase "Flux install: Deployments Available"
+[[ -f "$FLUX_MANIFEST" ]] || fail "no $FLUX_MANIFEST"
+kc apply --server-side -f "$FLUX_MANIFEST" >&2 || fail "applying $FLUX_MANIFEST failed"
+flux_deployments=$(kc -n flux-system get deployments -o name)
+[[ $(wc -w <<<"$flux_deployments") == 3 ]] || fail "expected three Flux Deployments, got: $flux_deployments"
+# shellcheck disable=SC2086
+if ! kc -n flux-system wait --for=condition=Available $flux_deployments --timeout="${TIMEOUT}s" >&2; then
+  kc -n flux-system get pods -o wide >&2 || true
+  kc -n flux-system describe pods >&2 || true
+  for d in $flux_deployments; do kc -n flux-system logs "$d" --tail=20 >&2 || true; done
+  fail "the Flux Deployments did not become Available"
+fi
+kc -n flux-system get deployments,pods -o wide >&2
+if kc -n flux-system get events --field-selector reason=Pulling -o name | grep -q .; then
+  fail "a Flux image was pulled rather than taken from the node's preload"
+fi
+
+phase "kind load docker-image (the registry image)"
+kind_ load docker-image "$DEVENV_KIND_REGISTRY_IMAGE" --name "$CLUSTER" >&2 || fail "kind load docker-image failed"
+docker exec "$NODE" crictl inspecti "$DEVENV_KIND_REGISTRY_IMAGE" >/dev/null \
+  || fail "$DEVENV_KIND_REGISTRY_IMAGE is not in the node after kind load"
+say "$DEVENV_KIND_REGISTRY_IMAGE is in the node"
 
 end_phase
 say "all checks passed"
