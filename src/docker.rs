@@ -245,7 +245,8 @@ impl Docker {
         }))
     }
 
-    /// Names of all containers (running or not) carrying every given label.
+    /// Names of all containers (running or not) carrying every given label (an empty value:
+    /// the label with any value).
     pub async fn containers_with_labels(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, Error> {
         let filters = label_filters(labels);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
@@ -434,8 +435,11 @@ impl Docker {
     }
 }
 
+/// `key=value` filters; an empty value asks only that the label is there.
 fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())])
+    let filter =
+        |(key, value): &(&str, &str)| if value.is_empty() { key.to_string() } else { format!("{key}={value}") };
+    HashMap::from([("label".to_string(), labels.iter().map(filter).collect())])
 }
 
 fn parse_port_map(bindings: &HashMap<String, Option<Vec<PortBinding>>>) -> BTreeMap<u16, u16> {

@@ -34,6 +34,8 @@ struct Testbed {
     /// The test bed's kind configuration (one node, no default CNI, cgroup v1 allowed).
     kind_config: PathBuf,
     busybox_image: String,
+    /// An image the host's Docker has (the registry's).
+    registry_image: String,
 }
 
 fn testbed() -> Option<Testbed> {
@@ -45,6 +47,7 @@ fn testbed() -> Option<Testbed> {
             wrapper_dir: var("DEVENV_KIND_DOCKER_WRAPPER_DIR")?.into(),
             kind_config: var("DEVENV_KIND_CONFIG")?.into(),
             busybox_image: var("DEVENV_KIND_BUSYBOX_IMAGE")?,
+            registry_image: var("DEVENV_KIND_REGISTRY_IMAGE")?,
         })
     })();
     let problem = match &found {
@@ -142,7 +145,20 @@ fn host_sysctls() -> BTreeMap<String, String> {
 }
 
 fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Runs `down --purge` with the test bed's kind when the test ends, passed or not.
+struct Cleanup<'a> {
+    repo: &'a TestRepo,
+    bed: &'a Testbed,
+    env: &'a str,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = devenv(self.repo, self.bed, &["down", "--purge", "--env", self.env]);
+    }
 }
 
 #[tokio::test]
@@ -152,6 +168,7 @@ async fn kind_runs_the_platform_with_real_pods_and_down_leaves_nothing() {
     let sysctls_before = host_sysctls();
     let env = "t-kind";
     let repo = platform_repo(env, &bed, &mariadb, None);
+    let _cleanup = Cleanup { repo: &repo, bed: &bed, env };
     let started = Instant::now();
     let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "300s", "--output", "json"]);
     let cold = started.elapsed();
@@ -295,15 +312,7 @@ async fn kind_problems_are_refused_before_anything_is_made() {
     // of their node containers.
     let taken = "devenv-t-kind-taken";
     let dummy = format!("{taken}-control-plane");
-    docker(&[
-        "create",
-        "--name",
-        &dummy,
-        "--label",
-        &format!("io.x-k8s.kind.cluster={taken}"),
-        &bed.busybox_image,
-        "true",
-    ]);
+    docker(&["create", "--name", &dummy, "--label", &format!("io.x-k8s.kind.cluster={taken}"), &bed.registry_image]);
     let repo = platform_repo("t-kind-taken", &bed, &mariadb, None);
     let text = expect_refusal(&repo, "t-kind-taken", path_with(&[&bed.wrapper_dir, &bed.bin_dir]), "DEV048");
     docker(&["rm", "-f", &dummy]);

@@ -148,8 +148,16 @@ pub async fn observe(docker: &Docker, config: &Config) -> Result<(BTreeMap<Strin
         observed.insert(service.name.clone(), Observed { container, volume_exists });
     }
     let expected: Vec<String> = config.services.iter().map(|s| naming::container_name(&config.env, &s.name)).collect();
-    let orphans =
-        docker.containers_with_labels(&label_refs).await?.into_iter().filter(|name| !expected.contains(name)).collect();
+    // Only substitutes (they carry a service label) can be orphans; the environment's other
+    // containers, such as a kind cluster's registry, belong to its provider.
+    let mut substitutes = label_refs.clone();
+    substitutes.push((LABEL_SERVICE, ""));
+    let orphans = docker
+        .containers_with_labels(&substitutes)
+        .await?
+        .into_iter()
+        .filter(|name| !expected.contains(name))
+        .collect();
     Ok((observed, orphans))
 }
 
