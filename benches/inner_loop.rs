@@ -16,16 +16,16 @@
 //! Needs the sim binaries, Docker, git and python3, and DEVENV_TEST_MARIADB_IMAGE:
 //!   DEVENV_TEST_MARIADB_IMAGE=$(bash scripts/build-test-image.sh mariadb) cargo bench --bench inner_loop
 
+#[path = "common/classic.rs"]
+mod classic;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use classic::{GitServer, classic_loop, environment_values, median, remove_classic};
 use serde_json::json;
 
 const ROUNDS: usize = 3;
@@ -105,8 +105,14 @@ fn main() {
     runtime
         .block_on(devenv::flux::deploy::remove(&client, &config, prune_deadline, &devenv::ui::SilentReporter))
         .unwrap();
-    let server = GitServer::start(work.path(), &registry);
-    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment));
+    let server = GitServer::on_host(work.path());
+    prepare_classic(&server, &registry);
+    let manifest = server.checkout.join("apps/base/ledger/deployment.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let edit = |round: usize| {
+        std::fs::write(&manifest, original.replace("ledger:1.0.7", &format!("ledger:2.0.{round}"))).unwrap();
+    };
+    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 5, edit));
     runtime.block_on(remove_classic(&client));
     drop(server);
 
@@ -212,188 +218,21 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// The environment ConfigMap and Secret devenv wrote, as one map: what Terraform would write
-/// for the classic loop.
-async fn environment_values(client: &kube::Client) -> BTreeMap<String, String> {
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "flux-system");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "flux-system");
-    let mut values = config_maps.get("cluster-env").await.unwrap().data.unwrap_or_default();
-    for (key, value) in secrets.get("cluster-env-secrets").await.unwrap().data.unwrap_or_default() {
-        values.insert(key, String::from_utf8(value.0).unwrap());
-    }
-    values
-}
-
-/// A bare repository served over HTTP by git http-backend behind Python's CGI server, and a
-/// checkout of the fixture pushed to it.
-struct GitServer {
-    child: Child,
-    port: u16,
-    checkout: PathBuf,
-}
-
-impl GitServer {
-    fn start(work: &Path, registry: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let root = work.join("git");
-        let cgi = root.join("cgi-bin");
-        std::fs::create_dir_all(&cgi).unwrap();
-        git(&root, &["init", "-q", "--bare", "classic.git"]);
-        // Python's CGI server runs scripts as `nobody` when started as root: the repository
-        // must be readable by others, and git must accept a repository owned by someone else.
-        for dir in [work, root.as_path()] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::write(
-            cgi.join("git"),
-            format!(
-                "#!/bin/sh\nexport GIT_PROJECT_ROOT={}\nexport GIT_HTTP_EXPORT_ALL=1\nexport GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\nexec /usr/lib/git-core/git-http-backend\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-
-        // The fixture as the cluster's repository: bootstrap's GitRepository points at this
-        // server, and the chart comes from the environment's registry, where devenv put it.
-        let checkout = work.join("classic");
-        common::copy_tree(Path::new(FIXTURE), &checkout);
-        let server = GitServer { child, port, checkout };
-        let sync = server.checkout.join("clusters/local/flux-system/gotk-sync.yaml");
-        let text = std::fs::read_to_string(&sync).unwrap();
-        std::fs::write(&sync, text.replace("ssh://git@example.com/lender/platform", &server.url())).unwrap();
-        let release = server.checkout.join("apps/base/audit/release.yaml");
-        let text = std::fs::read_to_string(&release).unwrap();
-        let local = format!("url: oci://{registry}/charts/audit\n  insecure: true");
-        std::fs::write(&release, text.replace("url: oci://ghcr.io/lender/charts/audit", &local)).unwrap();
-        // No pod serves the admission webhook in sim (devenv's overlay deletes it there).
-        let crds = server.checkout.join("infrastructure/crds");
-        std::fs::remove_file(crds.join("policy-webhook.yaml")).unwrap();
-        let text = std::fs::read_to_string(crds.join("kustomization.yaml")).unwrap();
-        std::fs::write(crds.join("kustomization.yaml"), text.replace("  - policy-webhook.yaml\n", "")).unwrap();
-        git(&server.checkout, &["init", "-q", "-b", "main"]);
-        git(&server.checkout, &["remote", "add", "origin", root.join("classic.git").to_str().unwrap()]);
-        server.commit();
-        std::thread::sleep(Duration::from_millis(500));
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/cgi-bin/git/classic.git", self.port)
-    }
-
-    /// Commits the checkout as it is and pushes it; returns the commit.
-    fn commit(&self) -> String {
-        git(&self.checkout, &["add", "-A"]);
-        git(
-            &self.checkout,
-            &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "edit"],
-        );
-        git(&self.checkout, &["push", "-q", "origin", "main"]);
-        let output = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&self.checkout).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    }
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git").args(args).current_dir(dir).stdout(Stdio::null()).status().unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
-fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(client.clone(), "flux-system", &resource)
-}
-
-async fn classic_loop(
-    client: &kube::Client,
-    server: &GitServer,
-    environment: &BTreeMap<String, String>,
-) -> Vec<Duration> {
-    let sources = api(client, "source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories");
-    let kustomizations = api(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations");
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "flux-system");
-    let apply = PatchParams::apply("bench").force();
-    let config_map = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "cluster-env", "namespace": "flux-system"},
-        "data": environment,
-    });
-    config_maps.patch("cluster-env", &apply, &Patch::Apply(&config_map)).await.unwrap();
-    let source = json!({
-        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-        "metadata": {"name": "flux-system", "namespace": "flux-system"},
-        "spec": {"interval": "60m", "url": server.url(), "ref": {"branch": "main"}},
-    });
-    sources.patch("flux-system", &apply, &Patch::Apply(&source)).await.unwrap();
-    let root = json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": "flux-system", "namespace": "flux-system"},
-        "spec": {"interval": "60m", "path": "./clusters/local", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}},
-    });
-    kustomizations.patch("flux-system", &apply, &Patch::Apply(&root)).await.unwrap();
-    let manifest = server.checkout.join("apps/base/ledger/deployment.yaml");
-    let original = std::fs::read_to_string(&manifest).unwrap();
-    let mut times = Vec::new();
-    for round in 0..=ROUNDS {
-        let started = Instant::now();
-        std::fs::write(&manifest, original.replace("ledger:1.0.7", &format!("ledger:2.0.{round}"))).unwrap();
-        let commit = server.commit();
-        let now = format!("{:?}", std::time::SystemTime::now());
-        let annotate = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
-        sources.patch("flux-system", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        // The edit is live once every Kustomization of the graph applied the commit.
-        loop {
-            let list = kustomizations.list(&ListParams::default()).await.unwrap().items;
-            let behind: Vec<String> = list
-                .iter()
-                .filter(|k| {
-                    let applied = k.data.pointer("/status/lastAppliedRevision").and_then(|v| v.as_str());
-                    !applied.unwrap_or_default().ends_with(&commit)
-                })
-                .map(|k| k.metadata.name.clone().unwrap_or_default())
-                .collect();
-            if list.len() >= 5 && behind.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the classic loop never applied {commit}; behind: {behind:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // The first round also creates the objects; only later rounds are the loop.
-        if round > 0 {
-            times.push(started.elapsed());
-        }
-    }
-    times
-}
-
-/// Deletes the classic root and waits for Flux to prune the graph.
-async fn remove_classic(client: &kube::Client) {
-    let kustomizations = api(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations");
-    let _ = kustomizations.delete("flux-system", &Default::default()).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while kustomizations.get_opt("flux-system").await.unwrap().is_some() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
+/// The fixture as the cluster's repository: bootstrap's GitRepository points at the server,
+/// and the chart comes from the environment's registry, where devenv put it.
+fn prepare_classic(server: &GitServer, registry: &str) {
+    common::copy_tree(Path::new(FIXTURE), &server.checkout);
+    let sync = server.checkout.join("clusters/local/flux-system/gotk-sync.yaml");
+    let text = std::fs::read_to_string(&sync).unwrap();
+    std::fs::write(&sync, text.replace("ssh://git@example.com/lender/platform", &server.url())).unwrap();
+    let release = server.checkout.join("apps/base/audit/release.yaml");
+    let text = std::fs::read_to_string(&release).unwrap();
+    let local = format!("url: oci://{registry}/charts/audit\n  insecure: true");
+    std::fs::write(&release, text.replace("url: oci://ghcr.io/lender/charts/audit", &local)).unwrap();
+    // No pod serves the admission webhook in sim (devenv's overlay deletes it there).
+    let crds = server.checkout.join("infrastructure/crds");
+    std::fs::remove_file(crds.join("policy-webhook.yaml")).unwrap();
+    let text = std::fs::read_to_string(crds.join("kustomization.yaml")).unwrap();
+    std::fs::write(crds.join("kustomization.yaml"), text.replace("  - policy-webhook.yaml\n", "")).unwrap();
+    server.publish();
 }

@@ -2,6 +2,8 @@
 //! tier gates (under CI=true a tier that cannot run fails instead of skipping).
 #![allow(dead_code)]
 
+pub mod kind;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
