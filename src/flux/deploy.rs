@@ -26,7 +26,7 @@ use crate::ui::{Reporter, ReporterExt, Status};
 pub const ROOT_NAME: &str = "devenv-root";
 const POLL: Duration = Duration::from_millis(250);
 /// How long `remove` waits for Flux to prune what it applied.
-const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
+pub(super) const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 /// With the same value as `requestedAt`, makes helm-controller reset a HelmRelease's
 /// failure count and try again.
 const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";

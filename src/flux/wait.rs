@@ -93,6 +93,7 @@ pub async fn until_ready(
     let mut listing = [true, true];
     let mut live = LiveStatus::default();
     let mut waiting = String::from("the first list of Flux objects");
+    let mut nudged = BTreeSet::new();
     loop {
         let next = match tokio::time::timeout_at(deadline, events.next()).await {
             Ok(Some(next)) => next,
@@ -144,6 +145,7 @@ pub async fn until_ready(
                 message: format!("{}{causes}", failed.status.message),
             });
         }
+        nudge_dependents(client, &statuses, &all, target.token, &mut nudged).await;
         let root_key = format!("Kustomization/{}/{ROOT_NAME}", target.flux_namespace);
         let pending: Vec<String> = statuses
             .iter()
@@ -155,6 +157,49 @@ pub async fn until_ready(
             return Ok(statuses.into_iter().map(|s| s.status).collect());
         }
         waiting = if pending.is_empty() { root_key } else { pending.join(", ") };
+    }
+}
+
+/// Whether a handled reconcile request is this round's: its token, or one derived from it
+/// by [`nudge_dependents`].
+fn of_this_round(handled: &str, token: &str) -> bool {
+    handled == token || handled.strip_prefix(token).is_some_and(|rest| rest.starts_with(".after-"))
+}
+
+/// Flux retries an object whose dependencies were not Ready only after its requeue interval
+/// (`--requeue-dependency`, 30 s in a stock install, per hop of a `dependsOn` chain). Once
+/// every dependency is Ready this round, the waiting object is asked to reconcile at once,
+/// with a request token derived from this round's. Best effort: Flux's own retry remains.
+async fn nudge_dependents(
+    client: &kube::Client,
+    statuses: &[Evaluated],
+    objects: &[&DynamicObject],
+    token: &str,
+    nudged: &mut BTreeSet<String>,
+) {
+    let ready: BTreeSet<&str> = statuses.iter().filter(|s| s.status.ready).map(|s| s.status.object.as_str()).collect();
+    for evaluated in statuses {
+        let status = &evaluated.status;
+        if status.ready
+            || status.depends_on.is_empty()
+            || nudged.contains(&status.object)
+            || !status.depends_on.iter().all(|d| ready.contains(d.as_str()))
+        {
+            continue;
+        }
+        let Some(object) = objects.iter().find(|o| key(o) == status.object) else { continue };
+        let reason = condition(object, "Ready").and_then(|c| c["reason"].as_str());
+        if reason != Some("DependencyNotReady") {
+            continue;
+        }
+        nudged.insert(status.object.clone());
+        let Some(types) = &object.types else { continue };
+        let reference = serde_json::json!({
+            "apiVersion": types.api_version, "kind": types.kind,
+            "metadata": {"name": object.metadata.name, "namespace": object.metadata.namespace},
+        });
+        let request = format!("{token}.after-{}", nudged.len());
+        let _ = crate::kube::annotate(client, &reference, &[(super::deploy::REQUESTED_AT, &request)]).await;
     }
 }
 
@@ -316,7 +361,7 @@ fn observe<'a>(object: &'a DynamicObject, target: Option<&Target<'_>>) -> Observ
         fresh &= status_str("lastAttemptedRevisionDigest") == Some(digest.as_str());
     }
     if let Some(target) = target.filter(|t| t.requested.contains(&key)) {
-        fresh &= status_str("lastHandledReconcileAt") == Some(target.token);
+        fresh &= status_str("lastHandledReconcileAt").is_some_and(|handled| of_this_round(handled, target.token));
     }
     is_ready &= fresh;
     let reason = ready.and_then(|c| c["reason"].as_str()).unwrap_or_default();
@@ -554,6 +599,14 @@ mod tests {
             depends_on: depends_on.iter().map(|d| format!("Kustomization/flux-system/{d}")).collect(),
             causes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn requests_derived_from_this_rounds_token_are_this_rounds() {
+        assert!(of_this_round("1764500000.000000001", "1764500000.000000001"));
+        assert!(of_this_round("1764500000.000000001.after-2", "1764500000.000000001"));
+        assert!(!of_this_round("1764500000.0000000012", "1764500000.000000001"), "another round's token");
+        assert!(!of_this_round("1764499999.000000001", "1764500000.000000001"));
     }
 
     #[test]
