@@ -8,6 +8,7 @@
 //! Commands pick a provider with [`for_config`] (from the profile) or [`for_record`] (from the
 //! state file, so `down` works when devenv.yaml does not parse) and never name one.
 
+pub mod container_cluster;
 pub mod existing;
 pub mod flux_install;
 pub mod kind;

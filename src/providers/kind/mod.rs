@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error as ProviderError, Registry, kubeconfig};
+use super::{
+    Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error as ProviderError, Registry, container_cluster,
+    kubeconfig,
+};
 use crate::config::Config;
 use crate::config::profile::Provider;
 use crate::docker::{self, ContainerSpec, Docker};
@@ -398,20 +399,10 @@ impl KindCluster {
     }
 
     async fn wait_nodes_ready(&self, client: &kube::Client, step: &str, reporter: &dyn Reporter) -> Result<(), Error> {
-        let nodes: Api<Node> = Api::all(client.clone());
-        let started = Instant::now();
-        reporter.progress(step, "waiting for the nodes to be Ready");
-        loop {
-            if let Ok(list) = nodes.list(&ListParams::default()).await
-                && !list.items.is_empty()
-                && list.items.iter().all(node_ready)
-            {
-                return Ok(());
-            }
-            if started.elapsed() >= NODES_READY_DEADLINE {
-                return Err(Error::NodesNotReady { name: self.name.clone(), waited: NODES_READY_DEADLINE });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if container_cluster::wait_nodes_ready(client, NODES_READY_DEADLINE, step, reporter).await {
+            Ok(())
+        } else {
+            Err(Error::NodesNotReady { name: self.name.clone(), waited: NODES_READY_DEADLINE })
         }
     }
 
@@ -444,13 +435,6 @@ impl KindCluster {
         reporter.finished(&step, Status::Ok, &format!("deleted{kept}"), started.elapsed());
         Ok(existed)
     }
-}
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn read_kind_config(path: &Path) -> Result<serde_yaml::Value, Error> {
@@ -497,37 +481,8 @@ impl ClusterProvider for KindCluster {
 
     fn status<'a>(&'a self, info: &'a ClusterInfo) -> BoxFuture<'a, Result<ClusterStatus, ProviderError>> {
         Box::pin(async move {
-            let unhealthy = |detail: String| ClusterStatus { healthy: false, detail, processes: Vec::new() };
-            let client = match self.client_for(info).await {
-                Ok(client) => client,
-                Err(error) => return Ok(unhealthy(error.to_string())),
-            };
-            let version = match super::answers(&client).await {
-                Ok(version) => version,
-                Err(reason) => return Ok(unhealthy(format!("{} does not answer: {reason}", info.api_server))),
-            };
-            let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items);
-            let pods = Api::<Pod>::all(client).list(&ListParams::default()).await.map(|l| l.items);
-            let (Ok(nodes), Ok(pods)) = (nodes, pods) else {
-                return Ok(unhealthy(format!("Kubernetes {version}: its nodes and pods cannot be listed")));
-            };
-            let ready = nodes.iter().filter(|n| node_ready(n)).count();
-            let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-            let running = pods.iter().filter(|p| phase(p) == "Running").count();
-            let done = pods.iter().filter(|p| phase(p) == "Succeeded").count();
-            let docker = Docker::connect().await.map_err(Error::from)?;
-            let registry = info.registry.from_cluster.split(':').next().unwrap_or_default().to_string();
-            let registry_running =
-                docker.inspect_container(&registry).await.map_err(Error::from)?.is_some_and(|c| c.running);
-            Ok(ClusterStatus {
-                healthy: ready == nodes.len() && ready > 0 && registry_running,
-                detail: format!(
-                    "Kubernetes {version}: {ready}/{} node(s) Ready, {running} pod(s) Running, {done} completed; registry {}",
-                    nodes.len(),
-                    if registry_running { "running" } else { "not running" }
-                ),
-                processes: Vec::new(),
-            })
+            let client = self.client_for(info).await.map_err(|error| error.to_string());
+            Ok(container_cluster::status(client, info).await.map_err(Error::from)?)
         })
     }
 
