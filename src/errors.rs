@@ -62,8 +62,8 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV044", "the kubeconfig or its context cannot be used"),
     ("DEV045", "the cluster's API server does not answer"),
     ("DEV046", "the registry's credentials cannot be read"),
-    ("DEV047", "the `kind` command is missing or too old"),
-    ("DEV048", "a kind cluster of that name exists and devenv did not create it"),
+    ("DEV047", "the `kind` or `k3d` command is missing or too old"),
+    ("DEV048", "a kind or k3d cluster of that name exists and devenv did not create it"),
     ("DEV050", "a doctor check failed"),
     ("DEV060", "a substituted variable has no value"),
     ("DEV061", "the working tree cannot be packed"),
@@ -145,6 +145,7 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Provider(e) => match e {
             providers::Error::Sim(e) => diagnose_sim(e),
             providers::Error::Kind(e) => return diagnose_kind(e),
+            providers::Error::K3d(e) => return diagnose_k3d(e),
             providers::Error::Existing(providers::existing::Error::Context(e)) | providers::Error::Kubeconfig(e) => {
                 ("DEV044", Some(kubeconfig_hint(e)))
             }
@@ -278,6 +279,64 @@ fn diagnose_kind(error: &providers::kind::Error) -> Diagnosis {
         ),
         Kind::Command { output, .. } => {
             let mut hint = "kind's last words:".to_string();
+            for line in output.lines() {
+                let _ = write!(hint, "\n    {line}");
+            }
+            ("DEV041", 1, hint)
+        }
+        _ => ("DEV041", 1, "`devenv status` shows the cluster; `devenv down` removes what was made so far".into()),
+    };
+    Diagnosis { id, exit_code, hint: Some(hint) }
+}
+
+/// The id, exit code and hint of a k3d provider's error; the ids are kind's where the
+/// meaning is the same.
+fn diagnose_k3d(error: &providers::k3d::Error) -> Diagnosis {
+    use providers::k3d::Error as K3d;
+    let (id, exit_code, hint): (&'static str, i32, String) = match error {
+        K3d::Missing | K3d::TooOld { .. } => (
+            "DEV047",
+            1,
+            format!(
+                "install k3d v{}.{}.0 or newer (https://k3d.io/stable/#installation) and put it on PATH; `devenv doctor` checks it",
+                providers::k3d::cli::MIN_VERSION.0,
+                providers::k3d::cli::MIN_VERSION.1
+            ),
+        ),
+        K3d::NameTaken { name } => (
+            "DEV048",
+            1,
+            format!(
+                "devenv only uses k3d clusters it created: give this environment another cluster with the profile's `cluster.name` (or `--env NAME`), or delete that cluster yourself (`k3d cluster delete {name}`) if you no longer need it"
+            ),
+        ),
+        K3d::InvalidName { .. } => (
+            "DEV005",
+            2,
+            format!(
+                "k3d names a cluster with a DNS label of at most {} characters: shorten the profile's `cluster.name`, or the environment name (`--env NAME`) that the default `devenv-<env>` is made of",
+                providers::k3d::config::MAX_CLUSTER_NAME
+            ),
+        ),
+        K3d::RegistryPortTaken { port } => (
+            "DEV023",
+            1,
+            format!(
+                "free the port (`ss -ltnp 'sport = :{port}'` shows who holds it), or change or remove `registry.hostPort` in the profile to let devenv choose one"
+            ),
+        ),
+        K3d::RegistryPort(_) => ("DEV023", 1, "check that 127.0.0.1 has free ports".into()),
+        K3d::Docker(e) => {
+            let (id, hint) = diagnose_docker(e);
+            return Diagnosis { id, exit_code: 1, hint };
+        }
+        K3d::Flux(_) => (
+            "DEV041",
+            1,
+            "see what the controllers do with `kubectl -n flux-system get pods` and `kubectl -n flux-system describe pods`; air-gapped machines set the profile's `flux.imageRegistry` to a mirror of ghcr.io/fluxcd".into(),
+        ),
+        K3d::Command { output, .. } => {
+            let mut hint = "k3d's last words:".to_string();
             for line in output.lines() {
                 let _ = write!(hint, "\n    {line}");
             }

@@ -62,14 +62,14 @@ fn errors_are_json_with_output_json() {
 
 #[test]
 fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
-    let repo = TestRepo::new("t-cli-kind", SERVICE);
+    let repo = TestRepo::new("t-cli-preview", SERVICE);
     repo.devenv()
-        .args(["up", "--profile", "local"])
+        .args(["up", "--profile", "preview"])
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
-            "error[DEV040]: profile `local` uses the `kind` cluster provider, which this version of devenv cannot run",
+            "error[DEV040]: profile `preview` uses the `eks-namespace` cluster provider, which this version of devenv cannot run",
         ))
         .stderr(predicate::str::contains("--profile standalone"));
     assert!(!repo.state_file().exists());
@@ -386,4 +386,193 @@ fn a_reader_that_goes_away_does_not_stop_the_command() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(
+                files_under(&path).into_iter().map(|f| format!("{}/{f}", path.file_name().unwrap().to_string_lossy())),
+            );
+        } else {
+            files.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    files
+}
+
+#[test]
+fn a_missing_k3d_names_its_install_and_nothing_is_created() {
+    let repo = TestRepo::new("t-cli-nok3d", SERVICE);
+    // PATH has no k3d: devenv itself needs nothing from it.
+    let path = tempfile::tempdir().unwrap();
+    repo.devenv()
+        .args(["up", "--profile", "k3d"])
+        .env("PATH", path.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error[DEV047]: the `k3d` command is not installed (it is not on PATH)"))
+        .stderr(predicate::str::contains(
+            "hint: install k3d v5.5.0 or newer (https://k3d.io/stable/#installation) and put it on PATH",
+        ));
+    assert_eq!(files_under(repo.state.path()), Vec::<String>::new(), "nothing is recorded or written");
+    repo.devenv()
+        .args(["doctor", "--profile", "k3d"])
+        .env("PATH", path.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("FAIL  k3d      the `k3d` command is not installed"))
+        .stdout(predicate::str::contains("fix: install k3d v5.5.0 or newer"));
+    assert!(!repo.state_file().exists(), "doctor records nothing");
+}
+
+#[test]
+fn a_k3d_cluster_name_longer_than_k3d_accepts_is_a_config_error() {
+    // `devenv-<env>` is 36 characters; k3d takes at most 32.
+    let repo = TestRepo::new("t-cli-k3d-name-k3d-refuses-it", SERVICE);
+    repo.devenv()
+        .args(["up", "--profile", "k3d"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV005]: `devenv-t-cli-k3d-name-k3d-refuses-it` cannot name a k3d cluster: it is longer than 32 characters",
+        ))
+        .stderr(predicate::str::contains("shorten the profile's `cluster.name`"));
+    assert!(!repo.state_file().exists());
+}
+
+/// A `k3d` that answers `version` and `cluster list` as k3d v5.9.0 does on an engine whose
+/// clusters are `listed`, logs every command line to `k3d.log`, keeps the configuration
+/// `cluster create` is given as `created.yaml`, then fails as k3d does without a Docker
+/// engine. Shell builtins only, so PATH needs nothing else.
+fn fake_k3d(dir: &std::path::Path, listed: &[&str]) {
+    let clusters: Vec<String> = listed
+        .iter()
+        .map(|name| {
+            format!(r#"{{"name":"{name}","serversRunning":1,"serversCount":1,"agentsRunning":0,"agentsCount":0}}"#)
+        })
+        .collect();
+    let script = format!(
+        r#"#!/bin/sh
+printf '%s\n' "$*" >> '{dir}/k3d.log'
+case "$*" in
+  "version") printf 'k3d version v5.9.0\nk3s version v1.33.1-k3s1 (default)\n' ;;
+  "cluster list -o json") printf '%s\n' '[{clusters}]' ;;
+  "cluster create --config "*)
+    while IFS= read -r line; do printf '%s\n' "$line"; done < "$4" > '{dir}/created.yaml'
+    printf 'INFO[0000] Prep: Network\n'
+    printf 'ERRO[0000] Failed to get nodes for cluster: no Docker engine here\n' >&2
+    exit 1 ;;
+  *) exit 2 ;;
+esac
+"#,
+        dir = dir.display(),
+        clusters = clusters.join(",")
+    );
+    let path = dir.join("k3d");
+    std::fs::write(&path, script).unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+}
+
+/// k3d's own JSON schema of its configuration, vendored from its Go module (see its README).
+fn k3d_schema() -> jsonschema::Validator {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k3d");
+    let schemas: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("v1alpha5-schema-"))
+        .collect();
+    assert_eq!(schemas.len(), 1, "one vendored schema: {schemas:?}");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&schemas[0]).unwrap()).unwrap();
+    jsonschema::draft7::options().should_validate_formats(true).build(&schema).unwrap()
+}
+
+#[test]
+fn k3d_is_run_on_a_recorded_cluster_with_a_configuration_its_schema_accepts() {
+    let env = "t-cli-k3d";
+    let repo = TestRepo::new(env, "");
+    repo.write("clusters/local/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n");
+    let bin = tempfile::tempdir().unwrap();
+    fake_k3d(bin.path(), &["someone-elses"]);
+    let output = repo
+        .devenv()
+        .args(["up", "--profile", "k3d"])
+        .env("PATH", bin.path())
+        .env("KUBECONFIG", repo.state.path().join("kubeconfig"))
+        .env("DOCKER_HOST", NO_DOCKER)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let state_dir = repo.state.path().join("envs").join(env);
+    let config_path = state_dir.join("k3d-config.yaml");
+    assert!(
+        stderr.contains(&format!("error[DEV041]: `k3d cluster create --config {}` failed", config_path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: k3d's last words:\n    INFO[0000] Prep: Network\n    ERRO[0000] Failed to get nodes"),
+        "{stderr}"
+    );
+
+    // Exactly these commands: the checks before anything is made (preflight), again in `up`,
+    // then the cluster from the written configuration.
+    let log = std::fs::read_to_string(bin.path().join("k3d.log")).unwrap();
+    let create = format!("cluster create --config {}", config_path.display());
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["version", "cluster list -o json", "version", "cluster list -o json", create.as_str()]
+    );
+
+    // The cluster and its registry were recorded before k3d was asked to make them.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state_dir.join("k3d.json")).unwrap()).unwrap();
+    assert_eq!(record["cluster"], "devenv-t-cli-k3d");
+    assert_eq!(record["registryContainer"], "k3d-devenv-t-cli-k3d-registry");
+    let port = record["registryPort"].as_u64().unwrap();
+    assert_ne!(port, 0);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo.state_file()).unwrap()).unwrap();
+    assert_eq!(state["cluster"]["provider"], "k3d");
+    assert_eq!(state["cluster"]["context"], "k3d-devenv-t-cli-k3d");
+    assert_eq!(state["cluster"]["registry"]["fromCluster"], "k3d-devenv-t-cli-k3d-registry:5000");
+
+    // What k3d was given is what devenv wrote, and k3d's schema accepts it.
+    let created = std::fs::read_to_string(bin.path().join("created.yaml")).unwrap();
+    assert_eq!(created, std::fs::read_to_string(&config_path).unwrap());
+    let config: serde_json::Value = serde_yaml::from_str(&created).unwrap();
+    let errors: Vec<String> =
+        k3d_schema().iter_errors(&config).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert_eq!(errors, Vec::<String>::new(), "{created}");
+    assert_eq!(config["metadata"]["name"], "devenv-t-cli-k3d");
+    assert_eq!(config["registries"]["create"]["name"], "k3d-devenv-t-cli-k3d-registry");
+    assert_eq!(config["registries"]["create"]["hostPort"], port.to_string());
+    assert!(config["registries"]["config"].as_str().unwrap().contains(&format!("\"localhost:{port}\":")));
+}
+
+#[test]
+fn a_k3d_cluster_devenv_did_not_create_is_refused_and_left_alone() {
+    let repo = TestRepo::new("t-cli-k3d-taken", SERVICE);
+    let bin = tempfile::tempdir().unwrap();
+    fake_k3d(bin.path(), &["devenv-t-cli-k3d-taken"]);
+    repo.devenv()
+        .args(["up", "--profile", "k3d"])
+        .env("PATH", bin.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error[DEV048]: a k3d cluster named `devenv-t-cli-k3d-taken` already exists, and devenv did not create it",
+        ))
+        .stderr(predicate::str::contains("(`k3d cluster delete devenv-t-cli-k3d-taken`)"));
+    let log = std::fs::read_to_string(bin.path().join("k3d.log")).unwrap();
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["version", "cluster list -o json"], "asked, never told");
+    assert_eq!(files_under(repo.state.path()), Vec::<String>::new(), "nothing is recorded or written");
 }

@@ -23,7 +23,7 @@ pub struct Profile {
     /// Lifetime of a preview environment, e.g. `72h`.
     #[serde(default)]
     pub ttl: Option<String>,
-    /// How Flux is installed in a cluster devenv makes (kind).
+    /// How Flux is installed in a cluster devenv makes (kind, k3d).
     #[serde(default)]
     pub flux: FluxInstallConfig,
 }
@@ -69,10 +69,11 @@ pub struct ClusterConfig {
     /// Cluster name (kind/k3d); default `devenv-<env>`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Kubernetes version of the cluster (kind: selects `kindest/node:<version>`).
+    /// Kubernetes version of the cluster (kind: selects `kindest/node:v<version>`; k3d:
+    /// `rancher/k3s:v<version>-k3s1`).
     #[serde(default)]
     pub kubernetes_version: Option<String>,
-    /// Node image (kind); default: the kind release's own.
+    /// Node image (kind, k3d); default: the kind or k3d release's own.
     #[serde(default)]
     pub image: Option<String>,
     /// A kind cluster configuration (a file relative to the repository root) merged into the
@@ -91,7 +92,7 @@ pub struct RegistryConfig {
     /// Host port of the environment's registry on 127.0.0.1 (default: a free port).
     #[serde(default)]
     pub host_port: Option<u16>,
-    /// Image of the registry container devenv runs beside a kind cluster (default `registry:3`).
+    /// Image of the registry container beside a kind or k3d cluster (default `registry:3`).
     #[serde(default)]
     pub image: Option<String>,
     /// `HOST[:PORT]` this machine pushes to (existing): the user's registry.

@@ -15,25 +15,27 @@ pub(super) fn check_supported(
     context_flag: Option<&str>,
 ) -> Result<(), Error> {
     let provider = profile.cluster.provider;
-    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing | Provider::Kind) {
+    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing | Provider::Kind | Provider::K3d) {
         return Ok(());
     }
     let existing = provider == Provider::Existing;
     let kind = provider == Provider::Kind;
+    // A cluster devenv makes on this machine: kind or k3d.
+    let local = matches!(provider, Provider::Kind | Provider::K3d);
     let cluster = &profile.cluster;
     let registry = &profile.registry;
     // (field, set in the profile, usable by this provider)
     let fields = [
-        ("cluster.name", cluster.name.is_some(), kind),
-        ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), kind),
-        ("cluster.image", cluster.image.is_some(), kind),
+        ("cluster.name", cluster.name.is_some(), local),
+        ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), local),
+        ("cluster.image", cluster.image.is_some(), local),
         ("cluster.kindConfig", cluster.kind_config.is_some(), kind),
         ("cluster.context", cluster.context.is_some(), existing),
-        ("registry.hostPort", registry.host_port.is_some(), kind),
-        ("registry.image", registry.image.is_some(), kind),
+        ("registry.hostPort", registry.host_port.is_some(), local),
+        ("registry.image", registry.image.is_some(), local),
         ("registry.url", registry.url.is_some(), existing),
         ("registry.pullUrl", registry.pull_url.is_some(), existing),
-        ("flux.imageRegistry", profile.flux.image_registry.is_some(), kind),
+        ("flux.imageRegistry", profile.flux.image_registry.is_some(), local),
         ("quota", profile.quota.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
         ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
@@ -157,6 +159,12 @@ mod tests {
         let existing =
             load("cluster:\n  provider: existing\n  context: a\nregistry:\n  url: 127.0.0.1:5000\n", Some("b"));
         assert_eq!(existing.unwrap().context.as_deref(), Some("b"), "--context wins over the profile");
+        assert_eq!(
+            message(load("cluster:\n  provider: k3d\n  kindConfig: kind.yaml\n", None)),
+            ".devenv/profiles/mine.yaml:3:15: cluster.kindConfig: not supported yet with the `k3d` provider"
+        );
+        let k3d = "cluster:\n  provider: k3d\n  name: mine\n  kubernetesVersion: \"1.33.1\"\nregistry:\n  hostPort: 5001\n  image: registry:3\nflux:\n  imageRegistry: mirror.example.com/fluxcd\n";
+        assert_eq!(message(load(k3d, None)), "ok", "every field the k3d provider uses");
         // Providers that cannot run yet keep failing with DEV040 later, whatever they declare.
         assert_eq!(message(load("cluster:\n  provider: eks-namespace\nquota:\n  pods: 5\nttl: 72h\n", None)), "ok");
     }

@@ -11,6 +11,7 @@
 pub mod container_cluster;
 pub mod existing;
 pub mod flux_install;
+pub mod k3d;
 pub mod kind;
 pub mod kubeconfig;
 pub mod registry;
@@ -30,7 +31,7 @@ use crate::ui::Reporter;
 pub use registry::Registry;
 
 /// Providers this version of devenv can run.
-pub const AVAILABLE: &[&str] = &["none", "sim", "existing", "kind"];
+pub const AVAILABLE: &[&str] = &["none", "sim", "existing", "kind", "k3d"];
 
 /// How long a single question to an API server may take before it counts as unreachable.
 pub const API_DEADLINE: Duration = Duration::from_secs(10);
@@ -45,6 +46,8 @@ pub enum Error {
     Existing(#[from] existing::Error),
     #[error(transparent)]
     Kind(#[from] kind::Error),
+    #[error(transparent)]
+    K3d(#[from] k3d::Error),
     #[error(transparent)]
     Kubeconfig(#[from] kubeconfig::Error),
     #[error(transparent)]
@@ -170,7 +173,7 @@ pub async fn flux_presence(client: &kube::Client) -> Result<FluxPresence, kube::
 /// Fails before any side effect when the profile's provider cannot run here.
 pub fn check_available(profile: &str, provider: Provider) -> Result<(), Error> {
     match provider {
-        Provider::None | Provider::Existing | Provider::Kind => Ok(()),
+        Provider::None | Provider::Existing | Provider::Kind | Provider::K3d => Ok(()),
         Provider::Sim => sim::binaries().map(drop).map_err(Error::from),
         _ => Err(Error::NotAvailable { profile: profile.to_string(), provider: provider.as_str() }),
     }
@@ -183,13 +186,16 @@ pub fn prerequisites() -> Vec<(Provider, Result<String, Error>)> {
         .map(|built| format!("the sim cluster's binaries are built ({})", built.dir.display()))
         .map_err(Error::from);
     let kind = kind::cli::version().map(|version| format!("kind {version} is installed")).map_err(Error::from);
-    vec![(Provider::Sim, sim), (Provider::Kind, kind)]
+    let k3d = k3d::cli::version().map(|version| format!("k3d {version} is installed")).map_err(Error::from);
+    vec![(Provider::Sim, sim), (Provider::Kind, kind), (Provider::K3d, k3d)]
 }
 
-/// The Docker network on which a provider's pods reach substitute containers by name.
-pub fn pod_network(provider: Provider) -> Option<&'static str> {
-    match provider {
-        Provider::Kind => Some(kind::NETWORK),
+/// The Docker network on which the profile's cluster's pods reach substitute containers by
+/// name: `kind` for every kind cluster, `k3d-<cluster>` for the k3d cluster of the profile.
+pub fn pod_network(config: &Config) -> Option<String> {
+    match config.profile.cluster.provider {
+        Provider::Kind => Some(kind::NETWORK.to_string()),
+        Provider::K3d => Some(k3d::network(&k3d::cluster_name(config))),
         _ => None,
     }
 }
@@ -203,6 +209,7 @@ pub fn for_config(config: &Config, state_dir: &Path) -> Result<Option<Box<dyn Cl
         Provider::Sim => Some(Box::new(sim::SimCluster::new(state_dir))),
         Provider::Existing => Some(Box::new(existing::Existing::from_config(config)?)),
         Provider::Kind => Some(Box::new(kind::KindCluster::from_config(config, state_dir)?)),
+        Provider::K3d => Some(Box::new(k3d::K3dCluster::from_config(config, state_dir)?)),
         other => {
             return Err(Error::NotAvailable { profile: config.profile_name.clone(), provider: other.as_str() });
         }
@@ -219,6 +226,9 @@ pub fn for_record(record: Option<&ClusterInfo>, state_dir: &Path) -> Option<Box<
         Some(Provider::Sim) => Some(Box::new(sim::SimCluster::new(state_dir))),
         Some(Provider::Kind) => {
             record.map(|r| Box::new(kind::KindCluster::from_record(r, state_dir)) as Box<dyn ClusterProvider>)
+        }
+        Some(Provider::K3d) => {
+            record.map(|r| Box::new(k3d::K3dCluster::from_record(r, state_dir)) as Box<dyn ClusterProvider>)
         }
         Some(_) => None,
         None => {
@@ -262,6 +272,41 @@ mod tests {
         assert_eq!(sim.capabilities(), Capabilities { runs_pods: false, owns_cluster: true });
         // A state file of the previous format records no cluster, and here none was booted.
         assert!(for_record(None, dir.path()).is_none());
+        let k3d =
+            for_record(Some(&ClusterInfo { context: "k3d-devenv-shop".into(), ..record(Provider::K3d) }), dir.path())
+                .unwrap();
+        assert_eq!(k3d.kind(), Provider::K3d);
+        assert_eq!(k3d.capabilities(), Capabilities { runs_pods: true, owns_cluster: true });
+    }
+
+    /// The configuration of a repository `shop` under `profile` (a built-in one, or `mine` with
+    /// this text).
+    fn config(profile: &str, mine: Option<&str>) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("devenv.yaml"),
+            "project: shop\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: env\n",
+        )
+        .unwrap();
+        if let Some(text) = mine {
+            std::fs::create_dir_all(dir.path().join(".devenv/profiles")).unwrap();
+            std::fs::write(dir.path().join(".devenv/profiles/mine.yaml"), text).unwrap();
+        }
+        let selection = crate::config::Selection {
+            repo: Some(dir.path().into()),
+            profile: Some(profile.into()),
+            ..Default::default()
+        };
+        crate::config::load(&selection, dir.path()).unwrap()
+    }
+
+    #[test]
+    fn substitutes_join_the_network_of_the_profiles_cluster() {
+        assert_eq!(pod_network(&config("local", None)).as_deref(), Some("kind"));
+        assert_eq!(pod_network(&config("k3d", None)).as_deref(), Some("k3d-devenv-shop"));
+        let named = config("mine", Some("cluster:\n  provider: k3d\n  name: mine\n"));
+        assert_eq!(pod_network(&named).as_deref(), Some("k3d-mine"));
+        assert_eq!(pod_network(&config("standalone", None)), None);
     }
 
     #[test]

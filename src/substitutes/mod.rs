@@ -222,7 +222,7 @@ pub fn resolve(
                 .as_ref()
                 .map(|path| (naming::volume_name(&config.env, &service.name), path.clone())),
             memory_bytes: memory,
-            network: crate::providers::pod_network(config.profile.cluster.provider).map(str::to_string),
+            network: crate::providers::pod_network(config),
         };
         let hash = spec_hash(&spec);
         spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);
