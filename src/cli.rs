@@ -86,7 +86,7 @@ pub struct UpArgs {
     /// Show generated passwords and URLs with credentials in the summary
     #[arg(long)]
     pub show_secrets: bool,
-    /// How long to wait for every Flux Kustomization and HelmRelease to become Ready (e.g. 90s, 10m)
+    /// How long to wait for another `up` or `down` of the environment to finish, and for every Flux Kustomization and HelmRelease to become Ready (e.g. 90s, 10m)
     #[arg(long, default_value = "5m", value_parser = parse_timeout)]
     pub timeout: std::time::Duration,
 }
@@ -101,7 +101,7 @@ pub struct DownArgs {
     /// Also delete data volumes and the generated credentials
     #[arg(long)]
     pub purge: bool,
-    /// How long to wait for Flux to prune what it applied (e.g. 90s, 10m)
+    /// How long to wait for another `up` or `down` of the environment to finish, and for Flux to prune what it applied (e.g. 90s, 10m)
     #[arg(long, default_value = "2m", value_parser = parse_timeout)]
     pub timeout: std::time::Duration,
 }

@@ -69,7 +69,7 @@ mod tests {
         let config =
             config::load(&Selection { repo: Some(dir.path().into()), ..Default::default() }, dir.path()).unwrap();
         let mut state = State::default();
-        substitutes::resolve(&config, &mut state, &Default::default()).unwrap();
+        substitutes::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
         let password = state.services["orders-db"].secrets["password"].clone();
 
         let map = compute(&config, &state, &substitutes::runtime::DockerRuntime::default());

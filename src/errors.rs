@@ -55,6 +55,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV026", "a data volume exists but its credentials are lost"),
     ("DEV030", "the state file cannot be read or written"),
     ("DEV031", "the environment name is used by another repository"),
+    ("DEV032", "another command is changing the environment"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
@@ -96,9 +97,19 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             state::Error::Corrupt { path, .. } => (
                 "DEV030",
                 Some(format!(
-                    "move `{}` aside; devenv then starts afresh (new credentials, new ports)",
+                    "`{}` holds the environment's generated credentials and ports: repair the JSON to keep its data; or `devenv down --purge` (it needs no state file) removes the environment's containers, data volumes and this file, and the next `devenv up` starts afresh with new credentials and ports",
                     path.display()
                 )),
+            ),
+            state::Error::Busy { holder, .. } => (
+                "DEV032",
+                Some(match holder {
+                    Some(holder) => format!(
+                        "let it finish, or wait longer with `--timeout` (e.g. `--timeout 10m`); `kill -INT {}` stops it cleanly (what it made is labelled: the next `devenv up` resumes, `devenv down` removes it)",
+                        holder.pid
+                    ),
+                    None => "let it finish, or wait longer with `--timeout` (e.g. `--timeout 10m`)".into(),
+                }),
             ),
             _ => (
                 "DEV030",
@@ -113,7 +124,17 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "free the port (`ss -ltnp 'sport = :{port}'` shows who holds it) or change or remove the service's `port:` in devenv.yaml"
                 )),
             ),
-            substitutes::Error::Port { .. } => ("DEV023", Some("check that 127.0.0.1 has free ports".into())),
+            substitutes::Error::Port { source: ports::Error::BadRange { .. }, .. } => (
+                "DEV023",
+                Some(format!("write {} as FROM-TO (e.g. 20000-20999), or unset it", ports::RANGE_ENV)),
+            ),
+            substitutes::Error::Port { .. } => (
+                "DEV023",
+                Some(format!(
+                    "check that 127.0.0.1 has free ports (and that {}, if set, leaves enough); new ports also avoid those other environments remember, and `devenv down --purge` of one you no longer need frees its ports",
+                    ports::RANGE_ENV
+                )),
+            ),
             substitutes::Error::NotReady { last_error, .. } => (
                 "DEV024",
                 Some(format!(

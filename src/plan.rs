@@ -344,7 +344,7 @@ mod tests {
 
     fn plan_with(config: &Config, state: &mut State, container: Option<ContainerInfo>) -> (Plan, Vec<Desired>) {
         let observed = BTreeMap::from([("db".to_string(), Observed { container, volume_exists: false })]);
-        let desired = substitutes::resolve(config, state, &observed).unwrap();
+        let desired = substitutes::resolve(config, state, &observed, &Default::default()).unwrap();
         (compute(config, &desired, &observed, &[]), desired)
     }
 
@@ -414,7 +414,7 @@ mod tests {
     fn lists_orphans() {
         let (_dir, config) = config();
         let mut state = State::default();
-        let desired = substitutes::resolve(&config, &mut state, &BTreeMap::new()).unwrap();
+        let desired = substitutes::resolve(&config, &mut state, &BTreeMap::new(), &Default::default()).unwrap();
         let plan = compute(&config, &desired, &BTreeMap::new(), &["devenv-shop-old".to_string()]);
         assert!(render(&plan).contains("remove   devenv-shop-old: its service is no longer in devenv.yaml"));
     }

@@ -7,6 +7,8 @@ use std::ops::RangeInclusive;
 use rand::RngExt;
 
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// Overrides the range new host ports are chosen from (`FROM-TO`).
+pub const RANGE_ENV: &str = "DEVENV_PORTS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,6 +16,8 @@ pub enum Error {
     InUse { port: u16 },
     #[error("cannot find a free port on 127.0.0.1")]
     NoFreePort(#[source] io::Error),
+    #[error("{RANGE_ENV} is `{value}`, not a range of ports like 20000-20999")]
+    BadRange { value: String },
 }
 
 /// The outcome of choosing a port, with the reason to tell the user.
@@ -78,10 +82,22 @@ pub fn pick_free(taken: &[u16]) -> Result<u16, Error> {
 /// Like [`pick_free`], but the port stays held by a listener of our own until the caller
 /// drops it, so that no other devenv picks it in the meantime.
 pub fn pick_held(taken: &[u16]) -> Result<(u16, TcpListener), Error> {
-    let range = listening_range(ephemeral_range());
+    let range = match std::env::var(RANGE_ENV) {
+        Ok(value) => parse_range(&value).ok_or(Error::BadRange { value })?,
+        Err(_) => listening_range(ephemeral_range()),
+    };
+    const TRIES: usize = 200;
+    let (first, last) = (*range.start(), *range.end());
+    let size = usize::from(last - first) + 1;
     let mut rng = rand::rng();
-    for _ in 0..200 {
-        let port = rng.random_range(range.clone());
+    // A small range (DEVENV_PORTS) is tried whole, from a random place in it.
+    let offset = rng.random_range(0..size);
+    let candidates: Vec<u16> = if size <= TRIES {
+        (0..size).map(|i| first + ((offset + i) % size) as u16).collect()
+    } else {
+        (0..TRIES).map(|_| rng.random_range(range.clone())).collect()
+    };
+    for port in candidates {
         if taken.contains(&port) {
             continue;
         }
@@ -89,11 +105,15 @@ pub fn pick_held(taken: &[u16]) -> Result<(u16, TcpListener), Error> {
             return Ok((port, listener));
         }
     }
-    Err(Error::NoFreePort(io::Error::other(format!(
-        "no free port among 200 tries in {}-{}",
-        range.start(),
-        range.end()
-    ))))
+    let tried = if size <= TRIES { String::new() } else { format!(" among {TRIES} tries") };
+    Err(Error::NoFreePort(io::Error::other(format!("no free port{tried} in {first}-{last}"))))
+}
+
+/// `FROM-TO`, both ports, FROM no higher than TO.
+fn parse_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let (from, to) = text.trim().split_once('-')?;
+    let (from, to) = (from.trim().parse::<u16>().ok()?, to.trim().parse::<u16>().ok()?);
+    (from >= 1 && from <= to).then_some(from..=to)
 }
 
 /// The kernel's range for outgoing connections' source ports. Where it cannot be read,
@@ -167,6 +187,16 @@ mod tests {
         assert_ne!(picked, held);
         assert!(is_free(picked));
         assert!(!ephemeral_range().contains(&picked), "{picked} is in the ephemeral range");
+    }
+
+    #[test]
+    fn a_range_of_ports_is_from_dash_to() {
+        assert_eq!(parse_range("20000-20003"), Some(20000..=20003));
+        assert_eq!(parse_range(" 20000 - 20000 "), Some(20000..=20000));
+        assert_eq!(parse_range("20003-20000"), None);
+        assert_eq!(parse_range("0-10"), None);
+        assert_eq!(parse_range("20000"), None);
+        assert_eq!(parse_range("a-b"), None);
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! The ledger of what devenv made for an environment: a 0600 JSON file in the user's state
-//! directory, written before anything is created so `down` can always find it again.
+//! directory, written before anything is created so `down` can always find it again, and the
+//! environment's lock ([`lock`]), which commands that change the environment hold.
+
+mod lock;
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use crate::providers::ClusterInfo;
+pub use lock::{EnvLock, Holder, LOCK_FILE, PortBook};
 
 /// Overrides the state directory (tests, CI).
 pub const STATE_DIR_ENV: &str = "DEVENV_STATE_DIR";
 const FORMAT_VERSION: u32 = 1;
+/// The state file in an environment's directory.
+const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +47,14 @@ pub enum Error {
     },
     #[error("environment `{env}` belongs to the repository `{}`", other_repo.display())]
     OtherRepo { env: String, other_repo: PathBuf },
+    #[error("cannot lock `{}`", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("environment `{env}` is in use by {}; gave up waiting after {}", lock::describe(holder.as_ref()), lock::human(*waited))]
+    Busy { env: String, holder: Option<Holder>, waited: Duration },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,8 +121,8 @@ impl Store {
         &self.dir
     }
 
-    fn file(&self) -> PathBuf {
-        self.dir.join("state.json")
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
     }
 
     pub fn load(&self) -> Result<Option<State>, Error> {
@@ -131,26 +146,39 @@ impl Store {
         }
     }
 
-    /// Writes the state atomically, readable by the user only.
+    /// Writes the state atomically, readable by the user only: a temporary file, flushed to
+    /// disk, renamed over the old one, and the directory flushed so the rename survives a
+    /// crash. Readers see the old file or the new one, never a part.
     pub fn save(&self, state: &State) -> Result<(), Error> {
         let path = self.file();
         let write_error = |source| Error::Write { path: path.clone(), source };
         fs::create_dir_all(&self.dir).map_err(write_error)?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(write_error)?;
-        let temp = self.dir.join("state.json.tmp");
+        let temp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let mut file =
             OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(write_error)?;
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
         file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(write_error)?;
-        fs::rename(&temp, &path).map_err(write_error)
+        fs::rename(&temp, &path).map_err(write_error)?;
+        fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(write_error)
     }
 
-    /// Removes the environment's whole state directory (`down --purge`).
+    /// Removes the environment's whole state directory (`down --purge`), lock file included
+    /// (a command waiting for the lock then locks a new one).
     pub fn remove(&self) -> Result<(), Error> {
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Write { path: self.dir.clone(), source: e }),
             _ => Ok(()),
         }
+    }
+
+    /// Removes the directory when the lock file is all it holds (`down` of an environment
+    /// that has nothing else here), so a lock leaves no trace.
+    pub fn remove_if_only_locked(&self) -> Result<(), Error> {
+        let only_lock = fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().all(|entry| entry.file_name() == LOCK_FILE))
+            .unwrap_or(false);
+        if only_lock { self.remove() } else { Ok(()) }
     }
 }
 

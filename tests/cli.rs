@@ -1,5 +1,6 @@
 //! CLI tier: the real binary's help, errors and exit codes. No Docker engine needed: tests
-//! that touch Docker point DOCKER_HOST at a socket that does not exist.
+//! that touch Docker point DOCKER_HOST at a socket that does not exist (or at one that never
+//! answers, to keep a command busy).
 
 mod common;
 
@@ -123,6 +124,7 @@ fn down_on_nothing_is_a_no_op() {
         .assert()
         .success()
         .stdout(predicate::str::contains("nothing to remove"));
+    assert!(!repo.state.path().join("envs/t-cli-down").exists(), "the lock leaves no trace");
 }
 
 #[test]
@@ -575,4 +577,154 @@ fn a_k3d_cluster_devenv_did_not_create_is_refused_and_left_alone() {
     let log = std::fs::read_to_string(bin.path().join("k3d.log")).unwrap();
     assert_eq!(log.lines().collect::<Vec<_>>(), ["version", "cluster list -o json"], "asked, never told");
     assert_eq!(files_under(repo.state.path()), Vec::<String>::new(), "nothing is recorded or written");
+}
+
+// ---------------------------------------------------------------------------------------
+// The environment's lock: one `up` or `down` at a time
+// ---------------------------------------------------------------------------------------
+
+/// A Docker socket that accepts connections and never answers: a `down` holds its
+/// environment for the engine's connect deadline (10 s) before it gives up on the engine.
+fn silent_docker() -> (tempfile::TempDir, std::os::unix::net::UnixListener, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    (dir, listener, format!("unix://{}", path.display()))
+}
+
+/// Starts `devenv down` against the silent engine and waits until it holds the lock.
+fn busy_down(repo: &TestRepo, docker: &str) -> std::process::Child {
+    let child = repo
+        .std_command()
+        .arg("down")
+        .env("DOCKER_HOST", docker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = repo.env_dir().join("lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mine = format!("\"pid\":{}", child.id());
+    while !std::fs::read_to_string(&lock).is_ok_and(|text| text.contains(&mine)) {
+        assert!(std::time::Instant::now() < deadline, "`down` never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_second_command_waits_for_the_one_holding_the_environment_and_reads_do_not() {
+    use std::time::{Duration, Instant};
+    let repo = TestRepo::new("t-cli-lock", "");
+    let (_dir, _socket, silent) = silent_docker();
+    let mut holder = busy_down(&repo, &silent);
+    let pid = holder.id();
+    let held_from = Instant::now();
+
+    // status and plan only read: they answer at once.
+    for command in ["status", "plan"] {
+        let started = Instant::now();
+        let output = repo.devenv().arg(command).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{command}: {stderr}");
+        assert!(!stderr.contains("waiting for"), "{command}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{command} took {:?}", started.elapsed());
+    }
+
+    // A bounded wait ends with the holder's name.
+    let started = Instant::now();
+    let output = repo.devenv().args(["up", "--timeout", "1s"]).output().unwrap();
+    let gave_up = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Starting t-cli-lock waiting for `devenv down` (pid {pid}, since ")),
+        "the wait names the holder: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "error[DEV032]: environment `t-cli-lock` is in use by `devenv down` (pid {pid}, since "
+        )) && stderr.contains("gave up waiting after 1s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("`kill -INT {pid}` stops it cleanly")), "{stderr}");
+    assert!(gave_up >= Duration::from_secs(1) && gave_up < Duration::from_secs(4), "{gave_up:?}");
+    assert!(!repo.state_file().exists(), "the waiting `up` changed nothing");
+
+    // An unbounded one goes on when the holder is done, and says so.
+    let holder_done = std::thread::spawn(move || {
+        let status = holder.wait().unwrap();
+        (status, Instant::now())
+    });
+    let started = Instant::now();
+    let output = repo.devenv().args(["up", "--output", "json", "--timeout", "60s"]).output().unwrap();
+    let ended = Instant::now();
+    let (status, released) = holder_done.join().unwrap();
+    assert!(status.success());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let waiting = events
+        .iter()
+        .find(|e| e["event"] == "started" && e["step"] == "lock/t-cli-lock")
+        .unwrap_or_else(|| panic!("no waiting event: {events:?}"));
+    assert!(waiting["message"].as_str().unwrap().contains(&format!("`devenv down` (pid {pid}")), "{waiting}");
+    let free = events.iter().find(|e| e["event"] == "finished" && e["step"] == "lock/t-cli-lock").unwrap();
+    assert_eq!(free["status"], "ok");
+    assert!(repo.state_file().exists(), "the second `up` ran");
+    // The lock was taken after the waiter had started and waited `elapsedMs`, and before it ended.
+    let waited = Duration::from_millis(free["elapsedMs"].as_u64().unwrap());
+    let taken_after = |at: Instant| at.checked_duration_since(released).unwrap_or_default().as_millis();
+    eprintln!(
+        "the holder ran {:.1}s; `up --timeout 1s` gave up after {:.2}s; the next `up` waited {:.2}s and took the lock {}-{} ms after the holder exited",
+        (released - held_from).as_secs_f64(),
+        gave_up.as_secs_f64(),
+        waited.as_secs_f64(),
+        taken_after(started + waited),
+        taken_after(ended),
+    );
+}
+
+#[test]
+fn a_lock_left_by_a_killed_command_is_taken_over_at_once() {
+    use std::time::{Duration, Instant};
+    let repo = TestRepo::new("t-cli-killed", "");
+    let (_dir, _socket, silent) = silent_docker();
+    let mut holder = busy_down(&repo, &silent);
+    let pid = holder.id();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    holder.wait().unwrap();
+
+    let started = Instant::now();
+    let output = repo.devenv().args(["up", "--timeout", "30s"]).output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: `devenv down` (pid {pid}, since "))
+            && stderr
+                .contains("ended without releasing environment `t-cli-killed` (it was killed or crashed); taking over"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("waiting for"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    eprintln!("after SIGKILL of the holder, the next `up` finished in {} ms", took.as_millis());
+}
+
+#[test]
+fn a_corrupt_state_file_names_a_way_out_that_keeps_or_deletes_the_data() {
+    let repo = TestRepo::new("t-cli-corrupt", SERVICE);
+    std::fs::create_dir_all(repo.env_dir()).unwrap();
+    std::fs::write(repo.state_file(), "{\"version\": 1, \"env\": ").unwrap();
+    for command in ["plan", "status"] {
+        let output = repo.devenv().arg(command).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("error[DEV030]: the state file `"), "{stderr}");
+        assert!(
+            stderr.contains("hint: `") && stderr.contains("holds the environment's generated credentials and ports: repair the JSON to keep its data; or `devenv down --purge` (it needs no state file) removes"),
+            "{stderr}"
+        );
+    }
 }

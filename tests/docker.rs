@@ -357,3 +357,208 @@ async fn a_kept_volume_whose_credentials_are_lost_fails_at_once_with_the_fix() {
     up(&repo);
     down(&repo, true);
 }
+
+// ---------------------------------------------------------------------------------------
+// Concurrency and a lost state file
+// ---------------------------------------------------------------------------------------
+
+/// `up --output json --show-secrets` started in the background, with `env` set.
+fn spawn_up(repo: &TestRepo, env: &[(&str, &str)]) -> std::process::Child {
+    repo.std_command()
+        .args(["up", "--output", "json", "--show-secrets"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The NDJSON events of a finished `up` that must have succeeded.
+fn finished_events(child: std::process::Child) -> Vec<serde_json::Value> {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "up failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits until the environment's lock file names `pid`.
+fn wait_for_holder(repo: &TestRepo, pid: u32) {
+    let lock = repo.env_dir().join("lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&lock).is_ok_and(|text| text.contains(&format!("\"pid\":{pid}"))) {
+        assert!(Instant::now() < deadline, "pid {pid} never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn two_ups_of_one_environment_take_turns_and_agree_on_its_credentials() {
+    let Some(image) = mariadb_image() else { return };
+    let repo = repo("t-twice", &image, DB_SERVICE);
+    let first = spawn_up(&repo, &[]);
+    let first_pid = first.id();
+    wait_for_holder(&repo, first_pid);
+    let second = spawn_up(&repo, &[]);
+    let first_events = std::thread::spawn(move || finished_events(first));
+    let second_events = finished_events(second);
+    let first_events = first_events.join().unwrap();
+
+    // The second waited for the first, naming it, and went on when it was done.
+    let waiting = second_events
+        .iter()
+        .find(|e| e["event"] == "started" && e["step"] == "lock/t-twice")
+        .unwrap_or_else(|| panic!("the second `up` did not wait: {second_events:?}"));
+    let message = waiting["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("`devenv up --output json --show-secrets` (pid {first_pid}, since ")),
+        "{message}"
+    );
+    let waited = second_events.iter().find(|e| e["event"] == "finished" && e["step"] == "lock/t-twice").unwrap();
+    assert!(
+        second_events
+            .iter()
+            .any(|e| e["event"] == "finished" && e["step"] == "substitute/orders-db" && e["status"] == "unchanged"),
+        "the second `up` found the first's work done: {second_events:?}"
+    );
+
+    // Both report the one database, which answers to the credentials the state file keeps.
+    let (first, second) = (first_events.last().unwrap(), second_events.last().unwrap());
+    assert_eq!(first["services"][0]["outputs"], second["services"][0]["outputs"]);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.state_file()).unwrap()).unwrap();
+    assert_eq!(state["services"]["orders-db"]["secrets"]["password"], second["services"][0]["outputs"]["password"]);
+    connect(second, 0).await.disconnect().await.unwrap();
+    eprintln!("the second `up` waited {:.2}s for the first", waited["elapsedMs"].as_u64().unwrap() as f64 / 1000.0);
+}
+
+/// `count` consecutive free ports on 127.0.0.1, as `FROM-TO`.
+fn free_range(count: u16) -> String {
+    for _ in 0..100 {
+        let from = rand_port();
+        if (from..from + count).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return format!("{from}-{}", from + count - 1);
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
+fn rand_port() -> u16 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    20000 + (nanos % 10000) as u16
+}
+
+#[tokio::test]
+async fn several_environments_up_at_once_get_ports_of_their_own_and_down_removes_only_its_own() {
+    const COUNT: u16 = 4;
+    let Some(image) = mariadb_image() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..COUNT).map(|i| format!("t-many-{i}")).collect();
+    let repos: Vec<TestRepo> =
+        names.iter().map(|name| repo(name, &image, DB_SERVICE).sharing_state(state.path())).collect();
+    // As many ports as environments: any two that chose the same one would fail.
+    let range = free_range(COUNT);
+    let started = Instant::now();
+    let children: Vec<_> = repos.iter().map(|repo| spawn_up(repo, &[("DEVENV_PORTS", &range)])).collect();
+    let results: Vec<serde_json::Value> =
+        children.into_iter().map(|child| finished_events(child).last().unwrap().clone()).collect();
+    let elapsed = started.elapsed();
+
+    let (from, to) = range.split_once('-').unwrap();
+    let (from, to): (u16, u16) = (from.parse().unwrap(), to.parse().unwrap());
+    let mut ports: Vec<u16> =
+        results.iter().map(|r| r["services"][0]["outputs"]["port"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(ports.iter().all(|p| (from..=to).contains(p)), "{ports:?} in {range}");
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), usize::from(COUNT), "every environment has a port of its own: {ports:?}");
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["env"], names[i]);
+        connect(result, 0).await.disconnect().await.unwrap();
+    }
+
+    // `down` of one removes its own container and volume, and nothing of the others.
+    let ids: Vec<String> = futures_util::future::join_all(
+        names.iter().map(|n| async move { container_id(&format!("devenv-{n}-orders-db")).await.unwrap() }),
+    )
+    .await;
+    down(&repos[0], true);
+    let (containers, volumes) = labelled(&names[0]).await;
+    assert!(containers.is_empty() && volumes.is_empty(), "{containers:?} {volumes:?}");
+    for (i, name) in names.iter().enumerate().skip(1) {
+        assert_eq!(container_id(&format!("devenv-{name}-orders-db")).await.as_ref(), Some(&ids[i]), "{name} untouched");
+        assert_eq!(labelled(name).await.1, [format!("devenv-{name}-orders-db-data")]);
+    }
+    for repo in &repos[1..] {
+        down(repo, true);
+        let (containers, volumes) = labelled(&repo.env).await;
+        assert!(containers.is_empty() && volumes.is_empty(), "{containers:?} {volumes:?}");
+    }
+    eprintln!(
+        "{COUNT} environments were up at once {:.1}s after they started, on ports {ports:?}",
+        elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_or_missing_state_file_does_not_stop_down() {
+    let Some(image) = mariadb_image() else { return };
+    let repo = repo("t-lost-state", &image, DB_SERVICE);
+    let container = "devenv-t-lost-state-orders-db";
+    let volume = "devenv-t-lost-state-orders-db-data";
+
+    // Corrupt: `down` removes the container, keeps the volume and says its credentials are lost.
+    up(&repo);
+    std::fs::write(repo.state_file(), "{\"version\": 1, \"env\": \"t-lost").unwrap();
+    let output = repo.devenv().arg("down").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: the state file `{}` is not valid (", repo.state_file().display()))
+            && stderr.contains("what devenv made for `t-lost-state` is found by its labels"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the credentials they were set up with were in the state file: repair the state file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("whether `t-lost-state` used a cluster it does not own"), "{stderr}");
+    assert_eq!(labelled("t-lost-state").await, (vec![], vec![volume.to_string()]));
+
+    // `up` refuses the file and names both ways out; `down --purge` takes the second.
+    let output = repo.devenv().arg("up").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error[DEV030]") && stderr.contains("`devenv down --purge` (it needs no state file)"),
+        "{stderr}"
+    );
+    up_after_purge(&repo, "unreadable", container, volume).await;
+
+    // Missing: the same, found by labels alone.
+    std::fs::remove_file(repo.state_file()).unwrap();
+    up_after_purge(&repo, "missing", container, volume).await;
+}
+
+/// `down --purge --output json` succeeds with the state file `state_file`, removes the
+/// container and the volume and the state directory; then a fresh `up` works.
+async fn up_after_purge(repo: &TestRepo, state_file: &str, container: &str, volume: &str) {
+    let output = repo.devenv().args(["down", "--purge", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let result = result_json(&output.stdout);
+    assert_eq!(result["stateFile"], state_file, "{result}");
+    assert_eq!(result["removed"]["volumes"], serde_json::json!([volume]), "{result}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\"event\":\"warning\""), "what down could not know is said: {stdout}");
+    if state_file == "unreadable" {
+        assert_eq!(result["removed"]["containers"], serde_json::json!([]), "removed by the earlier `down`");
+    } else {
+        assert_eq!(result["removed"]["containers"], serde_json::json!([container]), "{result}");
+    }
+    assert_eq!(labelled(&repo.env).await, (vec![], vec![]), "nothing labelled is left");
+    assert!(!repo.env_dir().exists(), "the state directory is gone");
+    let fresh = up(repo);
+    connect(&fresh, 0).await.disconnect().await.unwrap();
+}

@@ -761,3 +761,76 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
     sim.down(true, &reporter).await.unwrap();
     assert!(!dir.join("sim").exists(), "down --purge removes the data");
 }
+
+// ---------------------------------------------------------------------------------------
+// `devenv down` without a readable state file
+// ---------------------------------------------------------------------------------------
+
+/// Whether `docker info` works: `down` asks the engine for the environment's containers.
+fn docker_or_skip() -> bool {
+    let works = Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the kube tier's `down` test needs a Docker engine under CI=true");
+        }
+        eprintln!("SKIPPED: `docker info` fails");
+    }
+    works
+}
+
+/// `devenv down --purge --env ENV` with the state under `root`, run where there is no devenv.yaml.
+fn devenv_down_purge(root: &Path, env: &str) -> std::process::Output {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_devenv"));
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("DEVENV_")) {
+        command.env_remove(key);
+    }
+    command
+        .current_dir(cwd.path())
+        .env("DEVENV_STATE_DIR", root)
+        .env("NO_COLOR", "1")
+        .args(["down", "--purge", "--env", env])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn down_stops_the_sim_cluster_when_the_state_file_is_corrupt_or_gone() {
+    if !binaries_or_skip() || !docker_or_skip() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let root = fresh_dir("lost-state").await;
+    let env = "t-sim-lost";
+    let dir = root.join("envs").join(env);
+    let _root = DownOnDrop(root.clone());
+    let _cleanup = DownOnDrop(dir.clone());
+    let reporter = PlainReporter::new(false);
+    // First the state file is garbage; then it is gone and the cluster's own record too.
+    for round in ["corrupt", "gone"] {
+        Sim::new(&dir).up(env, &reporter).await.unwrap_or_else(|e| panic!("{}", describe(e)));
+        let pids = pid_files(&dir);
+        assert!(pids.iter().all(|(_, pid)| running(*pid)), "{pids:?}");
+        if round == "corrupt" {
+            std::fs::write(dir.join("state.json"), "{\"version\": 1, \"cluster\": {").unwrap();
+        } else {
+            let _ = std::fs::remove_file(dir.join("state.json"));
+            std::fs::write(dir.join("sim").join("cluster.json"), "{\"ports\": ").unwrap();
+        }
+        let started = Instant::now();
+        let output = devenv_down_purge(&root, env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{round}: {stderr}");
+        assert!(stderr.contains("Ready cluster stopped, data removed"), "{round}: {stderr}");
+        let said = if round == "corrupt" { "is not valid" } else { "there is no state file for `t-sim-lost`" };
+        assert!(stderr.contains(said), "{round}: {stderr}");
+        wait_all_gone(&pids, Duration::from_secs(5)).await;
+        assert!(!dir.exists(), "{round}: the state directory is gone");
+        eprintln!("{round}: down stopped {} processes in {} ms", pids.len(), started.elapsed().as_millis());
+    }
+}

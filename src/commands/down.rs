@@ -1,4 +1,7 @@
 //! `devenv down`: remove what `up` created, found by label; data survives unless `--purge`.
+//! A state file that is missing or cannot be read does not stop it: containers and volumes
+//! are found by their labels, a cluster devenv owns by its files in the state directory, and
+//! what that leaves unknown is said.
 
 use super::Context;
 use crate::cli::DownArgs;
@@ -6,7 +9,7 @@ use crate::config;
 use crate::errors::Error;
 use crate::flux;
 use crate::providers;
-use crate::state::Store;
+use crate::state::{self, Store};
 use crate::substitutes::{self, Removed, SubstituteRuntime};
 use crate::ui::{self, ReporterExt};
 
@@ -24,9 +27,25 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         },
     };
     let store = Store::for_env(&env)?;
-    let state = store.load()?;
     let reporter = ctx.reporter();
-    let provider = providers::for_record(state.as_ref().and_then(|s| s.cluster.as_ref()), store.dir());
+    // One command at a time changes an environment; this one holds it until it returns.
+    let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
+    let (state, unreadable) = match store.load() {
+        Ok(state) => (state, None),
+        Err(error @ (state::Error::Corrupt { .. } | state::Error::Read { .. })) => {
+            reporter.warning(&format!(
+                "{}; what devenv made for `{env}` is found by its labels and the files in `{}` instead",
+                describe_error(&error),
+                store.dir().display()
+            ));
+            (None, Some(error))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let provider = match &state {
+        Some(state) => providers::for_record(state.cluster.as_ref(), store.dir()),
+        None => providers::found_in(store.dir()),
+    };
 
     // First Flux prunes what devenv applied to the cluster, if it answers, so the next `up`
     // starts from a clean slate; then the substitutes go, then a cluster devenv owns.
@@ -63,25 +82,56 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         .as_ref()
         .and_then(|config| substitutes::runtime::for_config(config).ok())
         .unwrap_or_else(|| Box::new(substitutes::runtime::DockerRuntime::default()));
-    let removed = match runtime.check().await {
-        // Without a state file devenv never made anything here, so there is nothing to remove.
-        Err(_) if state.is_none() => Removed::default(),
-        Err(error) => return Err(error.into()),
+    let engine = runtime.check().await;
+    let removed = match &engine {
         Ok(_) => runtime.remove_all(&env, args.purge, reporter.as_ref()).await?,
+        Err(_) => Removed::default(),
     };
+    // A cluster devenv owns is stopped even when the engine cannot be reached.
     let owned = provider.as_ref().filter(|p| p.capabilities().owns_cluster);
     let cluster_stopped = match owned {
         Some(provider) => provider.delete(args.purge, reporter.as_ref()).await?,
         None => false,
     };
+    match engine {
+        // With no state file, and no sign of one, devenv never made anything here.
+        Err(_) if state.is_none() && unreadable.is_none() => {}
+        // What the engine holds is unknown: the state stays for the next `down`.
+        Err(error) => return Err(error.into()),
+        Ok(_) => {}
+    }
+    let found = !removed.containers.is_empty() || !removed.volumes.is_empty() || provider.is_some();
+    let state_file = match (&state, &unreadable) {
+        (Some(_), _) => "read",
+        (None, Some(_)) => "unreadable",
+        (None, None) => "missing",
+    };
+    if state.is_none() && (unreadable.is_some() || found) {
+        if unreadable.is_none() {
+            reporter.warning(&format!(
+                "there is no state file for `{env}` (`{}`); what was removed was found by its labels and the files in its state directory",
+                store.file().display()
+            ));
+        }
+        for unknown in unknowns(&env, provider.is_some(), args.purge, unreadable.is_some()) {
+            reporter.warning(&unknown);
+        }
+    }
     if args.purge {
         store.remove()?;
+    } else {
+        store.remove_if_only_locked()?;
     }
 
     if ctx.json() {
-        ui::print_result(
-            &serde_json::json!({"env": env, "purged": args.purge, "removed": removed, "flux": flux_removed, "clusterStopped": cluster_stopped}),
-        );
+        ui::print_result(&serde_json::json!({
+            "env": env,
+            "purged": args.purge,
+            "stateFile": state_file,
+            "removed": removed,
+            "flux": flux_removed,
+            "clusterStopped": cluster_stopped,
+        }));
         return Ok(());
     }
     if !flux_removed.pruned.is_empty() {
@@ -114,4 +164,33 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The error and its first cause on one line.
+fn describe_error(error: &state::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error} ({cause})"),
+        None => error.to_string(),
+    }
+}
+
+/// What `down` cannot know without the state file.
+fn unknowns(env: &str, cluster_found: bool, purge: bool, unreadable: bool) -> Vec<String> {
+    let mut unknowns = Vec::new();
+    if !cluster_found {
+        unknowns.push(format!(
+            "without the state file devenv cannot tell whether `{env}` used a cluster it does not own (provider `existing`); if it did, what Flux applied there for `{env}` stays (deleting `Kustomization/devenv-root` in Flux's namespace there prunes it)"
+        ));
+    }
+    if !purge {
+        let fix = if unreadable {
+            "repair the state file to use them again"
+        } else {
+            "restore the state file to use them again"
+        };
+        unknowns.push(format!(
+            "the data volumes of `{env}` are kept, but the credentials they were set up with were in the state file: {fix}, or `devenv down --purge` deletes them"
+        ));
+    }
+    unknowns
 }

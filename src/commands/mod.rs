@@ -65,6 +65,20 @@ pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), Error> {
     }
 }
 
+/// How this process was started, `devenv up --profile sim`, for the environment's lock file.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args.next().map(PathBuf::from);
+    let name = program.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let mut line = std::iter::once(name.unwrap_or_else(|| "devenv".into())).chain(args).collect::<Vec<_>>().join(" ");
+    if line.len() > 200 {
+        let end = (0..=200).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
 /// Outputs as a JSON object, secrets as null unless shown.
 fn outputs_json(outputs: &[OutputValue], show_secrets: bool) -> serde_json::Map<String, serde_json::Value> {
     outputs

@@ -34,7 +34,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
         }
     };
     // Resolution picks ports and credentials in memory only; nothing is saved.
-    let desired = substitutes::resolve(&config, &mut state, &observed)?;
+    let desired = substitutes::resolve(&config, &mut state, &observed, &store.ports_of_other_envs())?;
     let mut plan = plan::compute(&config, &desired, &observed, &orphans);
     if let Some(provider) = &provider {
         let env = envmap::compute(&config, &state, runtime.as_ref());

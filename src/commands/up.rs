@@ -32,11 +32,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             Some(prepared)
         }
     };
-    let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
-    let reporter = ctx.reporter();
     if !config.services.is_empty() {
         runtime.check().await?;
     }
+    let reporter = ctx.reporter();
+    // One command at a time changes an environment; this one holds it until it returns.
+    let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
+    let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     // Recorded before anything is created, so `down` can always clean up.
     if let Some(provider) = &provider
         && let Some(known) = provider.info().ok().flatten()
@@ -58,8 +60,12 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let mut ready = Vec::new();
     if !config.services.is_empty() {
         let (observed, orphans) = runtime.observe(&config).await?;
-        let desired = substitutes::resolve(&config, &mut state, &observed)?;
+        // New ports avoid those other environments remember, and are recorded before another
+        // environment chooses.
+        let book = store.port_book().await?;
+        let desired = substitutes::resolve(&config, &mut state, &observed, &book.taken)?;
         store.save(&state)?;
+        drop(book);
         let plan = plan::compute(&config, &desired, &observed, &orphans);
         for step in &plan.services {
             if let Some(note) = &step.port_note

@@ -238,6 +238,21 @@ pub fn for_record(record: Option<&ClusterInfo>, state_dir: &Path) -> Option<Box<
     }
 }
 
+/// The cluster of an environment whose state file is missing or cannot be read, found by the
+/// files its provider keeps in the state directory: a sim cluster's directory (its pid files
+/// name the processes to stop, even when its record is damaged), a kind or a k3d record. A
+/// cluster devenv does not own (`existing`) is recorded only in the state file and cannot be
+/// found.
+pub fn found_in(state_dir: &Path) -> Option<Box<dyn ClusterProvider>> {
+    if state_dir.join("sim").is_dir() {
+        return Some(Box::new(sim::SimCluster::new(state_dir)));
+    }
+    if let Some(kind) = kind::KindCluster::recorded(state_dir) {
+        return Some(Box::new(kind));
+    }
+    k3d::K3dCluster::recorded(state_dir).map(|k3d| Box::new(k3d) as Box<dyn ClusterProvider>)
+}
+
 /// Asks the API server its version within [`API_DEADLINE`].
 pub async fn answers(client: &kube::Client) -> Result<String, String> {
     match tokio::time::timeout(API_DEADLINE, client.apiserver_version()).await {
@@ -307,6 +322,31 @@ mod tests {
         let named = config("mine", Some("cluster:\n  provider: k3d\n  name: mine\n"));
         assert_eq!(pod_network(&named).as_deref(), Some("k3d-mine"));
         assert_eq!(pod_network(&config("standalone", None)), None);
+    }
+
+    #[test]
+    fn without_a_state_file_a_cluster_is_found_by_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(found_in(dir.path()).is_none(), "nothing here");
+        std::fs::create_dir_all(dir.path().join("sim/run")).unwrap();
+        std::fs::write(dir.path().join("sim/cluster.json"), "{not json").unwrap();
+        assert_eq!(found_in(dir.path()).map(|p| p.kind()), Some(Provider::Sim), "a damaged record is no obstacle");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kind.json"),
+            r#"{"cluster": "devenv-shop", "registryContainer": "kind-devenv-shop-registry", "registryPort": 5001}"#,
+        )
+        .unwrap();
+        let kind = found_in(dir.path()).unwrap();
+        assert_eq!(kind.kind(), Provider::Kind);
+        assert_eq!(kind.info().unwrap().unwrap().context, "kind-devenv-shop");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("k3d.json"),
+            r#"{"cluster": "devenv-shop", "registryContainer": "k3d-devenv-shop-registry", "registryPort": 5002}"#,
+        )
+        .unwrap();
+        assert_eq!(found_in(dir.path()).map(|p| p.kind()), Some(Provider::K3d));
     }
 
     #[test]

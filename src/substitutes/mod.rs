@@ -8,7 +8,7 @@ pub mod runtime;
 
 pub use runtime::SubstituteRuntime;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -161,15 +161,17 @@ pub async fn observe(docker: &Docker, config: &Config) -> Result<(BTreeMap<Strin
     Ok((observed, orphans))
 }
 
-/// Decides every service's container: remembered or new credentials and ports. Updates
-/// `state`; the caller saves it before creating anything.
+/// Decides every service's container: remembered or new credentials and ports. A new port is
+/// none of `reserved` (the ports other environments remember). Updates `state`; the caller
+/// saves it before creating anything.
 pub fn resolve(
     config: &Config,
     state: &mut State,
     observed: &BTreeMap<String, Observed>,
+    reserved: &BTreeSet<u16>,
 ) -> Result<Vec<Desired>, Error> {
     let memory = config.profile.substitutes.memory.as_deref().and_then(config::parse_memory);
-    let mut taken: Vec<u16> = Vec::new();
+    let mut taken: Vec<u16> = reserved.iter().copied().collect();
     let mut desired = Vec::new();
     for service in &config.services {
         let substitute = &service.substitute;

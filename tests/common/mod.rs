@@ -84,11 +84,13 @@ pub fn docker_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A temporary GitOps repository with a devenv.yaml and its own state directory.
+/// A temporary GitOps repository with a devenv.yaml and its own state directory (or one it
+/// shares with other repositories, as environments on one machine do).
 pub struct TestRepo {
     pub dir: tempfile::TempDir,
     pub state: tempfile::TempDir,
     pub env: String,
+    shared_state: Option<PathBuf>,
 }
 
 impl TestRepo {
@@ -99,7 +101,23 @@ impl TestRepo {
             "project: {env}\ndefaultProfile: standalone\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: cluster-env\n    namespace: flux-system\nservices:\n{services}"
         );
         std::fs::write(dir.path().join("devenv.yaml"), project).unwrap();
-        TestRepo { dir, state: tempfile::tempdir().unwrap(), env: env.to_string() }
+        TestRepo { dir, state: tempfile::tempdir().unwrap(), env: env.to_string(), shared_state: None }
+    }
+
+    /// Keeps the state under `root` (DEVENV_STATE_DIR), shared with other repositories.
+    pub fn sharing_state(mut self, root: &Path) -> Self {
+        self.shared_state = Some(root.to_path_buf());
+        self
+    }
+
+    /// The root of the state directories (DEVENV_STATE_DIR).
+    pub fn state_root(&self) -> &Path {
+        self.shared_state.as_deref().unwrap_or(self.state.path())
+    }
+
+    /// The environment's state directory.
+    pub fn env_dir(&self) -> PathBuf {
+        self.state_root().join("envs").join(&self.env)
     }
 
     pub fn path(&self) -> &Path {
@@ -118,7 +136,7 @@ impl TestRepo {
     }
 
     pub fn state_file(&self) -> PathBuf {
-        self.state.path().join("envs").join(&self.env).join("state.json")
+        self.env_dir().join("state.json")
     }
 
     /// The devenv binary, run in this repository with a clean environment.
@@ -129,7 +147,7 @@ impl TestRepo {
     /// The same as a plain `std::process::Command`, for tests that signal the process.
     pub fn std_command(&self) -> std::process::Command {
         let mut cmd = std_devenv_in(self.path());
-        cmd.env("DEVENV_STATE_DIR", self.state.path());
+        cmd.env("DEVENV_STATE_DIR", self.state_root());
         cmd
     }
 }

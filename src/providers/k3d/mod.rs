@@ -174,6 +174,14 @@ impl K3dCluster {
         K3dCluster { name, state_dir: state_dir.to_path_buf(), settings: Settings::default() }
     }
 
+    /// From the record in the state directory alone (`down` without a state file), if there is one.
+    pub fn recorded(state_dir: &Path) -> Option<Self> {
+        let probe =
+            K3dCluster { name: String::new(), state_dir: state_dir.to_path_buf(), settings: Settings::default() };
+        let record = probe.load_record().ok().flatten()?;
+        Some(K3dCluster { name: record.cluster, ..probe })
+    }
+
     fn context(&self) -> String {
         format!("k3d-{}", self.name)
     }

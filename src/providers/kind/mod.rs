@@ -190,6 +190,19 @@ impl KindCluster {
         KindCluster { env, name, state_dir: state_dir.to_path_buf(), settings: Settings::default() }
     }
 
+    /// From the record in the state directory alone (`down` without a state file), if there is one.
+    pub fn recorded(state_dir: &Path) -> Option<Self> {
+        let probe = KindCluster {
+            env: String::new(),
+            name: String::new(),
+            state_dir: state_dir.to_path_buf(),
+            settings: Settings::default(),
+        };
+        let record = probe.load_record().ok().flatten()?;
+        let env = record.cluster.strip_prefix("devenv-").unwrap_or(&record.cluster).to_string();
+        Some(KindCluster { env, name: record.cluster, ..probe })
+    }
+
     fn context(&self) -> String {
         format!("kind-{}", self.name)
     }
