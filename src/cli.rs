@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::ui::OutputFormat;
 
@@ -12,7 +12,7 @@ use crate::ui::OutputFormat;
 /// place of the AWS managed services it names (RDS → MariaDB, …), and keeps their endpoints
 /// and generated credentials stable across runs.
 #[derive(Debug, Parser)]
-#[command(name = "devenv", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "devenv", max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -68,9 +68,43 @@ pub enum Command {
     /// Check this machine and say how to fix what is missing
     #[command(after_help = "Examples:\n  devenv doctor\n  devenv doctor --output json")]
     Doctor,
+    /// Print the environment's variables, with the addresses this machine uses
+    ///
+    /// The keys are those of the environment ConfigMap and Secret, so a service run from an IDE
+    /// or a shell reads the same variables as in the cluster, against the same substitutes: hosts
+    /// are 127.0.0.1 and ports the remembered ones. Secrets are left out unless --show-secrets.
+    /// Reads only the state file: run `devenv up` first.
+    #[command(
+        after_help = "Examples:\n  eval \"$(devenv env --show-secrets)\"\n  devenv env --format dotenv --show-secrets > .env\n  devenv env --service orders-db --format json\n  eval \"$(devenv env --kubeconfig)\"   # kubectl reaches the environment's cluster"
+    )]
+    Env(EnvArgs),
+    /// Show a substitute's logs (its container's output)
+    #[command(
+        after_help = "Examples:\n  devenv logs orders-db\n  devenv logs orders-db -f --since 10m\n  devenv logs orders-db --output json | jq -r 'select(.event == \"log\") | .line'"
+    )]
+    Logs(LogsArgs),
+    /// Print the shell completion script
+    #[command(
+        after_help = "Examples:\n  devenv completions bash > ~/.local/share/bash-completion/completions/devenv\n  devenv completions zsh > \"${fpath[1]}/_devenv\"\n  devenv completions fish > ~/.config/fish/completions/devenv.fish\n  devenv completions powershell >> $PROFILE"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory
+    #[command(after_help = "Examples:\n  devenv man | man -l -\n  devenv man --dir ~/.local/share/man/man1")]
+    Man(ManArgs),
+    /// Show the build and the Kubernetes, Flux and kind versions it expects
+    #[command(after_help = "Examples:\n  devenv version\n  devenv version --output json | jq -r .commit")]
+    Version,
     /// The sim cluster provider's tools
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+impl Command {
+    /// Whether the command ends by itself on Ctrl-C (a following `logs`), rather than being
+    /// interrupted.
+    pub fn handles_interrupt(&self) -> bool {
+        matches!(self, Command::Logs(_))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,4 +145,65 @@ pub struct StatusArgs {
     /// Show generated passwords and URLs with credentials
     #[arg(long)]
     pub show_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// How to print the variables: shell (`export K='v'` lines, for eval), dotenv (`K=v` lines, for .env files) or json (one object)
+    #[arg(long, value_enum, default_value_t = EnvFormat::Shell)]
+    pub format: EnvFormat,
+    /// Only the keys filled from this service's outputs
+    #[arg(long, value_name = "NAME", conflicts_with = "kubeconfig")]
+    pub service: Option<String>,
+    /// Include the keys of the environment Secret (passwords, URLs with credentials)
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub show_secrets: bool,
+    /// Print only KUBECONFIG, for the environment's cluster (its context selected)
+    #[arg(long)]
+    pub kubeconfig: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    Shell,
+    Dotenv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service (its name in devenv.yaml)
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+    /// Keep printing new output until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only output of the last DURATION (e.g. 90s, 10m, 2h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub since: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write devenv.1 and a page for every command (devenv-up.1, …) into DIR instead
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The command line's definition, with the build's version text.
+pub fn command() -> clap::Command {
+    Cli::command().version(crate::version::short()).long_version(crate::version::long()).propagate_version(true)
+}
+
+/// Parses the process's arguments; exits with usage (or `--help`, `--version`) as clap does.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }

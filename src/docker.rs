@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkConnectRequest, PortBinding, VolumeCreateRequest};
 use bollard::query_parameters::{
@@ -104,6 +105,12 @@ pub enum Error {
         #[source]
         source: BollardError,
     },
+    #[error("cannot read the logs of container `{name}`")]
+    Logs {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
     #[error("cannot read the resource usage of container `{name}`")]
     Stats {
         name: String,
@@ -133,6 +140,7 @@ pub struct ContainerSpec {
 
 /// A running container's memory use, as `docker stats` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MemoryUsage {
     /// Bytes in use, without the page cache the kernel can reclaim (inactive files).
     pub used_bytes: u64,
@@ -155,6 +163,21 @@ pub struct ContainerInfo {
     pub ports: BTreeMap<u16, u16>,
 }
 
+/// Which of a container's streams a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of a container's output (often one line, but not always).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Docker {
     client: bollard::Docker,
@@ -162,6 +185,7 @@ pub struct Docker {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EngineVersion {
     pub version: String,
     pub api_version: String,
@@ -351,6 +375,35 @@ impl Docker {
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
         out
+    }
+
+    /// A container's output as it comes, stdout and stderr apart: what it printed since `since`
+    /// (all of it without), then, with `follow`, what it prints until it stops.
+    pub fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        since: Option<std::time::SystemTime>,
+    ) -> impl futures_util::Stream<Item = Result<LogChunk, Error>> + Send + use<> {
+        let since = since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
+            .unwrap_or(0);
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).follow(follow).since(since).build();
+        let name = name.to_string();
+        self.client.logs(&name, Some(options)).filter_map(move |item| {
+            let chunk = match item {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    Some(Ok(LogChunk { stream: LogStream::Stdout, bytes: message.to_vec() }))
+                }
+                Ok(LogOutput::StdErr { message }) => {
+                    Some(Ok(LogChunk { stream: LogStream::Stderr, bytes: message.to_vec() }))
+                }
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(source) => Some(Err(Error::Logs { name: name.clone(), source })),
+            };
+            std::future::ready(chunk)
+        })
     }
 
     /// Creates a labelled volume; an existing one is kept as it is.

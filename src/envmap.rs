@@ -1,6 +1,7 @@
 //! The environment ConfigMap and Secret, written the way Terraform writes them in AWS: the
 //! profile's static keys, plus each service's outputs under the keys devenv.yaml maps them to.
-//! Values are the addresses *pods* use, not the host's 127.0.0.1 ports.
+//! Values are the addresses *pods* use, not the host's 127.0.0.1 ports; [`for_host`] gives the
+//! same keys with this machine's addresses, for a service run outside the cluster.
 
 use std::collections::BTreeMap;
 
@@ -39,16 +40,37 @@ pub fn compute(config: &Config, state: &State, runtime: &dyn SubstituteRuntime) 
     let mut map = EnvMap { config_map: config.profile.environment.clone(), secret: BTreeMap::new() };
     for service in &config.services {
         let remembered = state.services.get(&service.name).cloned().unwrap_or_default();
-        let values = runtime.pod_values(&config.env, service, &remembered);
-        let outputs = substitutes::render_outputs(service, &values);
-        for (key, output_name) in &service.keys {
-            // Validation made sure every mapped output exists, per-resource ones included.
-            let Some(output) = outputs.iter().find(|o| &o.name == output_name) else { continue };
-            let target = if output.secret { &mut map.secret } else { &mut map.config_map };
-            target.insert(key.clone(), output.value.clone());
+        fill(&mut map, service, &runtime.pod_values(&config.env, service, &remembered));
+    }
+    map
+}
+
+/// The same keys with each substitute's address as this machine reaches it (127.0.0.1 and the
+/// remembered ports), for a service run outside the cluster. With `only`, just the keys that
+/// service's outputs fill (not the profile's static keys). Services the state does not know yet
+/// (added after the last `up`) are left out; the caller checks.
+pub fn for_host(config: &Config, state: &State, runtime: &dyn SubstituteRuntime, only: Option<&str>) -> EnvMap {
+    let mut map = EnvMap::default();
+    if only.is_none() {
+        map.config_map = config.profile.environment.clone();
+    }
+    for service in config.services.iter().filter(|s| only.is_none_or(|name| s.name == name)) {
+        if let Some(remembered) = state.services.get(&service.name) {
+            fill(&mut map, service, &runtime.host_values(&config.env, service, remembered));
         }
     }
     map
+}
+
+/// Adds the keys `service` maps to its outputs, rendered with `values`.
+fn fill(map: &mut EnvMap, service: &crate::config::Service, values: &BTreeMap<String, String>) {
+    let outputs = substitutes::render_outputs(service, values);
+    for (key, output_name) in &service.keys {
+        // Validation made sure every mapped output exists, per-resource ones included.
+        let Some(output) = outputs.iter().find(|o| &o.name == output_name) else { continue };
+        let target = if output.secret { &mut map.secret } else { &mut map.config_map };
+        target.insert(key.clone(), output.value.clone());
+    }
 }
 
 /// Every key the environment provides, for the substitution contract.
@@ -83,5 +105,16 @@ mod tests {
         assert_eq!(secret_name(&config), "cluster-env-secrets");
         assert_eq!(namespace(&config), "flux-system");
         assert_eq!(keys(&map).len(), 7);
+
+        let port = state.services["orders-db"].host_ports["sql"];
+        let runtime = substitutes::runtime::DockerRuntime::default();
+        let host = for_host(&config, &state, &runtime, None);
+        assert_eq!(keys(&host), keys(&map), "the same keys as the ConfigMap and Secret");
+        assert_eq!(host.config_map["DB_HOST"], "127.0.0.1");
+        assert_eq!(host.config_map["DB_PORT"], port.to_string(), "the published port");
+        assert_eq!(host.secret["DB_URL"], format!("mysql://app:{password}@127.0.0.1:{port}/orders"));
+        let one = for_host(&config, &state, &runtime, Some("orders-db"));
+        assert!(!one.config_map.contains_key("AWS_REGION"), "one service's keys only");
+        assert_eq!(keys(&one).len(), 5);
     }
 }

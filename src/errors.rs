@@ -28,6 +28,8 @@ pub enum Error {
     Interrupted,
     #[error(transparent)]
     Doctor(#[from] crate::commands::doctor::Failed),
+    #[error(transparent)]
+    Command(#[from] crate::commands::Error),
     #[error("{failed} of {total} substitutes failed")]
     Several { failed: usize, total: usize, first: Box<Error> },
 }
@@ -44,8 +46,9 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV008", "unknown version for a substitute kind"),
     ("DEV009", "unknown substitute parameter"),
     ("DEV010", "an invalid value in a configuration file"),
-    ("DEV011", "a file cannot be read"),
+    ("DEV011", "a file cannot be read or written"),
     ("DEV012", "a profile field or flag is not supported (yet) by the profile's provider"),
+    ("DEV013", "devenv.yaml has no service of that name"),
     ("DEV020", "the Docker engine cannot be reached"),
     ("DEV021", "a Docker operation failed"),
     ("DEV022", "an image cannot be pulled"),
@@ -56,6 +59,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV030", "the state file cannot be read or written"),
     ("DEV031", "the environment name is used by another repository"),
     ("DEV032", "another command is changing the environment"),
+    ("DEV033", "the environment, or the part of it asked for, has not been created"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
@@ -249,10 +253,46 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 other => ("DEV065", Some(cluster_refusal_hint(other))),
             },
         },
+        Error::Command(e) => return diagnose_command(e),
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// The id, exit code and hint of an environment asked for what it does not have.
+fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
+    use crate::commands::Error as Command;
+    let (id, exit_code, hint) = match error {
+        Command::UnknownService { known, .. } if known.is_empty() => {
+            ("DEV013", 2, "devenv.yaml defines no services".to_string())
+        }
+        Command::UnknownService { service, known } => {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            let mut hint = format!("its services: {}", known.join(", "));
+            if let Some(best) = config::suggest(service, &known) {
+                let _ = write!(hint, "; did you mean `{best}`?");
+            }
+            ("DEV013", 2, hint)
+        }
+        Command::NotCreated { .. } => ("DEV033", 1, "`devenv up` creates it".to_string()),
+        Command::NotStarted { .. } => {
+            ("DEV033", 1, "it was added to devenv.yaml after the last `devenv up`; `devenv up` starts it".to_string())
+        }
+        Command::NoContainer { .. } => {
+            ("DEV033", 1, "`devenv up` starts it; `devenv status` shows what runs".to_string())
+        }
+        Command::NoCluster { profile, .. } => (
+            "DEV033",
+            1,
+            format!(
+                "it was made with profile `{profile}`, which has no cluster; `devenv up --profile NAME` with a cluster profile (local, k3d, sim, or your own) makes one"
+            ),
+        ),
+        Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
+        Command::Write { .. } => ("DEV011", 1, "check that the directory exists and is writable".to_string()),
+    };
+    Diagnosis { id, exit_code, hint: Some(hint) }
 }
 
 /// The id, exit code and hint of a kind provider's error.

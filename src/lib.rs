@@ -15,6 +15,7 @@ pub mod providers;
 pub mod state;
 pub mod substitutes;
 pub mod ui;
+pub mod version;
 
 /// Chooses rustls' crypto provider, once: the HTTP clients (registries, probes) are built with
 /// rustls but without a default provider, and panic if none was chosen.

@@ -1,12 +1,11 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use devenv::cli::Cli;
+use devenv::cli;
 use devenv::commands::{self, Context};
 use devenv::errors::{self, Error};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     devenv::init_tls();
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
@@ -22,7 +21,7 @@ fn main() -> ExitCode {
             result = commands::run(&cli, &ctx) => result,
             // Every object is labelled when it is created, so stopping here leaves nothing
             // that `down` cannot find.
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+            _ = tokio::signal::ctrl_c(), if !cli.command.handles_interrupt() => Err(Error::Interrupted),
         }
     });
     match result {

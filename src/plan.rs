@@ -30,13 +30,28 @@ pub struct FluxStep {
     pub files: usize,
     /// One artifact per Kustomization, the root's first.
     pub artifacts: Vec<ArtifactStep>,
-    /// `(file, change)` for every Flux object the overlay rewrites.
-    pub changes: Vec<(String, crate::flux::overlay::Change)>,
-    /// `(file, object before and after)` for the same objects.
-    pub diffs: Vec<(String, crate::flux::overlay::ObjectDiff)>,
+    /// Every change the overlay makes to a Flux object, with the file the object is in.
+    pub changes: Vec<InFile<crate::flux::overlay::Change>>,
+    /// The same objects before and after, with their files.
+    pub diffs: Vec<InFile<crate::flux::overlay::ObjectDiff>>,
     pub contract: crate::flux::contract::Report,
     /// Charts `up` pushes to the environment's registry, and where.
     pub charts: Vec<ChartStep>,
+}
+
+/// Something about an object in a file of the repository: the file, and the thing's own fields.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InFile<T> {
+    pub file: String,
+    #[serde(flatten)]
+    pub item: T,
+}
+
+impl<T: Clone> InFile<T> {
+    fn all(pairs: &[(String, T)]) -> Vec<Self> {
+        pairs.iter().map(|(file, item)| InFile { file: file.clone(), item: item.clone() }).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,8 +92,8 @@ impl FluxStep {
                     digest: a.digest.clone(),
                 })
                 .collect(),
-            changes: packed.changes.clone(),
-            diffs: packed.diffs.clone(),
+            changes: InFile::all(&packed.changes),
+            diffs: InFile::all(&packed.diffs),
             contract: prepared.contract.clone(),
             charts: chart_steps(config, packed),
         }
@@ -283,10 +298,10 @@ pub fn render(plan: &Plan) -> String {
                 "  overlay: rewrites these Flux objects inside the artifacts (files on disk stay as they are):\n",
             );
         }
-        for (file, diff) in &flux.diffs {
+        for InFile { file, item: diff } in &flux.diffs {
             let what: Vec<&str> = (flux.changes.iter())
-                .filter(|(f, change)| f == file && change.object == diff.object)
-                .map(|(_, change)| change.what.as_str())
+                .filter(|change| &change.file == file && change.item.object == diff.object)
+                .map(|change| change.item.what.as_str())
                 .collect();
             out.push_str(&format!("    {file}: {}: {}\n", diff.object, what.join("; ")));
             out.push_str(&render_diff(diff));

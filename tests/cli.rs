@@ -4,15 +4,20 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::shape::{self, Shapes};
 use common::{TestRepo, devenv_in};
 use predicates::prelude::*;
+use serde_json::{Value, json};
 
 const NO_DOCKER: &str = "unix:///nonexistent/docker.sock";
 const SERVICE: &str = "  - name: orders-db\n    kind: rds-mariadb\n";
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for command in ["up", "down", "status", "plan", "doctor"] {
+    for command in ["up", "down", "status", "plan", "doctor", "env", "logs", "completions", "man", "version"] {
         let dir = tempfile::tempdir().unwrap();
         devenv_in(dir.path())
             .args([command, "--help"])
@@ -727,4 +732,420 @@ fn a_corrupt_state_file_names_a_way_out_that_keeps_or_deletes_the_data() {
             "{stderr}"
         );
     }
+}
+
+/// A service mapping keys to every kind of output, and a database name a shell would expand.
+const ENV_SERVICE: &str = "  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: \"it's $HOME\"\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_NAME: database\n      DB_PASSWORD: password\n      DB_URL: url\n";
+
+/// The state `up` would have written for `repo`: `orders-db` on port 40213 with its
+/// credentials, and `cluster` (a recorded cluster) when given.
+fn write_state(repo: &TestRepo, cluster: Option<Value>) {
+    let mut state = json!({
+        "version": 1,
+        "env": repo.env,
+        "repo": std::fs::canonicalize(repo.path()).unwrap(),
+        "profile": "standalone",
+        "services": {"orders-db": {"kind": "rds-mariadb", "hostPorts": {"sql": 40213}, "secrets": {"password": "pw-secret", "rootPassword": "root-secret"}}},
+    });
+    if let Some(cluster) = cluster {
+        state["cluster"] = cluster;
+    }
+    std::fs::create_dir_all(repo.state_file().parent().unwrap()).unwrap();
+    std::fs::write(repo.state_file(), state.to_string()).unwrap();
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What a shell sees after `eval`-ing `script`: the values of `names`, one per line.
+fn evaluated(script: &str, names: &[&str]) -> Vec<String> {
+    let echo: Vec<String> = names.iter().map(|n| format!("printf '%s\\n' \"${{{n}-unset}}\"")).collect();
+    let output = std::process::Command::new("bash")
+        .args(["-c", &format!("eval \"$1\"; {}", echo.join("; ")), "_", script])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn env_prints_the_keys_with_this_machines_addresses_in_each_format() {
+    let repo = TestRepo::new("t-cli-env", ENV_SERVICE);
+    let output = repo.devenv().arg("env").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV033]: environment `t-cli-env` has not been created yet"), "{stderr}");
+    assert!(stderr.contains("hint: `devenv up` creates it"), "{stderr}");
+    write_state(&repo, None);
+
+    // shell: `export` lines a shell takes back exactly, nothing expanded; the secrets left out.
+    let output = repo.devenv().arg("env").output().unwrap();
+    let shell = stdout_of(&output);
+    assert_eq!(
+        shell,
+        "export AWS_REGION='us-east-1'\nexport DB_HOST='127.0.0.1'\nexport DB_NAME='it'\\''s $HOME'\nexport DB_PORT='40213'\nexport ENVIRONMENT='local'\n# left out (secret; `devenv env --show-secrets` includes them): DB_PASSWORD, DB_URL\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("left out the secret key(s) DB_PASSWORD, DB_URL"));
+    assert_eq!(
+        evaluated(&shell, &["DB_HOST", "DB_PORT", "DB_NAME", "DB_PASSWORD"]),
+        ["127.0.0.1", "40213", "it's $HOME", "unset"]
+    );
+    let shown = stdout_of(&repo.devenv().args(["env", "--show-secrets"]).output().unwrap());
+    assert_eq!(
+        evaluated(&shown, &["DB_PASSWORD", "DB_URL"]),
+        ["pw-secret", "mysql://app:pw-secret@127.0.0.1:40213/it's $HOME"]
+    );
+    assert!(!shown.contains("left out"), "{shown}");
+
+    // dotenv: KEY=value lines, quoted where needed; a comment names the secrets left out.
+    let dotenv = stdout_of(&repo.devenv().args(["env", "--format", "dotenv"]).output().unwrap());
+    assert_eq!(
+        dotenv,
+        "AWS_REGION=us-east-1\nDB_HOST=127.0.0.1\nDB_NAME=\"it's $HOME\"\nDB_PORT=40213\nENVIRONMENT=local\n# left out (secret; `devenv env --show-secrets` includes them): DB_PASSWORD, DB_URL\n"
+    );
+    assert!(!dotenv.contains("pw-secret"));
+    let dotenv = stdout_of(&repo.devenv().args(["env", "--format", "dotenv", "--show-secrets"]).output().unwrap());
+    assert!(dotenv.contains("DB_PASSWORD=pw-secret\n") && !dotenv.contains('#'), "{dotenv}");
+
+    // json: one object; --service keeps that service's keys only.
+    let json: Value =
+        serde_json::from_str(&stdout_of(&repo.devenv().args(["env", "--format", "json"]).output().unwrap())).unwrap();
+    assert_eq!(
+        json,
+        json!({"AWS_REGION": "us-east-1", "DB_HOST": "127.0.0.1", "DB_NAME": "it's $HOME", "DB_PORT": "40213", "ENVIRONMENT": "local"})
+    );
+    let one =
+        repo.devenv().args(["env", "--format", "json", "--service", "orders-db", "--show-secrets"]).output().unwrap();
+    let one: Value = serde_json::from_str(&stdout_of(&one)).unwrap();
+    let keys: Vec<&str> = one.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["DB_HOST", "DB_NAME", "DB_PASSWORD", "DB_PORT", "DB_URL"]);
+
+    let output = repo.devenv().args(["env", "--service", "orders"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV013]: devenv.yaml has no service `orders`"), "{stderr}");
+    assert!(stderr.contains("did you mean `orders-db`?"), "{stderr}");
+
+    // A service added since the last `up` has no port yet.
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write("devenv.yaml", &format!("{project}  - name: cache\n    kind: elasticache-redis\n"));
+    let output = repo.devenv().arg("env").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV033]: `cache` of environment `t-cli-env` has not been started yet"), "{stderr}");
+    repo.devenv().args(["env", "--service", "orders-db"]).assert().success();
+}
+
+/// A kubeconfig with the contexts `other` (current) and `kind-devenv-t`.
+fn two_context_kubeconfig(dir: &Path, current: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: {current}\nclusters:\n- name: a\n  cluster:\n    server: https://10.0.0.1:443\n- name: kind\n  cluster:\n    server: https://127.0.0.1:6443\ncontexts:\n- name: other\n  context:\n    cluster: a\n    user: u\n- name: kind-devenv-t\n  context:\n    cluster: kind\n    user: k\nusers:\n- name: u\n  user:\n    token: t\n- name: k\n  user:\n    token: secret-k\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn recorded_cluster(kubeconfig: &Path) -> Value {
+    json!({"provider": "kind", "kubeconfig": kubeconfig, "context": "kind-devenv-t", "apiServer": "https://127.0.0.1:6443", "registry": {"host": "127.0.0.1:5001", "fromCluster": "kind-registry:5000"}})
+}
+
+#[test]
+fn env_kubeconfig_selects_the_environments_cluster() {
+    let repo = TestRepo::new("t-cli-envkube", SERVICE);
+    write_state(&repo, None);
+    let output = repo.devenv().args(["env", "--kubeconfig"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV033]: environment `t-cli-envkube` has no cluster"), "{stderr}");
+    assert!(stderr.contains("profile `standalone`, which has no cluster"), "{stderr}");
+
+    // The cluster's context is the current one: its kubeconfig as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = two_context_kubeconfig(dir.path(), "kind-devenv-t");
+    write_state(&repo, Some(recorded_cluster(&kubeconfig)));
+    let shell = stdout_of(&repo.devenv().args(["env", "--kubeconfig"]).output().unwrap());
+    assert_eq!(shell, format!("export KUBECONFIG='{}'\n", kubeconfig.display()));
+
+    // Another context is current: a kubeconfig of the cluster's context alone, private.
+    let kubeconfig = two_context_kubeconfig(dir.path(), "other");
+    let shell = stdout_of(&repo.devenv().args(["env", "--kubeconfig"]).output().unwrap());
+    let written = repo.state_file().parent().unwrap().join("kubeconfig");
+    assert_eq!(shell, format!("export KUBECONFIG='{}'\n", written.display()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(text.contains("current-context: kind-devenv-t") && text.contains("secret-k"), "{text}");
+    assert!(!text.contains("10.0.0.1") && !text.contains("name: other"), "only the cluster's context: {text}");
+    assert_eq!(
+        std::fs::read_to_string(&kubeconfig).unwrap().matches("current-context: other").count(),
+        1,
+        "the user's kubeconfig is untouched"
+    );
+    let dotenv = stdout_of(&repo.devenv().args(["env", "--kubeconfig", "--format", "dotenv"]).output().unwrap());
+    assert_eq!(dotenv, format!("KUBECONFIG={}\n", written.display()));
+}
+
+#[test]
+fn version_names_the_build_and_the_pinned_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = stdout_of(&devenv_in(dir.path()).arg("--version").output().unwrap());
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 4, "{long}");
+    assert!(lines[0].starts_with(&format!("devenv {} (commit ", env!("CARGO_PKG_VERSION"))), "{long}");
+    let versions = include_str!("../sim/versions.env");
+    let pin = |key: &str| versions.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().to_string();
+    assert!(lines[1].starts_with(&format!("Kubernetes {}", pin("KUBERNETES_VERSION"))), "{long}");
+    for controller in ["SOURCE_CONTROLLER", "KUSTOMIZE_CONTROLLER", "HELM_CONTROLLER"] {
+        assert!(lines[2].contains(&pin(&format!("{controller}_VERSION"))), "{long}");
+    }
+    let kind =
+        include_str!("../testbed/kind/versions.env").lines().find_map(|l| l.strip_prefix("KIND_VERSION=")).unwrap();
+    assert!(lines[3].starts_with(&format!("kind {kind}")), "{long}");
+    assert_eq!(stdout_of(&devenv_in(dir.path()).arg("version").output().unwrap()), long, "`version` prints the same");
+    assert_eq!(stdout_of(&devenv_in(dir.path()).arg("-V").output().unwrap()), format!("{}\n", lines[0]));
+
+    let json =
+        shape::result_line(&devenv_in(dir.path()).args(["version", "--output", "json"]).output().unwrap().stdout);
+    assert_eq!(json["kubernetes"], pin("KUBERNETES_VERSION"));
+    assert_eq!(json["flux"]["sourceController"], pin("SOURCE_CONTROLLER_VERSION"));
+    assert_eq!(json["kind"], kind);
+    assert_eq!(
+        lines[0],
+        format!("devenv {} (commit {})", json["version"].as_str().unwrap(), json["commit"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn completions_and_manual_pages_come_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F _devenv"),
+        ("zsh", "#compdef devenv"),
+        ("fish", "complete -c devenv"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let script = stdout_of(&devenv_in(dir.path()).args(["completions", shell]).output().unwrap());
+        assert!(script.contains(marker), "{shell}: {script}");
+        for word in ["env", "logs", "show-secrets", "dotenv"] {
+            assert!(script.contains(word), "{shell} completes `{word}`");
+        }
+    }
+    let check = std::process::Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p devenv"])
+        .stdin(
+            std::fs::File::open({
+                let path = dir.path().join("devenv.bash");
+                std::fs::write(
+                    &path,
+                    stdout_of(&devenv_in(dir.path()).args(["completions", "bash"]).output().unwrap()),
+                )
+                .unwrap();
+                path
+            })
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "bash loads the script: {}", String::from_utf8_lossy(&check.stderr));
+
+    let page = stdout_of(&devenv_in(dir.path()).arg("man").output().unwrap());
+    assert!(page.contains(".TH devenv 1") && page.contains("devenv\\-env(1)"), "{page}");
+    let pages = dir.path().join("man1");
+    let output = devenv_in(dir.path()).args(["man", "--dir"]).arg(&pages).output().unwrap();
+    assert!(stdout_of(&output).starts_with("Wrote "));
+    let mut written: Vec<String> =
+        std::fs::read_dir(&pages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "devenv-completions.1",
+            "devenv-doctor.1",
+            "devenv-down.1",
+            "devenv-env.1",
+            "devenv-logs.1",
+            "devenv-man.1",
+            "devenv-plan.1",
+            "devenv-sim-build.1",
+            "devenv-sim.1",
+            "devenv-status.1",
+            "devenv-up.1",
+            "devenv-version.1",
+            "devenv.1"
+        ]
+    );
+    let env_page = std::fs::read_to_string(pages.join("devenv-env.1")).unwrap();
+    assert!(env_page.contains("show\\-secrets"), "{env_page}");
+}
+
+/// A sim build as `devenv sim build` finds it complete, in `cache`.
+fn fake_sim_build(cache: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cache.join("sim").join(devenv::providers::sim::versions_key());
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("crds")).unwrap();
+    for binary in devenv::providers::sim::BINARIES {
+        let path = dir.join("bin").join(binary);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(dir.join("crds/kustomization.yaml"), "kind: CustomResourceDefinition\n").unwrap();
+    std::fs::write(dir.join("build-info.json"), "{}").unwrap();
+    std::fs::write(dir.join("versions.env"), include_str!("../sim/versions.env")).unwrap();
+    dir
+}
+
+/// The name of each command as the README's shapes name it: `up`, `sim-build`.
+fn command_names(command: &clap::Command, prefix: &str, names: &mut BTreeSet<String>) {
+    for sub in command.get_subcommands() {
+        let name = format!("{prefix}{}", sub.get_name());
+        if sub.has_subcommands() {
+            command_names(sub, &format!("{name}-"), names);
+        } else {
+            names.insert(name);
+        }
+    }
+}
+
+/// Every command's `--output json` result (and an error) has the shape the README documents;
+/// `up` and `logs`, which need a running substitute, are checked in the docker tier, and the
+/// cluster parts of `up`, `status` and `down` in the flux tier.
+#[test]
+fn every_command_s_json_has_the_shape_the_readme_documents() {
+    let shapes = Shapes::from_readme();
+    let mut commands = BTreeSet::new();
+    command_names(&devenv::cli::command(), "", &mut commands);
+    commands.insert("error".to_string());
+    assert_eq!(
+        shapes.commands().into_iter().collect::<BTreeSet<_>>(),
+        commands,
+        "a shape for each command in the README"
+    );
+
+    let mut checked = BTreeSet::new();
+    let mut check = |name: &str, stdout: &[u8]| {
+        let lines = shape::lines(stdout);
+        let wanted = if name == "error" { "error" } else { "result" };
+        let line = lines
+            .iter()
+            .find(|l| l["event"] == wanted)
+            .unwrap_or_else(|| panic!("`{name}` prints a {wanted}: {lines:?}"));
+        shapes.check_line(name, line);
+        checked.insert(name.to_string());
+    };
+    let json = |repo: &TestRepo, args: &[&str]| {
+        repo.devenv().args(args).args(["--output", "json"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap().stdout
+    };
+    let repo = TestRepo::new("t-cli-shapes", ENV_SERVICE);
+    check("version", &json(&repo, &["version"]));
+    check("completions", &json(&repo, &["completions", "zsh"]));
+    check("man", &json(&repo, &["man"]));
+    let pages = tempfile::tempdir().unwrap();
+    check("man", &json(&repo, &["man", "--dir", pages.path().to_str().unwrap()]));
+    check("plan", &json(&repo, &["plan"]));
+    check("doctor", &json(&repo, &["doctor"]));
+    let empty = TestRepo::new("t-cli-shapes-empty", "");
+    check("status", &json(&empty, &["status"]));
+    check("down", &json(&repo, &["down"]));
+    check("error", &json(&repo, &["env"]));
+    write_state(&repo, None);
+    check("env", &json(&repo, &["env"]));
+    check("env", &json(&repo, &["env", "--service", "orders-db", "--show-secrets"]));
+    let dir = tempfile::tempdir().unwrap();
+    write_state(&repo, Some(recorded_cluster(&two_context_kubeconfig(dir.path(), "kind-devenv-t"))));
+    check("env", &json(&repo, &["env", "--kubeconfig"]));
+
+    // A plan with Flux: artifacts, the overlay's changes and diffs, charts, the contract.
+    let landbay = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/landbay");
+    let state = tempfile::tempdir().unwrap();
+    let output = devenv_in(&landbay)
+        .args(["plan", "--profile", "local", "--output", "json"])
+        .env("DEVENV_STATE_DIR", state.path())
+        .env("DOCKER_HOST", NO_DOCKER)
+        .output()
+        .unwrap();
+    let plan = shape::result_line(&output.stdout);
+    assert!(
+        !plan["flux"]["diffs"].as_array().unwrap().is_empty() && !plan["flux"]["charts"].as_array().unwrap().is_empty(),
+        "{plan}"
+    );
+    check("plan", &output.stdout);
+
+    let cache = tempfile::tempdir().unwrap();
+    fake_sim_build(cache.path());
+    let output = devenv_in(cache.path())
+        .args(["sim", "build", "--output", "json"])
+        .env("DEVENV_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    check("sim-build", &output.stdout);
+
+    checked.extend(["up".to_string(), "logs".to_string()]);
+    assert_eq!(checked, commands, "every command's JSON is checked (up and logs in the docker tier)");
+}
+
+/// The parts of `up`, `status` and `down` results that only a cluster fills, as devenv
+/// serialises them, have the README's shapes (the flux tier checks them on a real cluster).
+#[test]
+fn the_cluster_parts_of_results_have_the_readme_shapes() {
+    use devenv::flux::artifact::Pushed;
+    use devenv::flux::deploy::{Artifacts, Deployed};
+    use devenv::flux::wait::ObjectStatus;
+    let shapes = Shapes::from_readme();
+    let pushed = Pushed {
+        reference: "127.0.0.1:5000/devenv/shop/devenv-source:latest".into(),
+        pushed: true,
+        digest: "sha256:1".into(),
+        manifest_digest: "sha256:2".into(),
+    };
+    let object = |applied_by: Option<&str>, causes: Vec<String>| ObjectStatus {
+        object: "Kustomization/flux-system/apps".into(),
+        ready: false,
+        message: "dependency not ready".into(),
+        depends_on: vec!["Kustomization/flux-system/infrastructure".into()],
+        applied_by: applied_by.map(str::to_string),
+        causes,
+    };
+    let deployed = Deployed {
+        artifacts: Artifacts {
+            pushed: vec!["devenv-source".into()],
+            sources: [("devenv-source".to_string(), pushed.clone())].into(),
+            charts: vec![pushed],
+        },
+        objects: vec![
+            object(None, Vec::new()),
+            object(Some("Kustomization/flux-system/devenv-root"), vec!["HelmRepository/x/y: failed".into()]),
+        ],
+    };
+    let value = serde_json::to_value(&deployed).unwrap();
+    assert!(
+        value["objects"][0].get("dependsOn").is_some() && value["objects"][0].get("depends_on").is_none(),
+        "{value}"
+    );
+    shapes.check("Deployed", &value);
+    let process = devenv::providers::sim::ProcessStatus {
+        name: "etcd".into(),
+        pid: Some(42),
+        port: Some(2379),
+        healthy: true,
+        detail: "ready".into(),
+        log: "/tmp/etcd.log".into(),
+        rss_bytes: Some(1 << 20),
+    };
+    shapes.check("Process", &serde_json::to_value(&process).unwrap());
+    let cluster = devenv::providers::ClusterInfo {
+        provider: devenv::config::profile::Provider::Sim,
+        kubeconfig: "/tmp/kubeconfig".into(),
+        context: "devenv-shop".into(),
+        api_server: "https://127.0.0.1:6443".into(),
+        registry: devenv::providers::Registry::same("127.0.0.1:5000"),
+    };
+    shapes.check("Cluster", &serde_json::to_value(&cluster).unwrap());
+    let memory = devenv::docker::MemoryUsage { used_bytes: 1, limit_bytes: None };
+    shapes.check("Memory", &serde_json::to_value(memory).unwrap());
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::shape::{self, Shapes};
 use common::{TestRepo, mariadb_image, result_json};
 use devenv::docker::Docker;
 use mysql_async::prelude::Queryable;
@@ -59,6 +60,7 @@ async fn data_survives_down_and_up_and_purge_removes_it() {
     let repo = repo("t-data", &image, DB_SERVICE);
 
     let result = up(&repo);
+    Shapes::from_readme().check_line("up", &result);
     let endpoint = result["services"][0]["endpoint"].as_str().unwrap().to_string();
     assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
     let mut conn = connect(&result, 0).await;
@@ -132,8 +134,9 @@ async fn state_file_is_private_and_status_reports_health() {
     let service = &status["services"][0];
     assert_eq!(service["state"], "running");
     assert_eq!(service["health"], "ready");
-    assert!(service["memory"]["used_bytes"].as_u64().unwrap() > 0, "{service}");
-    assert_eq!(service["memory"]["limit_bytes"], 1u64 << 30, "the profile's memory cap: {service}");
+    assert!(service["memory"]["usedBytes"].as_u64().unwrap() > 0, "{service}");
+    assert_eq!(service["memory"]["limitBytes"], 1u64 << 30, "the profile's memory cap: {service}");
+    Shapes::from_readme().check_line("status", &status);
     assert_eq!(service["endpoint"], result["services"][0]["endpoint"]);
     assert!(service["outputs"]["password"].is_null(), "secrets hidden without --show-secrets");
     assert_eq!(service["outputs"]["username"], "app");
@@ -561,4 +564,154 @@ async fn up_after_purge(repo: &TestRepo, state_file: &str, container: &str, volu
     assert!(!repo.env_dir().exists(), "the state directory is gone");
     let fresh = up(repo);
     connect(&fresh, 0).await.disconnect().await.unwrap();
+}
+
+/// Runs `script` with bash in the MariaDB test image on the host's network, with `args`.
+fn in_client_container(image: &str, docker_args: &[&str], script: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "host"])
+        .args(docker_args)
+        .args([image, "bash", "-c", script, "_"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+const SELECT_1: &str =
+    r#"mariadb -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USER" -p"$DB_PASSWORD" -N -e "SELECT 1" "$DB_NAME""#;
+
+#[tokio::test]
+async fn a_client_reading_only_the_exported_variables_connects() {
+    let Some(image) = mariadb_image() else { return };
+    let services = "  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: orders\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_USER: username\n      DB_NAME: database\n      DB_PASSWORD: password\n";
+    let repo = repo("t-env", &image, services);
+    up(&repo);
+
+    // shell: what `eval "$(devenv env --show-secrets)"` exports is all the client gets.
+    let output = repo.devenv().args(["env", "--show-secrets"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let exports = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(exports.contains("export DB_HOST='127.0.0.1'"), "{exports}");
+    let answer = in_client_container(&image, &[], &format!("eval \"$1\"; {SELECT_1}"), &[&exports]);
+    assert_eq!(answer, "1");
+
+    // dotenv: the file Docker's --env-file reads, as an IDE's run configuration would.
+    let output = repo.devenv().args(["env", "--show-secrets", "--format", "dotenv"]).output().unwrap();
+    assert!(output.status.success());
+    let file = repo.path().join(".env");
+    std::fs::write(&file, &output.stdout).unwrap();
+    let answer = in_client_container(&image, &["--env-file", file.to_str().unwrap()], SELECT_1, &[]);
+    assert_eq!(answer, "1");
+
+    // Without --show-secrets there is no password to connect with.
+    let output = repo.devenv().args(["env", "--format", "dotenv"]).output().unwrap();
+    let dotenv = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        dotenv.ends_with("# left out (secret; `devenv env --show-secrets` includes them): DB_PASSWORD\n"),
+        "{dotenv}"
+    );
+
+    let output = repo.devenv().args(["env", "--output", "json"]).output().unwrap();
+    let result = result_json(&output.stdout);
+    Shapes::from_readme().check_line("env", &result);
+    assert_eq!(result["hidden"], serde_json::json!(["DB_PASSWORD"]));
+    let port = result["variables"]["DB_PORT"].as_str().unwrap().to_string();
+    // The address is remembered: the same after down and up.
+    down(&repo, false);
+    let output = repo.devenv().args(["env", "--output", "json"]).output().unwrap();
+    assert_eq!(result_json(&output.stdout)["variables"]["DB_PORT"], port.as_str());
+
+    let output = repo.devenv().args(["down", "--purge", "--output", "json"]).output().unwrap();
+    let removed = result_json(&output.stdout);
+    Shapes::from_readme().check_line("down", &removed);
+    assert_eq!(removed["removed"]["volumes"], serde_json::json!(["devenv-t-env-orders-db-data"]));
+}
+
+#[tokio::test]
+async fn logs_show_a_substitutes_output_and_follow_it_until_interrupted() {
+    let Some(image) = mariadb_image() else { return };
+    let repo = repo("t-logs", &image, DB_SERVICE);
+    let result = up(&repo);
+
+    let output = repo.devenv().args(["logs", "orders-db"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("ready for connections"), "the server's stderr is shown: {text}");
+
+    let output = repo.devenv().args(["logs", "orders-db", "--output", "json"]).output().unwrap();
+    let lines = shape::lines(&output.stdout);
+    let shapes = Shapes::from_readme();
+    let logged: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "log").collect();
+    for line in &logged {
+        let mut event = (*line).clone();
+        event.as_object_mut().unwrap().remove("event");
+        shapes.check("LogEvent", &event);
+    }
+    let summary = lines.last().unwrap();
+    shapes.check_line("logs", summary);
+    assert_eq!(summary["lines"], logged.len());
+    assert_eq!(summary["container"], "devenv-t-logs-orders-db");
+    assert!(
+        logged.iter().any(|l| l["stream"] == "stderr" && l["line"].as_str().unwrap().contains("ready for connections"))
+    );
+
+    let recent = repo.devenv().args(["logs", "orders-db", "--since", "1s", "--output", "json"]).output().unwrap();
+    assert!(
+        shape::result_line(&recent.stdout)["lines"].as_u64().unwrap() < logged.len() as u64,
+        "--since leaves out older lines"
+    );
+
+    // -f prints what the server says next (a refused login), until Ctrl-C ends it normally.
+    let mut child = repo
+        .std_command()
+        .args(["logs", "orders-db", "-f", "--since", "1s", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, received) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let outputs = &result["services"][0]["outputs"];
+    let wrong = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(outputs["port"].as_str().unwrap().parse().unwrap())
+        .user(Some("app"))
+        .pass(Some("not-the-password"))
+        .prefer_socket(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("Access denied")) {
+        assert!(Instant::now() < deadline, "the refused login never appeared: {seen:?}");
+        assert!(mysql_async::Conn::new(wrong.clone()).await.is_err());
+        while let Ok(line) = received.recv_timeout(Duration::from_millis(500)) {
+            seen.push(line);
+        }
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(0), "Ctrl-C ends a followed log normally");
+    reader.join().unwrap();
+    seen.extend(received.try_iter());
+    let last: serde_json::Value = serde_json::from_str(seen.last().unwrap()).unwrap();
+    shapes.check_line("logs", &last);
+    assert!(last["lines"].as_u64().unwrap() >= 1, "{last}");
+
+    let output = repo.devenv().args(["logs", "orders"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[DEV013]: devenv.yaml has no service `orders`"));
+    down(&repo, false);
+    let output = repo.devenv().args(["logs", "orders-db"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[DEV033]: `orders-db` has no container (`devenv-t-logs-orders-db`)"), "{stderr}");
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
+use common::shape::Shapes;
 use common::{TestRepo, cluster_client, copy_tree, mariadb_image, result_json, tier_available};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -52,6 +53,14 @@ fn env_value(deployment: &Deployment, name: &str) -> Option<String> {
 async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() {
     let Some(repo) = fixture("t-flux") else { return };
     let result = up(&repo);
+    let shapes = Shapes::from_readme();
+    shapes.check_line("up", &result);
+
+    // The environment's kubeconfig for kubectl: the sim cluster's own, its context current.
+    let output = repo.devenv().args(["env", "--env", "t-flux", "--kubeconfig"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let kubeconfig = result["cluster"]["kubeconfig"].as_str().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("export KUBECONFIG='{kubeconfig}'\n"));
 
     // Every Kustomization of the graph is Ready; the AWS-only one is not there.
     let objects: Vec<&str> =
@@ -117,6 +126,8 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let output = repo.devenv().args(["status", "--env", "t-flux", "--output", "json"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let status = result_json(&output.stdout);
+    shapes.check_line("status", &status);
+    assert!(!status["processes"].as_array().unwrap().is_empty(), "{status}");
     let listed: Vec<&str> = status["flux"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
     assert_eq!(listed.len(), objects.len(), "{listed:?} vs {objects:?}");
     assert!(status["flux"].as_array().unwrap().iter().all(|o| o["ready"] == true), "{}", status["flux"]);
@@ -213,6 +224,7 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let output = repo.devenv().args(["down", "--env", "t-flux", "--output", "json"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let down = result_json(&output.stdout);
+    shapes.check_line("down", &down);
     let gone: Vec<String> = down["flux"]["pruned"]
         .as_array()
         .unwrap()

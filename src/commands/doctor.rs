@@ -26,6 +26,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Check {
     pub name: String,
     pub verdict: Verdict,

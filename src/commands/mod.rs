@@ -2,16 +2,20 @@
 
 pub mod doctor;
 pub mod down;
+pub mod env;
+pub mod logs;
+pub mod manual;
 pub mod plan;
 pub mod sim;
 pub mod status;
 pub mod up;
+pub mod version;
 
 use std::path::PathBuf;
 
 use crate::cli::{Cli, Command, SimCommand};
-use crate::config::Selection;
-use crate::errors::Error;
+use crate::config::{Config, Selection, Service};
+use crate::errors;
 use crate::substitutes::OutputValue;
 use crate::ui::{self, OutputFormat, Reporter, Verbosity};
 
@@ -54,13 +58,24 @@ impl Context {
     }
 }
 
-pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), Error> {
+pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), errors::Error> {
     match &cli.command {
         Command::Up(args) => up::run(ctx, args).await,
         Command::Down(args) => down::run(ctx, args).await,
         Command::Status(args) => status::run(ctx, args).await,
         Command::Plan => plan::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
+        Command::Env(args) => env::run(ctx, args).await,
+        Command::Logs(args) => logs::run(ctx, args).await,
+        Command::Completions(args) => {
+            manual::completions(ctx, args);
+            Ok(())
+        }
+        Command::Man(args) => Ok(manual::man(ctx, args)?),
+        Command::Version => {
+            version::run(ctx);
+            Ok(())
+        }
         Command::Sim(SimCommand::Build) => sim::build(ctx).await,
     }
 }
@@ -77,6 +92,37 @@ fn command_line() -> String {
         line.push('…');
     }
     line
+}
+
+/// What a command asks of an environment that is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("devenv.yaml has no service `{service}`")]
+    UnknownService { service: String, known: Vec<String> },
+    #[error("environment `{env}` has not been created yet")]
+    NotCreated { env: String },
+    #[error("`{service}` of environment `{env}` has not been started yet")]
+    NotStarted { env: String, service: String },
+    #[error("`{service}` has no container (`{container}`)")]
+    NoContainer { service: String, container: String },
+    #[error("environment `{env}` has no cluster")]
+    NoCluster { env: String, profile: String },
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::providers::kubeconfig::Error),
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The service of devenv.yaml named `name`.
+fn service<'a>(config: &'a Config, name: &str) -> Result<&'a Service, Error> {
+    config.services.iter().find(|s| s.name == name).ok_or_else(|| Error::UnknownService {
+        service: name.to_string(),
+        known: config.services.iter().map(|s| s.name.clone()).collect(),
+    })
 }
 
 /// Outputs as a JSON object, secrets as null unless shown.

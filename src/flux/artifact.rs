@@ -48,6 +48,7 @@ pub struct Blob<'a> {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Pushed {
     pub reference: String,
     /// False when the registry already held the same content.

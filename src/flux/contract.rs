@@ -24,6 +24,7 @@ pub struct Use {
 
 /// What the scan found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Variables with no value and no default, with every place that uses them.
     pub missing: BTreeMap<String, Vec<Use>>,

@@ -74,6 +74,7 @@ pub struct Artifacts {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Deployed {
     pub artifacts: Artifacts,
     pub objects: Vec<ObjectStatus>,
@@ -384,6 +385,7 @@ async fn labelled(
 
 /// What `remove` took away.
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Removed {
     /// Objects Flux applied for the environment and pruned (`Kind/namespace/name`), each
     /// checked gone after the prune.

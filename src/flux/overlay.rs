@@ -173,6 +173,7 @@ pub struct LocalChart {
 
 /// A Flux object the overlay changed, as YAML before and after (`None`: removed).
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectDiff {
     /// `Kind/namespace/name`
     pub object: String,
@@ -182,6 +183,7 @@ pub struct ObjectDiff {
 
 /// One change the overlay made, for `devenv plan`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Change {
     /// `Kind/namespace/name`
     pub object: String,

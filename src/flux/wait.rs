@@ -21,6 +21,7 @@ const WAITING_REASONS: &[&str] =
 
 /// One Flux object of the environment and its readiness.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectStatus {
     /// `Kind/namespace/name`
     pub object: String,

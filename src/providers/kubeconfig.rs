@@ -73,6 +73,29 @@ pub fn resolve(config: &Kubeconfig, location: &Path, wanted: Option<&str>) -> Re
     Ok((context, server))
 }
 
+/// Only `context` of the kubeconfig at `location`, with its cluster and user, as the current
+/// context: a kubeconfig kubectl uses as it is (what `kind get kubeconfig` prints). Files the
+/// original names (certificates) are absolute paths.
+pub fn extract(location: &Path, context: &str) -> Result<Kubeconfig, Error> {
+    let config = read(location)?;
+    resolve(&config, location, Some(context))?;
+    let named = config.contexts.iter().find(|c| c.name == context).cloned();
+    let (cluster, user) = named
+        .as_ref()
+        .and_then(|c| c.context.as_ref())
+        .map(|c| (c.cluster.clone(), c.user.clone().unwrap_or_default()))
+        .unwrap_or_default();
+    Ok(Kubeconfig {
+        clusters: config.clusters.into_iter().filter(|c| c.name == cluster).collect(),
+        auth_infos: config.auth_infos.into_iter().filter(|u| u.name == user).collect(),
+        contexts: named.into_iter().collect(),
+        current_context: Some(context.to_string()),
+        kind: Some("Config".to_string()),
+        api_version: Some("v1".to_string()),
+        ..Default::default()
+    })
+}
+
 /// A client for `context` of the kubeconfig at `location`.
 pub async fn client(location: &Path, context: &str) -> Result<kube::Client, Error> {
     let config = read(location)?;
@@ -103,5 +126,23 @@ mod tests {
         let error = resolve(&config, location, Some("three")).unwrap_err();
         assert!(matches!(error, Error::NoContext { ref known, .. } if known == &["one", "two"]), "{error:?}");
         assert!(matches!(read(&dir.path().join("nothing")), Err(Error::NotFound)));
+    }
+
+    #[test]
+    fn one_context_is_extracted_with_its_cluster_and_user_as_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, TWO_CONTEXTS).unwrap();
+        let extracted = extract(&path, "two").unwrap();
+        assert_eq!(extracted.current_context.as_deref(), Some("two"));
+        let names = |v: Vec<String>| v.join(",");
+        assert_eq!(names(extracted.contexts.iter().map(|c| c.name.clone()).collect()), "two");
+        assert_eq!(names(extracted.clusters.iter().map(|c| c.name.clone()).collect()), "b");
+        assert_eq!(names(extracted.auth_infos.iter().map(|u| u.name.clone()).collect()), "u");
+        let written = dir.path().join("two");
+        std::fs::write(&written, serde_yaml::to_string(&extracted).unwrap()).unwrap();
+        let again = read(&written).unwrap();
+        assert_eq!(resolve(&again, &written, None).unwrap(), ("two".into(), "https://10.0.0.1:443".into()));
+        assert!(matches!(extract(&path, "three"), Err(Error::NoContext { .. })));
     }
 }

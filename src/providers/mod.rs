@@ -106,6 +106,7 @@ pub struct ClusterStatus {
 
 /// Flux's APIs in a cluster: which are served and which are missing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FluxPresence {
     pub missing: Vec<String>,
 }

@@ -71,6 +71,7 @@ pub struct Observed {
 
 /// A rendered output of a substitute.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutputValue {
     pub name: String,
     pub value: String,
@@ -390,6 +391,7 @@ async fn ensure_resources(
 
 /// What `down` removed.
 #[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Removed {
     pub containers: Vec<String>,
     pub volumes: Vec<String>,

@@ -7,13 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use tokio::sync::OnceCell;
 
 use super::{Action, Desired, Error, Observed, Removed, STOP_GRACE};
 use crate::config::profile::SubstituteRuntime as RuntimeKind;
 use crate::config::{Config, Service};
-use crate::docker::{ContainerInfo, Docker, MemoryUsage};
+use crate::docker::{ContainerInfo, Docker, LogChunk, MemoryUsage};
 use crate::naming;
 use crate::state::ServiceState;
 use crate::ui::Reporter;
@@ -73,6 +75,16 @@ pub trait SubstituteRuntime: Send + Sync {
         purge: bool,
         reporter: &'a dyn Reporter,
     ) -> BoxFuture<'a, Result<Removed, Error>>;
+
+    /// One service's output: what it printed since `since` (all of it without), then, with
+    /// `follow`, what it prints until it stops.
+    fn logs<'a>(
+        &'a self,
+        env: &'a str,
+        service: &'a Service,
+        follow: bool,
+        since: Option<std::time::SystemTime>,
+    ) -> BoxStream<'a, Result<LogChunk, Error>>;
 }
 
 /// The profile's runtime. Touches nothing: the engine is reached on first use.
@@ -170,5 +182,22 @@ impl SubstituteRuntime for DockerRuntime {
         reporter: &'a dyn Reporter,
     ) -> BoxFuture<'a, Result<Removed, Error>> {
         Box::pin(async move { super::remove_all(self.docker().await?, env, purge, reporter).await })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        env: &'a str,
+        service: &'a Service,
+        follow: bool,
+        since: Option<std::time::SystemTime>,
+    ) -> BoxStream<'a, Result<LogChunk, Error>> {
+        let name = naming::container_name(env, &service.name);
+        let chunks = async move {
+            match self.docker().await {
+                Ok(docker) => docker.logs(&name, follow, since).map(|item| item.map_err(Error::from)).boxed(),
+                Err(error) => futures_util::stream::once(std::future::ready(Err(error))).boxed(),
+            }
+        };
+        futures_util::stream::once(chunks).flatten().boxed()
     }
 }

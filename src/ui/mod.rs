@@ -128,18 +128,26 @@ pub fn reporter(format: OutputFormat, verbosity: Verbosity) -> Box<dyn Reporter>
     }
 }
 
+/// The version of the shape of every `result` and `error` line (README, "JSON results"): raised
+/// when a key is renamed or removed, or its meaning changes; new keys do not raise it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Prints a command's result as the last NDJSON line on stdout: the object with
-/// `"event": "result"` added.
+/// `"event": "result"` and `"schemaVersion"` added.
 pub fn print_result(value: &impl Serialize) {
     print_event("result", value);
 }
 
-/// Prints `value` (an object) with an `event` field on one line of stdout.
+/// Prints `value` (an object) with an `event` field on one line of stdout; a `result` or an
+/// `error` also gets `schemaVersion`.
 pub fn print_event(event: &str, value: &impl Serialize) {
     let mut object = match serde_json::to_value(value).expect("output serialises") {
         serde_json::Value::Object(object) => object,
         other => serde_json::Map::from_iter([("value".to_string(), other)]),
     };
     object.insert("event".to_string(), event.into());
+    if matches!(event, "result" | "error") {
+        object.insert("schemaVersion".to_string(), SCHEMA_VERSION.into());
+    }
     crate::outln!("{}", serde_json::Value::Object(object));
 }

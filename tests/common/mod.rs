@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kind;
+pub mod shape;
 
 use std::path::{Path, PathBuf};
 
