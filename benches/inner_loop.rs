@@ -103,7 +103,13 @@ fn main() {
     let environment = runtime.block_on(environment_values(&client));
     let prune_deadline = Duration::from_secs(120);
     runtime
-        .block_on(devenv::flux::deploy::remove(&client, &config, prune_deadline, &devenv::ui::SilentReporter))
+        .block_on(devenv::flux::deploy::remove(
+            &client,
+            &config.env,
+            &devenv::state::FluxPlacement::for_config(&config),
+            prune_deadline,
+            &devenv::ui::SilentReporter,
+        ))
         .unwrap();
     let server = GitServer::on_host(work.path());
     prepare_classic(&server, &registry);

@@ -228,6 +228,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             }
             crate::flux::Error::Pack(crate::flux::pack::Error::Chart { source, .. }) => ("DEV061", Some(chart_hint(source))),
             crate::flux::Error::Chart(source) => ("DEV061", Some(chart_hint(source))),
+            crate::flux::Error::Pack(crate::flux::pack::Error::Collision { .. }) => (
+                "DEV061",
+                Some("rename one of them, switch one off (`overlay.disable`), or give the environment a cluster of its own (`cluster.isolation: cluster`)".into()),
+            ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {
                 crate::flux::deploy::Error::Failed { .. } => (

@@ -123,6 +123,26 @@ pub struct Config {
     pub context: Option<String>,
 }
 
+impl Config {
+    /// The environment's own namespace when it shares its cluster (`isolation: namespace`,
+    /// the default of the `existing` provider): `cluster.namespace`, else `devenv-<env>`.
+    pub fn environment_namespace(&self) -> Option<String> {
+        let cluster = &self.profile.cluster;
+        let default = match cluster.provider {
+            profile::Provider::Existing => profile::Isolation::Namespace,
+            _ => profile::Isolation::Cluster,
+        };
+        (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
+            .then(|| cluster.namespace.clone().unwrap_or_else(|| format!("devenv-{}", self.env)))
+    }
+
+    /// Where the environment's Flux objects, and devenv's own beside them, live: its
+    /// namespace, or the repository's Flux namespace when it has the cluster to itself.
+    pub fn flux_namespace(&self) -> String {
+        self.environment_namespace().unwrap_or_else(|| self.project.flux.namespace.clone())
+    }
+}
+
 /// What the user chose on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {

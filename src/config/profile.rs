@@ -84,6 +84,24 @@ pub struct ClusterConfig {
     /// kubeconfig context (existing, eks-namespace).
     #[serde(default)]
     pub context: Option<String>,
+    /// Whether the environment has the cluster to itself (existing; default `namespace`).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// The environment's namespace when `isolation: namespace` (default `devenv-<env>`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// How an environment shares its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// The cluster is the environment's own: Flux objects and workloads go where the
+    /// repository puts them, as in the cluster the repository describes.
+    Cluster,
+    /// The cluster is shared: every Flux object of the environment, its ConfigMap and Secret
+    /// and the workloads they apply live in the environment's namespace.
+    Namespace,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
