@@ -118,7 +118,7 @@ fn main() {
     let edit = |round: usize| {
         std::fs::write(&manifest, original.replace("ledger:1.0.7", &format!("ledger:2.0.{round}"))).unwrap();
     };
-    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 5, edit));
+    let (_, classic_times) = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 5, edit));
     runtime.block_on(remove_classic(&client));
     drop(server);
 

@@ -117,7 +117,7 @@ fn main() {
         std::fs::write(&checkout_settings, original.replace("tier: standard", &format!("tier: classic-{round}")))
             .unwrap();
     };
-    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 4, edit));
+    let (_, classic_times) = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 4, edit));
     runtime.block_on(remove_classic(&client));
     drop(server);
     drop(cleanup);
