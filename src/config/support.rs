@@ -37,6 +37,8 @@ pub(super) fn check_supported(
         ("registry.pullUrl", registry.pull_url.is_some(), existing),
         ("flux.imageRegistry", profile.flux.image_registry.is_some(), local),
         ("quota", profile.quota.is_some(), false),
+        ("limits", profile.limits.is_some(), false),
+        ("ingressNamespace", profile.ingress_namespace.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
         ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
     ];
