@@ -152,8 +152,8 @@ pub fn policy(subject: &Subject) -> Value {
                 "apiGroups": ["*"],
                 "apiVersions": ["*"],
                 "operations": ["CREATE", "UPDATE", "DELETE"],
-                // `*/*`: subresources too (status, scale …).
-                "resources": ["*", "*/*"],
+                // Every resource and subresource (status, scale …).
+                "resources": ["*/*"],
             }]},
             "matchConditions": [{"name": "subject", "expression": subject.cel_match()}],
             "variables": [
