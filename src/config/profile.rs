@@ -132,9 +132,9 @@ pub struct SubstituteRuntimeConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Quota {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub cpu: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub memory: Option<String>,
     #[serde(default)]
     pub pods: Option<u32>,
@@ -146,16 +146,16 @@ pub struct Quota {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Limits {
     /// CPU limit, e.g. `500m`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub default_cpu: Option<String>,
     /// Memory limit, e.g. `512Mi`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub default_memory: Option<String>,
     /// CPU request, e.g. `100m`; at most the limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub default_request_cpu: Option<String>,
     /// Memory request, e.g. `128Mi`; at most the limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub default_request_memory: Option<String>,
 }
 
@@ -180,4 +180,20 @@ impl Limits {
     pub fn request_memory(&self) -> &str {
         self.default_request_memory.as_deref().unwrap_or(Self::DEFAULT_REQUEST_MEMORY)
     }
+}
+
+/// A Kubernetes quantity as written: `cpu: 2` in YAML is a number, `cpu: 500m` a string.
+fn quantity<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Whole(u64),
+        Fraction(f64),
+    }
+    Ok(Option::<Written>::deserialize(deserializer)?.map(|written| match written {
+        Written::Text(text) => text,
+        Written::Whole(number) => number.to_string(),
+        Written::Fraction(number) => number.to_string(),
+    }))
 }

@@ -139,6 +139,14 @@ mod tests {
             ".devenv/profiles/mine.yaml:4:7: quota: not supported yet with the `sim` provider"
         );
         assert_eq!(
+            message(load("cluster:\n  provider: kind\nlimits:\n  defaultCpu: 1\n", None)),
+            ".devenv/profiles/mine.yaml:4:13: limits: not supported yet with the `kind` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: existing\n  context: a\ningressNamespace: ingress-nginx\n", None)),
+            ".devenv/profiles/mine.yaml:4:1: ingressNamespace: not supported yet with the `existing` provider"
+        );
+        assert_eq!(
             message(load("cluster:\n  provider: sim\n  kubernetesVersion: \"1.36\"\n", None)),
             ".devenv/profiles/mine.yaml:3:22: cluster.kubernetesVersion: not supported yet with the `sim` provider"
         );
