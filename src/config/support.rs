@@ -144,7 +144,7 @@ mod tests {
         );
         assert_eq!(
             message(load("cluster:\n  provider: existing\n  context: a\ningressNamespace: ingress-nginx\n", None)),
-            ".devenv/profiles/mine.yaml:4:1: ingressNamespace: not supported yet with the `existing` provider"
+            ".devenv/profiles/mine.yaml:4:19: ingressNamespace: not supported yet with the `existing` provider"
         );
         assert_eq!(
             message(load("cluster:\n  provider: sim\n  kubernetesVersion: \"1.36\"\n", None)),
