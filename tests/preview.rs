@@ -16,7 +16,7 @@ use devenv::preview::{ContainerDefaults, Preview, Quota, SERVICE_ACCOUNT, Settin
 use devenv::providers::sim::{self, Lifetime, Scope, Sim, SimInfo};
 use devenv::ui::SilentReporter;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -175,6 +175,10 @@ async fn the_preview_account_is_confined_to_its_namespace() {
     forbidden(
         Api::<ResourceQuota>::namespaced(account.clone(), ns).delete(bundle::NAME, &DeleteParams::default()).await,
         "deleting the ResourceQuota",
+    );
+    forbidden(
+        Api::<LimitRange>::namespaced(account.clone(), ns).delete(bundle::NAME, &DeleteParams::default()).await,
+        "deleting the LimitRange",
     );
     eprintln!("[preview] the account's checks took {}ms", started.elapsed().as_millis());
 
