@@ -34,8 +34,8 @@ fn sim_available() -> bool {
 }
 
 /// The cluster every test of this binary shares, booted by the first to ask. The scope is the
-/// whole platform: the smaller one has no controller manager, and ResourceQuota admission
-/// refuses every pod until the controller manager has counted the quota's usage.
+/// whole platform: the smaller one has no controller manager, without which ResourceQuota
+/// admission never enforces a quota (it reads the `status.hard` that controller writes).
 fn cluster() -> &'static SimInfo {
     static CLUSTER: OnceLock<SimInfo> = OnceLock::new();
     CLUSTER.get_or_init(|| {
@@ -213,8 +213,8 @@ async fn quota_and_limit_range_apply_to_pods() {
     apply_all(&admin, &bundle::objects(&preview, &settings)).await;
     let ns = preview.namespace.as_str();
 
-    // Quota admission refuses every pod ("status unknown for quota") until the controller
-    // manager has written the quota's status.
+    // Quota admission reads a quota's `status.hard`, which the controller manager writes: until
+    // then the quota is ignored, and pods are admitted without being counted.
     let started = Instant::now();
     let quotas = Api::<ResourceQuota>::namespaced(admin.clone(), ns);
     eventually("the controller manager counts the quota", QUOTA_DEADLINE, || {
@@ -318,6 +318,21 @@ async fn the_ci_identity_works_only_in_preview_namespaces() {
     assert!(message.contains("must be labelled app.kubernetes.io/managed-by=devenv"), "{message}");
     let message = forbidden(namespaces.delete("team-a", &DeleteParams::default()).await, "deleting `team-a`");
     assert!(message.contains("only namespaces"), "{message}");
+    // A `pr-*` namespace devenv did not make is not CI's either.
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace_object("pr-9-foreign", json!({})))
+        .await
+        .unwrap();
+    let message = forbidden(
+        Api::<ConfigMap>::namespaced(ci.clone(), "pr-9-foreign")
+            .create(&PostParams::default(), &config_map("escape"))
+            .await,
+        "a ConfigMap in `pr-9-foreign`",
+    );
+    assert!(message.contains("that devenv made"), "{message}");
+    let message =
+        forbidden(namespaces.delete("pr-9-foreign", &DeleteParams::default()).await, "deleting `pr-9-foreign`");
+    assert!(message.contains("only namespaces devenv made"), "{message}");
     forbidden(
         Api::<ClusterRole>::all(ci.clone())
             .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap())
