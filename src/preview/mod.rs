@@ -80,7 +80,7 @@ impl Preview {
         })
     }
 
-    /// The namespace's labels; `managed-by` and `pr-` are what the admission policy checks.
+    /// The namespace's labels; `managed-by` is what the CI identity's admission policy checks.
     pub fn labels(&self) -> Vec<(&'static str, String)> {
         let mut labels = vec![
             (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
@@ -93,7 +93,8 @@ impl Preview {
         labels
     }
 
-    /// The labels every object of the preview carries (the namespace has the sha too).
+    /// The labels every object in the namespace carries: all but the sha, which changes with
+    /// every push and is recorded once, on the namespace.
     pub fn object_labels(&self) -> Vec<(&'static str, String)> {
         self.labels().into_iter().filter(|(key, _)| *key != LABEL_SHA).collect()
     }
