@@ -890,6 +890,31 @@ fn env_kubeconfig_selects_the_environments_cluster() {
     assert_eq!(dotenv, format!("KUBECONFIG={}\n", written.display()));
 }
 
+/// `preview rbac` needs no repository: it prints what a cluster admin applies for CI.
+#[test]
+fn preview_rbac_prints_the_identity_s_rights_and_refuses_bad_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = |args: &[&str]| devenv_in(dir.path()).args(["preview", "rbac"]).args(args).assert();
+    let printed = rbac(&["--service-account", "ci/deployer"]).success();
+    let text = String::from_utf8(printed.get_output().stdout.clone()).unwrap();
+    assert!(text.starts_with("# What service account ci/deployer needs"), "{text}");
+    assert_eq!(text.matches("\n---\n").count(), 4, "four documents: {text}");
+    assert!(text.contains("kind: ValidatingAdmissionPolicyBinding"), "{text}");
+    assert!(text.contains("request.userInfo.username == \"system:serviceaccount:ci:deployer\""), "{text}");
+    rbac(&["--help"]).success().stdout(predicate::str::contains("Examples:"));
+
+    rbac(&["--user", "devenv-ci", "--group", "ci"])
+        .code(2)
+        .stderr(predicate::str::contains("error: the argument '--user <NAME>' cannot be used with '--group <NAME>'"));
+    rbac(&[]).code(2).stderr(predicate::str::contains("the following required arguments were not provided"));
+    rbac(&["--service-account", "deployer"]).code(2).stderr(predicate::str::contains(
+        "invalid value 'deployer' for '--service-account <NAMESPACE/NAME>': `deployer` is not NAMESPACE/NAME",
+    ));
+    rbac(&["--service-account", "CI/deployer"]).code(2).stderr(predicate::str::contains("namespace `CI` contains `C`"));
+    rbac(&["--user", ""]).code(2).stderr(predicate::str::contains("a value is required for '--user <NAME>'"));
+    devenv_in(dir.path()).arg("preview").assert().code(2).stderr(predicate::str::contains("rbac"));
+}
+
 #[test]
 fn version_names_the_build_and_the_pinned_versions() {
     let dir = tempfile::tempdir().unwrap();
@@ -971,6 +996,8 @@ fn completions_and_manual_pages_come_from_the_binary() {
             "devenv-logs.1",
             "devenv-man.1",
             "devenv-plan.1",
+            "devenv-preview-rbac.1",
+            "devenv-preview.1",
             "devenv-sim-build.1",
             "devenv-sim.1",
             "devenv-status.1",
@@ -1084,6 +1111,8 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         .output()
         .unwrap();
     check("sim-build", &output.stdout);
+
+    check("preview-rbac", &json(&repo, &["preview", "rbac", "--group", "ci:deployers"]));
 
     checked.extend(["up".to_string(), "logs".to_string()]);
     assert_eq!(checked, commands, "every command's JSON is checked (up and logs in the docker tier)");

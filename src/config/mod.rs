@@ -603,6 +603,70 @@ impl Validate for Profile {
                 hint: Some("write it like `512Mi` or `2Gi`".to_string()),
             });
         }
+        let quota = self.quota.as_ref();
+        let limits = self.limits.as_ref();
+        // (field, value, whether it is CPU rather than memory)
+        let quantities: [(&str, Option<&String>, bool); 6] = [
+            ("quota.cpu", quota.and_then(|q| q.cpu.as_ref()), true),
+            ("quota.memory", quota.and_then(|q| q.memory.as_ref()), false),
+            ("limits.defaultCpu", limits.and_then(|l| l.default_cpu.as_ref()), true),
+            ("limits.defaultMemory", limits.and_then(|l| l.default_memory.as_ref()), false),
+            ("limits.defaultRequestCpu", limits.and_then(|l| l.default_request_cpu.as_ref()), true),
+            ("limits.defaultRequestMemory", limits.and_then(|l| l.default_request_memory.as_ref()), false),
+        ];
+        for (field, value, is_cpu) in quantities {
+            let Some(value) = value else { continue };
+            let (valid, hint) = if is_cpu {
+                (parse_cpu(value).is_some(), "write it like `500m`, `1` or `2.5`")
+            } else {
+                (parse_memory(value).is_some(), "write it like `512Mi` or `2Gi`")
+            };
+            if !valid {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at(field),
+                    field: field.to_string(),
+                    message: format!("`{value}` is not {}", if is_cpu { "a CPU amount" } else { "a memory size" }),
+                    hint: Some(hint.to_string()),
+                });
+            }
+        }
+        if let Some(limits) = limits {
+            // The API server rejects a LimitRange whose default request exceeds its default limit.
+            let cpu = (parse_cpu(limits.request_cpu()), parse_cpu(limits.cpu()));
+            let memory = (parse_memory(limits.request_memory()), parse_memory(limits.memory()));
+            let over = if cpu.0 > cpu.1 {
+                Some(("limits.defaultRequestCpu", limits.request_cpu(), "limits.defaultCpu", limits.cpu()))
+            } else if memory.0 > memory.1 {
+                Some(("limits.defaultRequestMemory", limits.request_memory(), "limits.defaultMemory", limits.memory()))
+            } else {
+                None
+            };
+            if let Some((request_field, request, limit_field, limit)) = over {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at(if limits.default_request_cpu.is_some() || limits.default_request_memory.is_some() {
+                        request_field
+                    } else {
+                        limit_field
+                    }),
+                    field: request_field.to_string(),
+                    message: format!("the default request `{request}` is more than the default limit `{limit}`"),
+                    hint: Some(format!("set `{request_field}` to at most `{limit_field}`")),
+                });
+            }
+        }
+        if let Some(namespace) = &self.ingress_namespace
+            && let Err(reason) = naming::check_label(namespace, naming::MAX_OBJECT_LEN)
+        {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: at("ingressNamespace"),
+                field: "ingressNamespace".to_string(),
+                message: format!("namespace `{namespace}` {reason}"),
+                hint: Some("name the namespace the ingress controller runs in, e.g. `ingress-nginx`".to_string()),
+            });
+        }
         if let Some(ttl) = &self.ttl
             && parse_duration(ttl).is_none()
         {
@@ -845,6 +909,22 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
+}
+
+/// `500m`, `1`, `2.5` → millicores (at least 1).
+pub fn parse_cpu(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(milli) = text.strip_suffix('m') {
+        return milli.parse::<u64>().ok().filter(|m| *m > 0 && milli.bytes().all(|b| b.is_ascii_digit()));
+    }
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+        return None;
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let fraction: u64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<3}").parse().ok()? };
+    whole.checked_mul(1000)?.checked_add(fraction).filter(|m| *m > 0)
 }
 
 /// `512Mi`, `2Gi`, `1G`, `1048576` → bytes.

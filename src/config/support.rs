@@ -39,6 +39,8 @@ pub(super) fn check_supported(
         ("registry.pullUrl", registry.pull_url.is_some(), existing),
         ("flux.imageRegistry", profile.flux.image_registry.is_some(), local),
         ("quota", profile.quota.is_some(), false),
+        ("limits", profile.limits.is_some(), false),
+        ("ingressNamespace", profile.ingress_namespace.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
         ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
     ];
@@ -157,6 +159,14 @@ mod tests {
         assert_eq!(
             message(load("cluster:\n  provider: sim\nquota:\n  pods: 5\n", None)),
             ".devenv/profiles/mine.yaml:4:7: quota: not supported yet with the `sim` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: kind\nlimits:\n  defaultCpu: 1\n", None)),
+            ".devenv/profiles/mine.yaml:4:13: limits: not supported yet with the `kind` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: existing\n  context: a\ningressNamespace: ingress-nginx\n", None)),
+            ".devenv/profiles/mine.yaml:4:19: ingressNamespace: not supported yet with the `existing` provider"
         );
         assert_eq!(
             message(load("cluster:\n  provider: sim\n  kubernetesVersion: \"1.36\"\n", None)),
