@@ -206,13 +206,15 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     _ => "fix the Docker configuration (`docker login HOST` writes `~/.docker/config.json`; DOCKER_CONFIG moves it)".into(),
                 }),
             ),
-            providers::Error::NotAvailable { provider, .. } => (
-                "DEV040",
-                Some(format!(
+            // The profile asks for what this build cannot do: a configuration error.
+            providers::Error::NotAvailable { provider, .. } => return Diagnosis {
+                id: "DEV040",
+                exit_code: 2,
+                hint: Some(format!(
                     "this version of devenv runs the providers {}; pick a profile that uses one (`--profile standalone` runs the substitutes alone), or a `{provider}` profile later",
                     providers::AVAILABLE.join(", ")
                 )),
-            ),
+            },
         },
         Error::Doctor(_) => {
             return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };

@@ -73,12 +73,50 @@ fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
         .args(["up", "--profile", "preview"])
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains(
             "error[DEV040]: profile `preview` uses the `eks-namespace` cluster provider, which this version of devenv cannot run",
         ))
         .stderr(predicate::str::contains("--profile standalone"));
     assert!(!repo.state_file().exists());
+}
+
+#[test]
+fn configuration_errors_point_at_the_key_to_change() {
+    let repo = TestRepo::new("t-cli-edges", "  - name: orders-db\n    kind: rds-mariadb\n    port: 0\n");
+    let devenv_yaml = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    let line_of = |needle: &str| devenv_yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let plan = |repo: &TestRepo| repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).assert().code(2);
+    // Port 0 would leave `up` waiting for a port that is never published.
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "error[DEV010]: devenv.yaml:{}:11: services[0].port: port 0 is not a port devenv can publish on",
+        line_of("port: 0")
+    )));
+    // An unknown field is shown at its key, not at its value.
+    repo.write("devenv.yaml", &devenv_yaml.replace("    port: 0\n", "    prot: 5432\n"));
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "devenv.yaml:{}:5: services[0].prot: unknown field `prot`",
+        line_of("port: 0")
+    )));
+    // A key written twice is shown at the second twin, the one to remove.
+    repo.write("devenv.yaml", &format!("{}project: other\n", devenv_yaml.replace("    port: 0\n", "")));
+    let lines = devenv_yaml.lines().count();
+    plan(&repo)
+        .stderr(predicate::str::contains(format!("devenv.yaml:{lines}:1: duplicate entry with key \"project\"")));
+}
+
+#[test]
+fn a_broken_profile_breaks_only_the_commands_that_use_it() {
+    let repo = TestRepo::new("t-cli-broken-profile", SERVICE);
+    repo.write(".devenv/profiles/broken.yaml", "cluster: [\n");
+    let output = repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    repo.devenv()
+        .args(["plan", "--profile", "broken"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV002]: .devenv/profiles/broken.yaml:2:1:"));
 }
 
 #[test]
