@@ -60,6 +60,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV031", "the environment name is used by another repository"),
     ("DEV032", "another command is changing the environment"),
     ("DEV033", "the environment, or the part of it asked for, has not been created"),
+    ("DEV034", "something the environment runs is not healthy"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
@@ -294,6 +295,11 @@ fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
             format!(
                 "it was made with profile `{profile}`, which has no cluster; `devenv up --profile NAME` with a cluster profile (local, k3d, sim, or your own) makes one"
             ),
+        ),
+        Command::Unhealthy { .. } => (
+            "DEV034",
+            1,
+            "`devenv up` repairs it: it starts or recreates what stopped and waits until everything is Ready; `devenv logs SERVICE` shows why a substitute stopped".to_string(),
         ),
         Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
         Command::Write { .. } => ("DEV011", 1, "check that the directory exists and is writable".to_string()),

@@ -1,4 +1,5 @@
-//! `devenv status`: each substitute's container, health and endpoint.
+//! `devenv status`: each substitute's container, health and endpoint, the cluster and the
+//! Flux objects; it fails when something a created environment runs is not healthy.
 
 use super::{Context, output_rows, outputs_json};
 use crate::cli::StatusArgs;
@@ -49,6 +50,14 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         runtime.check().await?;
     }
 
+    // What a created environment should run but does not, for the exit code.
+    let mut problems = Vec::new();
+    if let Some(health) = cluster_status.as_ref().filter(|h| !h.healthy) {
+        problems.push(format!("the cluster is not healthy: {}", health.detail));
+    }
+    for object in flux_objects.iter().flatten().filter(|o| !o.ready) {
+        problems.push(format!("{} is not Ready", object.object));
+    }
     let mut services = Vec::new();
     let mut rows = Vec::new();
     let mut output_table = Vec::new();
@@ -68,6 +77,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             }
             (Some(c), ..) => (c.state.clone(), "-".to_string()),
         };
+        if state.is_some() && health != "ready" {
+            problems.push(match health.as_str() {
+                "-" => format!("`{}` is {state_word}", service.name),
+                _ => format!("`{}` is {health}", service.name),
+            });
+        }
         let endpoint = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "-".to_string());
         let memory = container.as_ref().and_then(|c| c.memory);
         let memory_text = memory
@@ -108,8 +123,9 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "processes": processes,
             "flux": flux_objects,
             "services": services,
+            "healthy": problems.is_empty(),
         }));
-        return Ok(());
+        return healthy(&config.env, problems);
     }
     crate::outln!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
@@ -164,5 +180,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         crate::outln!();
         crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
     }
-    Ok(())
+    healthy(&config.env, problems)
+}
+
+fn healthy(env: &str, problems: Vec<String>) -> Result<(), Error> {
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(super::Error::Unhealthy { env: env.to_string(), problems }.into()),
+    }
 }
