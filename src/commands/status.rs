@@ -125,7 +125,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "services": services,
             "healthy": problems.is_empty(),
         }));
-        return healthy(&config.env, problems);
+        return Ok(healthy(&config.env, problems)?);
     }
     crate::outln!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
@@ -180,12 +180,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         crate::outln!();
         crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
     }
-    healthy(&config.env, problems)
+    Ok(healthy(&config.env, problems)?)
 }
 
-fn healthy(env: &str, problems: Vec<String>) -> Result<(), Error> {
+fn healthy(env: &str, problems: Vec<String>) -> Result<(), super::Error> {
     match problems.is_empty() {
         true => Ok(()),
-        false => Err(super::Error::Unhealthy { env: env.to_string(), problems }.into()),
+        false => Err(super::Error::Unhealthy { env: env.to_string(), problems }),
     }
 }
