@@ -426,6 +426,7 @@ fn chart_hint(error: &crate::flux::charts::Error) -> String {
     match error {
         Chart::ValuesFile { .. } => "each `spec.chart.spec.valuesFiles` entry is a YAML file of values, relative to the repository root; `ignoreMissingValuesFiles: true` skips missing ones".into(),
         Chart::Version { .. } => "write Chart.yaml's `version:` as SemVer 2 without a leading `v` (`1.4.0`, `1.4.0-rc.1`): source-controller skips chart tags that are not".into(),
+        Chart::Outside { .. } => "devenv publishes and installs only what is inside the repository: move the chart or values file into it (a symbolic link must point inside it too)".into(),
         Chart::VersionNotAllowed { .. } => "raise the chart's `version:` in Chart.yaml or widen the HelmRelease's `spec.chart.spec.version`: in the cluster Flux would not find a matching chart either".into(),
         _ => "`spec.chart.spec.chart` must name a chart directory of the repository (or a chart of `charts:`), with its Chart.yaml (and a values.yaml when the HelmRelease has valuesFiles)".into(),
     }

@@ -29,6 +29,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             let env = envmap::compute(&config, &State::default(), runtime.as_ref());
             let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
             prepared.check_contract()?;
+            for warning in prepared.warnings() {
+                ctx.reporter().warning(&warning);
+            }
             Some(prepared)
         }
     };

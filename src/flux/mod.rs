@@ -40,6 +40,19 @@ pub struct Prepared {
     pub contract: contract::Report,
 }
 
+impl Prepared {
+    /// Warnings about the tree that do not stop `up`: manifests left out as symbolic links.
+    pub fn warnings(&self) -> Vec<String> {
+        (self.packed.linked_manifests.iter())
+            .map(|path| {
+                format!(
+                    "`{path}` is a symbolic link, so it is not packed: Flux's artifacts hold files only (a copy, or the file itself, is)"
+                )
+            })
+            .collect()
+    }
+}
+
 /// The overlay settings from devenv.yaml; `registry` is the environment's registry as the
 /// cluster reaches it, `cluster` what the cluster can do (where pods do not run, admission
 /// webhooks are dropped: nothing would serve them). Reads the Chart.yaml of each chart to
