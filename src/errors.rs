@@ -77,6 +77,9 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
     ("DEV066", "Flux's prune did not finish in time"),
+    ("DEV067", "a substituted value would make a string field a number, boolean or null"),
+    ("DEV068", "an `overlay.disable` entry matches nothing"),
+    ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
     ("DEV090", "interrupted"),
 ];
 
@@ -223,6 +226,14 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 exit_code: 2,
                 hint: Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
             },
+            crate::flux::Error::Checks { id, .. } => {
+                let hint = match *id {
+                    "DEV067" => "Flux substitutes in the manifest's text after re-serialising it, so the quotes around `${VAR}` are gone and a value that reads as a number or boolean stops being a string: apply each fix above (kustomize-controller docs, \"Post build substitution of numbers and booleans\")",
+                    "DEV068" => "correct or remove the entry in devenv.yaml's `overlay.disable`; each fix above says what it could have meant",
+                    _ => "fix each file at the place shown: kustomize would stop building the Kustomization that reads it, and Flux would report it from its own copy of the files",
+                };
+                return Diagnosis { id, exit_code: 2, hint: Some(hint.into()) };
+            }
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
