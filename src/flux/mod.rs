@@ -9,6 +9,7 @@ pub mod contract;
 pub mod deploy;
 pub mod overlay;
 pub mod pack;
+pub mod temp_paths;
 pub mod wait;
 
 use std::collections::BTreeSet;
