@@ -81,6 +81,7 @@ pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Resul
         clashing: Default::default(),
         published_charts,
         helm_repositories: Default::default(),
+        deletions: Default::default(),
     })
 }
 
@@ -112,7 +113,10 @@ fn run_checks(config: &Config, env: &EnvMap, packed: &pack::Packed) -> Vec<check
         .chain(packed.diffs.iter().filter(|(_, d)| d.after.is_none()).map(|(_, d)| d.object.clone()))
         .collect();
     let project_text = std::fs::read_to_string(config.repo.join(crate::config::PROJECT_FILE)).unwrap_or_default();
-    let applied = checks::disable::applied_objects(&config.repo, &appliers);
+    // devenv's own root is not the user's: what only it applies cannot be patched away.
+    let root = format!("Kustomization/{flux_namespace}/{}", deploy::ROOT_NAME);
+    let applying: Vec<checks::Applier> = appliers.iter().filter(|a| a.key != root).cloned().collect();
+    let applied = checks::disable::applied_objects(&config.repo, &applying);
     let mut findings = checks::build::check(&config.repo, &packed.paths, &appliers);
     findings.extend(checks::disable::check(&config.project.overlay.disable, &project_text, &flux_objects, &applied));
     findings.extend(checks::string_fields::check(&config.repo, &appliers, &provided));

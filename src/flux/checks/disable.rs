@@ -1,7 +1,9 @@
 //! `overlay.disable` entries that match nothing, which would otherwise switch nothing off
 //! in silence; and the objects Kustomizations apply that an entry names (`Kind/namespace/name`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml::{Mapping, Value};
 
 use super::documents;
 use super::{Applier, Finding, Kind};
@@ -55,6 +57,57 @@ impl Entry {
     }
 }
 
+/// Delete patches for the objects the `Kind/…` entries of `overlay.disable` name, by the
+/// Kustomization (`namespace/name`) whose files (`applying`) hold them: `(object, patch)`.
+/// Flux objects are left to the overlay, which removes them from their files.
+pub fn deletions(
+    disable: &[String],
+    applying: &[(&str, &BTreeSet<String>)],
+    read: &dyn Fn(&str) -> Option<String>,
+) -> BTreeMap<String, Vec<(String, Value)>> {
+    let entries: Vec<Entry> =
+        disable.iter().map(|d| Entry::parse(d)).filter(|e| matches!(e, Entry::Applied { .. })).collect();
+    let mut result: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+    if entries.is_empty() {
+        return result;
+    }
+    for (kustomization, files) in applying {
+        for file in files.iter().filter(|f| super::is_yaml(f) && !is_kustomization_file(f)) {
+            let Some(text) = read(file) else { continue };
+            for document in documents::parse(&text) {
+                let Some(key) = document.object() else { continue };
+                let api_version = document.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                if is_flux(api_version) || !entries.iter().any(|e| e.matches(&key, false)) {
+                    continue;
+                }
+                let patches = result.entry(kustomization.to_string()).or_default();
+                if !patches.iter().any(|(object, _)| object == &key) {
+                    patches.push((key.clone(), delete_patch(&key, api_version)));
+                }
+            }
+        }
+    }
+    result
+}
+
+/// A Kustomize patch that deletes one object: a strategic-merge `$patch: delete` with a target.
+fn delete_patch(key: &str, api_version: &str) -> Value {
+    let parts: Vec<&str> = key.split('/').collect();
+    let (kind, namespace, name) = match parts.as_slice() {
+        [kind, namespace, name] => (*kind, Some(*namespace), *name),
+        [kind, name] => (*kind, None, *name),
+        _ => unreachable!("an object key has two or three parts"),
+    };
+    let mut target = Mapping::from_iter([("kind".into(), kind.into()), ("name".into(), name.into())]);
+    let mut metadata = format!("  name: {name}\n");
+    if let Some(namespace) = namespace {
+        target.insert("namespace".into(), namespace.into());
+        metadata.push_str(&format!("  namespace: {namespace}\n"));
+    }
+    let patch = format!("$patch: delete\napiVersion: {api_version}\nkind: {kind}\nmetadata:\n{metadata}");
+    Value::Mapping(Mapping::from_iter([("target".into(), Value::Mapping(target)), ("patch".into(), patch.into())]))
+}
+
 /// An object a Kustomization applies, read from the user's files.
 #[derive(Debug, Clone)]
 pub struct AppliedObject {
@@ -74,7 +127,7 @@ pub fn applied_objects(root: &std::path::Path, appliers: &[Applier]) -> Vec<Appl
             let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
             for document in documents::parse(&text) {
                 let Some(key) = document.object() else { continue };
-                let api_version = document.value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
+                let api_version = document.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
                 objects.push(AppliedObject {
                     key,
                     api_version: api_version.to_string(),
@@ -192,6 +245,32 @@ mod tests {
         assert!(findings[0].fix.as_deref().unwrap().starts_with("did you mean `aws-load-balancer-controller`?"));
         assert_eq!(findings[1].place(), "devenv.yaml:7:7");
         assert!(findings[1].fix.as_deref().unwrap().ends_with("there are IngressClass/alb"), "{:?}", findings[1].fix);
+    }
+
+    #[test]
+    fn an_applied_object_named_by_kind_is_deleted_by_the_kustomization_that_applies_it() {
+        let files: BTreeMap<&str, &str> = BTreeMap::from([
+            ("infrastructure/platform/kustomization.yaml", "resources: [ingressclass.yaml, irsa.yaml]\n"),
+            (
+                "infrastructure/platform/ingressclass.yaml",
+                "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: alb\n",
+            ),
+            (
+                "infrastructure/platform/irsa.yaml",
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: search\n  namespace: lending\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: keep\n  namespace: lending\n",
+            ),
+        ]);
+        let platform: BTreeSet<String> = files.keys().map(|f| f.to_string()).collect();
+        let disable = ["IngressClass/alb".to_string(), "ServiceAccount/lending/search".to_string(), "apps".to_string()];
+        let read = |file: &str| files.get(file).map(|t| t.to_string());
+        let found = deletions(&disable, &[("flux-system/platform", &platform)], &read);
+        let objects: Vec<&str> = found["flux-system/platform"].iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(objects, ["IngressClass/alb", "ServiceAccount/lending/search"]);
+        let patch = &found["flux-system/platform"][1].1;
+        assert_eq!(
+            serde_yaml::to_string(patch).unwrap(),
+            "target:\n  kind: ServiceAccount\n  name: search\n  namespace: lending\npatch: |\n  $patch: delete\n  apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: search\n    namespace: lending\n"
+        );
     }
 
     #[test]
