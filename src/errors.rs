@@ -655,6 +655,26 @@ mod tests {
     }
 
     #[test]
+    fn what_flux_would_fail_on_stops_with_the_first_problem_s_id_and_every_place() {
+        let finding = crate::flux::checks::Finding::new(
+            crate::flux::checks::Kind::StringField,
+            "apps/base/orders/deployment.yaml",
+            Some((23, 22)),
+            "`env[name=\"DB_PORT\"].value` of container `loans` of Deployment/lending/loans is `${DB_PORT}`".into(),
+        );
+        let details = crate::flux::checks::render(&[finding]).trim_end().to_string();
+        let error = Error::Flux(crate::flux::Error::Checks { id: "DEV067", count: 1, details });
+        let diagnosis = diagnose(&error);
+        assert_eq!((diagnosis.id, diagnosis.exit_code), ("DEV067", 2));
+        let text = render_text(&error);
+        assert!(
+            text.contains("  error[DEV067]: apps/base/orders/deployment.yaml:23:22: `env[name=\"DB_PORT\"].value`"),
+            "{text}"
+        );
+        assert!(text.contains("hint: Flux substitutes in the manifest's text after re-serialising it"), "{text}");
+    }
+
+    #[test]
     fn a_chart_version_flux_would_not_find_gets_the_fix() {
         let error = Error::Flux(crate::flux::Error::Chart(crate::flux::charts::Error::Version {
             path: "charts/greeter".into(),

@@ -1078,6 +1078,15 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         !plan["flux"]["diffs"].as_array().unwrap().is_empty() && !plan["flux"]["charts"].as_array().unwrap().is_empty(),
         "{plan}"
     );
+    // The fixture's CRD annotation Flux never substitutes, and the default the profile replaces.
+    let findings: Vec<(&str, &str)> = (plan["flux"]["findings"].as_array().unwrap().iter())
+        .map(|f| (f["severity"].as_str().unwrap(), f["file"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        findings,
+        [("warning", "infrastructure/crds/mortgageproducts.yaml"), ("note", "infrastructure/platform/product.yaml")],
+        "{plan}"
+    );
     check("plan", &output.stdout);
 
     let cache = tempfile::tempdir().unwrap();
