@@ -23,10 +23,17 @@ pub fn check(root: &std::path::Path, appliers: &[Applier]) -> Vec<Finding> {
                     "`${{{name}}}` stays as it is in the cluster: {} applies this file and has no `spec.postBuild`, so Flux substitutes nothing in it",
                     applier.key
                 );
-                let fix = format!(
-                    "add `postBuild` to {} (`postBuild: {{substituteFrom: [...]}}`; devenv adds its environment ConfigMap and Secret), or, if the text is meant literally, label or annotate the object `kustomize.toolkit.fluxcd.io/substitute: disabled`",
-                    applier.key
-                );
+                let literal = "label or annotate the object `kustomize.toolkit.fluxcd.io/substitute: disabled` if the text is meant literally";
+                let fix = match applier.key.ends_with(&format!("/{}", crate::flux::deploy::ROOT_NAME)) {
+                    // devenv's root stands in for `flux bootstrap`'s, which substitutes nothing either.
+                    true => format!(
+                        "`flux.path` is applied as it is, as `flux bootstrap`'s own Kustomization applies it: move the object under a Kustomization with `postBuild`, or {literal}"
+                    ),
+                    false => format!(
+                        "add `postBuild` to {} (`postBuild: {{substituteFrom: [...]}}`; devenv adds its environment ConfigMap and Secret), or {literal}",
+                        applier.key
+                    ),
+                };
                 findings.push(Finding::new(Kind::Unsubstituted, file, Some((line, column)), message).with_fix(fix));
             }
         }
@@ -97,6 +104,18 @@ mod tests {
         assert!(findings[0].message.starts_with("`${CERT_ARN}` stays as it is in the cluster: Kustomization/flux-system/alb applies this file and has no `spec.postBuild`"), "{}", findings[0].message);
         assert_eq!(findings[0].id, None, "a warning");
         assert!(findings[0].fix.as_deref().unwrap().contains("kustomize.toolkit.fluxcd.io/substitute: disabled"));
+    }
+
+    #[test]
+    fn under_devenv_s_root_the_fix_is_to_move_the_object() {
+        let dir = crate::flux::pack::tests::write_tree(&[("clusters/local/cm.yaml", "data:\n  x: ${X}\n")]);
+        let root = applier("Kustomization/flux-system/devenv-root", &["clusters/local/cm.yaml"], false);
+        let findings = check(dir.path(), &[root]);
+        let fix = findings[0].fix.as_deref().unwrap();
+        assert!(
+            fix.starts_with("`flux.path` is applied as it is, as `flux bootstrap`'s own Kustomization applies it"),
+            "{fix}"
+        );
     }
 
     #[test]
