@@ -17,7 +17,7 @@ const LISTS: [&str; 5] = ["resources", "bases", "components", "crds", "patchesSt
 /// Checks what each Kustomization builds; `files` is the packed tree.
 pub fn check(root: &std::path::Path, files: &[String], appliers: &[Applier]) -> Vec<Finding> {
     let mut walk = Walk { root, files, findings: Vec::new(), parsed: BTreeSet::new(), visited: BTreeSet::new() };
-    for applier in appliers {
+    for applier in appliers.iter().filter(|a| a.path_known) {
         walk.directory(&applier.path, None);
     }
     let mut findings = walk.findings;
@@ -116,6 +116,24 @@ impl Walk<'_> {
                 named.push((format!("patches[{index}].path"), path.to_string(), true));
             }
         }
+        // Generator inputs: `files` entries (`key=path` or `path`), `envs` and the older `env`.
+        for generator in ["configMapGenerator", "secretGenerator"] {
+            for (index, spec) in document.get(generator).and_then(Value::as_sequence).into_iter().flatten().enumerate()
+            {
+                for list in ["files", "envs"] {
+                    for (position, entry) in
+                        spec.get(list).and_then(Value::as_sequence).into_iter().flatten().enumerate()
+                    {
+                        let Some(entry) = entry.as_str() else { continue };
+                        let path = entry.split_once('=').map(|(_, path)| path).unwrap_or(entry);
+                        named.push((format!("{generator}[{index}].{list}[{position}]"), path.to_string(), true));
+                    }
+                }
+                if let Some(env) = spec.get("env").and_then(Value::as_str) {
+                    named.push((format!("{generator}[{index}].env"), env.to_string(), true));
+                }
+            }
+        }
         for (field, entry, is_path) in named {
             if !is_path || is_remote(&entry) {
                 continue;
@@ -123,7 +141,7 @@ impl Walk<'_> {
             let position = locator.find(&field).map(|p| (p.line, p.column));
             let Some(target) = closure::join(base, &entry) else { continue };
             if self.exists(&target) {
-                if super::is_yaml(&target) {
+                if super::is_yaml(&target) && !field.contains("Generator[") {
                     self.manifest(&target);
                 }
             } else if self.is_directory(&target) {
@@ -198,6 +216,7 @@ mod tests {
         Applier {
             key: "Kustomization/flux-system/apps".into(),
             path: path.into(),
+            path_known: true,
             substitutes: true,
             inline: Default::default(),
             files: Default::default(),
@@ -257,6 +276,28 @@ mod tests {
             [
                 "apps/local/kustomization.yaml:5:5 resources[1] names `../base/serch-api` (`apps/base/serch-api`), which does not exist",
                 "apps/local/kustomization.yaml:7:11 patches[0].path names `replicas.yaml` (`apps/local/replicas.yaml`), which does not exist",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_generator_input_that_does_not_exist_is_reported() {
+        let findings = run(
+            &[
+                (
+                    "apps/local/kustomization.yaml",
+                    "configMapGenerator:\n  - name: settings\n    files:\n      - application.yaml\n      - logback.xml=logging/logbak.xml\n    envs:\n      - settings.env\n",
+                ),
+                ("apps/local/application.yaml", "server: {port: 8080}\n"),
+                ("apps/local/settings.env", "A=1\n"),
+            ],
+            "apps/local",
+        );
+        let places: Vec<String> = findings.iter().map(|f| format!("{} {}", f.place(), f.message)).collect();
+        assert_eq!(
+            places,
+            [
+                "apps/local/kustomization.yaml:5:9 configMapGenerator[0].files[1] names `logging/logbak.xml` (`apps/local/logging/logbak.xml`), which does not exist"
             ]
         );
     }

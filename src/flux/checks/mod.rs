@@ -155,6 +155,9 @@ pub struct Applier {
     pub key: String,
     /// The directory it builds ("" for the whole tree).
     pub path: String,
+    /// False for a path a parent substitutes (`./apps/${CLUSTER}`): `path` is then the whole
+    /// tree, as far as the files it may read go, but not what kustomize builds.
+    pub path_known: bool,
     /// Whether it has `postBuild`, so Flux substitutes in what it applies.
     pub substitutes: bool,
     /// `postBuild.substitute`, which wins over every `substituteFrom`.
@@ -196,11 +199,13 @@ pub fn appliers(root: &Path, packed: &Packed, flux_namespace: &str) -> Vec<Appli
             .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar_text(v)?)))
             .collect();
         // A path a parent substitutes is only known in the cluster: the whole tree, as `pack`.
-        let path = if artifact.path.contains('$') { String::new() } else { artifact.path.clone() };
+        let path_known = !artifact.path.contains('$');
+        let path = if path_known { artifact.path.clone() } else { String::new() };
         let files = closure::files_of(&packed.paths, &read, &path);
         result.push(Applier {
             key: format!("Kustomization/{}", artifact.kustomization),
             path,
+            path_known,
             substitutes: post_build.is_some(),
             inline,
             files,

@@ -8,7 +8,7 @@ use super::{Applier, Finding, Kind, Provided};
 /// A note per default that devenv's environment replaces, with the file:line of the default.
 pub fn check(root: &std::path::Path, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for applier in appliers.iter().filter(|a| a.substitutes) {
+    for applier in appliers.iter().filter(|a| a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f)) {
             let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
             if !text.contains("${") {
@@ -75,6 +75,7 @@ mod tests {
         let applier = Applier {
             key: "Kustomization/flux-system/platform".into(),
             path: "infrastructure/platform".into(),
+            path_known: true,
             substitutes: true,
             inline: Default::default(),
             files: ["infrastructure/platform/product.yaml".to_string()].into(),

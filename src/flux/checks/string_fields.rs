@@ -29,7 +29,7 @@ struct Field {
 /// Checks every string field in the files each substituting Kustomization applies.
 pub fn check(root: &std::path::Path, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for applier in appliers.iter().filter(|a| a.substitutes) {
+    for applier in appliers.iter().filter(|a| a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f)) {
             let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
             if !text.contains("${") {
@@ -309,6 +309,7 @@ mod tests {
         Applier {
             key: "Kustomization/flux-system/apps".into(),
             path: "apps".into(),
+            path_known: true,
             substitutes: true,
             inline: inline.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             files: files.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>(),

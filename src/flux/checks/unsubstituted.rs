@@ -12,7 +12,8 @@ pub fn check(root: &std::path::Path, appliers: &[Applier]) -> Vec<Finding> {
     let substituted: std::collections::BTreeSet<&String> =
         appliers.iter().filter(|a| a.substitutes).flat_map(|a| a.files.iter()).collect();
     let mut findings = Vec::new();
-    for applier in appliers.iter().filter(|a| !a.substitutes) {
+    // A path a parent substitutes is not known here: its files are anyone's guess.
+    for applier in appliers.iter().filter(|a| !a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f) && !substituted.contains(f)) {
             let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
             if !text.contains("${") {
@@ -81,6 +82,7 @@ mod tests {
         Applier {
             key: key.into(),
             path: String::new(),
+            path_known: true,
             substitutes,
             inline: Default::default(),
             files: files.iter().map(|f| f.to_string()).collect(),
