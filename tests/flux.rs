@@ -397,6 +397,37 @@ async fn an_object_disabled_by_kind_is_kept_out_by_the_kustomization_that_applie
         "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: alb\nspec:\n  controller: ingress.k8s.aws/alb\n",
     );
     let args = ["--profile", "sim", "--env", "t-flux-disable", "--timeout", "120s"];
+
+    // What Flux would fail on stops `up` before anything is created: an entry with a typo,
+    // and a number substituted into a label.
+    repo.write("devenv.yaml", &format!("{project}overlay:\n  disable: [IngressClass/albb]\n"));
+    repo.write(
+        "clusters/local/web.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: web\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./web\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  postBuild:\n    substitute:\n      REPLICAS: \"2\"\n",
+    );
+    repo.write(
+        "web/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: default\n  labels:\n    replicas: \"${REPLICAS}\"\n",
+    );
+    let output = repo.devenv().arg("up").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error[DEV068]: 2 problem(s) Flux would fail on, found before anything is pushed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `IngressClass/alb`?"), "{stderr}");
+    assert!(
+        stderr.contains("  error[DEV067]: web/settings.yaml:7:15: label `replicas` of ConfigMap/default/web"),
+        "{stderr}"
+    );
+    assert!(!repo.state.path().join("envs/t-flux-disable").exists(), "nothing was created");
+    std::fs::remove_file(repo.path().join("clusters/local/web.yaml")).unwrap();
+    repo.write(
+        "devenv.yaml",
+        &format!("{project}overlay:\n  disable: [IngressClass/alb, ConfigMap/default/aws-only]\n"),
+    );
+
     let result = repo.up_json(&args).1;
     let client = cluster_client(&result).await;
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
