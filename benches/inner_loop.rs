@@ -103,7 +103,13 @@ fn main() {
     let environment = runtime.block_on(environment_values(&client));
     let prune_deadline = Duration::from_secs(120);
     runtime
-        .block_on(devenv::flux::deploy::remove(&client, &config, prune_deadline, &devenv::ui::SilentReporter))
+        .block_on(devenv::flux::deploy::remove(
+            &client,
+            &config.env,
+            &devenv::state::FluxPlacement::for_config(&config),
+            prune_deadline,
+            &devenv::ui::SilentReporter,
+        ))
         .unwrap();
     let server = GitServer::on_host(work.path());
     prepare_classic(&server, &registry);
@@ -112,7 +118,7 @@ fn main() {
     let edit = |round: usize| {
         std::fs::write(&manifest, original.replace("ledger:1.0.7", &format!("ledger:2.0.{round}"))).unwrap();
     };
-    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 5, edit));
+    let (_, classic_times) = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 5, edit));
     runtime.block_on(remove_classic(&client));
     drop(server);
 

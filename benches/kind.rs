@@ -101,7 +101,13 @@ fn main() {
     };
     let config = devenv::config::load(&selection, repo.path()).unwrap();
     runtime
-        .block_on(devenv::flux::deploy::remove(&client, &config, Duration::from_secs(180), &devenv::ui::SilentReporter))
+        .block_on(devenv::flux::deploy::remove(
+            &client,
+            &config.env,
+            &devenv::state::FluxPlacement::for_config(&config),
+            Duration::from_secs(180),
+            &devenv::ui::SilentReporter,
+        ))
         .unwrap();
     let registry = result["cluster"]["registry"]["fromCluster"].as_str().unwrap();
     let server = GitServer::in_container(work.path(), &git_image, devenv::providers::kind::NETWORK, "bench-kind-git");
@@ -111,7 +117,7 @@ fn main() {
         std::fs::write(&checkout_settings, original.replace("tier: standard", &format!("tier: classic-{round}")))
             .unwrap();
     };
-    let classic_times = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 4, edit));
+    let (_, classic_times) = runtime.block_on(classic_loop(&client, &server, &environment, ROUNDS, 4, edit));
     runtime.block_on(remove_classic(&client));
     drop(server);
     drop(cleanup);

@@ -97,6 +97,9 @@ pub enum Command {
     /// The sim cluster provider's tools
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Per-pull-request preview environments in a shared cluster
+    #[command(subcommand)]
+    Preview(PreviewCommand),
 }
 
 impl Command {
@@ -113,6 +116,48 @@ pub enum SimCommand {
     /// modules into the cache; needs Go, takes a while once, and is instant when cached
     #[command(after_help = "Examples:\n  devenv sim build\n  DEVENV_CACHE_DIR=/var/cache/devenv devenv sim build")]
     Build,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PreviewCommand {
+    /// Print the RBAC objects and the admission policy the CI identity running previews needs
+    ///
+    /// A ClusterRole with the rights previews use, bound to the identity, and a
+    /// ValidatingAdmissionPolicy that denies the identity every write outside the namespaces
+    /// named pr-* that devenv made, and every namespace not named so or not labelled
+    /// app.kubernetes.io/managed-by=devenv. Needs Kubernetes 1.30 or later. Prints YAML for
+    /// `kubectl apply -f -` by a cluster admin; changes nothing itself.
+    #[command(
+        after_help = "Examples:\n  devenv preview rbac --user devenv-ci | kubectl apply -f -\n  devenv preview rbac --group ci:deployers\n  devenv preview rbac --service-account ci/deployer --output json"
+    )]
+    Rbac(PreviewRbacArgs),
+}
+
+/// Exactly one identity: the one CI authenticates as.
+#[derive(Debug, Args)]
+#[group(id = "identity", required = true, multiple = false)]
+pub struct PreviewRbacArgs {
+    /// The CI identity is this user (as the API server names it)
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub user: Option<String>,
+    /// The CI identity is any member of this group
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub group: Option<String>,
+    /// The CI identity is this ServiceAccount
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::preview::rbac::Subject::service_account)]
+    pub service_account: Option<crate::preview::rbac::Subject>,
+}
+
+impl PreviewRbacArgs {
+    pub fn subject(&self) -> crate::preview::rbac::Subject {
+        use crate::preview::rbac::Subject;
+        match (&self.user, &self.group, &self.service_account) {
+            (Some(user), _, _) => Subject::User(user.clone()),
+            (_, Some(group), _) => Subject::Group(group.clone()),
+            (_, _, Some(account)) => account.clone(),
+            (None, None, None) => unreachable!("clap requires one identity"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

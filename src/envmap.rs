@@ -29,8 +29,13 @@ pub fn secret_name(config: &Config) -> String {
         .unwrap_or_else(|| format!("{}-secrets", config.project.environment.config_map.name))
 }
 
-/// The namespace of the environment ConfigMap (default: Flux's namespace).
+/// The namespace of the environment ConfigMap: the environment's own when it shares its
+/// cluster (its Kustomizations, which read the ConfigMap, live there), else devenv.yaml's
+/// (default: Flux's namespace).
 pub fn namespace(config: &Config) -> String {
+    if let Some(namespace) = config.environment_namespace() {
+        return namespace;
+    }
     config.project.environment.config_map.namespace.clone().unwrap_or_else(|| config.project.flux.namespace.clone())
 }
 

@@ -209,13 +209,15 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     _ => "fix the Docker configuration (`docker login HOST` writes `~/.docker/config.json`; DOCKER_CONFIG moves it)".into(),
                 }),
             ),
-            providers::Error::NotAvailable { provider, .. } => (
-                "DEV040",
-                Some(format!(
+            // The profile asks for what this build cannot do: a configuration error.
+            providers::Error::NotAvailable { provider, .. } => return Diagnosis {
+                id: "DEV040",
+                exit_code: 2,
+                hint: Some(format!(
                     "this version of devenv runs the providers {}; pick a profile that uses one (`--profile standalone` runs the substitutes alone), or a `{provider}` profile later",
                     providers::AVAILABLE.join(", ")
                 )),
-            ),
+            },
         },
         Error::Doctor(_) => {
             return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };
@@ -239,6 +241,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             }
             crate::flux::Error::Pack(crate::flux::pack::Error::Chart { source, .. }) => ("DEV061", Some(chart_hint(source))),
             crate::flux::Error::Chart(source) => ("DEV061", Some(chart_hint(source))),
+            crate::flux::Error::Pack(crate::flux::pack::Error::Collision { .. }) => (
+                "DEV061",
+                Some("rename one of them, switch one off (`overlay.disable`), or give the environment a cluster of its own (`cluster.isolation: cluster`)".into()),
+            ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {
                 crate::flux::deploy::Error::Failed { .. } => (

@@ -11,6 +11,7 @@ pub mod kube;
 pub mod naming;
 pub mod plan;
 pub mod ports;
+pub mod preview;
 pub mod providers;
 pub mod state;
 pub mod substitutes;

@@ -70,6 +70,27 @@ pub struct State {
     /// configuration. Absent with no cluster, and in files written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// Where the environment's Flux objects live, recorded before they are applied, so
+    /// `down` removes them with any profile and without devenv.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flux: Option<FluxPlacement>,
+}
+
+/// Where an environment's Flux objects live in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FluxPlacement {
+    /// The namespace of the root Kustomization and devenv's sources.
+    pub namespace: String,
+    /// Whether that namespace is the environment's own in a shared cluster
+    /// (`isolation: namespace`).
+    pub shared: bool,
+}
+
+impl FluxPlacement {
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        FluxPlacement { namespace: config.flux_namespace(), shared: config.environment_namespace().is_some() }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +114,7 @@ impl State {
             profile: profile.to_string(),
             services: BTreeMap::new(),
             cluster: None,
+            flux: None,
         }
     }
 }

@@ -73,12 +73,50 @@ fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
         .args(["up", "--profile", "preview"])
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains(
             "error[DEV040]: profile `preview` uses the `eks-namespace` cluster provider, which this version of devenv cannot run",
         ))
         .stderr(predicate::str::contains("--profile standalone"));
     assert!(!repo.state_file().exists());
+}
+
+#[test]
+fn configuration_errors_point_at_the_key_to_change() {
+    let repo = TestRepo::new("t-cli-edges", "  - name: orders-db\n    kind: rds-mariadb\n    port: 0\n");
+    let devenv_yaml = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    let line_of = |needle: &str| devenv_yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let plan = |repo: &TestRepo| repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).assert().code(2);
+    // Port 0 would leave `up` waiting for a port that is never published.
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "error[DEV010]: devenv.yaml:{}:11: services[0].port: port 0 is not a port devenv can publish on",
+        line_of("port: 0")
+    )));
+    // An unknown field is shown at its key, not at its value.
+    repo.write("devenv.yaml", &devenv_yaml.replace("    port: 0\n", "    prot: 5432\n"));
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "devenv.yaml:{}:5: services[0].prot: unknown field `prot`",
+        line_of("port: 0")
+    )));
+    // A key written twice is shown at the second twin, the one to remove.
+    repo.write("devenv.yaml", &format!("{}project: other\n", devenv_yaml.replace("    port: 0\n", "")));
+    let lines = devenv_yaml.lines().count();
+    plan(&repo)
+        .stderr(predicate::str::contains(format!("devenv.yaml:{lines}:1: duplicate entry with key \"project\"")));
+}
+
+#[test]
+fn a_broken_profile_breaks_only_the_commands_that_use_it() {
+    let repo = TestRepo::new("t-cli-broken-profile", SERVICE);
+    repo.write(".devenv/profiles/broken.yaml", "cluster: [\n");
+    let output = repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    repo.devenv()
+        .args(["plan", "--profile", "broken"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV002]: .devenv/profiles/broken.yaml:2:1:"));
 }
 
 #[test]
@@ -894,6 +932,31 @@ fn env_kubeconfig_selects_the_environments_cluster() {
     assert_eq!(dotenv, format!("KUBECONFIG={}\n", written.display()));
 }
 
+/// `preview rbac` needs no repository: it prints what a cluster admin applies for CI.
+#[test]
+fn preview_rbac_prints_the_identity_s_rights_and_refuses_bad_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = |args: &[&str]| devenv_in(dir.path()).args(["preview", "rbac"]).args(args).assert();
+    let printed = rbac(&["--service-account", "ci/deployer"]).success();
+    let text = String::from_utf8(printed.get_output().stdout.clone()).unwrap();
+    assert!(text.starts_with("# What service account ci/deployer needs"), "{text}");
+    assert_eq!(text.matches("\n---\n").count(), 4, "four documents: {text}");
+    assert!(text.contains("kind: ValidatingAdmissionPolicyBinding"), "{text}");
+    assert!(text.contains("request.userInfo.username == \"system:serviceaccount:ci:deployer\""), "{text}");
+    rbac(&["--help"]).success().stdout(predicate::str::contains("Examples:"));
+
+    rbac(&["--user", "devenv-ci", "--group", "ci"])
+        .code(2)
+        .stderr(predicate::str::contains("error: the argument '--user <NAME>' cannot be used with '--group <NAME>'"));
+    rbac(&[]).code(2).stderr(predicate::str::contains("the following required arguments were not provided"));
+    rbac(&["--service-account", "deployer"]).code(2).stderr(predicate::str::contains(
+        "invalid value 'deployer' for '--service-account <NAMESPACE/NAME>': `deployer` is not NAMESPACE/NAME",
+    ));
+    rbac(&["--service-account", "CI/deployer"]).code(2).stderr(predicate::str::contains("namespace `CI` contains `C`"));
+    rbac(&["--user", ""]).code(2).stderr(predicate::str::contains("a value is required for '--user <NAME>'"));
+    devenv_in(dir.path()).arg("preview").assert().code(2).stderr(predicate::str::contains("rbac"));
+}
+
 #[test]
 fn version_names_the_build_and_the_pinned_versions() {
     let dir = tempfile::tempdir().unwrap();
@@ -975,6 +1038,8 @@ fn completions_and_manual_pages_come_from_the_binary() {
             "devenv-logs.1",
             "devenv-man.1",
             "devenv-plan.1",
+            "devenv-preview-rbac.1",
+            "devenv-preview.1",
             "devenv-sim-build.1",
             "devenv-sim.1",
             "devenv-status.1",
@@ -1097,6 +1162,8 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         .output()
         .unwrap();
     check("sim-build", &output.stdout);
+
+    check("preview-rbac", &json(&repo, &["preview", "rbac", "--group", "ci:deployers"]));
 
     checked.extend(["up".to_string(), "logs".to_string()]);
     assert_eq!(checked, commands, "every command's JSON is checked (up and logs in the docker tier)");

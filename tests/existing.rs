@@ -10,8 +10,12 @@ use std::time::Duration;
 use common::{TestRepo, cluster_client, copy_tree, mariadb_image, result_json, tier_available};
 use devenv::providers::sim::{self, Lifetime, Scope, Sim, SimInfo};
 use devenv::ui::SilentReporter;
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/landbay");
 
@@ -39,11 +43,12 @@ fn boot(purpose: &str, scope: Scope) -> (SimInfo, PathBuf) {
     (info, dir)
 }
 
-fn profile(repo: &TestRepo, context: &str, registry: &str) {
+/// A profile `shared` for the cluster of `context`; `cluster` adds lines under `cluster:`.
+fn profile(repo: &TestRepo, context: &str, registry: &str, cluster: &str) {
     repo.write(
         ".devenv/profiles/shared.yaml",
         &format!(
-            "description: a cluster devenv did not create\ncluster:\n  provider: existing\n  context: {context}\nregistry:\n  url: {registry}\nsubstitutes:\n  memory: 1Gi\nenvironment:\n  AWS_REGION: us-east-1\n"
+            "description: a cluster devenv did not create\ncluster:\n  provider: existing\n  context: {context}\n{cluster}registry:\n  url: {registry}\nsubstitutes:\n  memory: 1Gi\nenvironment:\n  AWS_REGION: us-east-1\n"
         ),
     );
 }
@@ -67,7 +72,8 @@ async fn an_existing_cluster_is_used_and_left_running_with_flux() {
     let repo = TestRepo::new("t-existing", "");
     copy_tree(Path::new(FIXTURE), repo.path());
     repo.override_image("rds-mariadb", &image);
-    profile(&repo, &info.context, &info.registry);
+    // The cluster is this environment's alone: Flux objects go where the repository puts them.
+    profile(&repo, &info.context, &info.registry, "  isolation: cluster\n");
     let kubeconfig = info.kubeconfig.display().to_string();
     let up = |extra: &[&str]| {
         let output = repo
@@ -109,19 +115,11 @@ async fn an_existing_cluster_is_used_and_left_running_with_flux() {
     let level = container.env.as_ref().unwrap().iter().find(|e| e.name == "LOG_LEVEL").unwrap().value.clone();
     assert_eq!(level.as_deref(), Some("debug"));
 
-    // With devenv.yaml broken, `down --env` still finds the environment's cluster through the
-    // state file: it removes the containers, and says that Flux's objects stay until the file
-    // can be read again.
+    // With devenv.yaml broken, `down --env` still finds the environment's cluster and where
+    // its Flux objects live through the state file: Flux prunes what it applied, the
+    // containers go, and the cluster keeps running with Flux installed.
     let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
     std::fs::write(repo.path().join("devenv.yaml"), "project: [\n").unwrap();
-    let output = repo.devenv().args(["down", "--env", "t-existing"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("stays in the cluster of context"), "{stderr}");
-    assert_eq!(labelled_containers("t-existing"), "");
-    std::fs::write(repo.path().join("devenv.yaml"), project).unwrap();
-
-    // `down` prunes what devenv applied; the cluster keeps running, with Flux installed.
     let output = repo
         .devenv()
         .args(["down", "--env", "t-existing", "--output", "json"])
@@ -132,12 +130,135 @@ async fn an_existing_cluster_is_used_and_left_running_with_flux() {
     let down = result_json(&output.stdout);
     assert_eq!(down["clusterStopped"], false);
     assert!(!down["flux"]["pruned"].as_array().unwrap().is_empty(), "{down}");
+    assert!(down["flux"].get("kept").is_none(), "a cluster of its own keeps nothing for others: {down}");
     assert_eq!(labelled_containers("t-existing"), "");
     let processes = Sim::new(&sim_dir).status().await.unwrap();
     assert!(processes.iter().all(|p| p.healthy), "the cluster still runs: {processes:?}");
     let presence = devenv::providers::flux_presence(&client).await.unwrap();
     assert!(presence.installed(), "Flux is still installed: {presence:?}");
     assert!(deployments.get_opt("loans").await.unwrap().is_none(), "Flux pruned the app");
+    std::fs::write(repo.path().join("devenv.yaml"), project).unwrap();
+    let output = repo.devenv().args(["down", "--env", "t-existing"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+    assert!(output.status.success(), "a second `down` finds nothing to do");
+    drop(repo);
+    let _ = Sim::new(&sim_dir).down(true, &SilentReporter).await;
+}
+
+/// `Kind/namespace/name` → resourceVersion of what Flux applied for an environment in its
+/// namespace: the workloads, their ConfigMaps and the custom resources.
+async fn applied_in(client: &kube::Client, namespace: &str) -> BTreeMap<String, String> {
+    let mut versions = BTreeMap::new();
+    let kinds = [
+        ("apps", "v1", "Deployment", "deployments"),
+        ("", "v1", "ConfigMap", "configmaps"),
+        ("lending.example.com", "v1", "MortgageProduct", "mortgageproducts"),
+        ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"),
+        ("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases"),
+    ];
+    for (group, version, kind, plural) in kinds {
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        for item in api.list(&ListParams::default()).await.unwrap().items {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            versions.insert(format!("{kind}/{namespace}/{name}"), item.metadata.resource_version.unwrap_or_default());
+        }
+    }
+    versions
+}
+
+/// Removes a second environment of a test repository when dropped.
+struct Purge<'a>(&'a TestRepo, &'static str);
+
+impl Drop for Purge<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.devenv().args(["down", "--purge", "--env", self.1]).output();
+    }
+}
+
+/// Whether every Kustomization and HelmRelease in `namespace` is Ready.
+async fn all_ready(client: &kube::Client, namespace: &str) -> Vec<String> {
+    let mut not_ready = Vec::new();
+    for (group, version, kind, plural) in [
+        ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"),
+        ("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases"),
+    ] {
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        for item in api.list(&ListParams::default()).await.unwrap().items {
+            let conditions = item.data.pointer("/status/conditions").and_then(|c| c.as_array()).cloned();
+            let ready = conditions.unwrap_or_default().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if !ready {
+                not_ready.push(format!("{kind}/{}", item.metadata.name.unwrap_or_default()));
+            }
+        }
+    }
+    not_ready
+}
+
+#[tokio::test]
+async fn two_environments_share_one_cluster_and_one_goes_without_touching_the_other() {
+    let Some(image) = mariadb_image() else { return };
+    if !sim_available() {
+        return;
+    }
+    let (info, sim_dir) = boot("two", Scope::Full);
+    // One repository, two environments: the same Flux objects, workloads and CRD in each.
+    let repo = TestRepo::new("t-share-a", "");
+    copy_tree(Path::new(FIXTURE), repo.path());
+    repo.override_image("rds-mariadb", &image);
+    profile(&repo, &info.context, &info.registry, "");
+    let kubeconfig = info.kubeconfig.display().to_string();
+    let devenv = |args: &[&str]| {
+        let output =
+            repo.devenv().args(args).args(["--output", "json"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?} failed: {stderr}{stdout}");
+        result_json(&output.stdout)
+    };
+    // The repository's own guard removes `t-share-a`; this one `t-share-b`, even after a failure.
+    let _b = Purge(&repo, "t-share-b");
+    let up = |env: &str| devenv(&["up", "--profile", "shared", "--env", env, "--timeout", "120s"]);
+    let a = up("t-share-a");
+    let b = up("t-share-b");
+    for (result, namespace) in [(&a, "devenv-t-share-a"), (&b, "devenv-t-share-b")] {
+        let objects: Vec<&str> =
+            result["flux"]["objects"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+        for name in ["devenv-root", "crds", "platform", "apps"] {
+            assert!(objects.contains(&format!("Kustomization/{namespace}/{name}").as_str()), "{objects:?}");
+        }
+    }
+    let client = cluster_client(&b).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "devenv-t-share-a");
+    assert!(deployments.get_opt("loans").await.unwrap().is_some(), "a's workload is in a's namespace");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(namespaces.get_opt("lending").await.unwrap().is_none(), "the repository's namespace is not created");
+    let b_before = applied_in(&client, "devenv-t-share-b").await;
+    assert!(b_before.contains_key("Deployment/devenv-t-share-b/loans"), "{b_before:?}");
+    assert!(b_before.contains_key("MortgageProduct/devenv-t-share-b/two-year-fixed"), "{b_before:?}");
+    // Each environment's ConfigMap, in its namespace, carries its own database.
+    let env_map = |namespace: &'static str| {
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        async move { config_maps.get("cluster-env").await.unwrap().data.unwrap() }
+    };
+    let (map_a, map_b) = (env_map("devenv-t-share-a").await, env_map("devenv-t-share-b").await);
+    assert_ne!((&map_a["DB_HOST"], &map_a["DB_PORT"]), (&map_b["DB_HOST"], &map_b["DB_PORT"]));
+
+    let down = devenv(&["down", "--env", "t-share-a"]);
+    assert!(!down["flux"]["pruned"].as_array().unwrap().is_empty(), "{down}");
+    assert_eq!(
+        down["flux"]["kept"],
+        serde_json::json!(["CustomResourceDefinition/mortgageproducts.lending.example.com"]),
+        "the CRD b uses stays: {down}"
+    );
+    assert_eq!(labelled_containers("t-share-a"), "");
+    assert!(deployments.get_opt("loans").await.unwrap().is_none(), "a's workload is pruned");
+    assert_eq!(applied_in(&client, "devenv-t-share-b").await, b_before, "b is untouched");
+    assert_eq!(all_ready(&client, "devenv-t-share-b").await, Vec::<String>::new(), "b is still Ready");
+    assert_eq!(labelled_containers("t-share-b"), "devenv-t-share-b-loans-db", "b's database still runs");
+
+    devenv(&["down", "--env", "t-share-b"]);
+    assert_eq!(labelled_containers("t-share-b"), "");
+    drop(_b);
     drop(repo);
     let _ = Sim::new(&sim_dir).down(true, &SilentReporter).await;
 }
@@ -149,7 +270,7 @@ async fn a_cluster_without_flux_is_refused_before_anything_is_created() {
     }
     let (info, sim_dir) = boot("bare", Scope::Apiserver);
     let repo = TestRepo::new("t-existing-bare", "  - name: orders-db\n    kind: rds-mariadb\n");
-    profile(&repo, &info.context, "127.0.0.1:5999");
+    profile(&repo, &info.context, "127.0.0.1:5999", "");
     let output =
         repo.devenv().args(["up", "--profile", "shared"]).env("KUBECONFIG", &info.kubeconfig).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -58,9 +58,13 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
             _ => None,
         };
         let owned = provider.capabilities().owns_cluster;
-        match (client, &config) {
-            (Some(client), Some(config)) => {
-                flux_removed = flux::deploy::remove(&client, config, args.timeout, reporter.as_ref())
+        // Where `up` put the Flux objects; a state file written before that was recorded
+        // leaves it to the configuration.
+        let placement = (state.as_ref().and_then(|s| s.flux.clone()))
+            .or_else(|| config.as_ref().map(state::FluxPlacement::for_config));
+        match (client, &placement) {
+            (Some(client), Some(placement)) => {
+                flux_removed = flux::deploy::remove(&client, &env, placement, args.timeout, reporter.as_ref())
                     .await
                     .map_err(flux::Error::from)?;
             }
@@ -136,6 +140,12 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     }
     if !flux_removed.pruned.is_empty() {
         crate::outln!("Flux pruned {} object(s) it had applied for `{env}`.", flux_removed.pruned.len());
+    }
+    if !flux_removed.kept.is_empty() {
+        crate::outln!(
+            "Left in the cluster for the environments that share it (cluster-wide): {}.",
+            flux_removed.kept.join(", ")
+        );
     }
     if let Some(provider) = &provider
         && !provider.capabilities().owns_cluster

@@ -6,6 +6,7 @@ pub mod env;
 pub mod logs;
 pub mod manual;
 pub mod plan;
+pub mod preview;
 pub mod sim;
 pub mod status;
 pub mod up;
@@ -13,7 +14,7 @@ pub mod version;
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command, SimCommand};
+use crate::cli::{Cli, Command, PreviewCommand, SimCommand};
 use crate::config::{Config, Selection, Service};
 use crate::errors;
 use crate::substitutes::OutputValue;
@@ -77,6 +78,10 @@ pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), errors::Error> {
             Ok(())
         }
         Command::Sim(SimCommand::Build) => sim::build(ctx).await,
+        Command::Preview(PreviewCommand::Rbac(args)) => {
+            preview::rbac(ctx, args);
+            Ok(())
+        }
     }
 }
 

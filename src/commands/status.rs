@@ -40,7 +40,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         && health.healthy
         && let Ok(client) = provider.client(info).await
     {
-        match flux::wait::snapshot(&client, &config.project.flux.namespace).await {
+        match flux::wait::snapshot(&client, &config.flux_namespace()).await {
             Ok(objects) => flux_objects = Some(objects),
             Err(error) => ctx.reporter().warning(&format!("cannot read the Flux objects: {error}")),
         }

@@ -8,8 +8,8 @@ use crate::config;
 use crate::errors::Error;
 use crate::plan;
 use crate::providers::{self, Registry, registry};
-use crate::state::State;
 use crate::state::Store;
+use crate::state::{self, State};
 use crate::substitutes;
 use crate::ui::{self, ReporterExt, table};
 use crate::{envmap, flux};
@@ -105,6 +105,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let mut deployed = None;
     if let (Some(provider), Some(cluster), Some(prepared)) = (&provider, &cluster, prepared.as_mut()) {
         let client = provider.client(cluster).await?;
+        let placement = state::FluxPlacement::for_config(&config);
+        if state.flux.as_ref() != Some(&placement) {
+            state.flux = Some(placement);
+            store.save(&state)?;
+        }
         let env = envmap::compute(&config, &state, runtime.as_ref());
         // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
         prepared.packed = flux::pack(&config, &cluster.registry.from_cluster, provider.capabilities())?;

@@ -123,6 +123,26 @@ pub struct Config {
     pub context: Option<String>,
 }
 
+impl Config {
+    /// The environment's own namespace when it shares its cluster (`isolation: namespace`,
+    /// the default of the `existing` provider): `cluster.namespace`, else `devenv-<env>`.
+    pub fn environment_namespace(&self) -> Option<String> {
+        let cluster = &self.profile.cluster;
+        let default = match cluster.provider {
+            profile::Provider::Existing => profile::Isolation::Namespace,
+            _ => profile::Isolation::Cluster,
+        };
+        (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
+            .then(|| cluster.namespace.clone().unwrap_or_else(|| format!("devenv-{}", self.env)))
+    }
+
+    /// Where the environment's Flux objects, and devenv's own beside them, live: its
+    /// namespace, or the repository's Flux namespace when it has the cluster to itself.
+    pub fn flux_namespace(&self) -> String {
+        self.environment_namespace().unwrap_or_else(|| self.project.flux.namespace.clone())
+    }
+}
+
 /// What the user chose on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -168,13 +188,14 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
         None => project.project.clone(),
     };
 
-    let profiles = load_catalogue::<Profile>(&repo, "profiles", builtin::PROFILES)?;
+    // Only the profile in use is parsed: a broken one breaks only the commands that use it.
+    let profiles = catalogue_layers(&repo, "profiles", builtin::PROFILES)?;
     let profile_name = selection
         .profile
         .clone()
         .or_else(|| project.default_profile.clone())
         .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
-    let Some(profile) = profiles.get(&profile_name).cloned() else {
+    let Some(profile) = profiles.get(&profile_name).map(|files| parse_entry::<Profile>(files)).transpose()? else {
         let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
         let (file, position) = match &selection.profile {
             Some(_) => ("--profile".to_string(), None),
@@ -228,6 +249,17 @@ fn resolve_services(
                 field("name"),
                 format!("container name `{container}` is longer than {} characters", naming::MAX_OBJECT_LEN),
                 Some("shorten the service name or the environment name (--env)".to_string()),
+            ));
+        }
+        if service.port == Some(0) {
+            return Err(invalid(
+                Problem::Invalid,
+                field("port"),
+                "port 0 is not a port devenv can publish on".to_string(),
+                Some(
+                    "give a port from 1 to 65535, or leave `port` out for a free one chosen once and remembered"
+                        .to_string(),
+                ),
             ));
         }
         if !names.insert(service.name.as_str()) {
@@ -523,6 +555,28 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
     dir: &str,
     builtin: &[(&str, &str)],
 ) -> Result<BTreeMap<String, T>, Error> {
+    let mut entries = BTreeMap::new();
+    for (name, files) in catalogue_layers(repo, dir, builtin)? {
+        entries.insert(name, parse_entry(&files)?);
+    }
+    Ok(entries)
+}
+
+/// One entry of a catalogue from its files (built-in first), validated.
+fn parse_entry<T: DeserializeOwned + Validate>(files: &[SourceFile]) -> Result<T, Error> {
+    let entry: T = parse_layers(files)?;
+    let last = files.last().expect("every entry has a file");
+    entry.validate(&last.name, &Locator::new(&last.text))?;
+    Ok(entry)
+}
+
+/// The files of each entry of a catalogue (`profiles`, `substitutes`) by name: the built-in
+/// one, then the repository's `.devenv/<dir>/<name>.yaml`.
+fn catalogue_layers(
+    repo: &Path,
+    dir: &str,
+    builtin: &[(&str, &str)],
+) -> Result<BTreeMap<String, Vec<SourceFile>>, Error> {
     let mut layers: BTreeMap<String, Vec<SourceFile>> = builtin
         .iter()
         .map(|(name, text)| {
@@ -554,14 +608,7 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
             layers.entry(stem).or_default().push(file);
         }
     }
-    let mut entries = BTreeMap::new();
-    for (name, files) in layers {
-        let entry: T = parse_layers(&files)?;
-        let last = files.last().expect("every entry has a file");
-        entry.validate(&last.name, &Locator::new(&last.text))?;
-        entries.insert(name, entry);
-    }
-    Ok(entries)
+    Ok(layers)
 }
 
 /// Checks a catalogue entry beyond its shape.
@@ -581,6 +628,70 @@ impl Validate for Profile {
                 field: "substitutes.memory".to_string(),
                 message: format!("`{memory}` is not a memory size"),
                 hint: Some("write it like `512Mi` or `2Gi`".to_string()),
+            });
+        }
+        let quota = self.quota.as_ref();
+        let limits = self.limits.as_ref();
+        // (field, value, whether it is CPU rather than memory)
+        let quantities: [(&str, Option<&String>, bool); 6] = [
+            ("quota.cpu", quota.and_then(|q| q.cpu.as_ref()), true),
+            ("quota.memory", quota.and_then(|q| q.memory.as_ref()), false),
+            ("limits.defaultCpu", limits.and_then(|l| l.default_cpu.as_ref()), true),
+            ("limits.defaultMemory", limits.and_then(|l| l.default_memory.as_ref()), false),
+            ("limits.defaultRequestCpu", limits.and_then(|l| l.default_request_cpu.as_ref()), true),
+            ("limits.defaultRequestMemory", limits.and_then(|l| l.default_request_memory.as_ref()), false),
+        ];
+        for (field, value, is_cpu) in quantities {
+            let Some(value) = value else { continue };
+            let (valid, hint) = if is_cpu {
+                (parse_cpu(value).is_some(), "write it like `500m`, `1` or `2.5`")
+            } else {
+                (parse_memory(value).is_some(), "write it like `512Mi` or `2Gi`")
+            };
+            if !valid {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at(field),
+                    field: field.to_string(),
+                    message: format!("`{value}` is not {}", if is_cpu { "a CPU amount" } else { "a memory size" }),
+                    hint: Some(hint.to_string()),
+                });
+            }
+        }
+        if let Some(limits) = limits {
+            // The API server rejects a LimitRange whose default request exceeds its default limit.
+            let cpu = (parse_cpu(limits.request_cpu()), parse_cpu(limits.cpu()));
+            let memory = (parse_memory(limits.request_memory()), parse_memory(limits.memory()));
+            let over = if cpu.0 > cpu.1 {
+                Some(("limits.defaultRequestCpu", limits.request_cpu(), "limits.defaultCpu", limits.cpu()))
+            } else if memory.0 > memory.1 {
+                Some(("limits.defaultRequestMemory", limits.request_memory(), "limits.defaultMemory", limits.memory()))
+            } else {
+                None
+            };
+            if let Some((request_field, request, limit_field, limit)) = over {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at(if limits.default_request_cpu.is_some() || limits.default_request_memory.is_some() {
+                        request_field
+                    } else {
+                        limit_field
+                    }),
+                    field: request_field.to_string(),
+                    message: format!("the default request `{request}` is more than the default limit `{limit}`"),
+                    hint: Some(format!("set `{request_field}` to at most `{limit_field}`")),
+                });
+            }
+        }
+        if let Some(namespace) = &self.ingress_namespace
+            && let Err(reason) = naming::check_label(namespace, naming::MAX_OBJECT_LEN)
+        {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: at("ingressNamespace"),
+                field: "ingressNamespace".to_string(),
+                message: format!("namespace `{namespace}` {reason}"),
+                hint: Some("name the namespace the ingress controller runs in, e.g. `ingress-nginx`".to_string()),
             });
         }
         if let Some(ttl) = &self.ttl
@@ -745,7 +856,13 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
         let (lookup, hint) = locate_schema_error(&field, &message);
         let top = lookup.split(['.', '[']).next().unwrap_or_default();
         let file = &files[owner.get(top).copied().unwrap_or(files.len() - 1)];
-        let position = if lookup.is_empty() { None } else { Locator::new(&file.text).find(&lookup) };
+        let locator = Locator::new(&file.text);
+        // An unknown field is its key; any other error is about the value.
+        let position = match lookup.is_empty() {
+            true => None,
+            false if message.starts_with("unknown field") => locator.find_key(&lookup),
+            false => locator.find(&lookup),
+        };
         Error::Invalid {
             problem: Problem::Syntax,
             at: Location { file: file.name.clone(), position },
@@ -784,12 +901,14 @@ fn locate_schema_error(field: &str, message: &str) -> (String, String) {
 }
 
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
+    let mut position = error.location().map(|l| Position { line: l.line(), column: l.column() });
+    // serde_yaml places a duplicate key at its mapping; the second twin is what to remove.
+    if error.to_string().starts_with("duplicate entry") {
+        position = Locator::new(&file.text).duplicate_key().map(|(_, p)| *p).or(position);
+    }
     Error::Invalid {
         problem: Problem::Syntax,
-        at: Location {
-            file: file.name.clone(),
-            position: error.location().map(|l| Position { line: l.line(), column: l.column() }),
-        },
+        at: Location { file: file.name.clone(), position },
         field: String::new(),
         message: strip_position(&error.to_string()),
         hint: Some("fix the YAML syntax at that position".to_string()),
@@ -825,6 +944,22 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
+}
+
+/// `500m`, `1`, `2.5` → millicores (at least 1).
+pub fn parse_cpu(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(milli) = text.strip_suffix('m') {
+        return milli.parse::<u64>().ok().filter(|m| *m > 0 && milli.bytes().all(|b| b.is_ascii_digit()));
+    }
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+        return None;
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let fraction: u64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<3}").parse().ok()? };
+    whole.checked_mul(1000)?.checked_add(fraction).filter(|m| *m > 0)
 }
 
 /// `512Mi`, `2Gi`, `1G`, `1048576` → bytes.

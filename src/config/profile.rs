@@ -20,6 +20,12 @@ pub struct Profile {
     /// Resource quota for namespaced environments.
     #[serde(default)]
     pub quota: Option<Quota>,
+    /// Default requests and limits of a container that sets none, for namespaced environments.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// The ingress controller's namespace, whose pods may reach a namespaced environment's.
+    #[serde(default)]
+    pub ingress_namespace: Option<String>,
     /// Lifetime of a preview environment, e.g. `72h`.
     #[serde(default)]
     pub ttl: Option<String>,
@@ -84,6 +90,24 @@ pub struct ClusterConfig {
     /// kubeconfig context (existing, eks-namespace).
     #[serde(default)]
     pub context: Option<String>,
+    /// Whether the environment has the cluster to itself (existing; default `namespace`).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// The environment's namespace when `isolation: namespace` (default `devenv-<env>`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// How an environment shares its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// The cluster is the environment's own: Flux objects and workloads go where the
+    /// repository puts them, as in the cluster the repository describes.
+    Cluster,
+    /// The cluster is shared: every Flux object of the environment, its ConfigMap and Secret
+    /// and the workloads they apply live in the environment's namespace.
+    Namespace,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -126,10 +150,68 @@ pub struct SubstituteRuntimeConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Quota {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub cpu: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantity")]
     pub memory: Option<String>,
     #[serde(default)]
     pub pods: Option<u32>,
+}
+
+/// A container's resources when its manifest gives none (a LimitRange's defaults); each
+/// field left out takes the built-in value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// CPU limit, e.g. `500m`.
+    #[serde(default, deserialize_with = "quantity")]
+    pub default_cpu: Option<String>,
+    /// Memory limit, e.g. `512Mi`.
+    #[serde(default, deserialize_with = "quantity")]
+    pub default_memory: Option<String>,
+    /// CPU request, e.g. `100m`; at most the limit.
+    #[serde(default, deserialize_with = "quantity")]
+    pub default_request_cpu: Option<String>,
+    /// Memory request, e.g. `128Mi`; at most the limit.
+    #[serde(default, deserialize_with = "quantity")]
+    pub default_request_memory: Option<String>,
+}
+
+impl Limits {
+    pub const DEFAULT_CPU: &str = "500m";
+    pub const DEFAULT_MEMORY: &str = "512Mi";
+    pub const DEFAULT_REQUEST_CPU: &str = "100m";
+    pub const DEFAULT_REQUEST_MEMORY: &str = "128Mi";
+
+    pub fn cpu(&self) -> &str {
+        self.default_cpu.as_deref().unwrap_or(Self::DEFAULT_CPU)
+    }
+
+    pub fn memory(&self) -> &str {
+        self.default_memory.as_deref().unwrap_or(Self::DEFAULT_MEMORY)
+    }
+
+    pub fn request_cpu(&self) -> &str {
+        self.default_request_cpu.as_deref().unwrap_or(Self::DEFAULT_REQUEST_CPU)
+    }
+
+    pub fn request_memory(&self) -> &str {
+        self.default_request_memory.as_deref().unwrap_or(Self::DEFAULT_REQUEST_MEMORY)
+    }
+}
+
+/// A Kubernetes quantity as written: `cpu: 2` in YAML is a number, `cpu: 500m` a string.
+fn quantity<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Whole(u64),
+        Fraction(f64),
+    }
+    Ok(Option::<Written>::deserialize(deserializer)?.map(|written| match written {
+        Written::Text(text) => text,
+        Written::Whole(number) => number.to_string(),
+        Written::Fraction(number) => number.to_string(),
+    }))
 }

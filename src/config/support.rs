@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::profile::{Profile, Provider, SubstituteRuntime};
+use super::profile::{Isolation, Profile, Provider, SubstituteRuntime};
 use super::{Error, Location, Locator, Problem, builtin};
 
 /// Fails when the profile sets a field its provider does not use (yet). Providers this
@@ -31,12 +31,16 @@ pub(super) fn check_supported(
         ("cluster.image", cluster.image.is_some(), local),
         ("cluster.kindConfig", cluster.kind_config.is_some(), kind),
         ("cluster.context", cluster.context.is_some(), existing),
+        ("cluster.isolation", cluster.isolation.is_some(), existing),
+        ("cluster.namespace", cluster.namespace.is_some(), existing),
         ("registry.hostPort", registry.host_port.is_some(), local),
         ("registry.image", registry.image.is_some(), local),
         ("registry.url", registry.url.is_some(), existing),
         ("registry.pullUrl", registry.pull_url.is_some(), existing),
         ("flux.imageRegistry", profile.flux.image_registry.is_some(), local),
         ("quota", profile.quota.is_some(), false),
+        ("limits", profile.limits.is_some(), false),
+        ("ingressNamespace", profile.ingress_namespace.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
         ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
     ];
@@ -65,6 +69,26 @@ pub(super) fn check_supported(
             message: format!("a kubeconfig context does not apply to the `{}` provider", provider.as_str()),
             hint: Some("`--context` chooses the cluster of a profile with `provider: existing`".to_string()),
         });
+    }
+    if let Some(namespace) = cluster.namespace.as_deref() {
+        if cluster.isolation == Some(Isolation::Cluster) {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: profile_location(repo, profile_name, "cluster.namespace"),
+                field: "cluster.namespace".to_string(),
+                message: "an environment with `isolation: cluster` has no namespace of its own".to_string(),
+                hint: Some("remove `cluster.namespace`, or `isolation: cluster` to share the cluster".to_string()),
+            });
+        }
+        if let Err(why) = crate::naming::check_label(namespace, crate::naming::MAX_OBJECT_LEN) {
+            return Err(Error::Invalid {
+                problem: Problem::InvalidName,
+                at: profile_location(repo, profile_name, "cluster.namespace"),
+                field: "cluster.namespace".to_string(),
+                message: format!("`{namespace}` is not a valid namespace name: it {why}"),
+                hint: Some("use lowercase letters, digits and `-`, at most 63 characters".to_string()),
+            });
+        }
     }
     if existing && registry.url.is_none() {
         return Err(Error::Invalid {
@@ -137,6 +161,14 @@ mod tests {
             ".devenv/profiles/mine.yaml:4:7: quota: not supported yet with the `sim` provider"
         );
         assert_eq!(
+            message(load("cluster:\n  provider: kind\nlimits:\n  defaultCpu: 1\n", None)),
+            ".devenv/profiles/mine.yaml:4:13: limits: not supported yet with the `kind` provider"
+        );
+        assert_eq!(
+            message(load("cluster:\n  provider: existing\n  context: a\ningressNamespace: ingress-nginx\n", None)),
+            ".devenv/profiles/mine.yaml:4:19: ingressNamespace: not supported yet with the `existing` provider"
+        );
+        assert_eq!(
             message(load("cluster:\n  provider: sim\n  kubernetesVersion: \"1.36\"\n", None)),
             ".devenv/profiles/mine.yaml:3:22: cluster.kubernetesVersion: not supported yet with the `sim` provider"
         );
@@ -165,6 +197,28 @@ mod tests {
         );
         let k3d = "cluster:\n  provider: k3d\n  name: mine\n  kubernetesVersion: \"1.33.1\"\nregistry:\n  hostPort: 5001\n  image: registry:3\nflux:\n  imageRegistry: mirror.example.com/fluxcd\n";
         assert_eq!(message(load(k3d, None)), "ok", "every field the k3d provider uses");
+        assert_eq!(
+            message(load("cluster:\n  provider: kind\n  isolation: namespace\n", None)),
+            ".devenv/profiles/mine.yaml:3:14: cluster.isolation: not supported yet with the `kind` provider"
+        );
+        // Namespaces of an `existing` cluster.
+        let existing = |extra: &str| {
+            load(&format!("cluster:\n  provider: existing\n{extra}registry:\n  url: 127.0.0.1:5000\n"), None)
+        };
+        let shared = existing("").unwrap();
+        assert_eq!(shared.environment_namespace(), Some(format!("devenv-{}", shared.env)), "shared by default");
+        assert_eq!(shared.flux_namespace(), format!("devenv-{}", shared.env));
+        let own = existing("  isolation: cluster\n").unwrap();
+        assert_eq!((own.environment_namespace(), own.flux_namespace()), (None, "flux-system".to_string()));
+        assert_eq!(existing("  namespace: team-a\n").unwrap().environment_namespace().as_deref(), Some("team-a"));
+        assert_eq!(
+            message(existing("  isolation: cluster\n  namespace: team-a\n")),
+            ".devenv/profiles/mine.yaml:4:14: cluster.namespace: an environment with `isolation: cluster` has no namespace of its own"
+        );
+        assert_eq!(
+            message(existing("  namespace: Team_A\n")),
+            ".devenv/profiles/mine.yaml:3:14: cluster.namespace: `Team_A` is not a valid namespace name: it contains `T`"
+        );
         // Providers that cannot run yet keep failing with DEV040 later, whatever they declare.
         assert_eq!(message(load("cluster:\n  provider: eks-namespace\nquota:\n  pods: 5\nttl: 72h\n", None)), "ok");
     }

@@ -493,3 +493,51 @@ fn a_dotted_config_map_name_is_fine() {
     let dir = repo(&VALID.replace("    name: cluster-env", "    name: cluster.env"), &[]);
     assert!(load_in(dir.path(), Selection::default()).is_ok());
 }
+
+#[test]
+fn profile_quantities_and_ingress_namespace_are_checked() {
+    let render = |profile: &str| {
+        let selection = Selection { profile: Some("mine".into()), ..Default::default() };
+        rendered(
+            VALID,
+            &[(".devenv/profiles/mine.yaml", &format!("cluster:\n  provider: eks-namespace\n{profile}"))],
+            selection,
+        )
+    };
+    assert_eq!(
+        render("quota:\n  cpu: lots\n"),
+        "exit 2\nerror[DEV010]: .devenv/profiles/mine.yaml:4:8: quota.cpu: `lots` is not a CPU amount\nhint: write it like `500m`, `1` or `2.5`\n"
+    );
+    assert_eq!(
+        render("limits:\n  defaultMemory: 1 GB\n"),
+        "exit 2\nerror[DEV010]: .devenv/profiles/mine.yaml:4:18: limits.defaultMemory: `1 GB` is not a memory size\nhint: write it like `512Mi` or `2Gi`\n"
+    );
+    assert_eq!(
+        render("limits:\n  defaultCpu: 50m\n"),
+        "exit 2\nerror[DEV010]: .devenv/profiles/mine.yaml:4:15: limits.defaultRequestCpu: the default request `100m` is more than the default limit `50m`\nhint: set `limits.defaultRequestCpu` to at most `limits.defaultCpu`\n"
+    );
+    assert_eq!(
+        render("ingressNamespace: Ingress\n"),
+        "exit 2\nerror[DEV010]: .devenv/profiles/mine.yaml:3:19: ingressNamespace: namespace `Ingress` contains `I`\nhint: name the namespace the ingress controller runs in, e.g. `ingress-nginx`\n"
+    );
+    let dir = repo(
+        VALID,
+        &[(
+            ".devenv/profiles/mine.yaml",
+            "cluster:\n  provider: eks-namespace\nquota:\n  cpu: \"1.5\"\n  memory: 4Gi\nlimits:\n  defaultCpu: \"1\"\n  defaultRequestCpu: 250m\ningressNamespace: ingress-nginx\n",
+        )],
+    );
+    load_in(dir.path(), Selection { profile: Some("mine".into()), ..Default::default() }).unwrap();
+}
+
+#[test]
+fn cpu_amounts() {
+    assert_eq!(parse_cpu("500m"), Some(500));
+    assert_eq!(parse_cpu("2"), Some(2000));
+    assert_eq!(parse_cpu("2.5"), Some(2500));
+    assert_eq!(parse_cpu("0.125"), Some(125));
+    assert_eq!(parse_cpu(".5"), Some(500));
+    for invalid in ["", "0", "0m", "m", "1.2345", "-1", "1 m", "1k", "lots"] {
+        assert_eq!(parse_cpu(invalid), None, "{invalid}");
+    }
+}

@@ -20,6 +20,7 @@ use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
 use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::providers::Registry;
+use crate::state::FluxPlacement;
 use crate::ui::{Reporter, ReporterExt, Status};
 
 /// The root Kustomization devenv creates.
@@ -84,6 +85,7 @@ pub struct Deployed {
 /// and the root.
 pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_cluster: &str) -> Vec<Value> {
     let flux = &config.project.flux;
+    let flux_namespace = config.flux_namespace();
     let mut namespaces: BTreeSet<String> = prepared.packed.substitution_namespaces.clone();
     namespaces.insert(envmap::namespace(config));
     let mut objects = Vec::new();
@@ -101,12 +103,12 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
         }));
     }
     for artifact in &prepared.packed.artifacts {
-        objects.push(source_object(&artifact.source, &flux.namespace, registry_in_cluster, &config.env));
+        objects.push(source_object(&artifact.source, &flux_namespace, registry_in_cluster, &config.env));
     }
     for chart in &prepared.packed.charts {
         objects.push(json!({
             "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
-            "metadata": {"name": chart.source, "namespace": flux.namespace},
+            "metadata": {"name": chart.source, "namespace": flux_namespace},
             "spec": {
                 "interval": "60m",
                 "url": format!("oci://{registry_in_cluster}/{}", artifact::repository(&config.env, &chart.source)),
@@ -116,16 +118,22 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
             },
         }));
     }
-    objects.push(json!({
+    let mut root = json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": ROOT_NAME, "namespace": flux.namespace},
+        "metadata": {"name": ROOT_NAME, "namespace": flux_namespace},
         "spec": {
             "interval": "60m",
             "path": format!("./{}", flux.path.trim_start_matches("./")),
             "prune": true,
             "sourceRef": {"kind": "OCIRepository", "name": SOURCE_NAME},
         },
-    }));
+    });
+    // In a shared cluster the root, like every Kustomization, applies into the namespace.
+    if let Some(namespace) = config.environment_namespace() {
+        root["spec"]["targetNamespace"] = json!(namespace);
+        root["spec"]["patches"] = serde_json::to_value(overlay::shared_cluster_patches()).unwrap_or_default();
+    }
+    objects.push(root);
     for object in &mut objects {
         k8s::label(object, &config.env);
     }
@@ -206,7 +214,7 @@ pub async fn up(
     // revision by itself. Values from the environment ConfigMap are read only when a
     // Kustomization reconciles, so a changed ConfigMap asks every one of them.
     let token = request_token();
-    let flux_namespace = &config.project.flux.namespace;
+    let flux_namespace = &config.flux_namespace();
     let pushed: Vec<String> = sources.iter().filter(|(_, p)| p.pushed).map(|(s, _)| s.clone()).collect();
     for source in &pushed {
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
@@ -350,7 +358,8 @@ async fn follow_charts(
 
 /// devenv's OCIRepositories of the environment that no Kustomization reads any more.
 async fn remove_stale_sources(client: &kube::Client, config: &Config, keep: &BTreeSet<String>) -> Result<(), Error> {
-    for source in labelled(client, config, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories").await?
+    for source in
+        labelled(client, &config.env, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories").await?
     {
         let name = source.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         if overlay::is_devenv_source(name) && !keep.contains(name) {
@@ -363,13 +372,13 @@ async fn remove_stale_sources(client: &kube::Client, config: &Config, keep: &BTr
 /// devenv's objects of one kind in this environment, as deletable references.
 async fn labelled(
     client: &kube::Client,
-    config: &Config,
+    env: &str,
     group: &str,
     version: &str,
     kind: &str,
     plural: &str,
 ) -> Result<Vec<Value>, Error> {
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={}", config.env);
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={env}");
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let list = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?;
@@ -390,6 +399,10 @@ pub struct Removed {
     /// Objects Flux applied for the environment and pruned (`Kind/namespace/name`), each
     /// checked gone after the prune.
     pub pruned: Vec<String>,
+    /// Cluster-wide objects an environment in a shared cluster leaves for the others
+    /// (`Kind/name`), which Flux was told not to prune.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     /// devenv's own objects: sources, environment ConfigMaps and Secrets, namespaces.
     pub own: Vec<String>,
 }
@@ -397,10 +410,11 @@ pub struct Removed {
 /// Deletes the root (Flux prunes what it applied) and waits until it is gone, checks that
 /// everything in the environment's inventories went with it, then deletes the sources, the
 /// environment ConfigMaps and Secrets, and the namespaces devenv created. The prune must end
-/// within `deadline`.
+/// within `deadline`. Needs no configuration: `placement` comes from the state file.
 pub async fn remove(
     client: &kube::Client,
-    config: &Config,
+    env: &str,
+    placement: &FluxPlacement,
     deadline: Duration,
     reporter: &dyn Reporter,
 ) -> Result<Removed, Error> {
@@ -409,12 +423,17 @@ pub async fn remove(
     let mut removed = Removed::default();
     let root = json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": ROOT_NAME, "namespace": config.project.flux.namespace},
+        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
     });
     if kustomizations(client).list(&ListParams::default().limit(1)).await.is_err() {
         return Ok(removed);
     }
-    let applied = inventory(client, &config.project.flux.namespace).await?;
+    let shared = placement.shared;
+    let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, &placement.namespace)
+        .await?
+        .into_iter()
+        .partition(|object| shared && overlay::is_cluster_wide(object["kind"].as_str().unwrap_or_default()));
+    removed.kept = kept.iter().map(describe).collect();
     if k8s::delete(client, &root).await? {
         reporter.started(step, "waiting for Flux to prune what it applied");
         while k8s::get(client, &root).await?.is_some() {
@@ -441,7 +460,7 @@ pub async fn remove(
         ("", "v1", "Namespace", "namespaces"),
     ];
     for (group, version, kind, plural) in kinds {
-        for object in labelled(client, config, group, version, kind, plural).await? {
+        for object in labelled(client, env, group, version, kind, plural).await? {
             if k8s::delete(client, &object).await? {
                 removed.own.push(describe(&object));
             }

@@ -62,6 +62,7 @@ pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Resul
     }
     Ok(overlay::Settings {
         flux_namespace: flux.namespace.clone(),
+        relocate_to: config.environment_namespace(),
         own_source,
         config_map: config.project.environment.config_map.name.clone(),
         secret: envmap::secret_name(config),
@@ -114,7 +115,7 @@ fn run_checks(config: &Config, env: &EnvMap, packed: &pack::Packed) -> Vec<check
         .collect();
     let project_text = std::fs::read_to_string(config.repo.join(crate::config::PROJECT_FILE)).unwrap_or_default();
     // devenv's own root is not the user's: what only it applies cannot be patched away.
-    let root = format!("Kustomization/{flux_namespace}/{}", deploy::ROOT_NAME);
+    let root = format!("Kustomization/{}/{}", config.flux_namespace(), deploy::ROOT_NAME);
     let applying: Vec<checks::Applier> = appliers.iter().filter(|a| a.key != root).cloned().collect();
     let applied = checks::disable::applied_objects(&config.repo, &applying);
     let mut findings = checks::build::check(&config.repo, &packed.paths, &appliers);

@@ -48,6 +48,9 @@ impl SourceRef {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub flux_namespace: String,
+    /// The environment's namespace when it shares its cluster: every Flux object moves
+    /// there, and what each applies lands there too.
+    pub relocate_to: Option<String>,
     /// The repository's own source, re-pointed at the artifact.
     pub own_source: SourceRef,
     pub config_map: String,
@@ -88,6 +91,18 @@ pub struct PublishedChart {
     pub name: String,
     /// Its directory in the repository.
     pub path: String,
+}
+
+impl Settings {
+    /// The namespace a Flux object of the repository's `namespace` ends up in.
+    pub fn home(&self, namespace: &str) -> String {
+        self.relocate_to.clone().unwrap_or_else(|| namespace.to_string())
+    }
+
+    /// Where devenv's own Flux objects (sources, the root) live.
+    pub fn objects_namespace(&self) -> String {
+        self.home(&self.flux_namespace)
+    }
 }
 
 /// One entry of the source-URL map (see `SourceUrlConfig`).
@@ -258,7 +273,7 @@ fn rewrite_object(mut value: Value, settings: &Settings, out: &mut Rewritten) ->
     let Some(identity) = FluxObject::of(&value, &settings.flux_namespace) else {
         return Some((value, false));
     };
-    let object = identity.display();
+    let object = identity.display_in(&settings.home(&identity.namespace));
     let before = value.clone();
     let mut changes = Vec::new();
     let result = rewrite_spec(&mut value, &identity, settings, &mut changes, out);
@@ -308,16 +323,16 @@ fn rewrite_spec(
     match (identity.group.as_str(), identity.kind.as_str()) {
         ("kustomize", "Kustomization") => {
             if let Some(source) = repoint_source(spec, identity, settings) {
-                changes.push(format!("sourceRef → OCIRepository/{}/{source}", settings.flux_namespace));
+                changes.push(format!("sourceRef → OCIRepository/{}/{source}", settings.objects_namespace()));
                 let path = spec.get("path").and_then(Value::as_str).unwrap_or("./");
                 out.repointed.push(Repointed {
-                    kustomization: format!("{}/{}", identity.namespace, identity.name),
+                    kustomization: format!("{}/{}", settings.home(&identity.namespace), identity.name),
                     path: crate::flux::closure::normalise(path),
                     source,
                 });
             }
             if let Some(post_build) = spec.get_mut("postBuild").and_then(Value::as_mapping_mut) {
-                out.substitution_namespaces.insert(identity.namespace.clone());
+                out.substitution_namespaces.insert(settings.home(&identity.namespace));
                 for (kind, name) in [("ConfigMap", &settings.config_map), ("Secret", &settings.secret)] {
                     if add_substitute_from(post_build, kind, name) {
                         changes.push(format!("postBuild.substituteFrom += {kind}/{name}"));
@@ -326,8 +341,11 @@ fn rewrite_spec(
             }
             let mut patches = settings.patches.clone();
             patches.extend(settings.max_replicas.map(replica_patches).unwrap_or_default());
-            for (object, patch) in
-                settings.deletions.get(&format!("{}/{}", identity.namespace, identity.name)).into_iter().flatten()
+            for (object, patch) in settings
+                .deletions
+                .get(&format!("{}/{}", settings.home(&identity.namespace), identity.name))
+                .into_iter()
+                .flatten()
             {
                 changes.push(format!("deletes {object} from what it applies (overlay.disable)"));
                 patches.push(patch.clone());
@@ -345,7 +363,9 @@ fn rewrite_spec(
             if let Some(chart) = repoint_chart(spec, identity, settings) {
                 let mut what = format!(
                     "chart `{}` from the working tree: chartRef → OCIRepository/{}/{}",
-                    chart.path, settings.flux_namespace, chart.source
+                    chart.path,
+                    settings.objects_namespace(),
+                    chart.source
                 );
                 // chartRef has no valuesFiles: the packaged chart carries them instead.
                 if !chart.values_files.is_empty() {
@@ -380,6 +400,10 @@ fn rewrite_spec(
         }
         _ => {}
     }
+    if let Some(namespace) = &settings.relocate_to {
+        relocate(value, identity, namespace);
+        changes.push(format!("moved to namespace {namespace}, with everything it applies"));
+    }
     if *value == before { Keep::Unchanged } else { Keep::Changed }
 }
 
@@ -408,7 +432,12 @@ impl FluxObject {
     }
 
     fn display(&self) -> String {
-        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+        self.display_in(&self.namespace)
+    }
+
+    /// `Kind/namespace/name` once the object lives in `namespace`.
+    fn display_in(&self, namespace: &str) -> String {
+        format!("{}/{}/{}", self.kind, namespace, self.name)
     }
 
     fn disabled(&self, disable: &[String]) -> bool {
@@ -445,13 +474,92 @@ fn is_own_source(source: &Value, referrer_namespace: &str, settings: &Settings) 
         && field("namespace").unwrap_or(referrer_namespace) == settings.flux_namespace
 }
 
-/// A reference to one of devenv's OCIRepositories, which live in the Flux namespace.
+/// A reference to one of devenv's OCIRepositories, which live beside the root.
 fn artifact_ref(name: &str, settings: &Settings) -> Value {
     Value::Mapping(Mapping::from_iter([
         ("kind".into(), "OCIRepository".into()),
         ("name".into(), name.into()),
-        ("namespace".into(), settings.flux_namespace.clone().into()),
+        ("namespace".into(), settings.objects_namespace().into()),
     ]))
+}
+
+/// Moves a Flux object into the environment's namespace with every namespace it names: its
+/// references to other Flux objects (which move too) and where it applies or installs.
+/// A Kustomization's `targetNamespace` puts every namespaced object it applies there; the
+/// repository's Namespace objects are dropped (the environment has one namespace), and
+/// cluster-wide objects, which environments sharing the cluster share, are never pruned by
+/// one of them.
+fn relocate(value: &mut Value, identity: &FluxObject, namespace: &str) {
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_mapping_mut) {
+        metadata.insert("namespace".into(), namespace.into());
+    }
+    let Some(spec) = value.get_mut("spec").and_then(Value::as_mapping_mut) else { return };
+    let set_namespace = |reference: Option<&mut Value>| {
+        if let Some(reference) = reference.and_then(Value::as_mapping_mut).filter(|r| r.contains_key("namespace")) {
+            reference.insert("namespace".into(), namespace.into());
+        }
+    };
+    set_namespace(spec.get_mut("sourceRef"));
+    set_namespace(spec.get_mut("chartRef"));
+    set_namespace(spec.get_mut("chart").and_then(|c| c.get_mut("spec")).and_then(|s| s.get_mut("sourceRef")));
+    for list in ["dependsOn", "healthChecks"] {
+        if let Some(Value::Sequence(entries)) = spec.get_mut(list) {
+            entries.iter_mut().for_each(|entry| set_namespace(Some(entry)));
+        }
+    }
+    match (identity.group.as_str(), identity.kind.as_str()) {
+        ("kustomize", "Kustomization") => {
+            spec.insert("targetNamespace".into(), namespace.into());
+            append_sequence(spec, "patches", shared_cluster_patches());
+        }
+        ("helm", "HelmRelease") => {
+            spec.insert("targetNamespace".into(), namespace.into());
+            spec.insert("storageNamespace".into(), namespace.into());
+        }
+        _ => {}
+    }
+}
+
+/// Cluster-wide kinds a repository commonly applies, with their API version.
+const CLUSTER_WIDE_KINDS: [(&str, &str); 13] = [
+    ("CustomResourceDefinition", "apiextensions.k8s.io/v1"),
+    ("ClusterRole", "rbac.authorization.k8s.io/v1"),
+    ("ClusterRoleBinding", "rbac.authorization.k8s.io/v1"),
+    ("ValidatingWebhookConfiguration", "admissionregistration.k8s.io/v1"),
+    ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1"),
+    ("ValidatingAdmissionPolicy", "admissionregistration.k8s.io/v1"),
+    ("ValidatingAdmissionPolicyBinding", "admissionregistration.k8s.io/v1"),
+    ("PriorityClass", "scheduling.k8s.io/v1"),
+    ("StorageClass", "storage.k8s.io/v1"),
+    ("IngressClass", "networking.k8s.io/v1"),
+    ("RuntimeClass", "node.k8s.io/v1"),
+    ("APIService", "apiregistration.k8s.io/v1"),
+    ("PersistentVolume", "v1"),
+];
+
+/// Patches for an environment in a shared cluster: no Namespace objects, and cluster-wide
+/// objects marked so that Flux never prunes them (another environment may use them).
+pub fn shared_cluster_patches() -> Vec<Value> {
+    let mut patches = patches_by_kind(&["Namespace"], |_| {
+        "$patch: delete\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: any\n".to_string()
+    });
+    let kinds: Vec<&str> = CLUSTER_WIDE_KINDS.iter().map(|(kind, _)| *kind).collect();
+    patches.extend(patches_by_kind(&kinds, |kind| {
+        let api_version = CLUSTER_WIDE_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v).unwrap_or("v1");
+        format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: any\n  annotations:\n    {PRUNE}: disabled\n"
+        )
+    }));
+    patches
+}
+
+/// The annotation that keeps Flux from pruning an object.
+pub const PRUNE: &str = "kustomize.toolkit.fluxcd.io/prune";
+
+/// Whether a kind is one of `CLUSTER_WIDE_KINDS`, which a shared cluster's environments
+/// leave in place.
+pub fn is_cluster_wide(kind: &str) -> bool {
+    CLUSTER_WIDE_KINDS.iter().any(|(k, _)| *k == kind)
 }
 
 /// Points a Kustomization at an artifact of its own when its source is the repository's own;

@@ -37,6 +37,8 @@ pub enum Error {
     },
     #[error("cannot write the artifact")]
     Write(#[source] io::Error),
+    #[error("`{first}` and `{second}` both define {object} once the environment's Flux objects share its namespace")]
+    Collision { object: String, first: String, second: String },
     #[error("a HelmRelease in `{file}` takes its chart from the repository")]
     Chart {
         file: String,
@@ -207,7 +209,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         // Kustomization files are not Flux objects, so the rewritten text reads the same.
         let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
         let mut queue = VecDeque::from([overlay::Repointed {
-            kustomization: format!("{}/{root_name}", settings.flux_namespace),
+            kustomization: format!("{}/{root_name}", settings.objects_namespace()),
             path: closure::normalise(flux_path),
             source: overlay::SOURCE_NAME.to_string(),
         }]);
@@ -233,7 +235,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     }
     // Objects `overlay.disable` names by kind are deleted by the Kustomizations that apply
     // them, which only the closures above tell: a last pass adds those patches.
-    let root_key = format!("{}/{root_name}", settings.flux_namespace);
+    let root_key = format!("{}/{root_name}", settings.objects_namespace());
     let applying: Vec<(&str, &BTreeSet<String>)> = (visits.iter())
         .filter(|(next, _)| next.kustomization != root_key)
         .map(|(next, members)| (next.kustomization.as_str(), members))
@@ -281,7 +283,14 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         packed.diffs.extend(rewritten.diffs.into_iter().map(|d| (file.clone(), d)));
         packed.substitution_namespaces.extend(rewritten.substitution_namespaces);
         packed.objects.extend(rewritten.objects);
-        packed.origins.extend(rewritten.keys.into_iter().map(|key| (key, file.clone())));
+        for key in rewritten.keys {
+            // Moved into one namespace, objects of the same name from two namespaces would
+            // overwrite each other.
+            if let Some(first) = packed.origins.get(&key).filter(|_| settings.relocate_to.is_some()) {
+                return Err(Error::Collision { object: key, first: first.clone(), second: file.clone() });
+            }
+            packed.origins.insert(key, file.clone());
+        }
         for chart in rewritten.local_charts {
             let chart_error = |source| Error::Chart { file: file.clone(), source: Box::new(source) };
             // Packed once; every HelmRelease asking for it checks its own version constraint.
@@ -506,6 +515,24 @@ pub(crate) mod tests {
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(packed.artifacts.len(), 2);
         assert!(packed.changes.iter().all(|(file, _)| file.starts_with("clusters/local/")), "{:?}", packed.changes);
+    }
+
+    #[test]
+    fn objects_that_would_meet_in_the_environment_namespace_are_refused() {
+        let dir = tree();
+        let other = fs::read_to_string(dir.path().join("clusters/local/apps.yaml")).unwrap();
+        fs::write(
+            dir.path().join("clusters/local/team-a.yaml"),
+            other.replace("namespace: flux-system", "namespace: team-a"),
+        )
+        .unwrap();
+        assert!(pack(dir.path(), "clusters/local", "devenv-root", &settings()).is_ok(), "apart, they are two");
+        let shared = Settings { relocate_to: Some("devenv-alice".into()), ..settings() };
+        let error = pack(dir.path(), "clusters/local", "devenv-root", &shared).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`clusters/local/apps.yaml` and `clusters/local/team-a.yaml` both define Kustomization/devenv-alice/apps once the environment's Flux objects share its namespace"
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl Shapes {
                 "integer" => value.is_u64() || value.is_i64(),
                 "boolean" => value.is_boolean(),
                 "null" => value.is_null(),
+                "object" => value.is_object(),
                 literal if literal.starts_with('\'') => Some(literal.trim_matches('\'')) == value.as_str(),
                 named => match self.named.get(named) {
                     Some(shape) => match self.matches(shape, value, at) {

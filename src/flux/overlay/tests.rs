@@ -4,6 +4,7 @@ use super::*;
 pub(crate) fn settings() -> Settings {
     Settings {
         flux_namespace: "flux-system".into(),
+        relocate_to: None,
         own_source: SourceRef::parse("GitRepository/flux-system").unwrap(),
         config_map: "cluster-env".into(),
         secret: "cluster-env-secrets".into(),
@@ -497,4 +498,67 @@ fn values_files_make_a_chart_of_their_own() {
     let own = rewritten(&with_values("values.yaml"));
     assert_eq!(own.local_charts[0].source, "devenv-chart-charts-statements");
     assert!(own.local_charts[0].values_files.is_empty());
+}
+
+const RELEASE_WITH_REPOSITORY: &str = "\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: search
+  namespace: search
+spec:
+  dependsOn:
+    - name: platform
+      namespace: flux-system
+  chart:
+    spec:
+      chart: opensearch
+      sourceRef:
+        kind: HelmRepository
+        name: opensearch
+        namespace: flux-system
+";
+
+#[test]
+fn in_a_shared_cluster_every_flux_object_moves_into_the_environment_namespace() {
+    let settings = Settings { relocate_to: Some("devenv-alice".into()), ..settings() };
+    let out = rewrite(CHILD, &settings).unwrap().unwrap();
+    let spec = &documents(&out.text)[0]["spec"];
+    assert_eq!(documents(&out.text)[0]["metadata"]["namespace"], "devenv-alice");
+    assert_eq!(spec["sourceRef"]["namespace"], "devenv-alice", "devenv's artifact lives beside it");
+    assert_eq!(spec["targetNamespace"], "devenv-alice", "what it applies lands there too");
+    assert_eq!(out.repointed[0].kustomization, "devenv-alice/apps");
+    assert_eq!(out.keys, ["Kustomization/devenv-alice/apps"], "reported where it lives");
+    assert_eq!(out.substitution_namespaces, BTreeSet::from(["devenv-alice".to_string()]));
+    let patches: Vec<&str> =
+        spec["patches"].as_sequence().unwrap().iter().filter_map(|p| p["patch"].as_str()).collect();
+    assert!(patches.iter().any(|p| p.contains("$patch: delete") && p.contains("kind: Namespace")), "{patches:?}");
+    assert!(
+        patches
+            .iter()
+            .any(|p| p.contains("kind: CustomResourceDefinition") && p.contains(&format!("{PRUNE}: disabled"))),
+        "{patches:?}"
+    );
+    assert!(patches.iter().any(|p| p.contains("path: /metadata/labels/team")), "the repository's own patch stays");
+
+    let out = rewrite(RELEASE_WITH_REPOSITORY, &settings).unwrap().unwrap();
+    let release = &documents(&out.text)[0];
+    assert_eq!(release["metadata"]["namespace"], "devenv-alice");
+    assert_eq!(release["spec"]["dependsOn"][0]["namespace"], "devenv-alice");
+    assert_eq!(release["spec"]["chart"]["spec"]["sourceRef"]["namespace"], "devenv-alice");
+    assert_eq!(release["spec"]["targetNamespace"], "devenv-alice");
+    assert_eq!(release["spec"]["storageNamespace"], "devenv-alice");
+}
+
+#[test]
+fn with_the_cluster_to_itself_flux_objects_stay_where_the_repository_puts_them() {
+    let out = rewrite(RELEASE_WITH_REPOSITORY, &Settings { max_replicas: None, ..settings() }).unwrap();
+    assert!(out.is_none(), "nothing to change");
+    assert_eq!(rewritten(CHILD).documents_namespace(), "flux-system");
+}
+
+impl Rewritten {
+    fn documents_namespace(&self) -> String {
+        documents(&self.text)[0]["metadata"]["namespace"].as_str().unwrap().to_string()
+    }
 }
