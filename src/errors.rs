@@ -78,6 +78,9 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
     ("DEV066", "Flux's prune did not finish in time"),
+    ("DEV067", "a substituted value would make a string field a number, boolean or null"),
+    ("DEV068", "an `overlay.disable` entry matches nothing"),
+    ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
     ("DEV090", "interrupted"),
 ];
 
@@ -226,6 +229,14 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 exit_code: 2,
                 hint: Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
             },
+            crate::flux::Error::Checks { id, .. } => {
+                let hint = match *id {
+                    "DEV067" => "Flux substitutes in the manifest's text after re-serialising it, so the quotes around `${VAR}` are gone and a value that reads as a number or boolean stops being a string: apply each fix above (kustomize-controller docs, \"Post build substitution of numbers and booleans\")",
+                    "DEV068" => "correct or remove the entry in devenv.yaml's `overlay.disable`; each fix above says what it could have meant",
+                    _ => "fix each file at the place shown: kustomize would stop building the Kustomization that reads it, and Flux would report it from its own copy of the files",
+                };
+                return Diagnosis { id, exit_code: 2, hint: Some(hint.into()) };
+            }
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
@@ -654,6 +665,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hint: each `spec.chart.spec.valuesFiles` entry is a YAML file of values"), "{text}");
+    }
+
+    #[test]
+    fn what_flux_would_fail_on_stops_with_the_first_problem_s_id_and_every_place() {
+        let finding = crate::flux::checks::Finding::new(
+            crate::flux::checks::Kind::StringField,
+            "apps/base/orders/deployment.yaml",
+            Some((23, 22)),
+            "`env[name=\"DB_PORT\"].value` of container `loans` of Deployment/lending/loans is `${DB_PORT}`".into(),
+        );
+        let details = crate::flux::checks::render(&[finding]).trim_end().to_string();
+        let error = Error::Flux(crate::flux::Error::Checks { id: "DEV067", count: 1, details });
+        let diagnosis = diagnose(&error);
+        assert_eq!((diagnosis.id, diagnosis.exit_code), ("DEV067", 2));
+        let text = render_text(&error);
+        assert!(
+            text.contains("  error[DEV067]: apps/base/orders/deployment.yaml:23:22: `env[name=\"DB_PORT\"].value`"),
+            "{text}"
+        );
+        assert!(text.contains("hint: Flux substitutes in the manifest's text after re-serialising it"), "{text}");
     }
 
     #[test]

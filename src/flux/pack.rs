@@ -231,43 +231,64 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     // What one file's rewrite needs to know of the others (names that clash, the URLs of
     // HelmRepositories) comes from a first pass; a second one uses it.
     let (mut contents, mut rewrites) = rewrite_all(&originals, settings)?;
+    let mut effective = settings.clone();
     let clashing = clashing_sources(&rewrites);
     let helm_repositories = match settings.published_charts.is_empty() {
         true => BTreeMap::new(),
         false => rewrites.values().flat_map(|r| r.helm_repositories.iter().cloned()).collect(),
     };
     if !clashing.is_empty() || !helm_repositories.is_empty() {
-        let settings = Settings { clashing, helm_repositories, ..settings.clone() };
-        (contents, rewrites) = rewrite_all(&originals, &settings)?;
+        effective = Settings { clashing, helm_repositories, ..settings.clone() };
+        (contents, rewrites) = rewrite_all(&originals, &effective)?;
     }
     let raw_bytes = contents.values().map(|(content, _)| content.len() as u64).sum();
-    // Kustomization files are not Flux objects, so the rewritten text reads the same.
-    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
 
-    let mut artifacts = Vec::new();
+    let mut visits = Vec::new();
     let mut reached = BTreeSet::new();
-    let mut queue = VecDeque::from([overlay::Repointed {
-        kustomization: format!("{}/{root_name}", settings.objects_namespace()),
-        path: closure::normalise(flux_path),
-        source: overlay::SOURCE_NAME.to_string(),
-    }]);
-    let mut sources = BTreeSet::new();
-    while let Some(next) = queue.pop_front() {
-        // A Kustomization defined in two files is packed once; the duplicate is the cluster's to report.
-        if !sources.insert(next.source.clone()) {
-            continue;
-        }
-        // A path a parent substitutes (`./apps/${CLUSTER}`) is only known in the cluster:
-        // such a Kustomization gets the whole tree.
-        let path = if next.path.contains('$') { "" } else { next.path.as_str() };
-        let members = closure::files_of(&files, &read, path);
-        for file in &members {
-            if reached.insert(file.clone())
-                && let Some(rewritten) = rewrites.get(file)
-            {
-                queue.extend(rewritten.repointed.iter().cloned());
+    {
+        // Kustomization files are not Flux objects, so the rewritten text reads the same.
+        let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+        let mut queue = VecDeque::from([overlay::Repointed {
+            kustomization: format!("{}/{root_name}", settings.objects_namespace()),
+            path: closure::normalise(flux_path),
+            source: overlay::SOURCE_NAME.to_string(),
+        }]);
+        let mut sources = BTreeSet::new();
+        while let Some(next) = queue.pop_front() {
+            // A Kustomization defined in two files is packed once; the duplicate is the cluster's to report.
+            if !sources.insert(next.source.clone()) {
+                continue;
             }
+            // A path a parent substitutes (`./apps/${CLUSTER}`) is only known in the cluster:
+            // such a Kustomization gets the whole tree.
+            let path = if next.path.contains('$') { "" } else { next.path.as_str() };
+            let members = closure::files_of(&files, &read, path);
+            for file in &members {
+                if reached.insert(file.clone())
+                    && let Some(rewritten) = rewrites.get(file)
+                {
+                    queue.extend(rewritten.repointed.iter().cloned());
+                }
+            }
+            visits.push((next, members));
         }
+    }
+    // Objects `overlay.disable` names by kind are deleted by the Kustomizations that apply
+    // them, which only the closures above tell: a last pass adds those patches.
+    let root_key = format!("{}/{root_name}", settings.objects_namespace());
+    let applying: Vec<(&str, &BTreeSet<String>)> = (visits.iter())
+        .filter(|(next, _)| next.kustomization != root_key)
+        .map(|(next, members)| (next.kustomization.as_str(), members))
+        .collect();
+    let original_text = |file: &str| originals.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+    let deletions = super::checks::disable::deletions(&settings.disable, &applying, &original_text);
+    if !deletions.is_empty() {
+        effective.deletions = deletions;
+        (contents, rewrites) = rewrite_all(&originals, &effective)?;
+    }
+    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+    let mut artifacts = Vec::new();
+    for (next, members) in visits {
         let bytes = archive(members.iter().map(|f| (f.as_str(), contents[f].0.as_slice(), contents[f].1)))?;
         artifacts.push(Artifact {
             source: next.source,
