@@ -77,6 +77,8 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
     ("DEV066", "Flux's prune did not finish in time"),
+    ("DEV067", "the environment has no Flux object of that kind and name"),
+    ("DEV068", "a Flux controller's log cannot be read"),
     ("DEV090", "interrupted"),
 ];
 
@@ -180,6 +182,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "check that the cluster runs and this machine reaches it (`kubectl --context {context} get --raw /version`), or choose another context with `--context`"
                 )),
             ),
+            providers::Error::ControllerPodLog { controller, .. } | providers::Error::NoControllerPod { controller } => (
+                "DEV068",
+                Some(format!(
+                    "`kubectl -n {} get pods -l app={controller}` shows whether it runs; reading its log needs the `get` right on `pods/log` there",
+                    providers::FLUX_SYSTEM
+                )),
+            ),
+            providers::Error::ControllerLogFile { .. } => {
+                ("DEV068", Some("`devenv status` shows whether the cluster's processes run; `devenv up` starts them".into()))
+            }
             providers::Error::FluxCheck { context, .. } => (
                 "DEV045",
                 Some(format!("the cause above is the API server's answer; `kubectl --context {context} api-resources` shows what it serves")),
@@ -294,7 +306,42 @@ fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
             ),
         ),
         Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
+        Command::FluxObject(e) => return diagnose_flux_object(e),
         Command::Write { .. } => ("DEV011", 1, "check that the directory exists and is writable".to_string()),
+    };
+    Diagnosis { id, exit_code, hint: Some(hint) }
+}
+
+/// The id, exit code and hint of a Flux object named on the command line.
+fn diagnose_flux_object(error: &crate::flux::logs::Error) -> Diagnosis {
+    use crate::flux::logs::{Error as Object, KINDS};
+    let kinds = || KINDS.iter().map(|k| k.kind.to_ascii_lowercase()).collect::<Vec<_>>().join(", ");
+    let (id, exit_code, hint) = match error {
+        Object::UnknownKind { .. } => ("DEV067", 2, format!("name a Flux kind: {}", kinds())),
+        Object::Form { .. } => {
+            ("DEV067", 2, "write it like kustomization/apps or kustomization/flux-system/apps".to_string())
+        }
+        Object::NotFound { known, .. } if known.is_empty() => {
+            ("DEV067", 1, "the environment's cluster has no Flux objects; `devenv up` applies them".to_string())
+        }
+        Object::NotFound { name, known, .. } => {
+            let mut hint = format!("its Flux objects: {}", known.join(", "));
+            let names: Vec<&str> = known.iter().map(|k| k.rsplit('/').next().unwrap_or(k)).collect();
+            if let Some(best) = config::suggest(name.rsplit('/').next().unwrap_or(name), &names)
+                && let Some(object) = known.iter().find(|k| k.ends_with(&format!("/{best}")))
+            {
+                let _ = write!(hint, "; did you mean `{object}`?");
+            }
+            ("DEV067", 1, hint)
+        }
+        Object::Ambiguous { kind, name, namespaces } => (
+            "DEV067",
+            2,
+            format!("name the namespace too: {}/{}/{name}", kind.to_ascii_lowercase(), namespaces[0]),
+        ),
+        Object::List { .. } => {
+            ("DEV045", 1, "`devenv status` shows whether the cluster answers; `devenv up` starts it".to_string())
+        }
     };
     Diagnosis { id, exit_code, hint: Some(hint) }
 }

@@ -114,6 +114,8 @@ pub enum Error {
     NoCluster { env: String, profile: String },
     #[error(transparent)]
     Kubeconfig(#[from] crate::providers::kubeconfig::Error),
+    #[error(transparent)]
+    FluxObject(#[from] crate::flux::logs::Error),
     #[error("cannot write `{}`", path.display())]
     Write {
         path: PathBuf,

@@ -6,6 +6,7 @@ pub mod charts;
 pub mod closure;
 pub mod contract;
 pub mod deploy;
+pub mod logs;
 pub mod overlay;
 pub mod pack;
 pub mod wait;

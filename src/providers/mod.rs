@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use kube::api::{Api, DynamicObject, ListParams};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, LogParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,21 @@ pub enum Error {
     Registry(#[from] registry::Error),
     #[error("Flux is not installed in the cluster of context `{context}` ({})", missing_apis(missing))]
     FluxMissing { context: String, missing: Vec<String> },
+    #[error("cannot read the log of `{controller}` in namespace `{FLUX_SYSTEM}`")]
+    ControllerPodLog {
+        controller: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("no pod of `{controller}` runs in namespace `{FLUX_SYSTEM}`")]
+    NoControllerPod { controller: String },
+    #[error("cannot read the log of `{controller}` (`{}`)", path.display())]
+    ControllerLogFile {
+        controller: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot ask the cluster of context `{context}` which Flux APIs it serves")]
     FluxCheck {
         context: String,
@@ -147,6 +165,59 @@ pub trait ClusterProvider: Send + Sync {
     fn flux<'a>(&'a self, client: &'a kube::Client) -> BoxFuture<'a, Result<FluxPresence, kube::Error>> {
         Box::pin(flux_presence(client))
     }
+
+    /// The log of the Flux controller `controller` (`kustomize-controller`, …), line by line:
+    /// what it kept, from `since` ago where the source can tell (callers filter by the lines'
+    /// own times too), then with `follow` what it logs until the stream is dropped. By
+    /// default the log of its pod in `flux-system`, read through the API.
+    fn controller_log<'a>(
+        &'a self,
+        client: &'a kube::Client,
+        controller: &'a str,
+        follow: bool,
+        since: Option<Duration>,
+    ) -> LogLines<'a> {
+        pod_log(client, controller, follow, since)
+    }
+}
+
+/// Log lines, without their line breaks.
+pub type LogLines<'a> = BoxStream<'a, Result<String, Error>>;
+
+/// Where Flux's controllers run in a cluster devenv does not boot itself.
+pub const FLUX_SYSTEM: &str = "flux-system";
+
+/// The log of the newest running pod labelled `app=<controller>` in `flux-system`, as
+/// `kubectl logs` reads it (`pods/log`, with `sinceSeconds` and `follow`).
+fn pod_log<'a>(client: &'a kube::Client, controller: &'a str, follow: bool, since: Option<Duration>) -> LogLines<'a> {
+    let failed = |source| Error::ControllerPodLog { controller: controller.to_string(), source };
+    let opened = async move {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), FLUX_SYSTEM);
+        let listed = pods.list(&ListParams::default().labels(&format!("app={controller}"))).await.map_err(failed)?;
+        let running = listed
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .max_by_key(|p| p.metadata.creation_timestamp.clone());
+        let Some(name) = running.and_then(|p| p.metadata.name) else {
+            return Err(Error::NoControllerPod { controller: controller.to_string() });
+        };
+        let params = LogParams {
+            follow,
+            since_seconds: since.map(|ago| ago.as_secs().max(1) as i64),
+            ..LogParams::default()
+        };
+        let reader = pods.log_stream(&name, &params).await.map_err(failed)?;
+        let lines = futures_util::AsyncBufReadExt::lines(reader);
+        Ok(lines.map_err(move |source| failed(kube::Error::ReadEvents(source))))
+    };
+    stream::once(opened)
+        .map(|opened| match opened {
+            Ok(lines) => lines.boxed(),
+            Err(error) => stream::once(std::future::ready(Err(error))).boxed(),
+        })
+        .flatten()
+        .boxed()
 }
 
 /// The Flux kinds devenv relies on: (group, version, kind, plural).
