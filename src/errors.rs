@@ -334,11 +334,9 @@ fn diagnose_flux_object(error: &crate::flux::logs::Error) -> Diagnosis {
             }
             ("DEV067", 1, hint)
         }
-        Object::Ambiguous { kind, name, namespaces } => (
-            "DEV067",
-            2,
-            format!("name the namespace too: {}/{}/{name}", kind.to_ascii_lowercase(), namespaces[0]),
-        ),
+        Object::Ambiguous { kind, name, namespaces } => {
+            ("DEV067", 2, format!("name the namespace too: {}/{}/{name}", kind.to_ascii_lowercase(), namespaces[0]))
+        }
         Object::List { .. } => {
             ("DEV045", 1, "`devenv status` shows whether the cluster answers; `devenv up` starts it".to_string())
         }

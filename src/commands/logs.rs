@@ -85,7 +85,8 @@ async fn flux_object(ctx: &Context, args: &LogsArgs, target: Target) -> Result<(
     let object = target.find(&client).await.map_err(CommandError::from)?;
     let controller = target.kind.controller;
     // Every source is filtered by the lines' own times: a log file cannot be asked for less.
-    let since = args.since.and_then(|ago| jiff::Timestamp::now().checked_sub(jiff::SignedDuration::try_from(ago).ok()?).ok());
+    let since =
+        args.since.and_then(|ago| jiff::Timestamp::now().checked_sub(jiff::SignedDuration::try_from(ago).ok()?).ok());
     let mut lines = provider.controller_log(&client, controller, args.follow, args.since);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);

@@ -49,7 +49,12 @@ pub const KINDS: [FluxKind; 7] = [
     source("Bucket", "v1", "buckets", None),
 ];
 
-const fn source(kind: &'static str, version: &'static str, plural: &'static str, short: Option<&'static str>) -> FluxKind {
+const fn source(
+    kind: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    short: Option<&'static str>,
+) -> FluxKind {
     FluxKind { kind, group: "source.toolkit.fluxcd.io", version, plural, short, controller: "source-controller" }
 }
 

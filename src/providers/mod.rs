@@ -202,11 +202,8 @@ fn pod_log<'a>(client: &'a kube::Client, controller: &'a str, follow: bool, sinc
         let Some(name) = running.and_then(|p| p.metadata.name) else {
             return Err(Error::NoControllerPod { controller: controller.to_string() });
         };
-        let params = LogParams {
-            follow,
-            since_seconds: since.map(|ago| ago.as_secs().max(1) as i64),
-            ..LogParams::default()
-        };
+        let params =
+            LogParams { follow, since_seconds: since.map(|ago| ago.as_secs().max(1) as i64), ..LogParams::default() };
         let reader = pods.log_stream(&name, &params).await.map_err(failed)?;
         let lines = futures_util::AsyncBufReadExt::lines(reader);
         Ok(lines.map_err(move |source| failed(kube::Error::ReadEvents(source))))

@@ -95,12 +95,14 @@ impl ClusterProvider for SimCluster {
         _since: Option<std::time::Duration>,
     ) -> LogLines<'a> {
         use futures_util::{StreamExt, TryStreamExt};
-        let path = self.sim.log_of(controller).unwrap_or_else(|| self.sim.dir().join("logs").join(format!("{controller}.log")));
+        let path = self
+            .sim
+            .log_of(controller)
+            .unwrap_or_else(|| self.sim.dir().join("logs").join(format!("{controller}.log")));
         let failed = {
             let path = path.clone();
             move |source| Error::ControllerLogFile { controller: controller.to_string(), path: path.clone(), source }
         };
         super::process::log_lines(path, follow).map_err(failed).boxed()
     }
-
 }
