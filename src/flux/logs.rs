@@ -263,6 +263,9 @@ mod tests {
         assert!(line.concerns(&object("HelmRelease", "lending", "audit")));
         assert!(!line.concerns(&object("HelmRelease", "other", "audit")), "another namespace");
         assert_eq!(line.time, Some("2026-11-30T21:01:43.542Z".parse().unwrap()));
+        // zap's ISO 8601 encoder writes a local offset without a colon.
+        let offset = Line::parse(r#"{"ts":"2026-11-30T22:01:43.542+0100","msg":"x"}"#);
+        assert_eq!(offset.time, Some("2026-11-30T21:01:43.542Z".parse().unwrap()));
         let epoch = Line::parse(r#"{"ts":1.5,"msg":"x"}"#);
         assert_eq!(epoch.time, Some(jiff::Timestamp::from_millisecond(1500).unwrap()));
         let plain = Line::parse("2026-11-30T21:01:19.608Z\tINFO\tsetup\tstarting manager");

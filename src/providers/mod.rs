@@ -418,6 +418,66 @@ mod tests {
         assert_eq!(found_in(dir.path()).map(|p| p.kind()), Some(Provider::K3d));
     }
 
+    /// A stand-in API server: pods of `kustomize-controller` (an old and a new one running, a
+    /// newer one pending), none of `helm-controller`, and a log of two lines; it records the
+    /// paths asked for.
+    async fn api_server() -> (kube::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..n]);
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap().to_string();
+                record.lock().unwrap().push(path.clone());
+                let pod = |name: &str, day: u32, phase: &str| serde_json::json!({"metadata": {"name": name, "creationTimestamp": format!("2026-01-0{day}T00:00:00Z")}, "status": {"phase": phase}});
+                let body = if path.contains("/log") {
+                    "one\ntwo\n".to_string()
+                } else if path.contains("kustomize-controller") {
+                    let items = [pod("old", 1, "Running"), pod("new", 2, "Running"), pod("starting", 3, "Pending")];
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+                        .to_string()
+                } else {
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}).to_string()
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        crate::init_tls();
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        (kube::Client::try_from(config).unwrap(), asked)
+    }
+
+    #[tokio::test]
+    async fn a_controllers_log_is_read_from_its_newest_running_pod() {
+        let (client, asked) = api_server().await;
+        let lines: Vec<String> =
+            pod_log(&client, "kustomize-controller", true, Some(Duration::from_secs(600))).try_collect().await.unwrap();
+        assert_eq!(lines, ["one", "two"]);
+        let asked = asked.lock().unwrap().clone();
+        assert!(asked[0].starts_with("/api/v1/namespaces/flux-system/pods?"), "{asked:?}");
+        assert!(asked[0].contains("labelSelector=app%3Dkustomize-controller"), "{asked:?}");
+        let log = &asked[1];
+        assert!(log.starts_with("/api/v1/namespaces/flux-system/pods/new/log?"), "{asked:?}");
+        assert!(log.contains("follow=true") && log.contains("sinceSeconds=600"), "{log}");
+
+        let (client, _) = api_server().await;
+        let error = pod_log(&client, "helm-controller", false, None).try_collect::<Vec<_>>().await.unwrap_err();
+        assert_eq!(error.to_string(), "no pod of `helm-controller` runs in namespace `flux-system`");
+    }
+
     #[test]
     fn missing_flux_apis_are_each_named() {
         let error =
