@@ -375,6 +375,35 @@ pub(super) fn is_watchdog(pid: &Pid) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_followed_log_goes_on_across_partial_lines_and_a_restart() {
+        use futures_util::StreamExt;
+        let temp = tempfile::tempdir().unwrap();
+        let log = temp.path().join("c.log");
+        fs::write(&log, "one\ntwo\n").unwrap();
+        let all: Vec<String> = log_lines(log.clone(), false).map(Result::unwrap).collect().await;
+        assert_eq!(all, ["one", "two"]);
+
+        let mut lines = Box::pin(log_lines(log.clone(), true));
+        let mut next = async || {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next()).await;
+            line.expect("a line within 5s").unwrap().unwrap()
+        };
+        assert_eq!((next().await, next().await), ("one".to_string(), "two".to_string()));
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(b"thr").unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            file.write_all(b"ee\n").unwrap();
+        });
+        assert_eq!(next().await, "three", "a line written in two parts comes whole");
+        writer.join().unwrap();
+        // A restart moves the log aside and starts a new one.
+        fs::rename(&log, previous_log(&log)).unwrap();
+        fs::write(&log, "four\n").unwrap();
+        assert_eq!(next().await, "four");
+    }
+
     #[test]
     fn pid_files_round_trip_and_name_this_process() {
         let temp = tempfile::tempdir().unwrap();
