@@ -82,7 +82,14 @@ async fn flux_object(ctx: &Context, args: &LogsArgs, target: Target) -> Result<(
     let Some(provider) = provider else { return Err(no_cluster()) };
     let Some(info) = provider.info()? else { return Err(no_cluster()) };
     let client = provider.client(&info).await?;
-    let object = target.find(&client).await.map_err(CommandError::from)?;
+    // In a shared cluster the environment's objects are those in its namespace, as `up`
+    // recorded it (else as the profile places it).
+    let recorded = state.as_ref().and_then(|s| s.flux.as_ref());
+    let scope = match recorded {
+        Some(placement) => placement.shared.then(|| placement.namespace.clone()),
+        None => config.environment_namespace(),
+    };
+    let object = target.find(&client, scope.as_deref()).await.map_err(CommandError::from)?;
     let controller = target.kind.controller;
     // Every source is filtered by the lines' own times: a log file cannot be asked for less.
     let since =

@@ -130,10 +130,11 @@ impl Target {
         Some(Ok(Target { kind: flux_kind, namespace, name: name.to_string() }))
     }
 
-    /// The object in the cluster. Without a namespace it must be the only one of its kind and
-    /// name; a miss lists the environment's Flux objects of every kind.
-    pub async fn find(&self, client: &kube::Client) -> Result<Object, Error> {
-        let objects = list(client, self.kind).await?;
+    /// The object in the cluster, or in `scope` (the namespace of an environment that shares
+    /// its cluster). Without a namespace it must be the only one of its kind and name; a miss
+    /// lists the environment's Flux objects of every kind.
+    pub async fn find(&self, client: &kube::Client, scope: Option<&str>) -> Result<Object, Error> {
+        let objects = list(client, self.kind, scope).await?;
         let matches: Vec<&Object> = objects
             .iter()
             .filter(|o| o.name == self.name && self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace))
@@ -144,7 +145,7 @@ impl Target {
                 let mut known = Vec::new();
                 for kind in &KINDS {
                     // A kind whose API is missing has no objects to offer.
-                    known.extend(list(client, kind).await.unwrap_or_default().iter().map(ToString::to_string));
+                    known.extend(list(client, kind, scope).await.unwrap_or_default().iter().map(ToString::to_string));
                 }
                 let name = match &self.namespace {
                     Some(namespace) => format!("{namespace}/{}", self.name),
@@ -161,9 +162,12 @@ impl Target {
     }
 }
 
-/// Every object of `kind` in the cluster, sorted.
-async fn list(client: &kube::Client, kind: &FluxKind) -> Result<Vec<Object>, Error> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource());
+/// Every object of `kind` in the cluster, or in namespace `scope`, sorted.
+async fn list(client: &kube::Client, kind: &FluxKind, scope: Option<&str>) -> Result<Vec<Object>, Error> {
+    let api: Api<DynamicObject> = match scope {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &kind.resource()),
+        None => Api::all_with(client.clone(), &kind.resource()),
+    };
     let list = api.list(&ListParams::default()).await.map_err(|source| Error::List { kind: kind.kind, source })?;
     let mut objects: Vec<Object> = list
         .items
