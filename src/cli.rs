@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCandidates;
 
 use crate::ui::OutputFormat;
 
@@ -26,10 +27,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR", env = "DEVENV_REPO")]
     pub repo: Option<PathBuf>,
     /// Profile: where and how the environment runs (built in: local, k3d, sim, standalone, preview)
-    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_PROFILE")]
+    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_PROFILE", add = ArgValueCandidates::new(crate::completion::profiles))]
     pub profile: Option<String>,
     /// Environment name; several environments of one repository can coexist [default: the project name]
-    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_ENV")]
+    #[arg(long, global = true, value_name = "NAME", env = "DEVENV_ENV", add = ArgValueCandidates::new(crate::completion::environments))]
     pub env: Option<String>,
     /// Kubeconfig context of the cluster, for a profile with `provider: existing` [default: the profile's `cluster.context`, else the kubeconfig's current context; KUBECONFIG is read as kubectl reads it]
     #[arg(long, global = true, value_name = "NAME")]
@@ -78,9 +79,15 @@ pub enum Command {
         after_help = "Examples:\n  eval \"$(devenv env --show-secrets)\"\n  devenv env --format dotenv --show-secrets > .env\n  devenv env --service orders-db --format json\n  eval \"$(devenv env --kubeconfig)\"   # kubectl reaches the environment's cluster"
     )]
     Env(EnvArgs),
-    /// Show a substitute's logs (its container's output)
+    /// Show a substitute's logs (its container's output), or what Flux logged about one of its objects
+    ///
+    /// SERVICE (a name from devenv.yaml) prints the output of the service's container.
+    /// KIND/NAME or KIND/NAMESPACE/NAME (kustomization/apps, hr/podinfo/podinfo,
+    /// ocirepository/devenv-root) prints the lines of the responsible Flux controller
+    /// (kustomize-controller, helm-controller, source-controller) that are about that object;
+    /// without a namespace the object must be the only one of its kind and name.
     #[command(
-        after_help = "Examples:\n  devenv logs orders-db\n  devenv logs orders-db -f --since 10m\n  devenv logs orders-db --output json | jq -r 'select(.event == \"log\") | .line'"
+        after_help = "Examples:\n  devenv logs orders-db\n  devenv logs orders-db -f --since 10m\n  devenv logs orders-db --output json | jq -r 'select(.event == \"log\") | .line'\n  devenv logs kustomization/apps --since 5m\n  devenv logs helmrelease/monitoring/grafana -f"
     )]
     Logs(LogsArgs),
     /// Print the shell completion script
@@ -217,13 +224,13 @@ pub enum EnvFormat {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The service (its name in devenv.yaml)
-    #[arg(value_name = "SERVICE")]
-    pub service: String,
+    /// A service (its name in devenv.yaml), or a Flux object as KIND/NAME or KIND/NAMESPACE/NAME
+    #[arg(value_name = "SERVICE|KIND/NAME", add = ArgValueCandidates::new(crate::completion::services))]
+    pub target: String,
     /// Keep printing new output until Ctrl-C
     #[arg(short, long)]
     pub follow: bool,
-    /// Only output of the last DURATION (e.g. 90s, 10m, 2h)
+    /// Only output of the last DURATION (e.g. 90s, 10m, 2h); for a Flux object, by the controller's timestamps
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub since: Option<std::time::Duration>,
 }

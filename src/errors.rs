@@ -49,6 +49,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV011", "a file cannot be read or written"),
     ("DEV012", "a profile field or flag is not supported (yet) by the profile's provider"),
     ("DEV013", "devenv.yaml has no service of that name"),
+    ("DEV014", "the environment has no Flux object of that kind and name"),
     ("DEV020", "the Docker engine cannot be reached"),
     ("DEV021", "a Docker operation failed"),
     ("DEV022", "an image cannot be pulled"),
@@ -61,6 +62,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV032", "another command is changing the environment"),
     ("DEV033", "the environment, or the part of it asked for, has not been created"),
     ("DEV034", "something the environment runs is not healthy"),
+    ("DEV035", "a Flux controller's log cannot be read"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
@@ -184,6 +186,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "check that the cluster runs and this machine reaches it (`kubectl --context {context} get --raw /version`), or choose another context with `--context`"
                 )),
             ),
+            providers::Error::ControllerPodLog { controller, .. } | providers::Error::NoControllerPod { controller } => (
+                "DEV035",
+                Some(format!(
+                    "`kubectl -n {} get pods -l app={controller}` shows whether it runs; reading its log needs the `get` right on `pods/log` there",
+                    providers::FLUX_SYSTEM
+                )),
+            ),
+            providers::Error::ControllerLogFile { .. } => {
+                ("DEV035", Some("`devenv status` shows whether the cluster's processes run; `devenv up` starts them".into()))
+            }
             providers::Error::FluxCheck { context, .. } => (
                 "DEV045",
                 Some(format!("the cause above is the API server's answer; `kubectl --context {context} api-resources` shows what it serves")),
@@ -313,7 +325,40 @@ fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
             "`devenv up` repairs it: it starts or recreates what stopped and waits until everything is Ready; `devenv logs SERVICE` shows why a substitute stopped".to_string(),
         ),
         Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
+        Command::FluxObject(e) => return diagnose_flux_object(e),
         Command::Write { .. } => ("DEV011", 1, "check that the directory exists and is writable".to_string()),
+    };
+    Diagnosis { id, exit_code, hint: Some(hint) }
+}
+
+/// The id, exit code and hint of a Flux object named on the command line.
+fn diagnose_flux_object(error: &crate::flux::logs::Error) -> Diagnosis {
+    use crate::flux::logs::{Error as Object, KINDS};
+    let kinds = || KINDS.iter().map(|k| k.kind.to_ascii_lowercase()).collect::<Vec<_>>().join(", ");
+    let (id, exit_code, hint) = match error {
+        Object::UnknownKind { .. } => ("DEV014", 2, format!("name a Flux kind: {}", kinds())),
+        Object::Form { .. } => {
+            ("DEV014", 2, "write it like kustomization/apps or kustomization/flux-system/apps".to_string())
+        }
+        Object::NotFound { known, .. } if known.is_empty() => {
+            ("DEV014", 1, "the environment's cluster has no Flux objects; `devenv up` applies them".to_string())
+        }
+        Object::NotFound { name, known, .. } => {
+            let mut hint = format!("its Flux objects: {}", known.join(", "));
+            let names: Vec<&str> = known.iter().map(|k| k.rsplit('/').next().unwrap_or(k)).collect();
+            if let Some(best) = config::suggest(name.rsplit('/').next().unwrap_or(name), &names)
+                && let Some(object) = known.iter().find(|k| k.ends_with(&format!("/{best}")))
+            {
+                let _ = write!(hint, "; did you mean `{object}`?");
+            }
+            ("DEV014", 1, hint)
+        }
+        Object::Ambiguous { kind, name, namespaces } => {
+            ("DEV014", 2, format!("name the namespace too: {}/{}/{name}", kind.to_ascii_lowercase(), namespaces[0]))
+        }
+        Object::List { .. } => {
+            ("DEV045", 1, "`devenv status` shows whether the cluster answers; `devenv up` starts it".to_string())
+        }
     };
     Diagnosis { id, exit_code, hint: Some(hint) }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod completion;
 pub mod config;
 pub mod docker;
 pub mod envmap;

@@ -5,6 +5,7 @@ use devenv::commands::{self, Context};
 use devenv::errors::{self, Error};
 
 fn main() -> ExitCode {
+    devenv::completion::answer_if_asked();
     let cli = cli::parse();
     devenv::init_tls();
     let cwd = match std::env::current_dir() {

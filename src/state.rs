@@ -124,6 +124,15 @@ pub fn generate_secret() -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect()
 }
 
+/// The directory holding one directory per environment.
+pub fn envs_dir() -> Result<PathBuf, Error> {
+    let root = match std::env::var_os(STATE_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => dirs::state_dir().or_else(dirs::data_local_dir).ok_or(Error::NoStateDir)?.join("devenv"),
+    };
+    Ok(root.join("envs"))
+}
+
 /// The state directory of one environment.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -132,11 +141,7 @@ pub struct Store {
 
 impl Store {
     pub fn for_env(env: &str) -> Result<Self, Error> {
-        let root = match std::env::var_os(STATE_DIR_ENV) {
-            Some(dir) => PathBuf::from(dir),
-            None => dirs::state_dir().or_else(dirs::data_local_dir).ok_or(Error::NoStateDir)?.join("devenv"),
-        };
-        Ok(Store { dir: root.join("envs").join(env) })
+        Ok(Store { dir: envs_dir()?.join(env) })
     }
 
     pub fn dir(&self) -> &Path {

@@ -987,20 +987,96 @@ fn version_names_the_build_and_the_pinned_versions() {
     );
 }
 
+/// The candidates the shell gets on TAB after `words` (the last is the word being completed), as
+/// the script from `devenv completions bash` asks for them: `COMPLETE=bash devenv -- devenv …`.
+fn candidates(dir: &Path, state: &Path, words: &[&str]) -> Vec<String> {
+    let output = devenv_in(dir)
+        .env("DEVENV_STATE_DIR", state)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", words.len().to_string())
+        .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+        .env("_CLAP_COMPLETE_SPACE", "true")
+        .env("_CLAP_IFS", "\n")
+        .args(["--", "devenv"])
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{words:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty(), "completion is silent: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().filter(|l| !l.starts_with('-')).map(str::to_string).collect()
+}
+
+#[test]
+fn completion_offers_the_repositorys_profiles_services_and_environments() {
+    const BUILT_IN: [&str; 5] = ["k3d", "local", "preview", "sim", "standalone"];
+    let repo = TestRepo::new("t-cli-complete", &format!("{SERVICE}  - name: cache\n    kind: elasticache-redis\n"));
+    repo.write(".devenv/profiles/mine.yaml", "cluster:\n  provider: sim\n");
+    let state = repo.state_root();
+    std::fs::create_dir_all(state.join("envs/shop-a")).unwrap();
+    std::fs::write(state.join("envs/shop-a/state.json"), "{}").unwrap();
+    std::fs::create_dir_all(state.join("envs/half-made")).unwrap();
+    let here = repo.path();
+
+    let mut profiles = BUILT_IN.map(String::from).to_vec();
+    profiles.push("mine".into());
+    assert_eq!(candidates(here, state, &["up", "--profile", ""]), profiles);
+    assert_eq!(candidates(here, state, &["status", "--profile", "mi"]), ["mine"]);
+    assert_eq!(candidates(here, state, &["logs", ""]), ["orders-db", "cache"]);
+    assert_eq!(candidates(here, state, &["logs", "c"]), ["cache"]);
+    assert_eq!(candidates(here, state, &["logs", "--env", ""]), ["shop-a"], "environments with a state file");
+    // From a directory below the root, as commands find the repository.
+    std::fs::create_dir_all(here.join("apps/orders")).unwrap();
+    assert_eq!(candidates(&here.join("apps/orders"), state, &["logs", ""]), ["orders-db", "cache"]);
+
+    // The same through bash itself: the installed script's function, `devenv` from the PATH.
+    std::fs::write(
+        here.join("devenv.bash"),
+        stdout_of(&devenv_in(here).args(["completions", "bash"]).output().unwrap()),
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_devenv")).parent().unwrap();
+    let tab = |words: &str, current: &str| {
+        let line = format!(
+            "source devenv.bash; COMP_WORDS=({words} {current:?}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_TYPE=9; _clap_complete_devenv devenv {current:?}; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .current_dir(here)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .env("DEVENV_STATE_DIR", state)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| l.trim().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(tab("devenv up --profile", "mi"), ["mine"]);
+    assert_eq!(tab("devenv logs", "or"), ["orders-db"]);
+
+    // A devenv.yaml being edited offers no services, and profiles still.
+    repo.write("devenv.yaml", "project: shop\nservices: [\n");
+    assert!(candidates(here, state, &["logs", ""]).is_empty());
+    assert_eq!(candidates(here, state, &["up", "--profile", ""]), profiles);
+    // Outside any repository: the built-in profiles only.
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_eq!(candidates(elsewhere.path(), state, &["up", "--profile", ""]), BUILT_IN);
+    assert!(candidates(elsewhere.path(), state, &["logs", ""]).is_empty());
+    let no_state = elsewhere.path().join("none");
+    assert!(candidates(elsewhere.path(), &no_state, &["down", "--env", ""]).is_empty());
+}
+
 #[test]
 fn completions_and_manual_pages_come_from_the_binary() {
     let dir = tempfile::tempdir().unwrap();
+    // Each script hands the words to `devenv` on the PATH, which answers with the candidates.
     for (shell, marker) in [
-        ("bash", "complete -F _devenv"),
+        ("bash", "-F _clap_complete_devenv devenv"),
         ("zsh", "#compdef devenv"),
-        ("fish", "complete -c devenv"),
+        ("fish", "complete --keep-order --exclusive --command devenv"),
         ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "set edit:completion:arg-completer[devenv]"),
     ] {
         let script = stdout_of(&devenv_in(dir.path()).args(["completions", shell]).output().unwrap());
         assert!(script.contains(marker), "{shell}: {script}");
-        for word in ["env", "logs", "show-secrets", "dotenv"] {
-            assert!(script.contains(word), "{shell} completes `{word}`");
-        }
+        assert!(script.contains("COMPLETE") && script.contains("devenv"), "{shell} calls devenv back: {script}");
     }
     let check = std::process::Command::new("bash")
         .args(["-c", "source /dev/stdin && complete -p devenv"])

@@ -438,3 +438,102 @@ async fn an_object_disabled_by_kind_is_kept_out_by_the_kustomization_that_applie
     let output = repo.devenv().args(["down", "--purge", "--env", "t-flux-disable"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// `devenv logs KIND/NAME`: what the responsible controller logged about that object alone.
+fn flux_logs(repo: &TestRepo, args: &[&str]) -> std::process::Output {
+    repo.devenv().args(["logs", "--env", &repo.env]).args(args).output().unwrap()
+}
+
+#[tokio::test]
+async fn logs_of_a_flux_object_are_its_controllers_lines_about_it() {
+    let Some(repo) = fixture("t-flux-logs") else { return };
+    let result = up(&repo);
+    let about = |name: &str| format!("\"name\": \"{name}\"");
+
+    let output = flux_logs(&repo, &["kustomization/apps"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "the controller reconciled `apps`: {text}");
+    for line in &lines {
+        assert!(line.contains(&about("apps")) && line.contains("\"controllerKind\": \"Kustomization\""), "{line}");
+        assert!(!line.contains(&about("platform")) && !line.contains(&about("crds")), "{line}");
+    }
+    assert!(text.contains("server-side apply completed"), "{text}");
+    // The same object named with its namespace; another controller's kind.
+    let output = flux_logs(&repo, &["kustomization/flux-system/apps"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), text);
+    let output = flux_logs(&repo, &["hr/audit"]);
+    let releases = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!releases.is_empty() && releases.lines().all(|l| l.contains(&about("audit"))), "{releases}");
+    assert!(!releases.contains(&about("statements")), "{releases}");
+
+    // JSON: one `log` event per line, then the result.
+    let output = flux_logs(&repo, &["ks/apps", "--output", "json"]);
+    let events = common::shape::lines(&output.stdout);
+    let shapes = Shapes::from_readme();
+    let logged: Vec<_> = events.iter().filter(|e| e["event"] == "log").collect();
+    assert_eq!(logged.len(), lines.len());
+    let mut event = logged[0].clone();
+    event.as_object_mut().unwrap().remove("event");
+    shapes.check("FluxLogEvent", &event);
+    let summary = events.last().unwrap();
+    shapes.check_line("FluxLogs", summary);
+    assert_eq!(summary["object"], "kustomization/flux-system/apps");
+    assert_eq!(summary["controller"], "kustomize-controller");
+    assert_eq!(summary["lines"], lines.len());
+
+    // --since counts by the lines' own times: nothing was reconciled in the last second.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let output = flux_logs(&repo, &["kustomization/apps", "--since", "1s"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).lines().count() < lines.len());
+
+    // An object the environment does not have: the error lists those it has.
+    let output = flux_logs(&repo, &["kustomization/ap"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV014]: the environment has no Kustomization `ap`"), "{stderr}");
+    assert!(
+        stderr.contains("kustomization/flux-system/apps") && stderr.contains("helmrelease/lending/audit"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `kustomization/flux-system/apps`?"), "{stderr}");
+
+    // -f prints what the controller logs next: a reconcile requested now, until Ctrl-C.
+    let mut child = repo
+        .std_command()
+        .args(["logs", "--env", &repo.env, "kustomization/apps", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stdout, &mut line).is_ok_and(|n| n > 0) {
+            let _ = sender.send(std::mem::take(&mut line));
+        }
+    });
+    let client = cluster_client(&result).await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    );
+    let kustomizations: Api<DynamicObject> = Api::namespaced_with(client, "flux-system", &resource);
+    let requested = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "t-flux-logs"}}});
+    kustomizations.patch("apps", &PatchParams::default(), &Patch::Merge(&requested)).await.unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let mut followed = Vec::new();
+    while followed.len() <= lines.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = received.recv_timeout(left).unwrap_or_else(|_| panic!("no new line about apps: {followed:?}"));
+        assert!(line.contains(&about("apps")), "{line}");
+        followed.push(line);
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C ends a followed log normally: {status:?}");
+}

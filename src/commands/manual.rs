@@ -1,4 +1,6 @@
-//! `devenv completions SHELL` and `devenv man`: generated from the command line's own
+//! `devenv completions SHELL` and `devenv man`. The completion script asks devenv for the
+//! candidates on every TAB (`completion.rs`), so it offers what `--help` documents plus the
+//! repository's profiles and services; the pages are generated from the command line's own
 //! definition, so they say what `--help` says.
 
 use std::path::{Path, PathBuf};
@@ -28,10 +30,7 @@ struct Manual {
 }
 
 pub fn completions(ctx: &Context, args: &CompletionsArgs) {
-    let mut command = cli::command();
-    let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut command, "devenv", &mut script);
-    let script = String::from_utf8_lossy(&script).into_owned();
+    let script = crate::completion::script(args.shell);
     if ctx.json() {
         ui::print_result(&Completions { shell: args.shell.to_string(), script });
     } else {

@@ -116,6 +116,8 @@ pub enum Error {
     Unhealthy { env: String, problems: Vec<String> },
     #[error(transparent)]
     Kubeconfig(#[from] crate::providers::kubeconfig::Error),
+    #[error(transparent)]
+    FluxObject(#[from] crate::flux::logs::Error),
     #[error("cannot write `{}`", path.display())]
     Write {
         path: PathBuf,

@@ -31,6 +31,11 @@ mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
+/// The profiles every repository has.
+pub fn builtin_profiles() -> impl Iterator<Item = &'static str> {
+    builtin::PROFILES.iter().map(|(name, _)| *name)
+}
+
 /// Where in which file a problem is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Location {

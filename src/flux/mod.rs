@@ -7,6 +7,7 @@ pub mod checks;
 pub mod closure;
 pub mod contract;
 pub mod deploy;
+pub mod logs;
 pub mod overlay;
 pub mod pack;
 pub mod temp_paths;

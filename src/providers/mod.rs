@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use kube::api::{Api, DynamicObject, ListParams};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, LogParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,21 @@ pub enum Error {
     Registry(#[from] registry::Error),
     #[error("Flux is not installed in the cluster of context `{context}` ({})", missing_apis(missing))]
     FluxMissing { context: String, missing: Vec<String> },
+    #[error("cannot read the log of `{controller}` in namespace `{FLUX_SYSTEM}`")]
+    ControllerPodLog {
+        controller: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("no pod of `{controller}` runs in namespace `{FLUX_SYSTEM}`")]
+    NoControllerPod { controller: String },
+    #[error("cannot read the log of `{controller}` (`{}`)", path.display())]
+    ControllerLogFile {
+        controller: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot ask the cluster of context `{context}` which Flux APIs it serves")]
     FluxCheck {
         context: String,
@@ -147,6 +165,56 @@ pub trait ClusterProvider: Send + Sync {
     fn flux<'a>(&'a self, client: &'a kube::Client) -> BoxFuture<'a, Result<FluxPresence, kube::Error>> {
         Box::pin(flux_presence(client))
     }
+
+    /// The log of the Flux controller `controller` (`kustomize-controller`, …), line by line:
+    /// what it kept, from `since` ago where the source can tell (callers filter by the lines'
+    /// own times too), then with `follow` what it logs until the stream is dropped. By
+    /// default the log of its pod in `flux-system`, read through the API.
+    fn controller_log<'a>(
+        &'a self,
+        client: &'a kube::Client,
+        controller: &'a str,
+        follow: bool,
+        since: Option<Duration>,
+    ) -> LogLines<'a> {
+        pod_log(client, controller, follow, since)
+    }
+}
+
+/// Log lines, without their line breaks.
+pub type LogLines<'a> = BoxStream<'a, Result<String, Error>>;
+
+/// Where Flux's controllers run in a cluster devenv does not boot itself.
+pub const FLUX_SYSTEM: &str = "flux-system";
+
+/// The log of the newest running pod labelled `app=<controller>` in `flux-system`, as
+/// `kubectl logs` reads it (`pods/log`, with `sinceSeconds` and `follow`).
+fn pod_log<'a>(client: &'a kube::Client, controller: &'a str, follow: bool, since: Option<Duration>) -> LogLines<'a> {
+    let failed = |source| Error::ControllerPodLog { controller: controller.to_string(), source };
+    let opened = async move {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), FLUX_SYSTEM);
+        let listed = pods.list(&ListParams::default().labels(&format!("app={controller}"))).await.map_err(failed)?;
+        let running = listed
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .max_by_key(|p| p.metadata.creation_timestamp.clone());
+        let Some(name) = running.and_then(|p| p.metadata.name) else {
+            return Err(Error::NoControllerPod { controller: controller.to_string() });
+        };
+        let params =
+            LogParams { follow, since_seconds: since.map(|ago| ago.as_secs().max(1) as i64), ..LogParams::default() };
+        let reader = pods.log_stream(&name, &params).await.map_err(failed)?;
+        let lines = futures_util::AsyncBufReadExt::lines(reader);
+        Ok(lines.map_err(move |source| failed(kube::Error::ReadEvents(source))))
+    };
+    stream::once(opened)
+        .map(|opened| match opened {
+            Ok(lines) => lines.boxed(),
+            Err(error) => stream::once(std::future::ready(Err(error))).boxed(),
+        })
+        .flatten()
+        .boxed()
 }
 
 /// The Flux kinds devenv relies on: (group, version, kind, plural).
@@ -348,6 +416,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found_in(dir.path()).map(|p| p.kind()), Some(Provider::K3d));
+    }
+
+    /// A stand-in API server: pods of `kustomize-controller` (an old and a new one running, a
+    /// newer one pending), none of `helm-controller`, and a log of two lines; it records the
+    /// paths asked for.
+    async fn api_server() -> (kube::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..n]);
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap().to_string();
+                record.lock().unwrap().push(path.clone());
+                let pod = |name: &str, day: u32, phase: &str| serde_json::json!({"metadata": {"name": name, "creationTimestamp": format!("2026-01-0{day}T00:00:00Z")}, "status": {"phase": phase}});
+                let body = if path.contains("/log") {
+                    "one\ntwo\n".to_string()
+                } else if path.contains("kustomize-controller") {
+                    let items = [pod("old", 1, "Running"), pod("new", 2, "Running"), pod("starting", 3, "Pending")];
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+                        .to_string()
+                } else {
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}).to_string()
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        crate::init_tls();
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        (kube::Client::try_from(config).unwrap(), asked)
+    }
+
+    #[tokio::test]
+    async fn a_controllers_log_is_read_from_its_newest_running_pod() {
+        let (client, asked) = api_server().await;
+        let lines: Vec<String> =
+            pod_log(&client, "kustomize-controller", true, Some(Duration::from_secs(600))).try_collect().await.unwrap();
+        assert_eq!(lines, ["one", "two"]);
+        let asked = asked.lock().unwrap().clone();
+        assert!(asked[0].starts_with("/api/v1/namespaces/flux-system/pods?"), "{asked:?}");
+        assert!(asked[0].contains("labelSelector=app%3Dkustomize-controller"), "{asked:?}");
+        let log = &asked[1];
+        assert!(log.starts_with("/api/v1/namespaces/flux-system/pods/new/log?"), "{asked:?}");
+        assert!(log.contains("follow=true") && log.contains("sinceSeconds=600"), "{log}");
+
+        let (client, _) = api_server().await;
+        let error = pod_log(&client, "helm-controller", false, None).try_collect::<Vec<_>>().await.unwrap_err();
+        assert_eq!(error.to_string(), "no pod of `helm-controller` runs in namespace `flux-system`");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Sim, SimInfo};
 use crate::config::profile::Provider;
-use crate::providers::{Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error, Registry};
+use crate::providers::{Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error, LogLines, Registry};
 use crate::ui::Reporter;
 
 /// The sim cluster kept in an environment's state directory.
@@ -83,5 +83,26 @@ impl ClusterProvider for SimCluster {
 
     fn delete<'a>(&'a self, purge: bool, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move { Ok(self.sim.down(purge, reporter).await?) })
+    }
+
+    /// Its controllers are processes here, logging to files in the cluster's directory; the
+    /// caller filters by time (`since` is not applied).
+    fn controller_log<'a>(
+        &'a self,
+        _client: &'a kube::Client,
+        controller: &'a str,
+        follow: bool,
+        _since: Option<std::time::Duration>,
+    ) -> LogLines<'a> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let path = self
+            .sim
+            .log_of(controller)
+            .unwrap_or_else(|| self.sim.dir().join("logs").join(format!("{controller}.log")));
+        let failed = {
+            let path = path.clone();
+            move |source| Error::ControllerLogFile { controller: controller.to_string(), path: path.clone(), source }
+        };
+        super::process::log_lines(path, follow).map_err(failed).boxed()
     }
 }

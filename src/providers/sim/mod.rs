@@ -544,6 +544,11 @@ impl Sim {
         self
     }
 
+    /// The log file of the component named `name` (`kustomize-controller`, …), if there is one.
+    pub fn log_of(&self, name: &str) -> Option<PathBuf> {
+        Component::ALL.into_iter().find(|c| c.name() == name).map(|c| self.layout.log(c))
+    }
+
     /// `<state_dir>/sim`.
     pub fn dir(&self) -> &Path {
         &self.layout.root

@@ -213,6 +213,69 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// A log file's lines as a stream: those it holds, then with `follow` those appended, also
+/// across a restart of its process (which moves the file aside and starts a new one).
+pub(super) fn log_lines(path: PathBuf, follow: bool) -> impl futures_util::Stream<Item = io::Result<String>> {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    struct Reader {
+        path: PathBuf,
+        /// The open file and its inode.
+        file: Option<(io::BufReader<fs::File>, u64)>,
+        partial: Vec<u8>,
+        follow: bool,
+        done: bool,
+    }
+    let start = Reader { path, file: None, partial: Vec::new(), follow, done: false };
+    futures_util::stream::unfold(start, |mut r| async move {
+        if r.done {
+            return None;
+        }
+        loop {
+            if r.file.is_none() {
+                match fs::File::open(&r.path).and_then(|f| Ok((f.metadata()?.ino(), f))) {
+                    Ok((inode, file)) => r.file = Some((io::BufReader::new(file), inode)),
+                    Err(error) => {
+                        r.done = true;
+                        return Some((Err(error), r));
+                    }
+                }
+            }
+            let (reader, inode) = r.file.as_mut().expect("opened above");
+            match reader.read_until(b'\n', &mut r.partial) {
+                Err(error) => {
+                    r.done = true;
+                    return Some((Err(error), r));
+                }
+                Ok(0) if !r.follow => {
+                    r.done = true;
+                    if r.partial.is_empty() {
+                        return None;
+                    }
+                    let line = String::from_utf8_lossy(&std::mem::take(&mut r.partial)).into_owned();
+                    return Some((Ok(line), r));
+                }
+                Ok(0) => {
+                    let moved = fs::metadata(&r.path).is_ok_and(|m| m.ino() != *inode);
+                    if moved {
+                        r.file = None;
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                }
+                Ok(_) if r.partial.ends_with(b"\n") => {
+                    let bytes = std::mem::take(&mut r.partial);
+                    let line = String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_string();
+                    return Some((Ok(line), r));
+                }
+                // The writer is mid-line: the rest comes with the next read.
+                Ok(_) => {}
+            }
+        }
+    })
+}
+
 /// The shell program of the watchdog. It learns the group's members from its standard
 /// input (`pid N`, or `late N` for those to stop after the others, like etcd under
 /// kube-apiserver), so when its owner goes it stops them in order and exits as soon as
@@ -311,6 +374,35 @@ pub(super) fn is_watchdog(pid: &Pid) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_followed_log_goes_on_across_partial_lines_and_a_restart() {
+        use futures_util::StreamExt;
+        let temp = tempfile::tempdir().unwrap();
+        let log = temp.path().join("c.log");
+        fs::write(&log, "one\ntwo\n").unwrap();
+        let all: Vec<String> = log_lines(log.clone(), false).map(Result::unwrap).collect().await;
+        assert_eq!(all, ["one", "two"]);
+
+        let mut lines = Box::pin(log_lines(log.clone(), true));
+        let mut next = async || {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next()).await;
+            line.expect("a line within 5s").unwrap().unwrap()
+        };
+        assert_eq!((next().await, next().await), ("one".to_string(), "two".to_string()));
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(b"thr").unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            file.write_all(b"ee\n").unwrap();
+        });
+        assert_eq!(next().await, "three", "a line written in two parts comes whole");
+        writer.join().unwrap();
+        // A restart moves the log aside and starts a new one.
+        fs::rename(&log, previous_log(&log)).unwrap();
+        fs::write(&log, "four\n").unwrap();
+        assert_eq!(next().await, "four");
+    }
 
     #[test]
     fn pid_files_round_trip_and_name_this_process() {
