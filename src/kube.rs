@@ -76,10 +76,12 @@ pub async fn api_for(client: &kube::Client, object: &Value) -> Result<(Api<Dynam
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, capabilities): (ApiResource, _) = discovery::pinned_kind(client, &gvk)
-        .await
-        .map_err(|source| Error::Discovery { api_version: api_version.to_string(), kind: kind.to_string(), source })?;
-    let api = match capabilities.scope {
+    let (resource, scope) = discover(client, &gvk).await.map_err(|source| Error::Discovery {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        source,
+    })?;
+    let api = match scope {
         Scope::Namespaced => {
             let namespace =
                 object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
@@ -88,6 +90,27 @@ pub async fn api_for(client: &kube::Client, object: &Value) -> Result<(Api<Dynam
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
     Ok((api, name.to_string()))
+}
+
+/// Kinds found by discovery in this process. A kind's resource name and scope are part of its
+/// definition, the same in every cluster that serves it, so one answer serves every client;
+/// only kinds that were found are kept, so a CRD installed later is still looked up.
+static DISCOVERED: std::sync::Mutex<Vec<(GroupVersionKind, ApiResource, Scope)>> = std::sync::Mutex::new(Vec::new());
+
+/// The resource and scope of a kind: from `DISCOVERED`, else asked of the API server once.
+async fn discover(client: &kube::Client, gvk: &GroupVersionKind) -> Result<(ApiResource, Scope), kube::Error> {
+    let known = |cache: &Vec<(GroupVersionKind, ApiResource, Scope)>| {
+        cache.iter().find(|(k, ..)| k == gvk).map(|(_, resource, scope)| (resource.clone(), scope.clone()))
+    };
+    if let Some(found) = known(&DISCOVERED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(found);
+    }
+    let (resource, capabilities) = discovery::pinned_kind(client, gvk).await?;
+    let mut cache = DISCOVERED.lock().unwrap_or_else(|e| e.into_inner());
+    if known(&cache).is_none() {
+        cache.push((gvk.clone(), resource.clone(), capabilities.scope.clone()));
+    }
+    Ok((resource, capabilities.scope))
 }
 
 /// Creates or updates an object by server-side apply (field manager `devenv`).

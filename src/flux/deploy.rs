@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -26,6 +27,8 @@ use crate::ui::{Reporter, ReporterExt, Status};
 /// The root Kustomization devenv creates.
 pub const ROOT_NAME: &str = "devenv-root";
 const POLL: Duration = Duration::from_millis(250);
+/// Requests to the API server in flight at once when applying devenv's objects.
+const CONCURRENT_REQUESTS: usize = 16;
 /// How long `remove` waits for Flux to prune what it applied.
 pub(super) const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 /// With the same value as `requestedAt`, makes helm-controller reset a HelmRelease's
@@ -198,17 +201,20 @@ pub async fn up(
         });
     let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
 
-    // A server-side apply that changes nothing keeps the resourceVersion.
-    let mut env_changed = false;
-    for object in &objects {
+    // A server-side apply that changes nothing keeps the resourceVersion. The applies are
+    // independent (Flux resolves references when it reconciles), so a graph of a hundred
+    // Kustomizations costs a few round trips' time, not a hundred.
+    let applies = objects.iter().map(|object| async move {
         let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
         let before = match is_env {
             true => k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version),
             false => None,
         };
         let after = k8s::apply(client, object).await?.metadata.resource_version;
-        env_changed |= is_env && before != after;
-    }
+        Ok::<bool, Error>(is_env && before != after)
+    });
+    let changed: Vec<bool> = stream::iter(applies).buffer_unordered(CONCURRENT_REQUESTS).try_collect().await?;
+    let env_changed = changed.into_iter().any(|c| c);
 
     // Flux re-reads a source on request, and a Kustomization follows its source's new
     // revision by itself. Values from the environment ConfigMap are read only when a
@@ -221,8 +227,14 @@ pub async fn up(
     }
     let chart_digests = follow_charts(client, &charts, &token).await?;
     let mut requested = retry_failed(client, flux_namespace, &token).await?;
-    requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
-    request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
+    // With nothing new to apply the root is not asked again: a no-op `up` touches nothing,
+    // and the watch below still checks that every object is Ready at the current revisions
+    // (a spec devenv changed makes Flux reconcile by itself).
+    let charts_pushed = charts.iter().any(|c| c.pushed);
+    if !pushed.is_empty() || env_changed || charts_pushed || !requested.is_empty() {
+        requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
+        request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
+    }
     if env_changed {
         for artifact in prepared.packed.artifacts.iter().skip(1) {
             let (namespace, name) = artifact.kustomization.split_once('/').unwrap_or((flux_namespace, ""));
