@@ -139,10 +139,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     ports::RANGE_ENV
                 )),
             ),
-            substitutes::Error::NotReady { last_error, .. } => (
+            substitutes::Error::NotReady { last_error, service, .. } => (
                 "DEV024",
                 Some(format!(
-                    "last attempt: {last_error}; see `docker logs` of the container, or raise the catalogue's `probe.timeout`"
+                    "last attempt: {last_error}; see `devenv logs {service}`, or raise the catalogue's `probe.timeout`"
                 )),
             ),
             substitutes::Error::Exited { container, logs, .. } => {
@@ -158,13 +158,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "the environment's state file is gone; restore it, or delete the data with `devenv down --purge` (removes `{volume}`)"
                 )),
             ),
-            substitutes::Error::RuntimeNotSupported { .. } => {
-                return Diagnosis {
-                    id: "DEV012",
-                    exit_code: 2,
-                    hint: Some("set `substitutes.runtime: docker` in the profile".into()),
-                };
-            }
+            substitutes::Error::Cluster { namespace, .. } => (
+                "DEV065",
+                Some(format!(
+                    "check that the cluster answers and that its identity may manage StatefulSets, Services, Secrets and PersistentVolumeClaims in `{namespace}`"
+                )),
+            ),
+            substitutes::Error::NoCluster { .. } => (
+                "DEV041",
+                Some("`devenv up` starts the environment's cluster; `devenv status` shows it".into()),
+            ),
             substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
         },
         Error::Provider(e) => match e {

@@ -46,7 +46,10 @@ pub fn generate(repo: &Path, mariadb_image: &str, redis_image: &str) {
     for i in 0..KUSTOMIZATIONS {
         let dir = format!("apps/ks-{i}");
         let mut resources = vec!["namespace.yaml", "settings.yaml"];
-        write(&format!("{dir}/namespace.yaml"), &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-{i}\n"));
+        write(
+            &format!("{dir}/namespace.yaml"),
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-{i}\n"),
+        );
         write(
             &format!("{dir}/settings.yaml"),
             &format!(

@@ -80,12 +80,14 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
             )),
         }
     }
-    // Substitutes are found by label; Docker is the only runtime that can hold them today, so
-    // it is asked whatever the configuration says (or when it cannot be read).
-    let runtime: Box<dyn SubstituteRuntime> = config
-        .as_ref()
-        .and_then(|config| substitutes::runtime::for_config(config).ok())
-        .unwrap_or_else(|| Box::new(substitutes::runtime::DockerRuntime::default()));
+    // Substitutes are found by label where `up` put them: the namespace the state file
+    // records for in-cluster ones, else the configuration's runtime, else Docker (the
+    // default, so a broken devenv.yaml does not stop the cleanup).
+    let recorded = state.as_ref().and_then(|s| s.substitutes.as_ref());
+    let runtime: Box<dyn SubstituteRuntime> = match (recorded, &config) {
+        (Some(_), _) | (None, None) => substitutes::runtime::for_record(&env, recorded),
+        (None, Some(config)) => substitutes::runtime::for_config(config),
+    };
     let engine = runtime.check().await;
     let removed = match &engine {
         Ok(_) => runtime.remove_all(&env, args.purge, reporter.as_ref()).await?,
@@ -100,6 +102,8 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     match engine {
         // With no state file, and no sign of one, devenv never made anything here.
         Err(_) if state.is_none() && unreadable.is_none() => {}
+        // In-cluster substitutes go with a cluster devenv deletes.
+        Err(_) if runtime.in_cluster() && owned.is_some() => {}
         // What the engine holds is unknown: the state stays for the next `down`.
         Err(error) => return Err(error.into()),
         Ok(_) => {}
@@ -162,10 +166,12 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     if removed.containers.is_empty() && removed.volumes.is_empty() && !cluster_stopped {
         crate::outln!("Environment `{env}` has nothing running; nothing to remove.");
     } else if !removed.containers.is_empty() || !removed.volumes.is_empty() {
+        let (instances, volumes) =
+            if runtime.in_cluster() { ("in-cluster substitute(s)", "claim(s)") } else { ("container(s)", "volume(s)") };
         crate::outln!(
-            "Environment `{env}` is down: removed {} container(s){}.",
+            "Environment `{env}` is down: removed {} {instances}{}.",
             removed.containers.len(),
-            if args.purge { format!(" and {} volume(s)", removed.volumes.len()) } else { String::new() }
+            if args.purge { format!(" and {} {volumes}", removed.volumes.len()) } else { String::new() }
         );
     }
     if !args.purge && state.is_some() {

@@ -35,7 +35,7 @@ struct Summary {
 pub async fn run(ctx: &Context, args: &LogsArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let service = super::service(&config, &args.service)?;
-    let runtime = substitutes::runtime::for_config(&config)?;
+    let runtime = substitutes::runtime::for_config(&config);
     runtime.check().await?;
     let container = naming::container_name(&config.env, &service.name);
     if runtime.inspect(&config.env, service).await?.is_none() {
