@@ -403,7 +403,11 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     assert!(statefulsets.get_opt("orders-db").await.unwrap().is_none(), "the StatefulSet is gone");
     assert!(services.get_opt("orders-db").await.unwrap().is_none(), "the Service is gone");
     assert!(secrets.get_opt("orders-db-substitute-env").await.unwrap().is_none(), "the Secret is gone");
-    assert!(claims.get_opt("data-orders-db-0").await.unwrap().is_some(), "the data survives `down`");
+    let claim = claims.get_opt("data-orders-db-0").await.unwrap();
+    assert!(claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()), "the data survives `down`");
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let kept = namespaces.get(&preview_namespace).await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none(), "the namespace holding the data stays");
     let output = run(&["down", "--purge", "--env", preview_env]);
     assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
     let claim = claims.get_opt("data-orders-db-0").await.unwrap();

@@ -49,6 +49,9 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
 
     // First Flux prunes what devenv applied to the cluster, if it answers, so the next `up`
     // starts from a clean slate; then the substitutes go, then a cluster devenv owns.
+    // In-cluster substitutes keep their claims without `--purge`, so their namespace stays.
+    let recorded = state.as_ref().and_then(|s| s.substitutes.as_ref());
+    let keep = recorded.filter(|_| !args.purge).map(|placement| placement.namespace.as_str());
     let mut flux_removed = flux::deploy::Removed::default();
     if let Some(provider) = &provider
         && let Some(info) = provider.info().ok().flatten()
@@ -64,7 +67,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
             .or_else(|| config.as_ref().map(state::FluxPlacement::for_config));
         match (client, &placement) {
             (Some(client), Some(placement)) => {
-                flux_removed = flux::deploy::remove(&client, &env, placement, args.timeout, reporter.as_ref())
+                flux_removed = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref())
                     .await
                     .map_err(flux::Error::from)?;
             }
@@ -83,7 +86,6 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     // Substitutes are found by label where `up` put them: the namespace the state file
     // records for in-cluster ones, else the configuration's runtime, else Docker (the
     // default, so a broken devenv.yaml does not stop the cleanup).
-    let recorded = state.as_ref().and_then(|s| s.substitutes.as_ref());
     let runtime: Box<dyn SubstituteRuntime> = match (recorded, &config) {
         (Some(_), _) | (None, None) => substitutes::runtime::for_record(&env, recorded),
         (None, Some(config)) => substitutes::runtime::for_config(config),
