@@ -78,6 +78,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV065", "applying to the cluster failed"),
     ("DEV066", "Flux's prune did not finish in time"),
     ("DEV090", "interrupted"),
+    ("DEV099", "an object of an in-cluster substitute's name exists and devenv did not make it"),
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +163,12 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 "DEV065",
                 Some(format!(
                     "check that the cluster answers and that its identity may manage StatefulSets, Services, Secrets and PersistentVolumeClaims in `{namespace}`"
+                )),
+            ),
+            substitutes::Error::NotOurs { object, .. } => (
+                "DEV099",
+                Some(format!(
+                    "rename the service in devenv.yaml, or delete {object} if it is left over (its name is the service's, in the substitutes' namespace)"
                 )),
             ),
             substitutes::Error::NoCluster { .. } => (

@@ -131,9 +131,31 @@ impl ClusterRuntime {
         Error::Cluster { operation, namespace: self.namespace.clone(), source }
     }
 
+    /// Fails when an object of that name exists in the namespace without the environment's
+    /// label: in a shared namespace it is someone else's, and apply would take it over.
+    async fn check_ours<K>(&self, client: &kube::Client, kind: &str, name: &str) -> Result<(), Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let found = self.api::<K>(client).get_opt(name).await.map_err(|source| self.failed("read", source))?;
+        match found {
+            Some(object) if object.meta().labels.as_ref().and_then(|l| l.get(LABEL_ENV)) != Some(&self.env) => {
+                Err(Error::NotOurs { object: format!("{kind}/{}/{name}", self.namespace), env: self.env.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the Secret, the Service and the StatefulSet of one service.
     async fn apply(&self, client: &kube::Client, desired: &Desired) -> Result<(), Error> {
         let name = &desired.service.name;
+        self.check_ours::<Secret>(client, "Secret", &secret_name(name)).await?;
+        self.check_ours::<KubeService>(client, "Service", name).await?;
+        self.check_ours::<StatefulSet>(client, "StatefulSet", name).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let objects = objects(&self.namespace, desired);
         self.api::<Secret>(client)

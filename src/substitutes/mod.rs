@@ -56,6 +56,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("{object} exists and devenv did not make it for `{env}`")]
+    NotOurs { object: String, env: String },
     #[error("the substitutes of `{env}` run in its cluster, which cannot be reached: {why}")]
     NoCluster { env: String, why: String },
 }
