@@ -369,6 +369,9 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let output = devenv(&repo, &bed, &["status", "--env", env]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains(&format!("orders-db.{namespace}.svc:3306 (in the cluster)")), "{text}");
+    let output = devenv(&repo, &bed, &["logs", "orders-db", "--env", env]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("ready for connections"), "the pod's log: {}", stderr(&output));
     let output = devenv(&repo, &bed, &["up", "--env", env, "--output", "json"]);
     assert!(output.status.success(), "a second up failed:\n{}", stderr(&output));
     let again = Api::<Pod>::namespaced(client.clone(), &namespace).get("orders-db-0").await.unwrap();
@@ -388,12 +391,31 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     );
     preview.override_image("rds-mariadb", &image);
     let run = |args: &[&str]| preview.std_command().args(args).env("KUBECONFIG", &kubeconfig).output().unwrap();
+    // An object of the service's name that is not the environment's is never taken over.
+    let preview_namespace = format!("devenv-{preview_env}");
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let namespace_object =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": preview_namespace}})).unwrap();
+    namespaces.create(&PostParams::default(), &namespace_object).await.unwrap();
+    let services = Api::<Service>::namespaced(client.clone(), &preview_namespace);
+    let theirs = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "orders-db"}, "spec": {"ports": [{"port": 3306}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &theirs).await.unwrap();
+    let output = run(&["up", "--env", preview_env, "--timeout", "300s"]);
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "error[DEV099]: Service/{preview_namespace}/orders-db exists and devenv did not make it"
+        )),
+        "{text}"
+    );
+    services.delete("orders-db", &Default::default()).await.unwrap();
     let output = run(&["up", "--env", preview_env, "--timeout", "300s", "--output", "json"]);
     assert!(output.status.success(), "up of the second environment failed:\n{}", stderr(&output));
-    let preview_namespace = format!("devenv-{preview_env}");
     assert_eq!(select_through_the_environment(&client, &preview_namespace, "select-one", &image).await, "1");
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &preview_namespace);
-    let services = Api::<Service>::namespaced(client.clone(), &preview_namespace);
     let secrets = Api::<Secret>::namespaced(client.clone(), &preview_namespace);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &preview_namespace);
     assert!(claims.get_opt("data-orders-db-0").await.unwrap().is_some());
@@ -405,7 +427,6 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     assert!(secrets.get_opt("orders-db-substitute-env").await.unwrap().is_none(), "the Secret is gone");
     let claim = claims.get_opt("data-orders-db-0").await.unwrap();
     assert!(claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()), "the data survives `down`");
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     let kept = namespaces.get(&preview_namespace).await.unwrap();
     assert!(kept.metadata.deletion_timestamp.is_none(), "the namespace holding the data stays");
     let output = run(&["down", "--purge", "--env", preview_env]);

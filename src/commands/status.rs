@@ -47,15 +47,15 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     }
     // In-cluster substitutes are unknown while the cluster does not answer; Docker's absence
     // is an error, as before.
-    let reachable = match runtime.check().await {
-        _ if config.services.is_empty() => true,
-        Ok(_) => true,
-        Err(error) if runtime.in_cluster() => {
-            ctx.reporter().warning(&error.to_string());
-            false
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let reachable = config.services.is_empty()
+        || match runtime.check().await {
+            Ok(_) => true,
+            Err(error) if runtime.in_cluster() => {
+                ctx.reporter().warning(&error.to_string());
+                false
+            }
+            Err(error) => return Err(error.into()),
+        };
     let in_cluster = runtime.in_cluster();
 
     let mut services = Vec::new();
