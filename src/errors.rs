@@ -60,6 +60,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV031", "the environment name is used by another repository"),
     ("DEV032", "another command is changing the environment"),
     ("DEV033", "the environment, or the part of it asked for, has not been created"),
+    ("DEV034", "something the environment runs is not healthy"),
     ("DEV040", "the profile's cluster provider is not available"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
@@ -77,6 +78,9 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
     ("DEV066", "Flux's prune did not finish in time"),
+    ("DEV067", "a substituted value would make a string field a number, boolean or null"),
+    ("DEV068", "an `overlay.disable` entry matches nothing"),
+    ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
     ("DEV090", "interrupted"),
     ("DEV099", "an object of an in-cluster substitute's name exists and devenv did not make it"),
 ];
@@ -216,13 +220,15 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     _ => "fix the Docker configuration (`docker login HOST` writes `~/.docker/config.json`; DOCKER_CONFIG moves it)".into(),
                 }),
             ),
-            providers::Error::NotAvailable { provider, .. } => (
-                "DEV040",
-                Some(format!(
+            // The profile asks for what this build cannot do: a configuration error.
+            providers::Error::NotAvailable { provider, .. } => return Diagnosis {
+                id: "DEV040",
+                exit_code: 2,
+                hint: Some(format!(
                     "this version of devenv runs the providers {}; pick a profile that uses one (`--profile standalone` runs the substitutes alone), or a `{provider}` profile later",
                     providers::AVAILABLE.join(", ")
                 )),
-            ),
+            },
         },
         Error::Doctor(_) => {
             return Diagnosis { id: "DEV050", exit_code: 1, hint: Some("apply the fixes above".into()) };
@@ -233,6 +239,14 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 exit_code: 2,
                 hint: Some("give each variable a value: map a substitute output to it under `keys:` in devenv.yaml, add it to the profile's `environment:`, or give it a default in the manifest (`${VAR:=default}`)".into()),
             },
+            crate::flux::Error::Checks { id, .. } => {
+                let hint = match *id {
+                    "DEV067" => "Flux substitutes in the manifest's text after re-serialising it, so the quotes around `${VAR}` are gone and a value that reads as a number or boolean stops being a string: apply each fix above (kustomize-controller docs, \"Post build substitution of numbers and booleans\")",
+                    "DEV068" => "correct or remove the entry in devenv.yaml's `overlay.disable`; each fix above says what it could have meant",
+                    _ => "fix each file at the place shown: kustomize would stop building the Kustomization that reads it, and Flux would report it from its own copy of the files",
+                };
+                return Diagnosis { id, exit_code: 2, hint: Some(hint.into()) };
+            }
             crate::flux::Error::SourceRef(_) => {
                 return Diagnosis { id: "DEV010", exit_code: 2, hint: Some("write it like `GitRepository/flux-system`".into()) };
             }
@@ -302,6 +316,11 @@ fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
             format!(
                 "it was made with profile `{profile}`, which has no cluster; `devenv up --profile NAME` with a cluster profile (local, k3d, sim, or your own) makes one"
             ),
+        ),
+        Command::Unhealthy { .. } => (
+            "DEV034",
+            1,
+            "`devenv up` repairs it: it starts or recreates what stopped and waits until everything is Ready; `devenv logs SERVICE` shows why a substitute stopped".to_string(),
         ),
         Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
         Command::Write { .. } => ("DEV011", 1, "check that the directory exists and is writable".to_string()),
@@ -428,6 +447,7 @@ fn chart_hint(error: &crate::flux::charts::Error) -> String {
     match error {
         Chart::ValuesFile { .. } => "each `spec.chart.spec.valuesFiles` entry is a YAML file of values, relative to the repository root; `ignoreMissingValuesFiles: true` skips missing ones".into(),
         Chart::Version { .. } => "write Chart.yaml's `version:` as SemVer 2 without a leading `v` (`1.4.0`, `1.4.0-rc.1`): source-controller skips chart tags that are not".into(),
+        Chart::Outside { .. } => "devenv publishes and installs only what is inside the repository: move the chart or values file into it (a symbolic link must point inside it too)".into(),
         Chart::VersionNotAllowed { .. } => "raise the chart's `version:` in Chart.yaml or widen the HelmRelease's `spec.chart.spec.version`: in the cluster Flux would not find a matching chart either".into(),
         _ => "`spec.chart.spec.chart` must name a chart directory of the repository (or a chart of `charts:`), with its Chart.yaml (and a values.yaml when the HelmRelease has valuesFiles)".into(),
     }
@@ -655,6 +675,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hint: each `spec.chart.spec.valuesFiles` entry is a YAML file of values"), "{text}");
+    }
+
+    #[test]
+    fn what_flux_would_fail_on_stops_with_the_first_problem_s_id_and_every_place() {
+        let finding = crate::flux::checks::Finding::new(
+            crate::flux::checks::Kind::StringField,
+            "apps/base/orders/deployment.yaml",
+            Some((23, 22)),
+            "`env[name=\"DB_PORT\"].value` of container `loans` of Deployment/lending/loans is `${DB_PORT}`".into(),
+        );
+        let details = crate::flux::checks::render(&[finding]).trim_end().to_string();
+        let error = Error::Flux(crate::flux::Error::Checks { id: "DEV067", count: 1, details });
+        let diagnosis = diagnose(&error);
+        assert_eq!((diagnosis.id, diagnosis.exit_code), ("DEV067", 2));
+        let text = render_text(&error);
+        assert!(
+            text.contains("  error[DEV067]: apps/base/orders/deployment.yaml:23:22: `env[name=\"DB_PORT\"].value`"),
+            "{text}"
+        );
+        assert!(text.contains("hint: Flux substitutes in the manifest's text after re-serialising it"), "{text}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct FluxStep {
     /// The same objects before and after, with their files.
     pub diffs: Vec<InFile<crate::flux::overlay::ObjectDiff>>,
     pub contract: crate::flux::contract::Report,
+    /// What Flux would fail on or get wrong (errors stop `up`), and whose value wins.
+    pub findings: Vec<crate::flux::checks::Finding>,
     /// Charts `up` pushes to the environment's registry, and where.
     pub charts: Vec<ChartStep>,
 }
@@ -95,6 +97,7 @@ impl FluxStep {
             changes: InFile::all(&packed.changes),
             diffs: InFile::all(&packed.diffs),
             contract: prepared.contract.clone(),
+            findings: prepared.findings.clone(),
             charts: chart_steps(config, packed),
         }
     }
@@ -312,6 +315,12 @@ pub fn render(plan: &Plan) -> String {
         } else {
             out.push_str("  contract:\n");
             out.push_str(&crate::flux::contract::render(&flux.contract));
+        }
+        if flux.findings.is_empty() {
+            out.push_str("  checks:  nothing Flux would fail on\n");
+        } else {
+            out.push_str("  checks:\n");
+            out.push_str(&crate::flux::checks::render(&flux.findings));
         }
     }
     out

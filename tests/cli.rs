@@ -73,12 +73,50 @@ fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
         .args(["up", "--profile", "preview"])
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains(
             "error[DEV040]: profile `preview` uses the `eks-namespace` cluster provider, which this version of devenv cannot run",
         ))
         .stderr(predicate::str::contains("--profile standalone"));
     assert!(!repo.state_file().exists());
+}
+
+#[test]
+fn configuration_errors_point_at_the_key_to_change() {
+    let repo = TestRepo::new("t-cli-edges", "  - name: orders-db\n    kind: rds-mariadb\n    port: 0\n");
+    let devenv_yaml = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    let line_of = |needle: &str| devenv_yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let plan = |repo: &TestRepo| repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).assert().code(2);
+    // Port 0 would leave `up` waiting for a port that is never published.
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "error[DEV010]: devenv.yaml:{}:11: services[0].port: port 0 is not a port devenv can publish on",
+        line_of("port: 0")
+    )));
+    // An unknown field is shown at its key, not at its value.
+    repo.write("devenv.yaml", &devenv_yaml.replace("    port: 0\n", "    prot: 5432\n"));
+    plan(&repo).stderr(predicate::str::contains(format!(
+        "devenv.yaml:{}:5: services[0].prot: unknown field `prot`",
+        line_of("port: 0")
+    )));
+    // A key written twice is shown at the second twin, the one to remove.
+    repo.write("devenv.yaml", &format!("{}project: other\n", devenv_yaml.replace("    port: 0\n", "")));
+    let lines = devenv_yaml.lines().count();
+    plan(&repo)
+        .stderr(predicate::str::contains(format!("devenv.yaml:{lines}:1: duplicate entry with key \"project\"")));
+}
+
+#[test]
+fn a_broken_profile_breaks_only_the_commands_that_use_it() {
+    let repo = TestRepo::new("t-cli-broken-profile", SERVICE);
+    repo.write(".devenv/profiles/broken.yaml", "cluster: [\n");
+    let output = repo.devenv().arg("plan").env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    repo.devenv()
+        .args(["plan", "--profile", "broken"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV002]: .devenv/profiles/broken.yaml:2:1:"));
 }
 
 #[test]
@@ -197,9 +235,13 @@ fn a_flux_file_that_does_not_parse_stops_plan_with_its_path() {
         .args(["plan", "--profile", "sim"])
         .env("DOCKER_HOST", NO_DOCKER)
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("error[DEV061]: cannot apply the local overlay to `clusters/local/apps.yaml`"))
-        .stderr(predicate::str::contains("cannot parse YAML document 1"));
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV069]: 1 problem(s) Flux would fail on, found before anything is pushed",
+        ))
+        .stderr(predicate::str::contains(
+            "error[DEV069]: clusters/local/apps.yaml:6:1: not valid YAML: did not find expected node content",
+        ));
 }
 
 #[test]
@@ -1101,6 +1143,15 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         !plan["flux"]["diffs"].as_array().unwrap().is_empty() && !plan["flux"]["charts"].as_array().unwrap().is_empty(),
         "{plan}"
     );
+    // The fixture's CRD annotation Flux never substitutes, and the default the profile replaces.
+    let findings: Vec<(&str, &str)> = (plan["flux"]["findings"].as_array().unwrap().iter())
+        .map(|f| (f["severity"].as_str().unwrap(), f["file"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        findings,
+        [("warning", "infrastructure/crds/mortgageproducts.yaml"), ("note", "infrastructure/platform/product.yaml")],
+        "{plan}"
+    );
     check("plan", &output.stdout);
 
     let cache = tempfile::tempdir().unwrap();
@@ -1205,4 +1256,86 @@ fn in_cluster_substitutes_are_refused_where_pods_do_not_run_or_this_machine_must
             "error[DEV012]: devenv.yaml:12:16: services[0].resources: `uploads` creates its buckets from this machine, which cannot reach substitutes that run in the cluster (`substitutes.runtime: cluster`)",
         ));
     assert!(!repo.state_file().exists(), "nothing was created");
+}
+
+/// A repository with what Flux would fail on or get wrong: a port substituted into a string
+/// field, an `overlay.disable` entry with a typo, a `${VAR}` a Kustomization without
+/// `postBuild` applies literally, and a default the profile's value replaces.
+fn repo_flux_would_trip_on() -> TestRepo {
+    let repo =
+        TestRepo::new("t-cli-checks", "  - name: orders-db\n    kind: rds-mariadb\n    keys:\n      DB_PORT: port\n");
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write("devenv.yaml", &format!("{project}overlay:\n  disable:\n    - IngressClass/alb\n    - albb\n"));
+    let kustomization = |name: &str, path: &str, post_build: &str| {
+        format!(
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: {name}\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n{post_build}"
+        )
+    };
+    repo.write(
+        "clusters/local/apps.yaml",
+        &format!(
+            "{}---\n{}",
+            kustomization(
+                "apps",
+                "./apps",
+                "  postBuild:\n    substituteFrom:\n      - kind: ConfigMap\n        name: cluster-env\n"
+            ),
+            kustomization("alb", "./infrastructure/alb", "")
+        ),
+    );
+    repo.write("apps/kustomization.yaml", "resources:\n  - deployment.yaml\n");
+    repo.write(
+        "apps/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: orders\n  namespace: shop\nspec:\n  selector:\n    matchLabels: {app: orders}\n  template:\n    metadata:\n      labels: {app: orders}\n    spec:\n      containers:\n        - name: orders\n          image: orders:1\n          env:\n            - name: DB_PORT\n              value: \"${DB_PORT}\"\n            - name: REGION\n              value: ${AWS_REGION:=eu-west-2}\n",
+    );
+    repo.write("infrastructure/alb/kustomization.yaml", "resources:\n  - ingress.yaml\n  - ingressclass.yaml\n");
+    repo.write(
+        "infrastructure/alb/ingress.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    alb.ingress.kubernetes.io/certificate-arn: ${CERT_ARN}\nspec:\n  ingressClassName: alb\n",
+    );
+    repo.write(
+        "infrastructure/alb/ingressclass.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: alb\nspec:\n  controller: ingress.k8s.aws/alb\n",
+    );
+    repo
+}
+
+#[test]
+fn plan_shows_what_flux_would_fail_on_at_the_users_files() {
+    let repo = repo_flux_would_trip_on();
+    let output = repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for expected in [
+        "  checks:\n",
+        "  error[DEV068]: devenv.yaml:17:7: overlay.disable: `albb` matches no object the root Kustomization reaches\n    fix: did you mean `alb`?",
+        "  error[DEV067]: apps/deployment.yaml:18:22: `env[name=\"DB_PORT\"].value` of container `orders` of Deployment/shop/orders is `${DB_PORT}`; Flux substitutes it with `3306` (`${DB_PORT}` from service `orders-db`'s output `port`), which reads as a number where Kubernetes wants a string",
+        "    fix: write `${quote}${DB_PORT}${quote}` and add `quote: '\"'` to `spec.postBuild.substitute` of Kustomization/flux-system/apps",
+        "  warning: infrastructure/alb/ingress.yaml:7:48: `${CERT_ARN}` stays as it is in the cluster: Kustomization/flux-system/alb applies this file and has no `spec.postBuild`",
+        "  note: apps/deployment.yaml:20:22: `${AWS_REGION}` is `us-east-1` from the profile `sim`'s `environment`, not the default `eu-west-2` written here",
+        // `Kind/name` in overlay.disable: a delete patch on the Kustomization that applies it.
+        "Kustomization/flux-system/alb: sourceRef → OCIRepository/flux-system/devenv-ks-alb; deletes IngressClass/alb from what it applies (overlay.disable)",
+    ] {
+        assert!(stdout.contains(expected), "plan lacks {expected:?}:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_manifest_that_does_not_parse_or_a_missing_resource_stops_plan_at_its_place() {
+    let repo = repo_flux_would_trip_on();
+    repo.write("apps/kustomization.yaml", "resources:\n  - deployment.yaml\n  - servce.yaml\n");
+    let output = repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("  error[DEV069]: apps/kustomization.yaml:3:5: resources[1] names `servce.yaml` (`apps/servce.yaml`), which does not exist"),
+        "{stdout}"
+    );
+    repo.write("apps/kustomization.yaml", "resources:\n  - deployment.yaml\n");
+    repo.write(
+        "apps/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: orders\n   namespace: shop\n",
+    );
+    let output = repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("  error[DEV069]: apps/deployment.yaml:5:"), "{stdout}");
 }

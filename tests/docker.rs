@@ -146,6 +146,24 @@ async fn state_file_is_private_and_status_reports_health() {
     assert!(table.contains("(hidden; --show-secrets)"), "{table}");
     let password = result["services"][0]["outputs"]["password"].as_str().unwrap();
     assert!(!table.contains(password), "the password is not printed without --show-secrets");
+
+    // A stopped substitute makes `status` fail, naming it and the repair; `up` repairs it.
+    let stopped = std::process::Command::new("docker").args(["stop", "devenv-t-status-orders-db"]).output().unwrap();
+    assert!(stopped.status.success());
+    let output = repo.devenv().arg("status").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error[DEV034]: environment `t-status` is not healthy: `orders-db` is exited"), "{stderr}");
+    assert!(stderr.contains("`devenv up` repairs it"), "{stderr}");
+    let output = repo.devenv().args(["status", "--output", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let status: serde_json::Value = serde_json::from_str(lines[lines.len() - 2]).unwrap();
+    assert_eq!(status["healthy"], false, "the result, then the error: {text}");
+    assert_eq!(result_json(&output.stdout)["error"]["id"], "DEV034");
+    up(&repo);
+    assert!(repo.devenv().arg("status").output().unwrap().status.success(), "repaired by `up`");
 }
 
 #[tokio::test]

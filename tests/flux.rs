@@ -167,17 +167,12 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let statements = deployments.get("statements").await.unwrap();
     assert_eq!(env_value(&statements, "TIER").as_deref(), Some("express"));
 
-    // A broken manifest fails with the Kustomization's own message.
+    // A broken manifest is stopped before the push, at its place in the user's file.
     std::fs::write(&manifest, format!("{text}  broken: [\n")).unwrap();
     let output = repo.devenv().args(["up", "--env", "t-flux", "--timeout", "120s"]).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(
-            "error[DEV062]: Kustomization/flux-system/apps (defined in clusters/local/apps.yaml) failed: kustomize build failed"
-        ),
-        "{stderr}"
-    );
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error[DEV069]: apps/base/orders/deployment.yaml:41:1: not valid YAML"), "{stderr}");
     std::fs::write(&manifest, &text).unwrap();
 
     // Not Ready in time: DEV063, naming what it still waits for.
@@ -372,4 +367,74 @@ async fn a_cluster_without_flux_is_named_as_such() {
     let output = repo.devenv().args(["down", "--purge", "--env", "t-flux-missing"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!repo.state.path().join("envs/t-flux-missing").exists(), "purge removes the cluster's data");
+}
+
+/// `overlay.disable` naming an object by kind, inside a Kustomization that applies other
+/// things too: a delete patch on that Kustomization keeps it out, the rest is applied.
+#[tokio::test]
+async fn an_object_disabled_by_kind_is_kept_out_by_the_kustomization_that_applies_it() {
+    let problem = devenv::providers::sim::binaries().err().map(|e| format!("{e}; run `devenv sim build`"));
+    if !tier_available("sim", problem) {
+        return;
+    }
+    let repo = TestRepo::new("t-flux-disable", "");
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write(
+        "devenv.yaml",
+        &format!("{project}overlay:\n  disable: [IngressClass/alb, ConfigMap/default/aws-only]\n"),
+    );
+    repo.write(
+        "clusters/local/platform.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: platform\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./platform\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
+    );
+    repo.write("platform/kustomization.yaml", "resources:\n  - settings.yaml\n  - ingressclass.yaml\n");
+    repo.write(
+        "platform/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  namespace: default\ndata:\n  a: b\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: aws-only\n  namespace: default\ndata:\n  a: b\n",
+    );
+    repo.write(
+        "platform/ingressclass.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: alb\nspec:\n  controller: ingress.k8s.aws/alb\n",
+    );
+    let args = ["--profile", "sim", "--env", "t-flux-disable", "--timeout", "120s"];
+
+    // What Flux would fail on stops `up` before anything is created: an entry with a typo,
+    // and a number substituted into a label.
+    repo.write("devenv.yaml", &format!("{project}overlay:\n  disable: [IngressClass/albb]\n"));
+    repo.write(
+        "clusters/local/web.yaml",
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: web\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./web\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  postBuild:\n    substitute:\n      REPLICAS: \"2\"\n",
+    );
+    repo.write(
+        "web/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: default\n  labels:\n    replicas: \"${REPLICAS}\"\n",
+    );
+    let output = repo.devenv().arg("up").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error[DEV068]: 2 problem(s) Flux would fail on, found before anything is pushed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `IngressClass/alb`?"), "{stderr}");
+    assert!(
+        stderr.contains("  error[DEV067]: web/settings.yaml:7:15: label `replicas` of ConfigMap/default/web"),
+        "{stderr}"
+    );
+    assert!(!repo.state.path().join("envs/t-flux-disable").exists(), "nothing was created");
+    std::fs::remove_file(repo.path().join("clusters/local/web.yaml")).unwrap();
+    repo.write(
+        "devenv.yaml",
+        &format!("{project}overlay:\n  disable: [IngressClass/alb, ConfigMap/default/aws-only]\n"),
+    );
+
+    let result = repo.up_json(&args).1;
+    let client = cluster_client(&result).await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    assert!(config_maps.get_opt("kept").await.unwrap().is_some(), "the rest of the Kustomization is applied");
+    assert!(config_maps.get_opt("aws-only").await.unwrap().is_none(), "the namespaced object is deleted by the patch");
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    assert!(classes.get_opt("alb").await.unwrap().is_none(), "the cluster-scoped object too");
+    let output = repo.devenv().args(["down", "--purge", "--env", "t-flux-disable"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }

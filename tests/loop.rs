@@ -49,15 +49,15 @@ fn env_value(deployment: &Deployment, name: &str) -> Option<String> {
     container.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
 }
 
-/// Breaks a file, checks that `up` fails with `expected`, restores it and checks that the
+/// Breaks a file, checks that `up` fails with `expected` (and its exit code), restores it and checks that the
 /// very next `up` succeeds, `ROUNDS` times with no pause in between.
-fn break_and_fix(repo: &TestRepo, file: &str, broken: &str, expected: &str) {
+fn break_and_fix(repo: &TestRepo, file: &str, broken: &str, expected: &str, expected_code: i32) {
     let path = repo.path().join(file);
     let original = std::fs::read_to_string(&path).unwrap();
     for round in 1..=ROUNDS {
         std::fs::write(&path, broken).unwrap();
         let (code, stderr) = try_up(repo);
-        assert_eq!(code, Some(1), "round {round}: the broken {file} must fail:\n{stderr}");
+        assert_eq!(code, Some(expected_code), "round {round}: the broken {file} must fail:\n{stderr}");
         assert!(stderr.contains(expected), "round {round}: {file}:\n{stderr}");
         std::fs::write(&path, &original).unwrap();
         let started = Instant::now();
@@ -198,14 +198,16 @@ async fn every_up_reports_this_rounds_truth() {
         "clusters/local/apps.yaml",
         &broken_apps,
         "error[DEV062]: Kustomization/flux-system/apps (defined in clusters/local/apps.yaml) failed",
+        1,
     );
-    // A broken manifest, then fixed.
+    // A broken manifest, then fixed: devenv stops it before the push, at its line.
     let settings = std::fs::read_to_string(repo.path().join("infrastructure/configs/settings.yaml")).unwrap();
     break_and_fix(
         &repo,
         "infrastructure/configs/settings.yaml",
         &format!("{settings}  broken: [\n"),
-        "error[DEV062]: Kustomization/flux-system/infra-configs (defined in clusters/local/infrastructure.yaml) failed",
+        "error[DEV069]: infrastructure/configs/settings.yaml:",
+        2,
     );
     // A broken overlay in devenv.yaml, then fixed.
     let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
@@ -218,6 +220,7 @@ async fn every_up_reports_this_rounds_truth() {
         "devenv.yaml",
         &broken_overlay,
         "error[DEV062]: Kustomization/flux-system/infra-configs (defined in clusters/local/infrastructure.yaml) failed",
+        1,
     );
 
     let output = repo.devenv().args(["down", "--env", "t-loop"]).output().unwrap();

@@ -834,3 +834,59 @@ async fn down_stops_the_sim_cluster_when_the_state_file_is_corrupt_or_gone() {
         eprintln!("{round}: down stopped {} processes in {} ms", pids.len(), started.elapsed().as_millis());
     }
 }
+
+/// etcd holds every Secret of the cluster: it answers only clients with a certificate of the
+/// cluster's CA (kube-apiserver's), not any local user on its port.
+#[tokio::test]
+async fn etcd_answers_only_clients_with_a_certificate_of_the_cluster() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let Some(shared) = cluster() else { return };
+    let root = shared.info.kubeconfig.parent().unwrap().to_path_buf();
+    let processes = Sim::new(root.parent().unwrap()).status().await.unwrap();
+    let port = processes.iter().find(|p| p.name == "etcd").and_then(|p| p.port).expect("etcd's port");
+    let pki = root.join("pki");
+    let health = |client_certificate: Option<(&str, &str)>| -> Result<String, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.join("ca.crt")).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client_certificate {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_file(pki.join(cert)).unwrap()],
+                    PrivateKeyDer::from_pem_file(pki.join(key)).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::Stream::new(&mut connection, &mut socket);
+        tls.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        tls.read_to_string(&mut response).map_err(|e| e.to_string())?;
+        Ok(response)
+    };
+    // The API server's own client certificate is let in, so the check below is not vacuous.
+    let answer = health(Some(("apiserver-etcd-client.crt", "apiserver-etcd-client.key"))).unwrap();
+    assert!(answer.contains("\"health\":\"true\""), "{answer}");
+    let refused = health(None);
+    assert!(refused.is_err(), "a client without a certificate is refused: {refused:?}");
+    // Plain HTTP gets nothing out of it either.
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+    let mut plain = Vec::new();
+    let _ = socket.read_to_end(&mut plain);
+    assert!(!String::from_utf8_lossy(&plain).contains("\"health\""), "{}", String::from_utf8_lossy(&plain));
+}

@@ -112,6 +112,8 @@ pub enum Error {
     NoContainer { service: String, container: String },
     #[error("environment `{env}` has no cluster")]
     NoCluster { env: String, profile: String },
+    #[error("environment `{env}` is not healthy: {}", problems.join("; "))]
+    Unhealthy { env: String, problems: Vec<String> },
     #[error(transparent)]
     Kubeconfig(#[from] crate::providers::kubeconfig::Error),
     #[error("cannot write `{}`", path.display())]

@@ -39,6 +39,9 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     if let Some(provider) = &provider {
         let env = envmap::compute(&config, &state, runtime.as_ref());
         let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
+        for warning in prepared.warnings() {
+            ctx.reporter().warning(&warning);
+        }
         plan.flux = Some(plan::FluxStep::new(&config, &prepared));
     }
     if ctx.json() {

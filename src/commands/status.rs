@@ -1,4 +1,5 @@
-//! `devenv status`: each substitute's container, health and endpoint.
+//! `devenv status`: each substitute's container, health and endpoint, the cluster and the
+//! Flux objects; it fails when something a created environment runs is not healthy.
 
 use super::{Context, output_rows, outputs_json};
 use crate::cli::StatusArgs;
@@ -58,6 +59,14 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         };
     let in_cluster = runtime.in_cluster();
 
+    // What a created environment should run but does not, for the exit code.
+    let mut problems = Vec::new();
+    if let Some(health) = cluster_status.as_ref().filter(|h| !h.healthy) {
+        problems.push(format!("the cluster is not healthy: {}", health.detail));
+    }
+    for object in flux_objects.iter().flatten().filter(|o| !o.ready) {
+        problems.push(format!("{} is not Ready", object.object));
+    }
     let mut services = Vec::new();
     let mut rows = Vec::new();
     let mut output_table = Vec::new();
@@ -83,6 +92,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             }
             (Some(c), ..) => (c.state.clone(), "-".to_string()),
         };
+        if state.is_some() && health != "ready" {
+            problems.push(match health.as_str() {
+                "-" => format!("`{}` is {state_word}", service.name),
+                _ => format!("`{}` is {health}", service.name),
+            });
+        }
         // This machine does not reach in-cluster substitutes; their address is the pods'.
         let endpoint = match (in_cluster, &values, port) {
             (true, Some(values), Some(port)) => format!("{}:{port} (in the cluster)", values["host"]),
@@ -129,8 +144,9 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "processes": processes,
             "flux": flux_objects,
             "services": services,
+            "healthy": problems.is_empty(),
         }));
-        return Ok(());
+        return Ok(healthy(&config.env, problems)?);
     }
     crate::outln!("Environment `{}` (profile `{}`)", config.env, config.profile_name);
     if state.is_none() {
@@ -185,5 +201,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         crate::outln!();
         crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &output_table));
     }
-    Ok(())
+    Ok(healthy(&config.env, problems)?)
+}
+
+fn healthy(env: &str, problems: Vec<String>) -> Result<(), super::Error> {
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(super::Error::Unhealthy { env: env.to_string(), problems }),
+    }
 }

@@ -29,6 +29,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             let env = envmap::compute(&config, &State::default(), runtime.as_ref());
             let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
             prepared.check_contract()?;
+            prepared.check_findings()?;
             Some(prepared)
         }
     };
@@ -37,6 +38,14 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         runtime.check().await?;
     }
     let reporter = ctx.reporter();
+    for warning in prepared.iter().flat_map(|p| p.warnings()) {
+        reporter.warning(&warning);
+    }
+    for finding in prepared.iter().flat_map(|p| &p.findings) {
+        if finding.severity == flux::checks::Severity::Warning {
+            reporter.warning(&format!("{}: {}", finding.place(), finding.message));
+        }
+    }
     // One command at a time changes an environment; this one holds it until it returns.
     let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;

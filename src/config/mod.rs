@@ -188,13 +188,14 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
         None => project.project.clone(),
     };
 
-    let profiles = load_catalogue::<Profile>(&repo, "profiles", builtin::PROFILES)?;
+    // Only the profile in use is parsed: a broken one breaks only the commands that use it.
+    let profiles = catalogue_layers(&repo, "profiles", builtin::PROFILES)?;
     let profile_name = selection
         .profile
         .clone()
         .or_else(|| project.default_profile.clone())
         .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
-    let Some(profile) = profiles.get(&profile_name).cloned() else {
+    let Some(profile) = profiles.get(&profile_name).map(|files| parse_entry::<Profile>(files)).transpose()? else {
         let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
         let (file, position) = match &selection.profile {
             Some(_) => ("--profile".to_string(), None),
@@ -249,6 +250,17 @@ fn resolve_services(
                 field("name"),
                 format!("container name `{container}` is longer than {} characters", naming::MAX_OBJECT_LEN),
                 Some("shorten the service name or the environment name (--env)".to_string()),
+            ));
+        }
+        if service.port == Some(0) {
+            return Err(invalid(
+                Problem::Invalid,
+                field("port"),
+                "port 0 is not a port devenv can publish on".to_string(),
+                Some(
+                    "give a port from 1 to 65535, or leave `port` out for a free one chosen once and remembered"
+                        .to_string(),
+                ),
             ));
         }
         if !names.insert(service.name.as_str()) {
@@ -544,6 +556,28 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
     dir: &str,
     builtin: &[(&str, &str)],
 ) -> Result<BTreeMap<String, T>, Error> {
+    let mut entries = BTreeMap::new();
+    for (name, files) in catalogue_layers(repo, dir, builtin)? {
+        entries.insert(name, parse_entry(&files)?);
+    }
+    Ok(entries)
+}
+
+/// One entry of a catalogue from its files (built-in first), validated.
+fn parse_entry<T: DeserializeOwned + Validate>(files: &[SourceFile]) -> Result<T, Error> {
+    let entry: T = parse_layers(files)?;
+    let last = files.last().expect("every entry has a file");
+    entry.validate(&last.name, &Locator::new(&last.text))?;
+    Ok(entry)
+}
+
+/// The files of each entry of a catalogue (`profiles`, `substitutes`) by name: the built-in
+/// one, then the repository's `.devenv/<dir>/<name>.yaml`.
+fn catalogue_layers(
+    repo: &Path,
+    dir: &str,
+    builtin: &[(&str, &str)],
+) -> Result<BTreeMap<String, Vec<SourceFile>>, Error> {
     let mut layers: BTreeMap<String, Vec<SourceFile>> = builtin
         .iter()
         .map(|(name, text)| {
@@ -575,14 +609,7 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
             layers.entry(stem).or_default().push(file);
         }
     }
-    let mut entries = BTreeMap::new();
-    for (name, files) in layers {
-        let entry: T = parse_layers(&files)?;
-        let last = files.last().expect("every entry has a file");
-        entry.validate(&last.name, &Locator::new(&last.text))?;
-        entries.insert(name, entry);
-    }
-    Ok(entries)
+    Ok(layers)
 }
 
 /// Checks a catalogue entry beyond its shape.
@@ -830,7 +857,13 @@ fn parse_layers<T: DeserializeOwned>(files: &[SourceFile]) -> Result<T, Error> {
         let (lookup, hint) = locate_schema_error(&field, &message);
         let top = lookup.split(['.', '[']).next().unwrap_or_default();
         let file = &files[owner.get(top).copied().unwrap_or(files.len() - 1)];
-        let position = if lookup.is_empty() { None } else { Locator::new(&file.text).find(&lookup) };
+        let locator = Locator::new(&file.text);
+        // An unknown field is its key; any other error is about the value.
+        let position = match lookup.is_empty() {
+            true => None,
+            false if message.starts_with("unknown field") => locator.find_key(&lookup),
+            false => locator.find(&lookup),
+        };
         Error::Invalid {
             problem: Problem::Syntax,
             at: Location { file: file.name.clone(), position },
@@ -869,12 +902,14 @@ fn locate_schema_error(field: &str, message: &str) -> (String, String) {
 }
 
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> Error {
+    let mut position = error.location().map(|l| Position { line: l.line(), column: l.column() });
+    // serde_yaml places a duplicate key at its mapping; the second twin is what to remove.
+    if error.to_string().starts_with("duplicate entry") {
+        position = Locator::new(&file.text).duplicate_key().map(|(_, p)| *p).or(position);
+    }
     Error::Invalid {
         problem: Problem::Syntax,
-        at: Location {
-            file: file.name.clone(),
-            position: error.location().map(|l| Position { line: l.line(), column: l.column() }),
-        },
+        at: Location { file: file.name.clone(), position },
         field: String::new(),
         message: strip_position(&error.to_string()),
         hint: Some("fix the YAML syntax at that position".to_string()),

@@ -21,6 +21,8 @@ pub enum Error {
     Invalid { path: String, reason: String },
     #[error("values file `{path}` (from valuesFiles) {reason}")]
     ValuesFile { path: String, reason: String },
+    #[error("chart `{path}` is not published: {reason}")]
+    Outside { path: String, reason: String },
     #[error(
         "`{path}/Chart.yaml`: version `{version}` is not a SemVer 2 version, so Flux would not find the published chart"
     )]
@@ -61,7 +63,9 @@ pub fn metadata(dir: &Path) -> Result<Metadata, String> {
 /// its version is one Flux's chart lookup finds: SemVer 2, without a `v` (source-controller
 /// skips OCI tags that are not).
 pub fn metadata_of(repo: &Path, path: &str) -> Result<Metadata, Error> {
-    let metadata = metadata(&repo.join(path)).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
+    // Nothing outside the repository is published, through `..` or a symbolic link.
+    let dir = pack::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
+    let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
     if semver::Version::parse(&metadata.version).is_err() {
         return Err(Error::Version { path: path.to_string(), version: metadata.version });
     }
@@ -105,8 +109,8 @@ impl Metadata {
 /// The chart in `path` (relative to the repository) packaged like `helm package`: its files
 /// under `<name>/`, deterministically.
 pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metadata, Vec<u8>), Error> {
-    let dir = repo.join(path);
     let metadata = metadata_of(repo, path)?;
+    let dir = pack::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
     let files = pack::list_files(&dir, "")?;
     // As in source-controller, valuesFiles replace the chart's values.yaml, which must exist.
     if values.is_some() && !files.iter().any(|f| f == VALUES_FILE) {
@@ -135,7 +139,8 @@ pub fn merged_values(repo: &Path, files: &[String], ignore_missing: bool) -> Res
     let mut merged = Mapping::new();
     for file in files {
         let problem = |reason: String| Error::ValuesFile { path: file.clone(), reason };
-        let text = match std::fs::read_to_string(repo.join(file)) {
+        let real = pack::resolve_inside(repo, file).map_err(|reason| problem(format!("is not read: {reason}")))?;
+        let text = match std::fs::read_to_string(real) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && ignore_missing => continue,
             Err(e) => return Err(problem(format!("cannot be read ({e})"))),
@@ -204,6 +209,44 @@ mod tests {
             ("apps/broken-values.yaml", "image: [\n"),
             ("apps/list-values.yaml", "- not\n- a mapping\n"),
         ])
+    }
+
+    #[test]
+    fn nothing_outside_the_repository_is_published_or_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("evil")).unwrap();
+        std::fs::write(outside.path().join("evil/Chart.yaml"), "apiVersion: v2\nname: evil\nversion: 0.1.0\n").unwrap();
+        std::fs::write(outside.path().join("secret.yaml"), "token: from-outside\n").unwrap();
+        let dir = repo();
+        let real_outside = outside.path().canonicalize().unwrap();
+        // A chart reached through `..`, or through a symbolic link in the repository.
+        let error = metadata_of(dir.path(), "../no-such-chart").unwrap_err();
+        assert_eq!(error.to_string(), "chart `../no-such-chart` is not published: it leaves the repository (`..`)");
+        std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("charts/linked")).unwrap();
+        let error = metadata_of(dir.path(), "charts/linked").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "chart `charts/linked` is not published: it leads to `{}`, outside the repository",
+                real_outside.join("evil").display()
+            )
+        );
+        assert!(package(dir.path(), "charts/linked", None).is_err());
+        // A values file that is a link out of the repository is not read.
+        std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("apps/linked-values.yaml"))
+            .unwrap();
+        let error = merged_values(dir.path(), &["apps/linked-values.yaml".to_string()], false).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("values file `apps/linked-values.yaml` (from valuesFiles) is not read: it leads to `"),
+            "{error}"
+        );
+        // A link that stays inside is followed.
+        std::os::unix::fs::symlink(dir.path().join("apps/app-values.yaml"), dir.path().join("apps/inside.yaml"))
+            .unwrap();
+        let merged = merged_values(dir.path(), &["apps/inside.yaml".to_string()], false).unwrap();
+        assert!(String::from_utf8(merged).unwrap().contains("tag: '1.1'"));
     }
 
     fn values(files: &[&str], ignore_missing: bool) -> Result<Value, Error> {

@@ -12,7 +12,7 @@ use serde_yaml::Value;
 
 use super::closure;
 
-/// The label with which an object opts out of substitution.
+/// The label (or annotation) with which an object opts out of substitution.
 const SUBSTITUTE_LABEL: &str = "kustomize.toolkit.fluxcd.io/substitute";
 
 /// One use of a variable.
@@ -147,7 +147,7 @@ pub fn check(root: &Path, files: &[String], scopes: &[Scope], provided: &BTreeSe
     report
 }
 
-/// References in YAML documents that are not labelled to opt out of substitution, with
+/// References in YAML documents that are not labelled or annotated to opt out of substitution, with
 /// their 1-based line numbers.
 fn substituted_references(text: &str) -> Vec<(usize, Reference)> {
     let mut found = Vec::new();
@@ -156,12 +156,15 @@ fn substituted_references(text: &str) -> Vec<(usize, Reference)> {
     while start < lines.len() {
         let end = (start + 1..lines.len()).find(|&i| lines[i].starts_with("---")).unwrap_or(lines.len());
         let chunk = lines[start..end].join("\n");
+        // Flux reads the opt-out from a label or an annotation.
         let disabled = serde_yaml::from_str::<Value>(&chunk).ok().is_some_and(|doc| {
-            doc.get("metadata")
-                .and_then(|m| m.get("labels"))
-                .and_then(|l| l.get(SUBSTITUTE_LABEL))
-                .and_then(Value::as_str)
-                == Some("disabled")
+            ["labels", "annotations"].iter().any(|field| {
+                doc.get("metadata")
+                    .and_then(|m| m.get(*field))
+                    .and_then(|l| l.get(SUBSTITUTE_LABEL))
+                    .and_then(Value::as_str)
+                    == Some("disabled")
+            })
         });
         if !disabled {
             for (offset, line) in lines[start..end].iter().enumerate() {
@@ -263,6 +266,12 @@ mod tests {
         assert_eq!(report.unused, ["AWS_REGION"]);
         let text = render(&report);
         assert!(text.contains("${MISSING} has no value and no default; used at apps/base/orders/deployment.yaml:5, apps/local/scripts.yaml:15"), "{text}");
+    }
+
+    #[test]
+    fn an_annotation_opts_out_as_a_label_does() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n";
+        assert!(substituted_references(text).is_empty());
     }
 
     #[test]

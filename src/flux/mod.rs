@@ -3,11 +3,13 @@
 
 pub mod artifact;
 pub mod charts;
+pub mod checks;
 pub mod closure;
 pub mod contract;
 pub mod deploy;
 pub mod overlay;
 pub mod pack;
+pub mod temp_paths;
 pub mod wait;
 
 use std::collections::BTreeSet;
@@ -24,6 +26,9 @@ pub enum Error {
     Pack(#[from] pack::Error),
     #[error("{count} substitution variable(s) have no value:\n{details}")]
     Contract { count: usize, details: String },
+    /// What Flux would fail on, found in the user's files; `id` is the first problem's.
+    #[error("{count} problem(s) Flux would fail on, found before anything is pushed:\n{details}")]
+    Checks { id: &'static str, count: usize, details: String },
     #[error(transparent)]
     Chart(#[from] charts::Error),
     #[error(transparent)]
@@ -38,6 +43,21 @@ pub const REGISTRY_PLACEHOLDER: &str = "<environment registry>";
 pub struct Prepared {
     pub packed: pack::Packed,
     pub contract: contract::Report,
+    /// What Flux would fail on or get wrong, with the user's file:line.
+    pub findings: Vec<checks::Finding>,
+}
+
+impl Prepared {
+    /// Warnings about the tree that do not stop `up`: manifests left out as symbolic links.
+    pub fn warnings(&self) -> Vec<String> {
+        (self.packed.linked_manifests.iter())
+            .map(|path| {
+                format!(
+                    "`{path}` is a symbolic link, so it is not packed: Flux's artifacts hold files only (a copy, or the file itself, is)"
+                )
+            })
+            .collect()
+    }
 }
 
 /// The overlay settings from devenv.yaml; `registry` is the environment's registry as the
@@ -75,6 +95,7 @@ pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Resul
         clashing: Default::default(),
         published_charts,
         helm_repositories: Default::default(),
+        deletions: Default::default(),
     })
 }
 
@@ -88,11 +109,66 @@ pub fn pack(config: &Config, registry: &str, cluster: Capabilities) -> Result<pa
 /// the keys the environment provides (which do not depend on generated values). Reads files
 /// only; before the cluster exists, `registry` is `REGISTRY_PLACEHOLDER`.
 pub fn prepare(config: &Config, env: &EnvMap, registry: &str, cluster: Capabilities) -> Result<Prepared, Error> {
-    let packed = pack(config, registry, cluster)?;
+    let packed = pack(config, registry, cluster).map_err(unparsable_flux_file)?;
     let visible = BTreeSet::from([config.project.environment.config_map.name.clone(), envmap::secret_name(config)]);
     let scopes = contract::scopes(&packed.objects, &visible, &packed.sources());
     let contract = contract::check(&config.repo, &packed.paths, &scopes, &envmap::keys(env));
-    Ok(Prepared { packed, contract })
+    let findings = run_checks(config, env, &packed);
+    Ok(Prepared { packed, contract, findings })
+}
+
+/// Every check of `checks` on the packed tree, errors first.
+fn run_checks(config: &Config, env: &EnvMap, packed: &pack::Packed) -> Vec<checks::Finding> {
+    let flux_namespace = &config.project.flux.namespace;
+    let appliers = checks::appliers(&config.repo, packed, flux_namespace);
+    let provided = provided_values(config, env);
+    // The Flux objects of the reached files as written, the disabled ones included.
+    let flux_objects: BTreeSet<String> = (packed.origins.keys().cloned())
+        .chain(packed.diffs.iter().filter(|(_, d)| d.after.is_none()).map(|(_, d)| d.object.clone()))
+        .collect();
+    let project_text = std::fs::read_to_string(config.repo.join(crate::config::PROJECT_FILE)).unwrap_or_default();
+    // devenv's own root is not the user's: what only it applies cannot be patched away.
+    let root = format!("Kustomization/{}/{}", config.flux_namespace(), deploy::ROOT_NAME);
+    let applying: Vec<checks::Applier> = appliers.iter().filter(|a| a.key != root).cloned().collect();
+    let applied = checks::disable::applied_objects(&config.repo, &applying);
+    let mut findings = checks::build::check(&config.repo, &packed.paths, &appliers);
+    findings.extend(checks::disable::check(&config.project.overlay.disable, &project_text, &flux_objects, &applied));
+    findings.extend(checks::string_fields::check(&config.repo, &appliers, &provided));
+    findings.extend(checks::unsubstituted::check(&config.repo, &appliers));
+    findings.extend(checks::overrides::check(&config.repo, &appliers, &provided));
+    findings.sort_by_key(|f| f.severity);
+    findings
+}
+
+/// The values devenv provides, each with where it comes from: a service's output mapped
+/// under `keys:` wins over the profile's static key of the same name, as in the ConfigMap.
+fn provided_values(config: &Config, env: &EnvMap) -> std::collections::BTreeMap<String, checks::Provided> {
+    let mut provided = std::collections::BTreeMap::new();
+    for (key, value) in env.config_map.iter().chain(env.secret.iter()) {
+        let from_service = config.services.iter().find_map(|s| s.keys.get(key).map(|output| (s, output)));
+        let origin = match from_service {
+            Some((service, output)) => format!("service `{}`'s output `{output}`", service.name),
+            None => format!("the profile `{}`'s `environment`", config.profile_name),
+        };
+        let secret = env.secret.contains_key(key);
+        provided.insert(key.clone(), checks::Provided { value: value.clone(), origin, secret });
+    }
+    provided
+}
+
+/// A Flux object's file that is not YAML stops the overlay; said at its line and column.
+fn unparsable_flux_file(error: Error) -> Error {
+    let Error::Pack(pack::Error::Overlay { path, source: overlay::Error::Parse { source, .. } }) = &error else {
+        return error;
+    };
+    let position = source.location().map(|l| (l.line(), l.column()));
+    let mut message = source.to_string();
+    if let Some(at) = message.find(" at line ") {
+        message.truncate(at);
+    }
+    let finding = checks::Finding::new(checks::Kind::Unbuildable, path, position, format!("not valid YAML: {message}"))
+        .with_fix("fix the YAML at that place; kustomize would stop the whole Kustomization on it");
+    Error::Checks { id: "DEV069", count: 1, details: checks::render(&[finding]).trim_end().to_string() }
 }
 
 impl Prepared {
@@ -104,5 +180,13 @@ impl Prepared {
         let only_missing = contract::Report { missing: self.contract.missing.clone(), ..Default::default() };
         let details = contract::render(&only_missing).trim_end().to_string();
         Err(Error::Contract { count: self.contract.missing.len(), details })
+    }
+
+    /// Fails on the findings Flux would fail on, with the id of the first.
+    pub fn check_findings(&self) -> Result<(), Error> {
+        let errors: Vec<checks::Finding> =
+            self.findings.iter().filter(|f| f.severity == checks::Severity::Error).cloned().collect();
+        let Some(id) = errors.first().and_then(|f| f.id) else { return Ok(()) };
+        Err(Error::Checks { id, count: errors.len(), details: checks::render(&errors).trim_end().to_string() })
     }
 }

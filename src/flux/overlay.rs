@@ -77,6 +77,10 @@ pub struct Settings {
     /// Each HelmRepository's URL (by `namespace/name`) after the source-URL map; filled by
     /// `pack` when there are published charts.
     pub helm_repositories: BTreeMap<String, String>,
+    /// Objects of `overlay.disable` named `Kind/namespace/name`, as delete patches for the
+    /// Kustomization (`namespace/name`) that applies each: `(object, patch)`. Filled by `pack`,
+    /// which knows the files each Kustomization reads.
+    pub deletions: BTreeMap<String, Vec<(String, Value)>>,
 }
 
 /// A chart of `charts:`: `<url>/<name>` is where it is published.
@@ -337,6 +341,15 @@ fn rewrite_spec(
             }
             let mut patches = settings.patches.clone();
             patches.extend(settings.max_replicas.map(replica_patches).unwrap_or_default());
+            for (object, patch) in settings
+                .deletions
+                .get(&format!("{}/{}", settings.home(&identity.namespace), identity.name))
+                .into_iter()
+                .flatten()
+            {
+                changes.push(format!("deletes {object} from what it applies (overlay.disable)"));
+                patches.push(patch.clone());
+            }
             if settings.drop_webhooks {
                 patches.extend(webhook_removal_patches());
             }

@@ -79,6 +79,8 @@ pub struct Packed {
     pub artifacts: Vec<Artifact>,
     /// The files of the tree, as `list_files` gives them.
     pub paths: Vec<String>,
+    /// YAML files of the tree left out because they are symbolic links.
+    pub linked_manifests: Vec<String>,
     /// Size of the files before compression.
     pub raw_bytes: u64,
     /// What the overlay changed, by file, in the files the root reaches.
@@ -146,6 +148,36 @@ fn clashing_sources(rewrites: &BTreeMap<String, Rewritten>) -> BTreeSet<String> 
 
 /// Files of the working tree that go into the artifact, as sorted `/`-separated paths.
 pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
+    Ok(list_tree(root, flux_path)?.files)
+}
+
+/// The files of the working tree that are packed, and the YAML files left out because they
+/// are symbolic links: an artifact carries files only, and a link could reach outside the
+/// repository.
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub files: Vec<String>,
+    pub linked_manifests: Vec<String>,
+}
+
+/// Where `relative` (a path devenv.yaml or a Flux object names) leads once `..` and symbolic
+/// links are followed, if that is inside `root`; otherwise why not. A path that does not
+/// exist is left for its reader to report.
+pub fn resolve_inside(root: &Path, relative: &str) -> Result<std::path::PathBuf, String> {
+    let joined = root.join(relative);
+    let root = root.canonicalize().map_err(|e| format!("the repository cannot be resolved ({e})"))?;
+    match joined.canonicalize() {
+        Ok(real) if real.starts_with(&root) => Ok(real),
+        Ok(real) => Err(format!("it leads to `{}`, outside the repository", real.display())),
+        Err(_) if std::path::Path::new(relative).components().any(|c| c == std::path::Component::ParentDir) => {
+            Err("it leaves the repository (`..`)".to_string())
+        }
+        Err(_) => Ok(joined),
+    }
+}
+
+/// Lists the working tree (see `list_files`).
+pub fn list_tree(root: &Path, flux_path: &str) -> Result<Tree, Error> {
     let bootstrap_dir = format!("{}/flux-system", flux_path.trim_start_matches("./").trim_end_matches('/'));
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
@@ -157,31 +189,39 @@ pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
         .follow_links(false)
         .filter_entry(|entry| !matches!(entry.file_name().to_str(), Some(".git")))
         .build();
-    let mut files = Vec::new();
+    let mut tree = Tree::default();
     for entry in walker {
         let entry = entry.map_err(|source| Error::Walk { root: root.to_path_buf(), source })?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        let is_link = entry.file_type().is_some_and(|t| t.is_symlink());
+        if !entry.file_type().is_some_and(|t| t.is_file()) && !is_link {
             continue;
         }
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
         let relative: Vec<String> =
             relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
         let relative = relative.join("/");
+        if is_link {
+            if is_yaml(&relative) && !relative.starts_with(".devenv/") {
+                tree.linked_manifests.push(relative);
+            }
+            continue;
+        }
         // `flux bootstrap`'s own manifests would reinstall Flux and add a rival root.
         if relative.starts_with(".devenv/") || relative.starts_with(&format!("{bootstrap_dir}/")) {
             continue;
         }
-        files.push(relative);
+        tree.files.push(relative);
     }
-    files.sort();
-    Ok(files)
+    tree.files.sort();
+    tree.linked_manifests.sort();
+    Ok(tree)
 }
 
 /// Packs the tree with the overlay applied to the Flux objects in it: an artifact for the
 /// root Kustomization that builds `flux_path`, then one for each Kustomization re-pointed by
 /// the overlay that the root reaches, directly or through others.
 pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) -> Result<Packed, Error> {
-    let files = list_files(root, flux_path)?;
+    let Tree { files, linked_manifests } = list_tree(root, flux_path)?;
     let mut originals = BTreeMap::new();
     for relative in &files {
         let path = root.join(relative);
@@ -191,43 +231,64 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     // What one file's rewrite needs to know of the others (names that clash, the URLs of
     // HelmRepositories) comes from a first pass; a second one uses it.
     let (mut contents, mut rewrites) = rewrite_all(&originals, settings)?;
+    let mut effective = settings.clone();
     let clashing = clashing_sources(&rewrites);
     let helm_repositories = match settings.published_charts.is_empty() {
         true => BTreeMap::new(),
         false => rewrites.values().flat_map(|r| r.helm_repositories.iter().cloned()).collect(),
     };
     if !clashing.is_empty() || !helm_repositories.is_empty() {
-        let settings = Settings { clashing, helm_repositories, ..settings.clone() };
-        (contents, rewrites) = rewrite_all(&originals, &settings)?;
+        effective = Settings { clashing, helm_repositories, ..settings.clone() };
+        (contents, rewrites) = rewrite_all(&originals, &effective)?;
     }
     let raw_bytes = contents.values().map(|(content, _)| content.len() as u64).sum();
-    // Kustomization files are not Flux objects, so the rewritten text reads the same.
-    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
 
-    let mut artifacts = Vec::new();
+    let mut visits = Vec::new();
     let mut reached = BTreeSet::new();
-    let mut queue = VecDeque::from([overlay::Repointed {
-        kustomization: format!("{}/{root_name}", settings.objects_namespace()),
-        path: closure::normalise(flux_path),
-        source: overlay::SOURCE_NAME.to_string(),
-    }]);
-    let mut sources = BTreeSet::new();
-    while let Some(next) = queue.pop_front() {
-        // A Kustomization defined in two files is packed once; the duplicate is the cluster's to report.
-        if !sources.insert(next.source.clone()) {
-            continue;
-        }
-        // A path a parent substitutes (`./apps/${CLUSTER}`) is only known in the cluster:
-        // such a Kustomization gets the whole tree.
-        let path = if next.path.contains('$') { "" } else { next.path.as_str() };
-        let members = closure::files_of(&files, &read, path);
-        for file in &members {
-            if reached.insert(file.clone())
-                && let Some(rewritten) = rewrites.get(file)
-            {
-                queue.extend(rewritten.repointed.iter().cloned());
+    {
+        // Kustomization files are not Flux objects, so the rewritten text reads the same.
+        let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+        let mut queue = VecDeque::from([overlay::Repointed {
+            kustomization: format!("{}/{root_name}", settings.objects_namespace()),
+            path: closure::normalise(flux_path),
+            source: overlay::SOURCE_NAME.to_string(),
+        }]);
+        let mut sources = BTreeSet::new();
+        while let Some(next) = queue.pop_front() {
+            // A Kustomization defined in two files is packed once; the duplicate is the cluster's to report.
+            if !sources.insert(next.source.clone()) {
+                continue;
             }
+            // A path a parent substitutes (`./apps/${CLUSTER}`) is only known in the cluster:
+            // such a Kustomization gets the whole tree.
+            let path = if next.path.contains('$') { "" } else { next.path.as_str() };
+            let members = closure::files_of(&files, &read, path);
+            for file in &members {
+                if reached.insert(file.clone())
+                    && let Some(rewritten) = rewrites.get(file)
+                {
+                    queue.extend(rewritten.repointed.iter().cloned());
+                }
+            }
+            visits.push((next, members));
         }
+    }
+    // Objects `overlay.disable` names by kind are deleted by the Kustomizations that apply
+    // them, which only the closures above tell: a last pass adds those patches.
+    let root_key = format!("{}/{root_name}", settings.objects_namespace());
+    let applying: Vec<(&str, &BTreeSet<String>)> = (visits.iter())
+        .filter(|(next, _)| next.kustomization != root_key)
+        .map(|(next, members)| (next.kustomization.as_str(), members))
+        .collect();
+    let original_text = |file: &str| originals.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+    let deletions = super::checks::disable::deletions(&settings.disable, &applying, &original_text);
+    if !deletions.is_empty() {
+        effective.deletions = deletions;
+        (contents, rewrites) = rewrite_all(&originals, &effective)?;
+    }
+    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+    let mut artifacts = Vec::new();
+    for (next, members) in visits {
         let bytes = archive(members.iter().map(|f| (f.as_str(), contents[f].0.as_slice(), contents[f].1)))?;
         artifacts.push(Artifact {
             source: next.source,
@@ -249,6 +310,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         origins: BTreeMap::new(),
         charts: Vec::new(),
         paths: files,
+        linked_manifests,
     };
     // Flux objects the overlay left as they are come from their files too.
     for file in reached.iter().filter(|f| is_yaml(f) && !rewrites.contains_key(*f)) {
@@ -494,6 +556,17 @@ pub(crate) mod tests {
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(packed.artifacts.len(), 2);
         assert!(packed.changes.iter().all(|(file, _)| file.starts_with("clusters/local/")), "{:?}", packed.changes);
+    }
+
+    #[test]
+    fn a_manifest_that_is_a_symbolic_link_is_left_out_and_named() {
+        let dir = tree();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret.yaml"), "apiVersion: v1\nkind: Secret\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("apps/secret.yaml")).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(packed.linked_manifests, ["apps/secret.yaml"]);
+        assert!(!packed.paths.contains(&"apps/secret.yaml".to_string()), "{:?}", packed.paths);
     }
 
     #[test]

@@ -289,9 +289,9 @@ fn own_message(object: &DynamicObject) -> Option<String> {
         .or_else(|| find("Ready"))
         .or_else(|| conditions.iter().find(|c| c["status"] != "True"))?;
     let reason = chosen["reason"].as_str().unwrap_or_default();
-    let message = chosen["message"].as_str().unwrap_or_default();
+    let message = super::temp_paths::to_repository(chosen["message"].as_str().unwrap_or_default());
     Some(match reason.is_empty() {
-        true => message.to_string(),
+        true => message,
         false => format!("{reason}: {message}"),
     })
 }
@@ -412,7 +412,11 @@ fn evaluate(objects: &[&DynamicObject], target: Option<&Target<'_>>) -> Vec<Eval
         let believed = target.is_none() || settled(&o.parent, &by_id, &mut BTreeSet::new());
         let object = o.object;
         let ready = condition(object, "Ready");
-        let message = ready.and_then(|c| c["message"].as_str()).unwrap_or("waiting for the controller").to_string();
+        // Flux names files in its own copy of the artifact; the user's are at the same paths.
+        let message = ready
+            .and_then(|c| c["message"].as_str())
+            .map(super::temp_paths::to_repository)
+            .unwrap_or_else(|| "waiting for the controller".to_string());
         let message = match believed {
             true => message,
             false => format!("waiting for the Kustomization that applies it ({message})"),

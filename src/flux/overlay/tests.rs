@@ -17,6 +17,7 @@ pub(crate) fn settings() -> Settings {
         clashing: Default::default(),
         published_charts: vec![],
         helm_repositories: Default::default(),
+        deletions: Default::default(),
     }
 }
 

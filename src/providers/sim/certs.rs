@@ -1,8 +1,10 @@
 //! The cluster's certificates, made with rcgen once per environment and kept in `sim/pki/`.
 //!
 //! One CA signs a serving certificate (used by kube-apiserver, kube-controller-manager,
-//! kube-scheduler and kwok, all on 127.0.0.1) and one client certificate per identity. The
-//! service-account tokens are signed with a separate key pair.
+//! kube-scheduler and kwok, all on 127.0.0.1), etcd's certificate (its clients and its peer
+//! port: etcd asks every client for a certificate of this CA, so no other local user reads the
+//! cluster's Secrets from it) and one client certificate per identity. The service-account
+//! tokens are signed with a separate key pair.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -42,7 +44,12 @@ pub(super) const ADMIN: Identity = Identity { stem: "admin", user: "admin", grou
 pub(super) const CONTROLLER_MANAGER: Identity =
     Identity { stem: "kube-controller-manager", user: "system:kube-controller-manager", group: None };
 pub(super) const SCHEDULER: Identity = Identity { stem: "kube-scheduler", user: "system:kube-scheduler", group: None };
-const CLIENTS: [&Identity; 3] = [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER];
+/// kube-apiserver as etcd's client.
+pub(super) const ETCD_CLIENT: Identity =
+    Identity { stem: "apiserver-etcd-client", user: "kube-apiserver-etcd-client", group: None };
+const CLIENTS: [&Identity; 4] = [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER, &ETCD_CLIENT];
+/// Names etcd's certificate answers to: it listens on loopback only.
+const ETCD_NAMES: &[&str] = &["127.0.0.1", "localhost"];
 
 /// Paths of the files in `sim/pki/`.
 #[derive(Debug, Clone)]
@@ -67,6 +74,13 @@ impl Pki {
     pub fn serving_key(&self) -> PathBuf {
         self.dir.join("serving.key")
     }
+    /// etcd's certificate, for serving its clients and for its peer port (server and client).
+    pub fn etcd_cert(&self) -> PathBuf {
+        self.dir.join("etcd.crt")
+    }
+    pub fn etcd_key(&self) -> PathBuf {
+        self.dir.join("etcd.key")
+    }
     pub fn client_cert(&self, who: &Identity) -> PathBuf {
         self.dir.join(format!("{}.crt", who.stem))
     }
@@ -81,8 +95,16 @@ impl Pki {
     }
 
     fn all_files(&self) -> Vec<PathBuf> {
-        let mut files =
-            vec![self.ca_cert(), self.ca_key(), self.serving_cert(), self.serving_key(), self.sa_key(), self.sa_pub()];
+        let mut files = vec![
+            self.ca_cert(),
+            self.ca_key(),
+            self.serving_cert(),
+            self.serving_key(),
+            self.etcd_cert(),
+            self.etcd_key(),
+            self.sa_key(),
+            self.sa_pub(),
+        ];
         for who in CLIENTS {
             files.push(self.client_cert(who));
             files.push(self.client_key(who));
@@ -128,6 +150,18 @@ impl Pki {
         let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(cert_error("serving certificate"))?;
         write_private(&self.serving_key(), &serving_key.serialize_pem())?;
         write_public(&self.serving_cert(), &serving_cert.pem())?;
+
+        let etcd_key = KeyPair::generate().map_err(cert_error("etcd key"))?;
+        let names: Vec<String> = ETCD_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut etcd = CertificateParams::new(names).map_err(cert_error("etcd names"))?;
+        etcd.distinguished_name = name("etcd", None);
+        etcd.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        // The peer port dials itself as a client too.
+        etcd.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        etcd.use_authority_key_identifier_extension = true;
+        let etcd_cert = etcd.signed_by(&etcd_key, &issuer).map_err(cert_error("etcd certificate"))?;
+        write_private(&self.etcd_key(), &etcd_key.serialize_pem())?;
+        write_public(&self.etcd_cert(), &etcd_cert.pem())?;
 
         for who in CLIENTS {
             let key = KeyPair::generate().map_err(cert_error("client key"))?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::certs::Pki;
+use super::certs::{self, Pki};
 
 /// The service range; its first address (10.0.0.1) is the `kubernetes` Service.
 pub(super) const SERVICE_RANGE: &str = "10.0.0.0/24";
@@ -83,7 +83,7 @@ impl Component {
     /// How its health is checked, and what that check is called in messages.
     pub fn probe(self, ports: &Ports) -> Probe {
         let (port, path, tls) = match self {
-            Etcd => ("etcd", "/health", false),
+            Etcd => ("etcd", "/health", true),
             Apiserver => ("kube-apiserver", "/readyz", true),
             ControllerManager => ("kube-controller-manager", "/healthz", true),
             Scheduler => ("kube-scheduler", "/healthz", true),
@@ -210,21 +210,34 @@ impl Setting {
     pub fn command(&self, component: Component) -> (Vec<OsString>, Vec<(&'static str, OsString)>) {
         let p = &self.ports;
         let pki = &self.pki;
-        let http = |name: &str| format!("http://{}", p.addr(name));
+        let https = |name: &str| format!("https://{}", p.addr(name));
         let args: Vec<OsString> = match component {
+            // TLS with client certificates of the cluster's CA on both ports: without them
+            // any local user could read the environment's Secrets from etcd.
             Etcd => vec![
                 flag("name", "devenv"),
                 flag("data-dir", self.etcd_data()),
-                flag("listen-client-urls", http("etcd")),
-                flag("advertise-client-urls", http("etcd")),
-                flag("listen-peer-urls", http("etcd-peer")),
-                flag("initial-advertise-peer-urls", http("etcd-peer")),
-                flag("initial-cluster", format!("devenv={}", http("etcd-peer"))),
+                flag("listen-client-urls", https("etcd")),
+                flag("advertise-client-urls", https("etcd")),
+                flag("cert-file", pki.etcd_cert()),
+                flag("key-file", pki.etcd_key()),
+                flag("client-cert-auth", "true"),
+                flag("trusted-ca-file", pki.ca_cert()),
+                flag("listen-peer-urls", https("etcd-peer")),
+                flag("initial-advertise-peer-urls", https("etcd-peer")),
+                flag("initial-cluster", format!("devenv={}", https("etcd-peer"))),
+                flag("peer-cert-file", pki.etcd_cert()),
+                flag("peer-key-file", pki.etcd_key()),
+                flag("peer-client-cert-auth", "true"),
+                flag("peer-trusted-ca-file", pki.ca_cert()),
                 flag("unsafe-no-fsync", "true"),
                 flag("log-level", "warn"),
             ],
             Apiserver => vec![
-                flag("etcd-servers", http("etcd")),
+                flag("etcd-servers", https("etcd")),
+                flag("etcd-cafile", pki.ca_cert()),
+                flag("etcd-certfile", pki.client_cert(&certs::ETCD_CLIENT)),
+                flag("etcd-keyfile", pki.client_key(&certs::ETCD_CLIENT)),
                 flag("bind-address", "127.0.0.1"),
                 flag("advertise-address", "127.0.0.1"),
                 // Endpoints may not hold loopback addresses, and nothing here dials the
