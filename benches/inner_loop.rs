@@ -107,6 +107,7 @@ fn main() {
             &client,
             &config.env,
             &devenv::state::FluxPlacement::for_config(&config),
+            None,
             prune_deadline,
             &devenv::ui::SilentReporter,
         ))

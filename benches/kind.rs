@@ -105,6 +105,7 @@ fn main() {
             &client,
             &config.env,
             &devenv::state::FluxPlacement::for_config(&config),
+            None,
             Duration::from_secs(180),
             &devenv::ui::SilentReporter,
         ))

@@ -109,6 +109,7 @@ fn main() {
             &client,
             &config.env,
             &devenv::state::FluxPlacement::for_config(&config),
+            None,
             Duration::from_secs(300),
             &devenv::ui::SilentReporter,
         ))

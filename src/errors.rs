@@ -57,6 +57,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV024", "a substitute did not become ready in time"),
     ("DEV025", "a substitute stopped while starting"),
     ("DEV026", "a data volume exists but its credentials are lost"),
+    ("DEV027", "an object of an in-cluster substitute's name exists and devenv did not make it"),
     ("DEV030", "the state file cannot be read or written"),
     ("DEV031", "the environment name is used by another repository"),
     ("DEV032", "another command is changing the environment"),
@@ -145,10 +146,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     ports::RANGE_ENV
                 )),
             ),
-            substitutes::Error::NotReady { last_error, .. } => (
+            substitutes::Error::NotReady { last_error, service, .. } => (
                 "DEV024",
                 Some(format!(
-                    "last attempt: {last_error}; see `docker logs` of the container, or raise the catalogue's `probe.timeout`"
+                    "last attempt: {last_error}; see `devenv logs {service}`, or raise the catalogue's `probe.timeout`"
                 )),
             ),
             substitutes::Error::Exited { container, logs, .. } => {
@@ -164,13 +165,22 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     "the environment's state file is gone; restore it, or delete the data with `devenv down --purge` (removes `{volume}`)"
                 )),
             ),
-            substitutes::Error::RuntimeNotSupported { .. } => {
-                return Diagnosis {
-                    id: "DEV012",
-                    exit_code: 2,
-                    hint: Some("set `substitutes.runtime: docker` in the profile".into()),
-                };
-            }
+            substitutes::Error::Cluster { namespace, .. } => (
+                "DEV065",
+                Some(format!(
+                    "check that the cluster answers and that its identity may manage StatefulSets, Services, Secrets and PersistentVolumeClaims in `{namespace}`"
+                )),
+            ),
+            substitutes::Error::NotOurs { object, .. } => (
+                "DEV027",
+                Some(format!(
+                    "rename the service in devenv.yaml, or delete {object} if it is left over (its name is the service's, in the substitutes' namespace)"
+                )),
+            ),
+            substitutes::Error::NoCluster { .. } => (
+                "DEV041",
+                Some("`devenv up` starts the environment's cluster; `devenv status` shows it".into()),
+            ),
             substitutes::Error::Docker(_) => unreachable!("handled with Error::Docker"),
         },
         Error::Provider(e) => match e {

@@ -74,6 +74,17 @@ pub struct State {
     /// `down` removes them with any profile and without devenv.yaml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flux: Option<FluxPlacement>,
+    /// Where in-cluster substitutes live (`substitutes.runtime: cluster`), recorded before
+    /// they are created, so `down` finds them without devenv.yaml. Absent for Docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitutes: Option<SubstitutePlacement>,
+}
+
+/// The namespace of an environment's in-cluster substitutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubstitutePlacement {
+    pub namespace: String,
 }
 
 /// Where an environment's Flux objects live in its cluster.
@@ -115,6 +126,7 @@ impl State {
             services: BTreeMap::new(),
             cluster: None,
             flux: None,
+            substitutes: None,
         }
     }
 }

@@ -9,6 +9,10 @@
 //! pods use; an image pushed from this machine to the registry runs in that Job; an edit is
 //! live in seconds; `down` and `down --purge` leave nothing; the host's machine-wide kernel
 //! settings are unchanged.
+//!
+//! With `substitutes.runtime: cluster` the substitute is a StatefulSet in the environment's
+//! namespace, nothing runs on this machine, and a second environment on the same cluster
+//! (`existing`, the shape of a preview namespace) shows what `down` keeps.
 
 mod common;
 
@@ -17,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::kind::{Cleanup, devenv, docker, kind_clusters, path_with, platform_repo, testbed};
 use common::{TestRepo, cluster_client, in_ci, mariadb_image, result_json};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, ListParams, LogParams, PostParams};
 
 const SYSCTL_SHADOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/kind/node/sysctl-shadow.conf");
@@ -217,4 +222,230 @@ async fn kind_problems_are_refused_before_anything_is_made() {
     if in_ci() {
         assert!(!kind_clusters(&bed).iter().any(|c| c.starts_with("devenv-t-kind-")), "no cluster was created");
     }
+}
+
+/// Runs a Job in `namespace` that queries MariaDB with the environment ConfigMap and Secret,
+/// and returns what it printed.
+async fn select_through_the_environment(client: &kube::Client, namespace: &str, name: &str, image: &str) -> String {
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "sql",
+                    "image": image,
+                    "envFrom": [{"configMapRef": {"name": "cluster-env"}}, {"secretRef": {"name": "cluster-env-secrets"}}],
+                    "command": ["sh", "-c", "mariadb -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USER\" -p\"$DB_PASSWORD\" \"$DB_NAME\" -N -e 'SELECT 1'"],
+                }],
+            }},
+        },
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let selector = format!("job-name={name}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = jobs.get(name).await.unwrap().status.unwrap_or_default();
+        if status.succeeded.unwrap_or(0) > 0 {
+            break;
+        }
+        let job_pods = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items;
+        assert!(
+            status.failed.unwrap_or(0) == 0 && Instant::now() < deadline,
+            "the SQL Job did not succeed: {:?}",
+            job_pods.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let job_pod = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.remove(0);
+    pods.logs(job_pod.metadata.name.as_deref().unwrap(), &LogParams::default()).await.unwrap().trim().to_string()
+}
+
+/// From the pod's creation to its Ready condition, as the cluster recorded them.
+fn time_to_ready(pod: &Pod) -> Duration {
+    let created = pod.metadata.creation_timestamp.as_ref().unwrap().0;
+    let ready = (pod.status.as_ref().unwrap().conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .unwrap()
+        .0;
+    Duration::from_secs(ready.duration_since(created).as_secs() as u64)
+}
+
+/// A repository with a trivial Flux tree; `services` as in devenv.yaml, and a profile.
+fn cluster_runtime_repo(env: &str, services: &str, profile: &str) -> TestRepo {
+    let repo = TestRepo::new(env, services);
+    repo.write(
+        "clusters/local/namespace.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {env}-app\n"),
+    );
+    repo.write(".devenv/profiles/in-cluster.yaml", profile);
+    repo.write(
+        "devenv.yaml",
+        &std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap().replace("standalone", "in-cluster"),
+    );
+    repo
+}
+
+const ORDERS_DB: &str = "  - name: orders-db\n    kind: rds-mariadb\n    params:\n      database: orders\n    keys:\n      DB_HOST: host\n      DB_PORT: port\n      DB_NAME: database\n      DB_USER: username\n      DB_PASSWORD: password\n";
+
+#[tokio::test]
+async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
+    let Some(mariadb) = mariadb_image() else { return };
+    let Some(bed) = testbed() else { return };
+    let env = "t-kind-rt";
+    let profile = format!(
+        "description: kind, substitutes in the cluster\ncluster:\n  provider: kind\n  image: {}\n  kindConfig: kind-config.yaml\nsubstitutes:\n  runtime: cluster\n  memory: 512Mi\n",
+        bed.node_image
+    );
+    // First the cluster alone: the node has no internet, so the substitute's image goes to
+    // the environment's registry before the service is added.
+    let repo = cluster_runtime_repo(env, "  []\n", &profile);
+    std::fs::copy(&bed.kind_config, repo.path().join("kind-config.yaml")).unwrap();
+    let _cleanup = Cleanup { repo: &repo, bed: &bed, env };
+    let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "300s", "--output", "json"]);
+    assert!(output.status.success(), "up failed:\n{}", stderr(&output));
+    let result = result_json(&output.stdout);
+    let registry = result["cluster"]["registry"]["host"].as_str().unwrap().to_string();
+    let port = registry.rsplit(':').next().unwrap();
+    let image = format!("localhost:{port}/mariadb:test");
+    docker(&["tag", &mariadb, &image]);
+    docker(&["push", &image]);
+
+    repo.write(
+        "devenv.yaml",
+        &std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap().replace("  []\n", ORDERS_DB),
+    );
+    repo.override_image("rds-mariadb", &image);
+    let started = Instant::now();
+    let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "300s", "--output", "json"]);
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "up with the service failed:\n{}", stderr(&output));
+    let result = result_json(&output.stdout);
+    let namespace = format!("devenv-{env}");
+    assert_eq!(result["services"][0]["endpoint"], format!("orders-db.{namespace}.svc:3306"));
+    assert_eq!(result["services"][0]["inCluster"], true);
+
+    let client = cluster_client(&result).await;
+    let stateful_set = Api::<StatefulSet>::namespaced(client.clone(), &namespace).get("orders-db").await.unwrap();
+    let labels = stateful_set.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "devenv");
+    assert_eq!((labels["devenv.io/env"].as_str(), labels["devenv.io/service"].as_str()), (env, "orders-db"));
+    assert!(stateful_set.metadata.annotations.unwrap().contains_key("devenv.io/spec-hash"));
+    let pod = Api::<Pod>::namespaced(client.clone(), &namespace).get("orders-db-0").await.unwrap();
+    let limit =
+        &pod.spec.as_ref().unwrap().containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"];
+    assert_eq!(limit.0, (512i64 << 20).to_string(), "the profile's memory cap");
+    eprintln!(
+        "in-cluster MariaDB: StatefulSet pod Ready {:.0}s after creation; `up` adding it took {:.1}s",
+        time_to_ready(&pod).as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+
+    // The generated password is in the namespace's Secret, and nothing runs on this machine.
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo.state_file()).unwrap()).unwrap();
+    let password = state["services"]["orders-db"]["secrets"]["password"].as_str().unwrap().to_string();
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace).get("orders-db-substitute-env").await.unwrap();
+    assert_eq!(secret.data.unwrap()["MARIADB_PASSWORD"].0, password.as_bytes());
+    let substitutes_here = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("label=devenv.io/env={env}"),
+        "--filter",
+        "label=devenv.io/service",
+    ]);
+    assert_eq!(substitutes_here, "", "no substitute container on this machine");
+
+    // An application pod reaches it with the environment ConfigMap and Secret.
+    assert_eq!(select_through_the_environment(&client, "flux-system", "select-one", &image).await, "1");
+    let output = devenv(&repo, &bed, &["status", "--env", env]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("orders-db.{namespace}.svc:3306 (in the cluster)")), "{text}");
+    let output = devenv(&repo, &bed, &["logs", "orders-db", "--env", env]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("ready for connections"), "the pod's log: {}", stderr(&output));
+    let output = devenv(&repo, &bed, &["up", "--env", env, "--output", "json"]);
+    assert!(output.status.success(), "a second up failed:\n{}", stderr(&output));
+    let again = Api::<Pod>::namespaced(client.clone(), &namespace).get("orders-db-0").await.unwrap();
+    assert_eq!(again.metadata.uid, pod.metadata.uid, "a second `up` keeps the pod");
+
+    // A second environment in its own namespace of the same cluster, as a preview would be:
+    // `down` removes its substitute but keeps the claim, `down --purge` removes the claim.
+    let kubeconfig = result["cluster"]["kubeconfig"].as_str().unwrap().to_string();
+    let from_cluster = result["cluster"]["registry"]["fromCluster"].as_str().unwrap().to_string();
+    let preview_env = "t-kind-rt-pr";
+    let preview = cluster_runtime_repo(
+        preview_env,
+        ORDERS_DB,
+        &format!(
+            "cluster:\n  provider: existing\n  context: kind-devenv-{env}\nregistry:\n  url: {registry}\n  pullUrl: {from_cluster}\nsubstitutes:\n  runtime: cluster\n  memory: 512Mi\n"
+        ),
+    );
+    preview.override_image("rds-mariadb", &image);
+    let run = |args: &[&str]| preview.std_command().args(args).env("KUBECONFIG", &kubeconfig).output().unwrap();
+    // An object of the service's name that is not the environment's is never taken over.
+    let preview_namespace = format!("devenv-{preview_env}");
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let namespace_object =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": preview_namespace}})).unwrap();
+    namespaces.create(&PostParams::default(), &namespace_object).await.unwrap();
+    let services = Api::<Service>::namespaced(client.clone(), &preview_namespace);
+    let theirs = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "orders-db"}, "spec": {"ports": [{"port": 3306}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &theirs).await.unwrap();
+    let output = run(&["up", "--env", preview_env, "--timeout", "300s"]);
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "error[DEV027]: Service/{preview_namespace}/orders-db exists and devenv did not make it"
+        )),
+        "{text}"
+    );
+    services.delete("orders-db", &Default::default()).await.unwrap();
+    let output = run(&["up", "--env", preview_env, "--timeout", "300s", "--output", "json"]);
+    assert!(output.status.success(), "up of the second environment failed:\n{}", stderr(&output));
+    assert_eq!(select_through_the_environment(&client, &preview_namespace, "select-one", &image).await, "1");
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &preview_namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &preview_namespace);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &preview_namespace);
+    assert!(claims.get_opt("data-orders-db-0").await.unwrap().is_some());
+
+    let output = run(&["down", "--env", preview_env]);
+    assert!(output.status.success(), "down failed:\n{}", stderr(&output));
+    assert!(statefulsets.get_opt("orders-db").await.unwrap().is_none(), "the StatefulSet is gone");
+    assert!(services.get_opt("orders-db").await.unwrap().is_none(), "the Service is gone");
+    assert!(secrets.get_opt("orders-db-substitute-env").await.unwrap().is_none(), "the Secret is gone");
+    let claim = claims.get_opt("data-orders-db-0").await.unwrap();
+    assert!(claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()), "the data survives `down`");
+    let kept = namespaces.get(&preview_namespace).await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none(), "the namespace holding the data stays");
+    let output = run(&["down", "--purge", "--env", preview_env]);
+    assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
+    let claim = claims.get_opt("data-orders-db-0").await.unwrap();
+    assert!(claim.is_none_or(|c| c.metadata.deletion_timestamp.is_some()), "`down --purge` deletes the claim");
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt("orders-db").await.unwrap().is_some(),
+        "the first environment's substitute is untouched"
+    );
+
+    // The first environment: `down` removes the cluster, with its substitutes.
+    let output = devenv(&repo, &bed, &["down", "--env", env, "--output", "json"]);
+    assert!(output.status.success(), "down failed:\n{}", stderr(&output));
+    let removed = result_json(&output.stdout);
+    assert_eq!(removed["removed"]["containers"], serde_json::json!([format!("{namespace}/orders-db")]));
+    assert!(!kind_clusters(&bed).contains(&format!("devenv-{env}")));
+    let output = devenv(&repo, &bed, &["down", "--purge", "--env", env]);
+    assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
+    assert_eq!(labelled(env), (String::new(), String::new()), "nothing of the environment is left");
+    docker(&["rmi", &image]);
 }

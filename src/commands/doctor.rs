@@ -52,11 +52,10 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     let mut checks = Vec::new();
     let config = config::load(&ctx.selection, &ctx.cwd);
     // The profile's substitute runtime; Docker when the configuration cannot tell.
-    let runtime: Box<dyn SubstituteRuntime> = config
-        .as_ref()
-        .ok()
-        .and_then(|config| substitutes::runtime::for_config(config).ok())
-        .unwrap_or_else(|| Box::new(substitutes::runtime::DockerRuntime::default()));
+    let runtime: Box<dyn SubstituteRuntime> = match &config {
+        Ok(config) => substitutes::runtime::for_config(config),
+        Err(_) => Box::new(substitutes::runtime::DockerRuntime::default()),
+    };
     let runtime_ok = match runtime.check().await {
         Ok(detail) => {
             checks.push(Check::ok(runtime.name(), detail));

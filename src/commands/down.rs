@@ -49,6 +49,9 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
 
     // First Flux prunes what devenv applied to the cluster, if it answers, so the next `up`
     // starts from a clean slate; then the substitutes go, then a cluster devenv owns.
+    // In-cluster substitutes keep their claims without `--purge`, so their namespace stays.
+    let recorded = state.as_ref().and_then(|s| s.substitutes.as_ref());
+    let keep = recorded.filter(|_| !args.purge).map(|placement| placement.namespace.as_str());
     let mut flux_removed = flux::deploy::Removed::default();
     if let Some(provider) = &provider
         && let Some(info) = provider.info().ok().flatten()
@@ -64,7 +67,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
             .or_else(|| config.as_ref().map(state::FluxPlacement::for_config));
         match (client, &placement) {
             (Some(client), Some(placement)) => {
-                flux_removed = flux::deploy::remove(&client, &env, placement, args.timeout, reporter.as_ref())
+                flux_removed = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref())
                     .await
                     .map_err(flux::Error::from)?;
             }
@@ -80,12 +83,13 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
             )),
         }
     }
-    // Substitutes are found by label; Docker is the only runtime that can hold them today, so
-    // it is asked whatever the configuration says (or when it cannot be read).
-    let runtime: Box<dyn SubstituteRuntime> = config
-        .as_ref()
-        .and_then(|config| substitutes::runtime::for_config(config).ok())
-        .unwrap_or_else(|| Box::new(substitutes::runtime::DockerRuntime::default()));
+    // Substitutes are found by label where `up` put them: the namespace the state file
+    // records for in-cluster ones, else the configuration's runtime, else Docker (the
+    // default, so a broken devenv.yaml does not stop the cleanup).
+    let runtime: Box<dyn SubstituteRuntime> = match (recorded, &config) {
+        (Some(_), _) | (None, None) => substitutes::runtime::for_record(&env, recorded),
+        (None, Some(config)) => substitutes::runtime::for_config(config),
+    };
     let engine = runtime.check().await;
     let removed = match &engine {
         Ok(_) => runtime.remove_all(&env, args.purge, reporter.as_ref()).await?,
@@ -100,6 +104,8 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     match engine {
         // With no state file, and no sign of one, devenv never made anything here.
         Err(_) if state.is_none() && unreadable.is_none() => {}
+        // In-cluster substitutes go with a cluster devenv deletes.
+        Err(_) if runtime.in_cluster() && owned.is_some() => {}
         // What the engine holds is unknown: the state stays for the next `down`.
         Err(error) => return Err(error.into()),
         Ok(_) => {}
@@ -162,10 +168,12 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     if removed.containers.is_empty() && removed.volumes.is_empty() && !cluster_stopped {
         crate::outln!("Environment `{env}` has nothing running; nothing to remove.");
     } else if !removed.containers.is_empty() || !removed.volumes.is_empty() {
+        let (instances, volumes) =
+            if runtime.in_cluster() { ("in-cluster substitute(s)", "claim(s)") } else { ("container(s)", "volume(s)") };
         crate::outln!(
-            "Environment `{env}` is down: removed {} container(s){}.",
+            "Environment `{env}` is down: removed {} {instances}{}.",
             removed.containers.len(),
-            if args.purge { format!(" and {} volume(s)", removed.volumes.len()) } else { String::new() }
+            if args.purge { format!(" and {} {volumes}", removed.volumes.len()) } else { String::new() }
         );
     }
     if !args.purge && state.is_some() {

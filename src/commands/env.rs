@@ -61,17 +61,25 @@ pub async fn run(ctx: &Context, args: &EnvArgs) -> Result<(), Error> {
             hidden: Vec::new(),
         }
     } else {
+        let runtime = substitutes::runtime::for_config(&config);
         let selected = match &args.service {
             Some(name) => vec![super::service(&config, name)?],
             None => config.services.iter().collect(),
         };
         for service in &selected {
-            let started = state.services.get(&service.name).is_some_and(|s| !s.host_ports.is_empty());
+            // In-cluster substitutes publish no ports here; their state is enough.
+            let started =
+                state.services.get(&service.name).is_some_and(|s| !s.host_ports.is_empty() || runtime.in_cluster());
             if !started {
                 return Err(CommandError::NotStarted { env: config.env.clone(), service: service.name.clone() }.into());
             }
         }
-        let runtime = substitutes::runtime::for_config(&config)?;
+        if runtime.in_cluster() {
+            ctx.reporter().warning(&format!(
+                "the substitutes of `{}` run in its cluster (`substitutes.runtime: cluster`): these are the addresses pods use, which this machine does not reach",
+                config.env
+            ));
+        }
         let map = envmap::for_host(&config, &state, runtime.as_ref(), args.service.as_deref());
         let mut variables = map.config_map;
         let hidden = if args.show_secrets {

@@ -129,7 +129,7 @@ async fn flux_object(ctx: &Context, args: &LogsArgs, target: Target) -> Result<(
 async fn service(ctx: &Context, args: &LogsArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let service = super::service(&config, &args.target)?;
-    let runtime = substitutes::runtime::for_config(&config)?;
+    let runtime = substitutes::runtime::for_config(&config);
     runtime.check().await?;
     let container = naming::container_name(&config.env, &service.name);
     if runtime.inspect(&config.env, service).await?.is_none() {

@@ -16,7 +16,7 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let store = Store::for_env(&config.env)?;
     let provider = providers::for_config(&config, store.dir())?;
-    let runtime = substitutes::runtime::for_config(&config)?;
+    let runtime = substitutes::runtime::for_config(&config);
     // A cluster devenv does not create must be there as `up` needs it: context, API, Flux.
     if let Some(provider) = provider.as_ref().filter(|p| !p.capabilities().owns_cluster) {
         provider.preflight().await?;

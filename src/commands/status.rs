@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let store = Store::for_env(&config.env)?;
     let state = store.load()?;
-    let runtime = substitutes::runtime::for_config(&config)?;
+    let runtime = substitutes::runtime::for_config(&config);
     // The cluster the environment recorded; else, for a cluster devenv does not create, the
     // profile's.
     let recorded = state.as_ref().and_then(|s| s.cluster.as_ref());
@@ -46,9 +46,18 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             Err(error) => ctx.reporter().warning(&format!("cannot read the Flux objects: {error}")),
         }
     }
-    if !config.services.is_empty() {
-        runtime.check().await?;
-    }
+    // In-cluster substitutes are unknown while the cluster does not answer; Docker's absence
+    // is an error, as before.
+    let reachable = config.services.is_empty()
+        || match runtime.check().await {
+            Ok(_) => true,
+            Err(error) if runtime.in_cluster() => {
+                ctx.reporter().warning(&error.to_string());
+                false
+            }
+            Err(error) => return Err(error.into()),
+        };
+    let in_cluster = runtime.in_cluster();
 
     // What a created environment should run but does not, for the exit code.
     let mut problems = Vec::new();
@@ -63,12 +72,18 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
     let mut output_table = Vec::new();
     for service in &config.services {
         let container_name = naming::container_name(&config.env, &service.name);
-        let container = runtime.inspect(&config.env, service).await?;
+        let container = if reachable { runtime.inspect(&config.env, service).await? } else { None };
         let remembered = state.as_ref().and_then(|s| s.services.get(&service.name));
-        let port = remembered.and_then(|r| r.host_ports.get(&service.substitute.main_port)).copied();
+        let port = match in_cluster {
+            true => service.substitute.ports.get(&service.substitute.main_port).copied(),
+            false => remembered.and_then(|r| r.host_ports.get(&service.substitute.main_port)).copied(),
+        };
         let values = remembered.map(|r| runtime.host_values(&config.env, service, r));
         let (state_word, health) = match (&container, port, &values) {
+            _ if !reachable => ("unknown".to_string(), "-".to_string()),
             (None, ..) => ("absent".to_string(), "-".to_string()),
+            // The kubelet's readiness probe has answered for it.
+            (Some(c), ..) if in_cluster && c.running => ("running".to_string(), "ready".to_string()),
             (Some(c), Some(port), Some(values)) if c.running => {
                 match probe::check_once(&service.substitute.probe, port, values).await {
                     Ok(()) => ("running".to_string(), "ready".to_string()),
@@ -83,7 +98,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
                 _ => format!("`{}` is {health}", service.name),
             });
         }
-        let endpoint = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "-".to_string());
+        // This machine does not reach in-cluster substitutes; their address is the pods'.
+        let endpoint = match (in_cluster, &values, port) {
+            (true, Some(values), Some(port)) => format!("{}:{port} (in the cluster)", values["host"]),
+            (false, _, Some(port)) => format!("127.0.0.1:{port}"),
+            _ => "-".to_string(),
+        };
         let memory = container.as_ref().and_then(|c| c.memory);
         let memory_text = memory
             .as_ref()
@@ -109,7 +129,8 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
             "state": state_word,
             "health": health,
             "memory": memory,
-            "endpoint": port.map(|p| format!("127.0.0.1:{p}")),
+            "endpoint": (endpoint != "-").then(|| endpoint.clone()),
+            "inCluster": in_cluster,
             "outputs": outputs_json(&outputs, args.show_secrets),
         }));
     }

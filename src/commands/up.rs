@@ -19,7 +19,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
     let store = Store::for_env(&config.env)?;
     let provider = providers::for_config(&config, store.dir())?;
-    let runtime = substitutes::runtime::for_config(&config)?;
+    let runtime = substitutes::runtime::for_config(&config);
     if let Some(provider) = &provider {
         provider.preflight().await?;
     }
@@ -33,7 +33,8 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
             Some(prepared)
         }
     };
-    if !config.services.is_empty() {
+    // In-cluster substitutes are checked once the cluster is up.
+    if !config.services.is_empty() && !runtime.in_cluster() {
         runtime.check().await?;
     }
     let reporter = ctx.reporter();
@@ -54,6 +55,10 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     {
         state.cluster = Some(known);
     }
+    if runtime.in_cluster() && !config.services.is_empty() {
+        let namespace = substitutes::cluster::namespace_for(&config);
+        state.substitutes = Some(state::SubstitutePlacement { namespace });
+    }
     store.save(&state)?;
 
     let cluster = match &provider {
@@ -68,6 +73,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
     let mut ready = Vec::new();
     if !config.services.is_empty() {
+        if runtime.in_cluster() {
+            runtime.check().await?;
+        }
         let (observed, orphans) = runtime.observe(&config).await?;
         // New ports avoid those other environments remember, and are recorded before another
         // environment chooses.
@@ -130,7 +138,8 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
                     "name": d.service.name,
                     "kind": d.service.kind,
                     "container": d.spec.name,
-                    "endpoint": format!("127.0.0.1:{}", d.main_port()),
+                    "endpoint": endpoint(d),
+                    "inCluster": runtime.in_cluster(),
                     "outputs": outputs_json(&d.outputs(), args.show_secrets),
                 })
             })
@@ -161,12 +170,25 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         crate::out!("{}", flux::wait::render_tree(&deployed.objects));
     }
     if !ready.is_empty() {
+        if runtime.in_cluster() {
+            crate::outln!(
+                "\nSubstitutes run in the cluster, in namespace `{}`; these are the addresses pods use.",
+                substitutes::cluster::namespace_for(&config)
+            );
+        }
         let rows: Vec<Vec<String>> =
             ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets)).collect();
         crate::outln!();
         crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }
     Ok(())
+}
+
+/// Where a substitute answers: `127.0.0.1:<port>`, or `<service>.<namespace>.svc:<port>`
+/// in the cluster.
+fn endpoint(desired: &substitutes::Desired) -> String {
+    let host = desired.values.get("host").map(String::as_str).unwrap_or("127.0.0.1");
+    format!("{host}:{}", desired.main_port())
 }
 
 /// `127.0.0.1:5000 (plain HTTP)`, or both addresses when the cluster pulls under another name.

@@ -42,13 +42,14 @@ pub(super) fn check_supported(
         ("limits", profile.limits.is_some(), false),
         ("ingressNamespace", profile.ingress_namespace.is_some(), false),
         ("ttl", profile.ttl.is_some(), false),
-        ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, false),
+        ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, existing || local),
     ];
     for (field, set, usable) in fields {
         if set && !usable {
             let message = match field {
+                "substitutes.runtime" if provider == Provider::Sim => "`cluster` needs a cluster whose pods run, and the `sim` provider's nodes are simulated (kwok): its pods never start".to_string(),
                 "substitutes.runtime" => {
-                    "`cluster` is not supported yet: substitutes run in Docker (`runtime: docker`)".to_string()
+                    format!("`cluster` needs a cluster whose pods run, and the `{}` provider has none", provider.as_str())
                 }
                 _ => format!("not supported yet with the `{}` provider", provider.as_str()),
             };
@@ -57,7 +58,10 @@ pub(super) fn check_supported(
                 at: profile_location(repo, profile_name, field),
                 field: field.to_string(),
                 message,
-                hint: Some(format!("remove `{field}` from the profile; README.md lists what each provider uses")),
+                hint: Some(match field {
+                    "substitutes.runtime" => "remove `substitutes.runtime` (substitutes then run in Docker on this machine), or use the `kind`, `k3d` or `existing` provider".to_string(),
+                    _ => format!("remove `{field}` from the profile; README.md lists what each provider uses"),
+                }),
             });
         }
     }
@@ -103,6 +107,40 @@ pub(super) fn check_supported(
         });
     }
     Ok(())
+}
+
+/// Fails when a service needs this machine to reach its substitute and the profile runs
+/// substitutes in the cluster: buckets and queues are made from here once the probe passes.
+pub(super) fn check_runtime(
+    profile: &Profile,
+    services: &[super::Service],
+    at: &dyn Fn(&str) -> Location,
+) -> Result<(), Error> {
+    if profile.substitutes.runtime != SubstituteRuntime::Cluster {
+        return Ok(());
+    }
+    let Some((index, service)) = services
+        .iter()
+        .enumerate()
+        .find(|(_, service)| service.substitute.resources.is_some() && !service.resources.is_empty())
+    else {
+        return Ok(());
+    };
+    let field = format!("services[{index}].resources");
+    Err(Error::Invalid {
+        problem: Problem::Unsupported,
+        at: at(&field),
+        field,
+        message: format!(
+            "`{}` creates its {}s from this machine, which cannot reach substitutes that run in the cluster (`substitutes.runtime: cluster`)",
+            service.name,
+            service.substitute.resources.as_ref().map(|r| r.create.noun()).unwrap_or("resource")
+        ),
+        hint: Some(
+            "remove the service's `resources:`, or run substitutes in Docker (`substitutes.runtime: docker`)"
+                .to_string(),
+        ),
+    })
 }
 
 /// Where a profile field is: in the repository's `.devenv/profiles/NAME.yaml` when that file
@@ -176,10 +214,15 @@ mod tests {
             message(load("cluster:\n  provider: none\nregistry:\n  hostPort: 5001\n", None)),
             ".devenv/profiles/mine.yaml:4:13: registry.hostPort: not supported yet with the `none` provider"
         );
-        assert!(
-            message(load("cluster:\n  provider: sim\nsubstitutes:\n  runtime: cluster\n", None))
-                .contains("substitutes.runtime: `cluster` is not supported yet")
+        assert_eq!(
+            message(load("cluster:\n  provider: sim\nsubstitutes:\n  runtime: cluster\n", None)),
+            ".devenv/profiles/mine.yaml:4:12: substitutes.runtime: `cluster` needs a cluster whose pods run, and the `sim` provider's nodes are simulated (kwok): its pods never start"
         );
+        assert_eq!(
+            message(load("cluster:\n  provider: none\nsubstitutes:\n  runtime: cluster\n", None)),
+            ".devenv/profiles/mine.yaml:4:12: substitutes.runtime: `cluster` needs a cluster whose pods run, and the `none` provider has none"
+        );
+        assert_eq!(message(load("cluster:\n  provider: kind\nsubstitutes:\n  runtime: cluster\n", None)), "ok");
         assert_eq!(
             message(load("cluster:\n  provider: sim\n", Some("kind-dev"))),
             "--context: a kubeconfig context does not apply to the `sim` provider"

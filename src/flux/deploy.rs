@@ -421,12 +421,14 @@ pub struct Removed {
 
 /// Deletes the root (Flux prunes what it applied) and waits until it is gone, checks that
 /// everything in the environment's inventories went with it, then deletes the sources, the
-/// environment ConfigMaps and Secrets, and the namespaces devenv created. The prune must end
-/// within `deadline`. Needs no configuration: `placement` comes from the state file.
+/// environment ConfigMaps and Secrets, and the namespaces devenv created, except `keep` (the
+/// namespace of in-cluster substitutes whose data stays). The prune must end within
+/// `deadline`. Needs no configuration: `placement` comes from the state file.
 pub async fn remove(
     client: &kube::Client,
     env: &str,
     placement: &FluxPlacement,
+    keep: Option<&str>,
     deadline: Duration,
     reporter: &dyn Reporter,
 ) -> Result<Removed, Error> {
@@ -473,6 +475,10 @@ pub async fn remove(
     ];
     for (group, version, kind, plural) in kinds {
         for object in labelled(client, env, group, version, kind, plural).await? {
+            let name = object["metadata"]["name"].as_str();
+            if kind == "Namespace" && keep.is_some() && name == keep {
+                continue;
+            }
             if k8s::delete(client, &object).await? {
                 removed.own.push(describe(&object));
             }

@@ -2,6 +2,7 @@
 //! the service's settings and the remembered state), making it so, and waiting until it
 //! answers as the application will use it.
 
+pub mod cluster;
 pub mod probe;
 pub mod resources;
 pub mod runtime;
@@ -48,8 +49,17 @@ pub enum Error {
     Exited { service: String, container: String, exit_code: i64, logs: String },
     #[error(transparent)]
     Docker(#[from] docker::Error),
-    #[error("the `{runtime}` substitute runtime is not supported yet")]
-    RuntimeNotSupported { runtime: &'static str },
+    #[error("cannot {operation} the substitutes in namespace `{namespace}`")]
+    Cluster {
+        operation: &'static str,
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{object} exists and devenv did not make it for `{env}`")]
+    NotOurs { object: String, env: String },
+    #[error("the substitutes of `{env}` run in its cluster, which cannot be reached: {why}")]
+    NoCluster { env: String, why: String },
 }
 
 /// What one service's container should be.
@@ -172,6 +182,10 @@ pub fn resolve(
     reserved: &BTreeSet<u16>,
 ) -> Result<Vec<Desired>, Error> {
     let memory = config.profile.substitutes.memory.as_deref().and_then(config::parse_memory);
+    // In-cluster substitutes publish nothing on this machine: no host ports are chosen, and
+    // their values are the addresses pods use.
+    let in_cluster = config.profile.substitutes.runtime == config::profile::SubstituteRuntime::Cluster;
+    let namespace = cluster::namespace_for(config);
     let mut taken: Vec<u16> = reserved.iter().copied().collect();
     let mut desired = Vec::new();
     for service in &config.services {
@@ -193,6 +207,10 @@ pub fn resolve(
         let ours = observed.get(&service.name).and_then(|o| o.container.as_ref());
         let mut choices = BTreeMap::new();
         for (name, container_port) in &substitute.ports {
+            if in_cluster {
+                choices.insert(name.clone(), Choice::Pinned(*container_port));
+                continue;
+            }
             let pinned = if *name == substitute.main_port { service.port } else { None };
             let held = ours.and_then(|c| c.ports.get(container_port).copied());
             let choice = ports::choose(pinned, remembered.host_ports.get(name).copied(), held, ports::is_free, || {
@@ -203,7 +221,11 @@ pub fn resolve(
             remembered.host_ports.insert(name.clone(), choice.port());
             choices.insert(name.clone(), choice);
         }
-        let values = host_values(&config.env, service, remembered);
+        let values = if in_cluster {
+            cluster::pod_values(&config.env, &namespace, service, remembered)
+        } else {
+            host_values(&config.env, service, remembered)
+        };
         let render = |t: &String| config::template::render(t, &values);
         let mut spec = ContainerSpec {
             name: naming::container_name(&config.env, &service.name),
@@ -215,17 +237,19 @@ pub fn resolve(
                 (LABEL_ENV.to_string(), config.env.clone()),
                 (LABEL_SERVICE.to_string(), service.name.clone()),
             ]),
-            ports: substitute
-                .ports
-                .iter()
-                .map(|(name, container_port)| (*container_port, choices[name].port()))
-                .collect(),
+            ports: if in_cluster {
+                BTreeMap::new()
+            } else {
+                (substitute.ports.iter())
+                    .map(|(name, container_port)| (*container_port, choices[name].port()))
+                    .collect()
+            },
             volume: substitute
                 .data_path
                 .as_ref()
                 .map(|path| (naming::volume_name(&config.env, &service.name), path.clone())),
             memory_bytes: memory,
-            network: crate::providers::pod_network(config),
+            network: if in_cluster { None } else { crate::providers::pod_network(config) },
         };
         let hash = spec_hash(&spec);
         spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);

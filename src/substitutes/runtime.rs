@@ -1,6 +1,6 @@
 //! Where substitutes run, behind one interface. `docker` runs each as a container on this
-//! machine, published on 127.0.0.1; a `cluster` runtime (StatefulSets in the environment's
-//! namespace) is to come, and profiles asking for it are rejected before anything happens.
+//! machine, published on 127.0.0.1; `cluster` (`cluster.rs`) runs each as a StatefulSet in
+//! the environment's namespace, which this machine does not reach.
 //!
 //! The runtime answers both addresses of a substitute: where this machine reaches it (probes,
 //! `status`, the summary) and where pods reach it (the environment ConfigMap).
@@ -34,6 +34,12 @@ pub struct Instance {
 /// One place substitutes run. Methods that touch nothing are plain; the rest return futures.
 pub trait SubstituteRuntime: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// Whether the substitutes run inside the environment's cluster, so they can be reached
+    /// only once it is up, and only by pods.
+    fn in_cluster(&self) -> bool {
+        false
+    }
 
     /// Template values of a service as this machine reaches it.
     fn host_values(&self, env: &str, service: &Service, remembered: &ServiceState) -> BTreeMap<String, String>;
@@ -87,11 +93,21 @@ pub trait SubstituteRuntime: Send + Sync {
     ) -> BoxStream<'a, Result<LogChunk, Error>>;
 }
 
-/// The profile's runtime. Touches nothing: the engine is reached on first use.
-pub fn for_config(config: &Config) -> Result<Box<dyn SubstituteRuntime>, Error> {
+/// The profile's runtime. Touches nothing: the engine (or the cluster) is reached on first
+/// use. Configuration loading has made sure the provider suits it.
+pub fn for_config(config: &Config) -> Box<dyn SubstituteRuntime> {
     match config.profile.substitutes.runtime {
-        RuntimeKind::Docker => Ok(Box::new(DockerRuntime::default())),
-        RuntimeKind::Cluster => Err(Error::RuntimeNotSupported { runtime: "cluster" }),
+        RuntimeKind::Docker => Box::new(DockerRuntime::default()),
+        RuntimeKind::Cluster => Box::new(super::cluster::ClusterRuntime::for_config(config)),
+    }
+}
+
+/// The runtime an environment recorded, for `down` when devenv.yaml cannot be read:
+/// in-cluster substitutes in the recorded namespace, else Docker.
+pub fn for_record(env: &str, record: Option<&crate::state::SubstitutePlacement>) -> Box<dyn SubstituteRuntime> {
+    match record {
+        Some(placement) => Box::new(super::cluster::ClusterRuntime::new(env, &placement.namespace)),
+        None => Box::new(DockerRuntime::default()),
     }
 }
 

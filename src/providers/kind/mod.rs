@@ -420,7 +420,13 @@ impl KindCluster {
     }
 
     async fn down(&self, purge: bool, reporter: &dyn Reporter) -> Result<bool, Error> {
-        let Some(record) = self.load_record()? else { return Ok(false) };
+        let Some(record) = self.load_record()? else {
+            // The registry's data kept by an earlier `down` goes with `--purge`.
+            if purge && let Ok(docker) = Docker::connect().await {
+                docker.remove_volume(&registry_volume(&self.name)).await?;
+            }
+            return Ok(false);
+        };
         let step = format!("cluster/{}", self.name);
         let started = Instant::now();
         reporter.started(&step, "deleting the kind cluster");
