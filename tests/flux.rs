@@ -537,3 +537,43 @@ async fn logs_of_a_flux_object_are_its_controllers_lines_about_it() {
     let status = child.wait().unwrap();
     assert!(status.success(), "Ctrl-C ends a followed log normally: {status:?}");
 }
+
+/// An `up` interrupted between pushing an artifact and asking Flux for it leaves the registry
+/// ahead of the cluster: the next `up` pushes nothing, and must still ask for that source and
+/// wait for it, not report the old revision as Ready.
+#[tokio::test]
+async fn a_source_behind_the_registry_is_asked_again_though_nothing_is_pushed() {
+    let Some(repo) = fixture("t-flux-behind") else { return };
+    let result = up(&repo);
+    let manifest = repo.path().join("apps/base/orders/deployment.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, original.replace("${LOG_LEVEL:=info}", "${LOG_LEVEL:=trace}")).unwrap();
+
+    // The push an interrupted `up` made, without its reconcile request.
+    let registry = result["cluster"]["registry"]["host"].as_str().unwrap().to_string();
+    let selection = devenv::config::Selection {
+        repo: Some(repo.path().to_path_buf()),
+        env: Some(repo.env.clone()),
+        ..Default::default()
+    };
+    let config = devenv::config::load(&selection, repo.path()).unwrap();
+    let sim = devenv::providers::Capabilities { runs_pods: false, owns_cluster: true };
+    let packed = devenv::flux::pack(&config, &registry, sim).unwrap();
+    let artifact = packed.artifacts.iter().find(|a| a.source == "devenv-ks-apps").unwrap();
+    let oci = devenv::flux::artifact::client(&registry);
+    let repository = devenv::flux::artifact::repository(&repo.env, &artifact.source);
+    let origin = repo.path().display().to_string();
+    let pushed =
+        devenv::flux::artifact::push_tree(&oci, &registry, &repository, &artifact.bytes, &origin).await.unwrap();
+    assert!(pushed.pushed);
+
+    let output =
+        repo.devenv().args(["up", "--env", &repo.env, "--timeout", "60s", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let result = result_json(&output.stdout);
+    assert_eq!(result["flux"]["artifacts"]["pushed"], serde_json::json!([]), "the registry had it already");
+    let client = cluster_client(&result).await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "lending");
+    let loans = deployments.get("loans").await.unwrap();
+    assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("trace"), "the edit is live");
+}

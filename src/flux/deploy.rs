@@ -222,7 +222,10 @@ pub async fn up(
     let token = request_token();
     let flux_namespace = &config.flux_namespace();
     let pushed: Vec<String> = sources.iter().filter(|(_, p)| p.pushed).map(|(s, _)| s.clone()).collect();
-    for source in &pushed {
+    // A source whose artifact is not the one in the registry (an `up` interrupted between
+    // its push and its request) is asked again, as if pushed now.
+    let behind = sources_behind(client, flux_namespace, &sources).await?;
+    for source in pushed.iter().chain(&behind) {
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
     }
     let chart_digests = follow_charts(client, &charts, &token).await?;
@@ -231,7 +234,7 @@ pub async fn up(
     // and the watch below still checks that every object is Ready at the current revisions
     // (a spec devenv changed makes Flux reconcile by itself).
     let charts_pushed = charts.iter().any(|c| c.pushed);
-    if !pushed.is_empty() || env_changed || charts_pushed || !requested.is_empty() {
+    if !pushed.is_empty() || !behind.is_empty() || env_changed || charts_pushed || !requested.is_empty() {
         requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
         request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
     }
@@ -263,6 +266,30 @@ pub async fn up(
     let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
     remove_stale_sources(client, config, &prepared.packed.sources()).await?;
     Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
+}
+
+/// devenv's sources in the cluster whose artifact is not the registry's (`manifest_digest`)
+/// though nothing was pushed this round.
+async fn sources_behind(
+    client: &kube::Client,
+    flux_namespace: &str,
+    sources: &BTreeMap<String, Pushed>,
+) -> Result<Vec<String>, Error> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
+        "ocirepositories",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), flux_namespace, &resource);
+    let listed = api.list(&ListParams::default()).await.map_err(Error::List)?.items;
+    Ok(listed
+        .iter()
+        .filter_map(|object| {
+            let name = object.metadata.name.as_deref()?;
+            let pushed = sources.get(name).filter(|p| !p.pushed)?;
+            let revision = object.data.pointer("/status/artifact/revision").and_then(Value::as_str);
+            (!revision.is_some_and(|r| r.ends_with(&pushed.manifest_digest))).then(|| name.to_string())
+        })
+        .collect())
 }
 
 /// Creates a missing namespace, labelled as devenv's; an existing one is left alone.
