@@ -203,7 +203,8 @@ pub async fn up(
 
     // A server-side apply that changes nothing keeps the resourceVersion. The applies are
     // independent (Flux resolves references when it reconciles), so a graph of a hundred
-    // Kustomizations costs a few round trips' time, not a hundred.
+    // Kustomizations costs a few round trips' time, not a hundred. Results come back in order,
+    // so the error reported is the first object's that failed, whatever finished first.
     let applies = objects.iter().map(|object| async move {
         let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
         let before = match is_env {
@@ -213,7 +214,7 @@ pub async fn up(
         let after = k8s::apply(client, object).await?.metadata.resource_version;
         Ok::<bool, Error>(is_env && before != after)
     });
-    let changed: Vec<bool> = stream::iter(applies).buffer_unordered(CONCURRENT_REQUESTS).try_collect().await?;
+    let changed: Vec<bool> = stream::iter(applies).buffered(CONCURRENT_REQUESTS).try_collect().await?;
     let env_changed = changed.into_iter().any(|c| c);
 
     // Flux re-reads a source on request, and a Kustomization follows its source's new
