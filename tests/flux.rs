@@ -577,3 +577,32 @@ async fn a_source_behind_the_registry_is_asked_again_though_nothing_is_pushed() 
     let loans = deployments.get("loans").await.unwrap();
     assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("trace"), "the edit is live");
 }
+
+/// A Flux object deleted by hand is brought back by the next `up`, though nothing changed in
+/// the repository: only a reconcile of the Kustomization that applied it does that.
+#[tokio::test]
+async fn a_flux_object_deleted_by_hand_is_applied_again_by_the_next_up() {
+    let Some(repo) = fixture("t-flux-drift") else { return };
+    let result = up(&repo);
+    let client = cluster_client(&result).await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    );
+    let kustomizations: Api<DynamicObject> = Api::namespaced_with(client.clone(), "flux-system", &resource);
+    kustomizations.delete("apps", &Default::default()).await.unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while kustomizations.get_opt("apps").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "Flux did not finish deleting `apps`");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lending");
+    assert!(deployments.get_opt("loans").await.unwrap().is_none(), "its workload went with it");
+
+    let result = up(&repo);
+    assert_eq!(result["flux"]["artifacts"]["pushed"], json!([]), "nothing changed in the repository");
+    let apps =
+        result["flux"]["objects"].as_array().unwrap().iter().find(|o| o["object"] == "Kustomization/flux-system/apps");
+    assert_eq!(apps.map(|o| o["ready"].clone()), Some(json!(true)), "{}", result["flux"]["objects"]);
+    assert!(deployments.get_opt("loans").await.unwrap().is_some(), "the workload is back");
+}

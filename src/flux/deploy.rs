@@ -235,7 +235,13 @@ pub async fn up(
     // and the watch below still checks that every object is Ready at the current revisions
     // (a spec devenv changed makes Flux reconcile by itself).
     let charts_pushed = charts.iter().any(|c| c.pushed);
-    if !pushed.is_empty() || !behind.is_empty() || env_changed || charts_pushed || !requested.is_empty() {
+    if !pushed.is_empty()
+        || !behind.is_empty()
+        || env_changed
+        || charts_pushed
+        || !requested.is_empty()
+        || flux_objects_missing(client, flux_namespace).await?
+    {
         requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
         request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
     }
@@ -267,6 +273,17 @@ pub async fn up(
     let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
     remove_stale_sources(client, config, &prepared.packed.sources()).await?;
     Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
+}
+
+/// Whether a Kustomization or HelmRelease that one of the environment's Kustomizations
+/// applied is gone (deleted by hand): only a reconcile of what applied it brings it back.
+async fn flux_objects_missing(client: &kube::Client, flux_namespace: &str) -> Result<bool, Error> {
+    let applied = inventory(client, flux_namespace).await?;
+    let present: BTreeSet<String> = wait::list_all(client).await?.iter().map(wait::key).collect();
+    Ok(applied
+        .iter()
+        .filter(|object| matches!(object["kind"].as_str(), Some("Kustomization" | "HelmRelease")))
+        .any(|object| !present.contains(&describe(object))))
 }
 
 /// devenv's sources in the cluster whose artifact is not the registry's (`manifest_digest`)
