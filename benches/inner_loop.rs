@@ -18,14 +18,17 @@
 
 #[path = "common/classic.rs"]
 mod classic;
+#[path = "common/cleanup.rs"]
+mod cleanup;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use classic::{GitServer, classic_loop, environment_values, median, remove_classic};
+use cleanup::Cleanup;
 use serde_json::json;
 
 const ROUNDS: usize = 3;
@@ -61,7 +64,7 @@ fn main() {
 
     // Containers and volumes a crashed earlier run left are found by their labels.
     devenv(&["down", "--purge"]);
-    let cleanup = Cleanup { repo: &repo, state: &state };
+    let cleanup = Cleanup { repo: &repo, state: &state, env: ENV };
     let result = devenv(&["up"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(common::cluster_client(&result));
@@ -205,24 +208,6 @@ fn add_services(repo: &Path, count: usize) {
         resources.push_str(&format!("  - ../base/{name}\n"));
     }
     std::fs::write(overlay, resources).unwrap();
-}
-
-/// `devenv down --purge` when dropped, also while a failed assertion unwinds, so no cluster,
-/// container or volume outlives the run.
-struct Cleanup<'a> {
-    repo: &'a Path,
-    state: &'a Path,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_devenv"))
-            .args(["down", "--purge", "--env", ENV])
-            .current_dir(self.repo)
-            .env("DEVENV_STATE_DIR", self.state)
-            .stdout(Stdio::null())
-            .status();
-    }
 }
 
 /// The fixture as the cluster's repository: bootstrap's GitRepository points at the server,

@@ -19,17 +19,19 @@
 
 #[path = "common/classic.rs"]
 mod classic;
+#[path = "common/cleanup.rs"]
+mod cleanup;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "common/scale_repo.rs"]
 mod scale_repo;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use classic::{GitServer, classic_loop, environment_values, median, remove_classic};
+use cleanup::Cleanup;
 use serde_json::json;
 
 const ROUNDS: usize = 3;
@@ -65,7 +67,7 @@ fn main() {
         (serde_json::from_str(&last).unwrap_or_else(|_| panic!("devenv {args:?}: {output}")), elapsed)
     };
 
-    let _cleanup = Cleanup { repo: &repo, state: &state };
+    let _cleanup = Cleanup { repo: &repo, state: &state, env: ENV };
     let (result, cold) = devenv(&["up"]);
     assert!(result.get("error").is_none(), "cold up: {result}");
     let objects = result["flux"]["objects"].as_array().unwrap().len();
@@ -184,21 +186,4 @@ fn run_measured(command: &mut Command) -> (String, i64) {
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
     (stdout, usage.ru_maxrss)
-}
-
-/// `devenv down --purge` when dropped, also while a failed assertion unwinds.
-struct Cleanup<'a> {
-    repo: &'a Path,
-    state: &'a Path,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_devenv"))
-            .args(["down", "--purge", "--env", ENV])
-            .current_dir(self.repo)
-            .env("DEVENV_STATE_DIR", self.state)
-            .stdout(Stdio::null())
-            .status();
-    }
 }
