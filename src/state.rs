@@ -15,7 +15,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use crate::providers::ClusterInfo;
-pub use lock::{EnvLock, Holder, LOCK_FILE, PortBook};
+pub use lock::{EnvLock, Holder, LOCK_FILE, PortBook, human};
 
 /// Overrides the state directory (tests, CI).
 pub const STATE_DIR_ENV: &str = "DEVENV_STATE_DIR";

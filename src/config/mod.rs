@@ -134,7 +134,7 @@ impl Config {
     pub fn environment_namespace(&self) -> Option<String> {
         let cluster = &self.profile.cluster;
         let default = match cluster.provider {
-            profile::Provider::Existing => profile::Isolation::Namespace,
+            profile::Provider::Existing | profile::Provider::EksNamespace => profile::Isolation::Namespace,
             _ => profile::Isolation::Cluster,
         };
         (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
@@ -145,6 +145,13 @@ impl Config {
     /// namespace, or the repository's Flux namespace when it has the cluster to itself.
     pub fn flux_namespace(&self) -> String {
         self.environment_namespace().unwrap_or_else(|| self.project.flux.namespace.clone())
+    }
+
+    /// The ServiceAccount every Flux object of the environment acts as
+    /// (`spec.serviceAccountName`), so its manifests can change nothing outside its
+    /// namespace: the preview's own, for a pull request's preview.
+    pub fn flux_service_account(&self) -> Option<&'static str> {
+        (self.profile.cluster.provider == profile::Provider::EksNamespace).then_some(crate::preview::SERVICE_ACCOUNT)
     }
 }
 

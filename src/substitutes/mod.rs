@@ -77,6 +77,9 @@ pub struct Desired {
 pub struct Observed {
     pub container: Option<ContainerInfo>,
     pub volume_exists: bool,
+    /// Generated credentials kept beside the data (in-cluster substitutes keep them in a
+    /// Secret of their namespace), by the catalogue's secret names.
+    pub credentials: BTreeMap<String, String>,
 }
 
 /// A rendered output of a substitute.
@@ -156,7 +159,7 @@ pub async fn observe(docker: &Docker, config: &Config) -> Result<(BTreeMap<Strin
     for service in &config.services {
         let container = docker.inspect_container(&naming::container_name(&config.env, &service.name)).await?;
         let volume_exists = volumes.contains(&naming::volume_name(&config.env, &service.name));
-        observed.insert(service.name.clone(), Observed { container, volume_exists });
+        observed.insert(service.name.clone(), Observed { container, volume_exists, credentials: BTreeMap::new() });
     }
     let expected: Vec<String> = config.services.iter().map(|s| naming::container_name(&config.env, &s.name)).collect();
     // Only substitutes (they carry a service label) can be orphans; the environment's other
@@ -192,6 +195,11 @@ pub fn resolve(
         let substitute = &service.substitute;
         let remembered = state.services.entry(service.name.clone()).or_default();
         remembered.kind = service.kind.clone();
+        // Credentials kept beside the data are the ones it was initialised with, whatever
+        // this machine remembers (another machine may have made it).
+        if let Some(found) = observed.get(&service.name).map(|o| &o.credentials).filter(|c| !c.is_empty()) {
+            remembered.secrets.extend(found.clone());
+        }
         // A volume keeps the credentials it was initialised with; new ones would never work
         // and the probe would only time out.
         let volume_exists = observed.get(&service.name).is_some_and(|o| o.volume_exists);
