@@ -201,15 +201,28 @@ pub struct PreviewGcArgs {
     /// Also delete previews made longer ago than this (e.g. 7d), expired or not
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub older_than: Option<std::time::Duration>,
-    /// The pull requests still open, comma-separated: the previews of all others are deleted
-    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
-    pub open_prs: Option<Vec<u64>>,
+    /// The pull requests still open, comma-separated (empty: none): the previews of all others are deleted
+    #[arg(long, value_name = "N,N,…", value_parser = parse_pr_list)]
+    pub open_prs: Option<PrList>,
     /// Say what would be deleted, and delete nothing
     #[arg(long)]
     pub dry_run: bool,
     /// How long Flux's prune of each preview may take
     #[arg(long, default_value = "5m", value_parser = parse_timeout)]
     pub timeout: std::time::Duration,
+}
+
+/// Pull request numbers, as `--open-prs` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrList(pub std::collections::BTreeSet<u64>);
+
+/// `12,15,31`; an empty list (no pull request is open) is fine, so a script may pass what
+/// `gh pr list` printed as it is.
+fn parse_pr_list(text: &str) -> Result<PrList, String> {
+    (text.split(',').map(str::trim).filter(|n| !n.is_empty()))
+        .map(|n| n.parse::<u64>().map_err(|_| format!("`{n}` is not a pull request number")))
+        .collect::<Result<_, _>>()
+        .map(PrList)
 }
 
 /// Exactly one identity: the one CI authenticates as.

@@ -430,9 +430,11 @@ impl PreviewRepo {
         (output.status.code().unwrap_or(-1), result, stderr)
     }
 
+    /// Runs a preview command that must succeed; its result has the README's shape.
     fn ok(&self, args: &[&str]) -> Value {
         let (code, result, stderr) = self.preview(args);
         assert_eq!(code, 0, "preview {args:?} failed: {stderr}\n{result}");
+        common::shape::Shapes::from_readme().check_line(&format!("preview-{}", args[0]), &result);
         result
     }
 }

@@ -257,11 +257,11 @@ pub async fn gc(ctx: &Context, args: &PreviewGcArgs) -> Result<(), Error> {
     let client = connect(&config).await?;
     let reporter = ctx.reporter();
     let now = jiff::Timestamp::now();
-    let open: Option<BTreeSet<u64>> = args.open_prs.as_ref().map(|prs| prs.iter().copied().collect());
+    let open: Option<&BTreeSet<u64>> = args.open_prs.as_ref().map(|prs| &prs.0);
     let previews: Vec<Listed> = cluster::list(&client, &project).await?;
     let (doomed, kept): (Vec<_>, Vec<_>) = previews
         .into_iter()
-        .map(|p| (cluster::gc_reason(&p, now, open.as_ref(), args.older_than), p))
+        .map(|p| (cluster::gc_reason(&p, now, open, args.older_than), p))
         .partition(|(reason, p)| reason.is_some() && p.status != "terminating");
     let kept: Vec<Collected> = kept
         .into_iter()
