@@ -619,3 +619,102 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     assert_eq!(all_ready(&admin, "pr-2-shop").await, second_before, "pr 2 is untouched");
     repo.ok(&["down", "--pr", "2", "--wait"]);
 }
+
+const WORKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/github-actions/preview.yaml");
+
+/// The `run:` block of the workflow's step that runs `devenv preview <command>`, in `job`.
+fn workflow_step(job: &str, command: &str) -> String {
+    let workflow: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(WORKFLOW).unwrap()).unwrap();
+    let steps = workflow["jobs"][job]["steps"].as_sequence().unwrap_or_else(|| panic!("no job `{job}`"));
+    steps
+        .iter()
+        .filter_map(|step| step["run"].as_str())
+        .find(|run| run.contains(&format!("devenv preview {command}")))
+        .unwrap_or_else(|| panic!("job `{job}` has no `devenv preview {command}` step"))
+        .to_string()
+}
+
+/// Runs a step as GitHub Actions does (`bash -eo pipefail`), its `${{ … }}` replaced by
+/// `values`, with devenv and jq on the PATH; returns what it wrote to `$GITHUB_OUTPUT`.
+fn run_step(repo: &PreviewRepo, script: &str, values: &[(&str, &str)]) -> String {
+    let mut script = script.to_string();
+    for (expression, value) in values {
+        script = script.replace(&format!("${{{{ {expression} }}}}"), value);
+    }
+    assert!(!script.contains("${{"), "an expression the test does not fill: {script}");
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_devenv"), bin.path().join("devenv")).unwrap();
+    let output_file = bin.path().join("github-output");
+    std::fs::write(&output_file, "").unwrap();
+    let started = Instant::now();
+    let output = std::process::Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", &script])
+        .current_dir(repo.dir.path())
+        .env("PATH", format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap()))
+        .env("KUBECONFIG", &repo.kubeconfig)
+        .env("DEVENV_STATE_DIR", repo.state.path())
+        .env("GITHUB_OUTPUT", &output_file)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    eprintln!("[preview] workflow step: {:.1}s", started.elapsed().as_secs_f64());
+    assert!(
+        output.status.success(),
+        "the step failed:\n{script}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(output_file).unwrap() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// The example workflow's own `devenv preview` steps, run as written: `up` for two pushes of
+/// two pull requests fills the step outputs the comment uses, `gc` with the open pull
+/// requests removes the closed one's preview, `down` the other's.
+#[tokio::test]
+async fn the_github_actions_workflow_runs_its_preview_steps() {
+    if !sim_available() {
+        return;
+    }
+    if which("jq").is_none() {
+        assert!(!common::in_ci(), "the workflow's steps need jq");
+        eprintln!("skipping: no jq");
+        return;
+    }
+    grant_ci_identity().await;
+    let admin = client_as(None).await;
+    let repo = PreviewRepo::new("ci-shop", 5);
+    let sha = repo.commits[0].clone();
+    let up = workflow_step("up", "up");
+    for pr in ["11", "12"] {
+        let values = [("github.event.pull_request.number", pr), ("github.event.pull_request.head.sha", sha.as_str())];
+        let outputs = run_step(&repo, &up, &values);
+        assert!(outputs.contains(&format!("namespace=pr-{pr}-ci-shop\n")), "{outputs}");
+        assert!(outputs.contains("expires-at=20"), "{outputs}");
+        let objects: usize = outputs.lines().find_map(|l| l.strip_prefix("objects=")).unwrap().parse().unwrap();
+        assert!(objects >= 5, "{outputs}");
+    }
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "12")]);
+    assert!(gc.contains(r#"{"deleted":[11],"kept":[12]}"#), "{gc}");
+    let down = workflow_step("down", "down");
+    let removed = run_step(&repo, &down, &[("github.event.pull_request.number", "12")]);
+    assert!(removed.contains(r#""existed":true"#), "{removed}");
+    assert!(namespaces.get_opt("pr-12-ci-shop").await.unwrap().is_none());
+    // No pull request open: `gh pr list` prints nothing, and nothing is left to delete.
+    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "")]);
+    assert!(gc.contains(r#"{"deleted":[],"kept":[]}"#), "{gc}");
+    let _ = eventually("pr-11-ci-shop is gone", Duration::from_secs(60), || {
+        let namespaces = namespaces.clone();
+        async move {
+            match namespaces.get_opt("pr-11-ci-shop").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|path| path.is_file())
+}
