@@ -84,6 +84,11 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV067", "a substituted value would make a string field a number, boolean or null"),
     ("DEV068", "an `overlay.disable` entry matches nothing"),
     ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
+    ("DEV080", "a secret or parameter has no value, or more than one"),
+    ("DEV081", "a `${SERVICE.OUTPUT}` reference or `rds:` names a service or output that is not there"),
+    ("DEV082", "`rds:` names a service that is not a database"),
+    ("DEV083", "a secret or parameter name that AWS would refuse"),
+    ("DEV084", "a resource field that its kind does not take"),
     ("DEV090", "interrupted"),
 ];
 
@@ -575,6 +580,11 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
                 Problem::UnknownParam => "DEV009",
                 Problem::Invalid => "DEV010",
                 Problem::Unsupported => "DEV012",
+                Problem::ResourceValue => "DEV080",
+                Problem::UnknownReference => "DEV081",
+                Problem::NotADatabase => "DEV082",
+                Problem::ResourceName => "DEV083",
+                Problem::NotApplicable => "DEV084",
             },
             hint.clone(),
         ),

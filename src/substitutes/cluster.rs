@@ -407,7 +407,10 @@ pub fn readiness_probe(probe: &Probe, main_port: &str, values: &BTreeMap<String,
         Probe::Http { path, .. } => {
             json!({"httpGet": {"path": config::template::render(path, values), "port": main_port}})
         }
-        Probe::Sql { .. } | Probe::Redis { .. } | Probe::Tcp { .. } => json!({"tcpSocket": {"port": main_port}}),
+        // A signed AWS API call is beyond the kubelet too.
+        Probe::Sql { .. } | Probe::Redis { .. } | Probe::AwsJson { .. } | Probe::Tcp { .. } => {
+            json!({"tcpSocket": {"port": main_port}})
+        }
     };
     let mut probe = check;
     probe["periodSeconds"] = json!(2);

@@ -1,12 +1,19 @@
-//! Resources a service asks for in devenv.yaml (S3 buckets, SQS queues …), created through
-//! the substitute's own API once its probe passes. Each action is typed by the catalogue and
-//! implemented once here; creating a resource that exists changes nothing.
+//! Resources a service asks for in devenv.yaml (S3 buckets, SQS queues, secrets, parameters
+//! …), created through the substitute's own API once its probe passes. Each action is typed by
+//! the catalogue and implemented once here; creating a resource that exists changes nothing,
+//! and a secret or parameter whose value changed is brought up to date.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
+use crate::aws;
 use crate::config::catalogue::CreateResource;
-use crate::config::template;
+use crate::config::profile::{Provider, SubstituteRuntime as RuntimeKind};
+use crate::config::project::{DeclaredResource, ParameterType};
+use crate::config::{Config, Service, declared, template};
+use crate::state::{ServiceState, State};
 
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
@@ -20,6 +27,8 @@ pub enum Outcome {
     /// It is there; the API does not say whether it was made now (creating it again is a
     /// no-op).
     Ensured,
+    /// It was there with another value, which was replaced.
+    Updated,
 }
 
 impl Outcome {
@@ -28,6 +37,7 @@ impl Outcome {
             Outcome::Created => "created",
             Outcome::Present => "present",
             Outcome::Ensured => "ready",
+            Outcome::Updated => "updated",
         }
     }
 }
@@ -38,13 +48,103 @@ pub fn describe(create: &CreateResource, name: &str, values: &BTreeMap<String, S
     match create {
         CreateResource::S3Bucket { endpoint, .. } => format!("bucket `{name}` (S3 on {})", render(endpoint)),
         CreateResource::SqsQueue { endpoint } => format!("queue `{name}` (SQS on {})", render(endpoint)),
+        CreateResource::SecretsmanagerSecret { endpoint, .. } => {
+            format!("secret `{name}` (Secrets Manager on {})", render(endpoint))
+        }
+        CreateResource::SsmParameter { endpoint, .. } => {
+            format!("parameter `{name}` (SSM Parameter Store on {})", render(endpoint))
+        }
     }
+}
+
+/// The value a declared secret or parameter should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub value: String,
+    /// For a parameter: its type.
+    pub parameter_type: ParameterType,
+}
+
+/// Every service's outputs as `SERVICE.OUTPUT`, with the addresses the applications use: the
+/// pods' when the environment has a cluster, this machine's when it has none (`provider:
+/// none`, where applications run here).
+pub fn references(config: &Config, state: &State) -> BTreeMap<String, String> {
+    let mut references = BTreeMap::new();
+    for service in &config.services {
+        let remembered = state.services.get(&service.name).cloned().unwrap_or_default();
+        let values = app_values(config, service, &remembered);
+        for output in super::render_outputs(service, &values) {
+            references.insert(format!("{}.{}", service.name, output.name), output.value);
+        }
+    }
+    references
+}
+
+fn app_values(config: &Config, service: &Service, remembered: &ServiceState) -> BTreeMap<String, String> {
+    use super::SubstituteRuntime as _;
+    match config.profile.substitutes.runtime {
+        RuntimeKind::Cluster => {
+            super::cluster::pod_values(&config.env, &super::cluster::namespace_for(config), service, remembered)
+        }
+        RuntimeKind::Docker if config.profile.cluster.provider == Provider::None => {
+            super::host_values(&config.env, service, remembered)
+        }
+        RuntimeKind::Docker => super::runtime::DockerRuntime::default().pod_values(&config.env, service, remembered),
+    }
+}
+
+/// The values of a service's declared secrets and parameters: `references` filled in,
+/// generated passwords from `generated`. Validation made sure every reference exists.
+pub fn contents(
+    service: &Service,
+    references: &BTreeMap<String, String>,
+    generated: &BTreeMap<String, String>,
+) -> BTreeMap<String, Content> {
+    let render = |text: &str| template::render(text, references);
+    (service.declared.iter())
+        .map(|(name, declared)| {
+            let value = match declared {
+                DeclaredResource { value: Some(value), .. } => render(value),
+                DeclaredResource { generate: Some(_), .. } => generated.get(name).cloned().unwrap_or_default(),
+                DeclaredResource { json: Some(object), .. } => {
+                    render_json(&Value::Object(object.clone()), &render).to_string()
+                }
+                DeclaredResource { rds: Some(database), .. } => rds_secret(database, references).to_string(),
+                _ => String::new(),
+            };
+            (name.clone(), Content { value, parameter_type: declared.parameter_type.unwrap_or_default() })
+        })
+        .collect()
+}
+
+fn render_json(value: &Value, render: &dyn Fn(&str) -> String) -> Value {
+    match value {
+        Value::String(text) => Value::String(render(text)),
+        Value::Array(items) => Value::Array(items.iter().map(|item| render_json(item, render)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), render_json(v, render))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The secret RDS keeps for a database's credentials; the port is a number, as there.
+fn rds_secret(database: &str, references: &BTreeMap<String, String>) -> Value {
+    let mut secret = serde_json::Map::new();
+    for (key, output) in declared::RDS_SHAPE {
+        let value = references.get(&format!("{database}.{output}")).cloned().unwrap_or_default();
+        let value = match (key, value.parse::<u16>()) {
+            ("port", Ok(port)) => json!(port),
+            _ => Value::String(value),
+        };
+        secret.insert(key.to_string(), value);
+    }
+    Value::Object(secret)
 }
 
 /// One attempt to make sure the resource exists; the error says what failed.
 pub async fn ensure(
     create: &CreateResource,
     name: &str,
+    content: Option<&Content>,
     values: &BTreeMap<String, String>,
     deadline: Duration,
 ) -> Result<Outcome, String> {
@@ -60,7 +160,57 @@ pub async fn ensure(
             ensure_bucket(&client, &bucket, &credentials).await
         }
         CreateResource::SqsQueue { endpoint } => ensure_queue(&client, &render(endpoint), name).await,
+        CreateResource::SecretsmanagerSecret { endpoint, region, access_key_id, secret_access_key }
+        | CreateResource::SsmParameter { endpoint, region, access_key_id, secret_access_key } => {
+            let credentials =
+                aws::Credentials { access_key_id: render(access_key_id), secret_access_key: render(secret_access_key) };
+            let content = content.ok_or_else(|| format!("no value for `{name}`"))?;
+            if matches!(create, CreateResource::SsmParameter { .. }) {
+                let client = aws::Client::ssm(&render(endpoint), &render(region), credentials, deadline)?;
+                ensure_parameter(&client, name, content).await
+            } else {
+                let client = aws::Client::secrets_manager(&render(endpoint), &render(region), credentials, deadline)?;
+                ensure_secret(&client, name, &content.value).await
+            }
+        }
     }
+}
+
+/// `GetSecretValue`, then `CreateSecret` or `PutSecretValue` when it is missing or differs.
+async fn ensure_secret(client: &aws::Client, name: &str, value: &str) -> Result<Outcome, String> {
+    match client.call("GetSecretValue", &json!({"SecretId": name})).await {
+        Ok(found) if found["SecretString"].as_str() == Some(value) => Ok(Outcome::Present),
+        Ok(_) => {
+            let request = json!({"SecretId": name, "SecretString": value});
+            client.call("PutSecretValue", &request).await.map_err(|e| format!("PutSecretValue: {e}"))?;
+            Ok(Outcome::Updated)
+        }
+        Err(error) if error.is_not_found() => {
+            let request = json!({"Name": name, "SecretString": value});
+            client.call("CreateSecret", &request).await.map_err(|e| format!("CreateSecret: {e}"))?;
+            Ok(Outcome::Created)
+        }
+        Err(error) => Err(format!("GetSecretValue: {error}")),
+    }
+}
+
+/// `GetParameter`, then `PutParameter` when it is missing or its value or type differs.
+async fn ensure_parameter(client: &aws::Client, name: &str, content: &Content) -> Result<Outcome, String> {
+    let kind = content.parameter_type.as_str();
+    let outcome = match client.call("GetParameter", &json!({"Name": name, "WithDecryption": true})).await {
+        Ok(found)
+            if found["Parameter"]["Value"].as_str() == Some(content.value.as_str())
+                && found["Parameter"]["Type"].as_str() == Some(kind) =>
+        {
+            return Ok(Outcome::Present);
+        }
+        Ok(_) => Outcome::Updated,
+        Err(error) if error.is_not_found() => Outcome::Created,
+        Err(error) => return Err(format!("GetParameter: {error}")),
+    };
+    let request = json!({"Name": name, "Value": content.value, "Type": kind, "Overwrite": outcome == Outcome::Updated});
+    client.call("PutParameter", &request).await.map_err(|e| format!("PutParameter: {e}"))?;
+    Ok(outcome)
 }
 
 async fn ensure_bucket(
