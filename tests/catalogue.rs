@@ -357,8 +357,8 @@ async fn sqs_creates_queues_and_keeps_messages() {
 /// substitute has started before the first one is ready).
 #[tokio::test]
 async fn every_kind_starts_in_parallel() {
-    let (Some(postgres), Some(redis), Some(opensearch), Some(s3proxy), Some(elasticmq)) =
-        (postgres_image(), redis_image(), opensearch_image(), s3proxy_image(), elasticmq_image())
+    let (Some(postgres), Some(redis), Some(opensearch), Some(s3proxy), Some(elasticmq), Some(moto)) =
+        (postgres_image(), redis_image(), opensearch_image(), s3proxy_image(), elasticmq_image(), common::moto_image())
     else {
         return;
     };
@@ -368,6 +368,8 @@ async fn every_kind_starts_in_parallel() {
         "  - name: search\n    kind: opensearch\n",
         "  - name: blobs\n    kind: s3\n    resources: [uploads]\n",
         "  - name: queues\n    kind: sqs\n    resources: [orders]\n",
+        "  - name: secrets\n    kind: secretsmanager\n    resources:\n      - name: ledger/db\n        rds: ledger-db\n",
+        "  - name: parameters\n    kind: ssm-parameter-store\n    resources:\n      - name: /ledger/cache-host\n        value: ${cache.host}\n",
     );
     let images = [
         ("rds-postgres", postgres.as_str()),
@@ -375,11 +377,13 @@ async fn every_kind_starts_in_parallel() {
         ("opensearch", opensearch.as_str()),
         ("s3", s3proxy.as_str()),
         ("sqs", elasticmq.as_str()),
+        ("secretsmanager", moto.as_str()),
+        ("ssm-parameter-store", moto.as_str()),
     ];
     let repo = repo("t-cat-all", services, &images);
 
     let (events, result) = up_with_events(&repo);
-    assert_eq!(result["services"].as_array().unwrap().len(), 5);
+    assert_eq!(result["services"].as_array().unwrap().len(), 7);
     let substitutes: Vec<&Value> =
         events.iter().filter(|e| e["step"].as_str().is_some_and(|s| s.starts_with("substitute/"))).collect();
     let first_finished = substitutes.iter().position(|e| e["event"] == "finished").unwrap();
