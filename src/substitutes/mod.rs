@@ -3,6 +3,7 @@
 //! answers as the application will use it.
 
 pub mod cluster;
+pub mod contents;
 pub mod probe;
 pub mod resources;
 pub mod runtime;
@@ -71,7 +72,7 @@ pub struct Desired {
     /// Template values as seen from this machine (host 127.0.0.1, published ports).
     pub values: BTreeMap<String, String>,
     /// The values of the service's declared secrets and parameters, by name.
-    pub contents: BTreeMap<String, resources::Content>,
+    pub contents: BTreeMap<String, contents::Content>,
 }
 
 /// What one service's container is.
@@ -268,10 +269,10 @@ pub fn resolve(
             }
         }
     }
-    let references = resources::references(config, state);
+    let references = contents::references(config, state);
     for one in &mut desired {
         let generated = &state.services[&one.service.name].generated;
-        one.contents = resources::contents(&one.service, &references, generated);
+        one.contents = contents::contents(&one.service, &references, generated);
     }
     Ok(desired)
 }
