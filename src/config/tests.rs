@@ -460,6 +460,11 @@ fn value_on_a_bucket() {
 }
 
 #[test]
+fn misspelled_field_of_a_secret() {
+    insta::assert_snapshot!(rendered_project(&format!("{VALID}{}", SECRETS_SERVICE.replace("rds:", "rsd:"))));
+}
+
+#[test]
 fn type_on_a_secret() {
     insta::assert_snapshot!(rendered_project(&format!("{VALID}{SECRETS_SERVICE}        type: SecureString\n")));
 }
