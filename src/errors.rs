@@ -98,6 +98,11 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV075", "a preview's namespace is stuck terminating"),
     ("DEV076", "a namespace of the preview's name exists and devenv did not make it"),
     ("DEV077", "a `devenv preview` command was given a profile that is not a preview profile"),
+    ("DEV080", "a secret or parameter has no value, or more than one"),
+    ("DEV081", "a `${SERVICE.OUTPUT}` reference or `rds:` names a service or output that is not there"),
+    ("DEV082", "`rds:` names a service that is not a database"),
+    ("DEV083", "a secret or parameter name that AWS would refuse"),
+    ("DEV084", "a resource field that its kind does not take"),
     ("DEV090", "interrupted"),
 ];
 
@@ -598,6 +603,11 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
                 Problem::UnknownParam => "DEV009",
                 Problem::Invalid => "DEV010",
                 Problem::Unsupported => "DEV012",
+                Problem::ResourceValue => "DEV080",
+                Problem::UnknownReference => "DEV081",
+                Problem::NotADatabase => "DEV082",
+                Problem::ResourceName => "DEV083",
+                Problem::NotApplicable => "DEV084",
             },
             hint.clone(),
         ),

@@ -114,6 +114,10 @@ pub struct ServiceState {
     /// Generated credentials, by the catalogue's secret names.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Generated values of the service's secrets and parameters (`generate: password`), by
+    /// resource name, so every `up` makes them again the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generated: BTreeMap<String, String>,
 }
 
 impl State {
@@ -237,6 +241,7 @@ mod tests {
                 kind: "rds-mariadb".into(),
                 host_ports: BTreeMap::from([("sql".into(), 40000)]),
                 secrets: BTreeMap::from([("password".into(), generate_secret())]),
+                ..Default::default()
             },
         );
         store.save(&state).unwrap();

@@ -106,7 +106,8 @@ impl Packed {
 
 /// `sha256:<hex>` of some bytes.
 pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
+    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 type Contents = BTreeMap<String, (Vec<u8>, bool)>;

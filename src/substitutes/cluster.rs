@@ -440,7 +440,10 @@ pub fn readiness_probe(probe: &Probe, main_port: &str, values: &BTreeMap<String,
         Probe::Http { path, .. } => {
             json!({"httpGet": {"path": config::template::render(path, values), "port": main_port}})
         }
-        Probe::Sql { .. } | Probe::Redis { .. } | Probe::Tcp { .. } => json!({"tcpSocket": {"port": main_port}}),
+        // A signed AWS API call is beyond the kubelet too.
+        Probe::Sql { .. } | Probe::Redis { .. } | Probe::AwsJson { .. } | Probe::Tcp { .. } => {
+            json!({"tcpSocket": {"port": main_port}})
+        }
     };
     let mut probe = check;
     probe["periodSeconds"] = json!(2);
@@ -827,6 +830,43 @@ mod tests {
         assert_eq!(map.config_map["DB_HOST"], format!("orders-db.{namespace}.svc"));
         assert_eq!(map.config_map["DB_PORT"], "3306");
         assert_eq!(crate::envmap::for_host(&config, &state, &runtime, None), map);
+    }
+
+    /// The catalogue entry runs in the cluster as it is; the secrets it would make are refused
+    /// there (they are made from this machine, which does not reach the pod).
+    #[test]
+    fn secrets_manager_runs_in_the_cluster_from_its_catalogue_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = "  - name: secrets\n    kind: secretsmanager\n    keys:\n      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint\n      AWS_SECRET_ACCESS_KEY: secretAccessKey\n";
+        let project = format!(
+            "project: shop\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: env\nservices:\n{services}"
+        );
+        std::fs::write(dir.path().join("devenv.yaml"), &project).unwrap();
+        std::fs::create_dir_all(dir.path().join(".devenv/profiles")).unwrap();
+        std::fs::write(
+            dir.path().join(".devenv/profiles/mine.yaml"),
+            "cluster:\n  provider: kind\nsubstitutes:\n  runtime: cluster\n",
+        )
+        .unwrap();
+        let selection = Selection { repo: Some(dir.path().into()), profile: Some("mine".into()), ..Default::default() };
+        let config = config::load(&selection, dir.path()).unwrap();
+        let mut state = State::default();
+        let desired = super::super::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
+        let namespace = namespace_for(&config);
+        let objects = objects(&namespace, &desired[0]);
+        assert_eq!(objects.secret["stringData"]["MOTO_PORT"], "5000");
+        let container = &objects.stateful_set["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "docker.io/motoserver/moto:5.2.5");
+        assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "api");
+        let map = crate::envmap::compute(&config, &state, &ClusterRuntime::for_config(&config));
+        assert_eq!(map.config_map["AWS_ENDPOINT_URL_SECRETS_MANAGER"], format!("http://secrets.{namespace}.svc:5000"));
+        assert_eq!(map.secret["AWS_SECRET_ACCESS_KEY"], state.services["secrets"].secrets["secretAccessKey"]);
+
+        let with_secret = project
+            .replace("    keys:", "    resources:\n      - name: app/key\n        generate: password\n    keys:");
+        std::fs::write(dir.path().join("devenv.yaml"), with_secret).unwrap();
+        let error = config::load(&selection, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("creates its secrets from this machine"), "{error}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! answers as the application will use it.
 
 pub mod cluster;
+pub mod contents;
 pub mod probe;
 pub mod resources;
 pub mod runtime;
@@ -70,6 +71,8 @@ pub struct Desired {
     pub ports: BTreeMap<String, Choice>,
     /// Template values as seen from this machine (host 127.0.0.1, published ports).
     pub values: BTreeMap<String, String>,
+    /// The values of the service's declared secrets and parameters, by name.
+    pub contents: BTreeMap<String, contents::Content>,
 }
 
 /// What one service's container is.
@@ -261,7 +264,23 @@ pub fn resolve(
         };
         let hash = spec_hash(&spec);
         spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);
-        desired.push(Desired { service: service.clone(), spec, ports: choices, values });
+        desired.push(Desired { service: service.clone(), spec, ports: choices, values, contents: BTreeMap::new() });
+    }
+    // Secrets and parameters read other services' outputs, so they are rendered once every
+    // service's credentials and ports are decided.
+    for one in &mut desired {
+        let remembered = state.services.entry(one.service.name.clone()).or_default();
+        remembered.generated.retain(|name, _| one.service.declared.contains_key(name));
+        for (name, declared) in &one.service.declared {
+            if declared.generate.is_some() {
+                remembered.generated.entry(name.clone()).or_insert_with(state::generate_secret);
+            }
+        }
+    }
+    let references = contents::references(config, state);
+    for one in &mut desired {
+        let generated = &state.services[&one.service.name].generated;
+        one.contents = contents::contents(&one.service, &references, generated);
     }
     Ok(desired)
 }
@@ -401,7 +420,8 @@ async fn ensure_resources(
         loop {
             let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
             let attempt = left.min(probe::ATTEMPT_DEADLINE);
-            match resources::ensure(&catalogue.create, name, &desired.values, attempt).await {
+            let content = desired.contents.get(name);
+            match resources::ensure(&catalogue.create, name, content, &desired.values, attempt).await {
                 Ok(outcome) => {
                     reporter.progress(step, &format!("{} `{name}` {}", catalogue.create.noun(), outcome.word()));
                     break;
