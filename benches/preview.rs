@@ -136,7 +136,7 @@ impl Repo {
         .unwrap();
         std::fs::write(
             profiles.join("shared.yaml"),
-            format!("cluster:\n  provider: existing\n  context: {context}\nregistry:\n  url: {registry}\n"),
+            format!("cluster:\n  provider: existing\n  context: {context}\nregistry:\n  url: {registry}\nenvironment:\n  AWS_REGION: us-east-1\n"),
         )
         .unwrap();
         let repo =

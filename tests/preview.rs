@@ -718,3 +718,51 @@ async fn the_github_actions_workflow_runs_its_preview_steps() {
 fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|path| path.is_file())
 }
+
+/// A run holding the preview's Lease makes `preview up` wait and, after `--timeout`, stop
+/// with `DEV073` naming the holder; a namespace a finalizer holds makes `preview down --wait`
+/// stop with `DEV075` naming what holds it.
+#[tokio::test]
+async fn a_held_lease_and_a_stuck_namespace_are_named() {
+    if !sim_available() {
+        return;
+    }
+    grant_ci_identity().await;
+    let admin = client_as(None).await;
+    let repo = PreviewRepo::new("held", 5);
+    let sha = repo.commits[0].clone();
+    repo.ok(&["up", "--pr", "4", "--sha", &sha, "--timeout", "3m"]);
+
+    let held = devenv::preview::lease::acquire(
+        &admin,
+        "pr-4-held",
+        "devenv preview up --pr 4 (another job)",
+        Duration::from_secs(5),
+        &SilentReporter,
+    )
+    .await
+    .unwrap();
+    let (code, _, text) = repo.preview(&["up", "--pr", "4", "--sha", &sha, "--timeout", "2s"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV073\""), "{text}");
+    assert!(text.contains("devenv preview up --pr 4 (another job)"), "the holder is named: {text}");
+    held.release().await.unwrap();
+    repo.ok(&["up", "--pr", "4", "--sha", &sha, "--timeout", "3m"]);
+
+    // Something in the namespace with a finalizer no controller removes.
+    let held_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+    }))
+    .unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(admin.clone(), "pr-4-held");
+    config_maps.create(&PostParams::default(), &held_map).await.unwrap();
+    let (code, _, text) = repo.preview(&["down", "--pr", "4", "--wait", "--timeout", "15s"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV075\""), "{text}");
+    assert!(text.contains("namespace `pr-4-held` is still terminating"), "{text}");
+    assert!(text.contains("example.com/hold"), "what holds it is named: {text}");
+    let patch = json!({"metadata": {"finalizers": null}});
+    config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let again = repo.ok(&["down", "--pr", "4", "--wait"]);
+    assert_eq!(again["existed"], true, "a terminating namespace is still the preview's: {again}");
+}

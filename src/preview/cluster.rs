@@ -314,7 +314,8 @@ pub async fn remove(
     let namespaces: Api<Namespace> = Api::all(client.clone());
     match namespaces.delete(namespace, &DeleteParams::background()).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        // Gone, or already terminating.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(source) => return Err(api_error(format!("delete namespace `{namespace}`"))(source)),
     }
     if !wait {
