@@ -25,6 +25,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/platform");
 const PREVIEWS: u64 = 10;
 const EXPIRED: u64 = 50;
+const ROUNDS: usize = 3;
 
 fn main() {
     if let Err(error) = sim::binaries() {
@@ -40,14 +41,18 @@ fn main() {
     repo.devenv(&["preview", "up", "--pr", "900"]);
     repo.devenv(&["preview", "down", "--pr", "900", "--wait"]);
 
-    let (_, peer_cold) = repo.devenv(&["up", "--profile", "shared", "--env", "peer"]);
-    let (_, cold) = repo.devenv(&["preview", "up", "--pr", "1"]);
-    repo.commit("a new commit");
-    repo.touch();
-    let (_, peer_update) = repo.devenv(&["up", "--profile", "shared", "--env", "peer"]);
-    let (_, update) = repo.devenv(&["preview", "up", "--pr", "1"]);
-    repo.devenv(&["down", "--env", "peer"]);
-    repo.devenv(&["preview", "down", "--pr", "1", "--wait"]);
+    // Alternating, so the load of the machine weighs on both alike.
+    let (mut cold, mut peer_cold, mut update, mut peer_update) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let (pr, peer_env) = (round.to_string(), format!("peer-{round}"));
+        peer_cold.push(repo.devenv(&["up", "--profile", "shared", "--env", &peer_env]).1);
+        cold.push(repo.devenv(&["preview", "up", "--pr", &pr]).1);
+        repo.touch(round);
+        peer_update.push(repo.devenv(&["up", "--profile", "shared", "--env", &peer_env]).1);
+        update.push(repo.devenv(&["preview", "up", "--pr", &pr]).1);
+        repo.devenv(&["down", "--env", &peer_env]);
+        repo.devenv(&["preview", "down", "--pr", &pr, "--wait"]);
+    }
 
     let sim_dir = work.path().join("sim");
     let apiserver_before = runtime.block_on(apiserver_rss(&sim_dir));
@@ -62,13 +67,13 @@ fn main() {
     }
 
     let client = runtime.block_on(admin_client(&info));
-    runtime.block_on(expired_previews(&client, "gc-bench"));
+    runtime.block_on(expired_previews(&client, "platform"));
     let (result, gc) = repo.devenv(&["preview", "gc"]);
     let collected = result["deleted"].as_array().map(Vec::len).unwrap_or_default();
     runtime.block_on(expired_previews(&client, "peer-bench"));
     let peer_gc = runtime.block_on(delete_namespaces(&client, "peer-bench"));
 
-    println!("previews on a sim cluster, the platform fixture (4 Kustomizations, 1 HelmRelease)");
+    println!("previews on a sim cluster, the platform fixture (4 Kustomizations, 1 HelmRelease); medians of {ROUNDS}");
     let row = |what: &str, ours: Duration, peer: Duration| {
         println!(
             "{what:<44} {:>7.2} s   peer {:>7.2} s   ratio {:.2}",
@@ -77,8 +82,8 @@ fn main() {
             ours.as_secs_f64() / peer.as_secs_f64()
         )
     };
-    row("preview up, cold, vs up in a shared namespace", cold, peer_cold);
-    row("preview up, new commit, vs up again", update, peer_update);
+    row("preview up, cold, vs up in a shared namespace", median(&mut cold), median(&mut peer_cold));
+    row("preview up, new commit, vs up again", median(&mut update), median(&mut peer_update));
     let total: Duration = times.iter().sum();
     println!(
         "{PREVIEWS} previews, one after the other: {:.1} s in all, {:.2} s each (median {:.2} s); list of them {:.2} s",
@@ -162,11 +167,13 @@ impl Repo {
         self.git(&["commit", "-q", "--allow-empty", "-m", message]);
     }
 
-    /// An edit of an app manifest, so the next `up` pushes and reconciles something.
-    fn touch(&self) {
+    /// An edit of an app manifest committed, so the next `up` pushes and reconciles a new
+    /// commit.
+    fn touch(&self, revision: usize) {
         let path = self.dir.join("apps/local/kustomization.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, format!("{text}commonLabels:\n  revision: \"2\"\n")).unwrap();
+        let text = text.split("commonLabels:").next().unwrap().to_string();
+        std::fs::write(&path, format!("{text}commonLabels:\n  revision: \"{revision}\"\n")).unwrap();
         self.commit("an edit");
     }
 
@@ -189,7 +196,8 @@ impl Repo {
     }
 }
 
-/// `EXPIRED` preview namespaces of `project`, each with its bundle, expired an hour ago.
+/// `EXPIRED` preview namespaces of `project` (pull requests from 101), each with its bundle,
+/// expired an hour ago.
 async fn expired_previews(client: &kube::Client, project: &str) {
     let settings = Settings {
         quota: Quota { cpu: None, memory: None, pods: Some(10) },
@@ -203,7 +211,7 @@ async fn expired_previews(client: &kube::Client, project: &str) {
         ttl: Duration::from_secs(3600),
     };
     let an_hour_ago = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(2)).unwrap();
-    for pr in 1..=EXPIRED {
+    for pr in 101..=100 + EXPIRED {
         let preview = Preview::new(pr, project, None, an_hour_ago, Duration::from_secs(3600)).unwrap();
         for object in bundle::objects(&preview, &settings) {
             devenv::kube::apply(client, &object).await.unwrap();

@@ -42,11 +42,16 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
     if let Some(provider) = &provider {
         provider.preflight().await?;
     }
+    // Packed with the registry the cluster already has when it exists, so an `up` of a
+    // running environment packs once; a new cluster's registry is known only once it is made.
+    let expected_registry = (provider.as_ref().and_then(|p| p.info().ok().flatten()))
+        .map(|cluster| cluster.registry.from_cluster)
+        .unwrap_or_else(|| flux::REGISTRY_PLACEHOLDER.to_string());
     let mut prepared = match &provider {
         None => None,
         Some(provider) => {
             let env = envmap::compute(config, &State::default(), runtime.as_ref());
-            let prepared = flux::prepare(config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
+            let prepared = flux::prepare(config, &env, &expected_registry, provider.capabilities())?;
             prepared.check_contract()?;
             prepared.check_findings()?;
             Some(prepared)
@@ -141,8 +146,10 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
             store.save(&state)?;
         }
         let env = envmap::compute(config, &state, runtime.as_ref());
-        // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
-        prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
+        // Packed again when `{{ registry }}` got another value; the contract is unchanged.
+        if cluster.registry.from_cluster != expected_registry {
+            prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
+        }
         let result =
             flux::deploy::up(&client, config, prepared, &env, &cluster.registry, timeout, reporter.as_ref()).await;
         deployed = Some(result.map_err(flux::Error::from)?);
