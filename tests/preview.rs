@@ -505,23 +505,23 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     }
     grant_ci_identity().await;
     let admin = client_as(None).await;
-    let mut repo = PreviewRepo::new("shop", 2);
+    let mut repo = PreviewRepo::new("store", 2);
     let old = repo.commits[0].clone();
     repo.write("apps/local/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\ncommonLabels:\n  preview: \"yes\"\n");
     let new = repo.commit("second");
 
     let up = repo.ok(&["up", "--pr", "1", "--sha", &new, "--timeout", "3m"]);
-    assert_eq!(up["namespace"], "pr-1-shop");
+    assert_eq!(up["namespace"], "pr-1-store");
     assert_eq!(up["status"], "Ready");
     assert_eq!(up["sha"], new.as_str());
     let objects: Vec<&str> = up["flux"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
     for object in
-        ["Kustomization/pr-1-shop/devenv-root", "Kustomization/pr-1-shop/apps", "HelmRelease/pr-1-shop/greeter"]
+        ["Kustomization/pr-1-store/devenv-root", "Kustomization/pr-1-store/apps", "HelmRelease/pr-1-store/greeter"]
     {
         assert!(objects.contains(&object), "{objects:?}");
     }
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let namespace = namespaces.get("pr-1-shop").await.unwrap();
+    let namespace = namespaces.get("pr-1-store").await.unwrap();
     let labels = namespace.metadata.labels.clone().unwrap();
     assert_eq!(labels["devenv.io/sha"], new);
     assert_eq!(labels["devenv.io/pr"], "1");
@@ -529,7 +529,7 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     // Every Flux object of the preview acts as the preview's account.
     let kustomization: kube::api::DynamicObject = Api::namespaced_with(
         admin.clone(),
-        "pr-1-shop",
+        "pr-1-store",
         &kube::core::ApiResource::from_gvk_with_plural(
             &kube::core::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
             "kustomizations",
@@ -539,18 +539,18 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     .await
     .unwrap();
     assert_eq!(kustomization.data["spec"]["serviceAccountName"], SERVICE_ACCOUNT);
-    assert_eq!(kustomization.data["spec"]["targetNamespace"], "pr-1-shop");
+    assert_eq!(kustomization.data["spec"]["targetNamespace"], "pr-1-store");
     // The chart's Deployment, installed by helm-controller acting as the account, is there.
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "pr-1-shop");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "pr-1-store");
     assert!(!deployments.list(&Default::default()).await.unwrap().items.is_empty(), "the greeter's Deployment");
 
     let second = repo.ok(&["up", "--pr", "2", "--sha", &new, "--timeout", "3m"]);
-    assert_eq!(second["namespace"], "pr-2-shop");
+    assert_eq!(second["namespace"], "pr-2-store");
     let listed = repo.ok(&["list"]);
     let previews = listed["previews"].as_array().unwrap();
     assert_eq!(previews.iter().map(|p| p["pr"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{listed}");
     assert!(previews.iter().all(|p| p["ready"] == true && p["sha"] == new.as_str()), "{listed}");
-    let second_before = all_ready(&admin, "pr-2-shop").await;
+    let second_before = all_ready(&admin, "pr-2-store").await;
 
     // An older commit never replaces a newer one.
     let (code, _, stderr) = repo.preview(&["up", "--pr", "1", "--sha", &old]);
@@ -561,7 +561,7 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     let (code, _, stderr) = repo.preview(&["up", "--pr", "3", "--sha", &new]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("\"DEV072\"") && stderr.contains("maxPreviews: 2"), "{stderr}");
-    assert!(namespaces.get_opt("pr-3-shop").await.unwrap().is_none());
+    assert!(namespaces.get_opt("pr-3-store").await.unwrap().is_none());
 
     // A manifest that reaches outside the namespace fails as the preview's account, named
     // with its Kustomization; the fix reaches the cluster on the next `up`.
@@ -574,7 +574,7 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     let (code, _, stderr) = repo.preview(&["up", "--pr", "1", "--sha", &escape, "--timeout", "2m"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("\"DEV062\""), "{stderr}");
-    assert!(stderr.contains("Kustomization/pr-1-shop/apps"), "{stderr}");
+    assert!(stderr.contains("Kustomization/pr-1-store/apps"), "{stderr}");
     assert!(stderr.contains("forbidden") && stderr.contains("devenv-preview"), "{stderr}");
     let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
     assert!(cluster_roles.get_opt("preview-escape").await.unwrap().is_none());
@@ -591,11 +591,11 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     let dry = repo.ok(&["gc", "--open-prs", "2", "--dry-run"]);
     assert_eq!(dry["deleted"].as_array().unwrap().len(), 1, "{dry}");
     assert_eq!(dry["deleted"][0]["pr"], 1);
-    assert!(namespaces.get_opt("pr-1-shop").await.unwrap().is_some(), "a dry run deletes nothing");
-    let mut kept = namespaces.get("pr-1-shop").await.unwrap();
+    assert!(namespaces.get_opt("pr-1-store").await.unwrap().is_some(), "a dry run deletes nothing");
+    let mut kept = namespaces.get("pr-1-store").await.unwrap();
     kept.metadata.labels.as_mut().unwrap().insert("devenv.io/keep".into(), "true".into());
     kept.metadata.managed_fields = None;
-    namespaces.replace("pr-1-shop", &PostParams::default(), &kept).await.unwrap();
+    namespaces.replace("pr-1-store", &PostParams::default(), &kept).await.unwrap();
     let gc = repo.ok(&["gc", "--open-prs", "2"]);
     assert_eq!(gc["deleted"], json!([]), "{gc}");
     assert_eq!(gc["kept"].as_array().unwrap().len(), 2, "{gc}");
@@ -604,8 +604,8 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     let down = repo.ok(&["down", "--pr", "1", "--wait"]);
     assert_eq!(down["existed"], true);
     assert!(!down["removed"]["pruned"].as_array().unwrap().is_empty(), "{down}");
-    assert!(namespaces.get_opt("pr-1-shop").await.unwrap().is_none());
-    assert_eq!(all_ready(&admin, "pr-2-shop").await, second_before, "pr 2 is untouched");
+    assert!(namespaces.get_opt("pr-1-store").await.unwrap().is_none());
+    assert_eq!(all_ready(&admin, "pr-2-store").await, second_before, "pr 2 is untouched");
     let again = repo.ok(&["down", "--pr", "1"]);
     assert_eq!(again["existed"], false);
 
@@ -616,7 +616,7 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     let deleted: Vec<u64> = gc["deleted"].as_array().unwrap().iter().map(|d| d["pr"].as_u64().unwrap()).collect();
     assert_eq!(deleted, [3], "{gc}");
     assert!(gc["deleted"][0]["reason"].as_str().unwrap().starts_with("expired at"), "{gc}");
-    assert_eq!(all_ready(&admin, "pr-2-shop").await, second_before, "pr 2 is untouched");
+    assert_eq!(all_ready(&admin, "pr-2-store").await, second_before, "pr 2 is untouched");
     repo.ok(&["down", "--pr", "2", "--wait"]);
 }
 

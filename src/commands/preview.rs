@@ -15,7 +15,7 @@ use super::{Context, output_rows};
 use crate::cli::{PreviewDownArgs, PreviewGcArgs, PreviewRbacArgs, PreviewUpArgs};
 use crate::config::{self, Config, profile::Provider};
 use crate::errors::Error;
-use crate::preview::cluster::{self, Listed, Order};
+use crate::preview::cluster::{self, Order};
 use crate::preview::{self, Preview, Settings, lease, rbac};
 use crate::providers::{self, kubeconfig};
 use crate::state::Store;
@@ -258,80 +258,87 @@ pub async fn gc(ctx: &Context, args: &PreviewGcArgs) -> Result<(), Error> {
     let reporter = ctx.reporter();
     let now = jiff::Timestamp::now();
     let open: Option<&BTreeSet<u64>> = args.open_prs.as_ref().map(|prs| &prs.0);
-    let previews: Vec<Listed> = cluster::list(&client, &project).await?;
-    let (doomed, kept): (Vec<_>, Vec<_>) = previews
-        .into_iter()
-        .map(|p| (cluster::gc_reason(&p, now, open, args.older_than), p))
-        .partition(|(reason, p)| reason.is_some() && p.status != "terminating");
-    let kept: Vec<Collected> = kept
-        .into_iter()
-        .map(|(_, p)| {
-            let reason = if p.keep { "labelled devenv.io/keep=true" } else { "in use" };
-            Collected { pr: p.pr, reason: reason.to_string(), namespace: p.namespace }
-        })
-        .collect();
-    let doomed: Vec<Collected> = doomed
-        .into_iter()
-        .map(|(reason, p)| Collected { pr: p.pr, namespace: p.namespace, reason: reason.unwrap_or_default() })
-        .collect();
+    let mut doomed = Vec::new();
+    let mut kept = Vec::new();
+    for preview in cluster::list(&client, &project).await? {
+        let reason = cluster::gc_reason(&preview, now, open, args.older_than);
+        let collected = |reason: &str| Collected {
+            pr: preview.pr,
+            namespace: preview.namespace.clone(),
+            reason: reason.to_string(),
+        };
+        match reason {
+            _ if preview.status == "terminating" => kept.push(collected("already being deleted")),
+            Some(reason) => doomed.push(collected(&reason)),
+            None if preview.keep => kept.push(collected("labelled devenv.io/keep=true")),
+            None => kept.push(collected("not expired")),
+        }
+    }
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
-    if !args.dry_run {
+    if args.dry_run {
+        deleted = doomed;
+    } else {
         let command = super::command_line();
-        let results: Vec<(usize, Result<(), Error>)> = futures_util::stream::iter(doomed.iter().enumerate())
-            .map(|(i, c)| {
+        let outcomes: Vec<(Collected, Result<(), Error>)> = futures_util::stream::iter(doomed)
+            .map(|c| {
                 let (client, reporter, command) = (&client, reporter.as_ref(), &command);
                 async move {
-                    // A preview being deployed right now is not garbage: it is left alone.
-                    let held = lease::acquire(client, &c.namespace, command, std::time::Duration::ZERO, reporter).await;
-                    let result = match held {
-                        Ok(held) => {
-                            let removed = cluster::remove(client, &c.namespace, false, args.timeout, reporter).await;
-                            let _ = held.release().await;
-                            removed.map(drop).map_err(Error::from)
-                        }
-                        Err(error) => Err(error.into()),
-                    };
-                    (i, result)
+                    let result = collect(client, &c.namespace, command, args.timeout, reporter).await;
+                    (c, result)
                 }
             })
             .buffer_unordered(GC_CONCURRENCY)
             .collect()
             .await;
-        for (i, result) in results {
+        for (collected, result) in outcomes {
             match result {
-                Ok(()) => deleted.push(i),
-                Err(error) => failed.push((i, error)),
+                Ok(()) => deleted.push(collected),
+                // A preview being deployed right now is not garbage: it is left alone.
+                Err(Error::PreviewLease(lease::Error::Busy { .. })) => {
+                    kept.push(Collected { reason: "another run is changing it".to_string(), ..collected })
+                }
+                Err(error) => failed.push((collected, error)),
             }
         }
-        deleted.sort();
-        failed.sort_by_key(|(i, _)| *i);
     }
+    deleted.sort_by_key(|c| c.pr);
+    kept.sort_by_key(|c| c.pr);
     if ctx.json() {
-        let pick = |indices: &[usize]| indices.iter().map(|&i| &doomed[i]).collect::<Vec<_>>();
         let failures: Vec<Value> = (failed.iter())
-            .map(|(i, e)| json!({"pr": doomed[*i].pr, "namespace": doomed[*i].namespace, "error": e.to_string()}))
+            .map(|(c, e)| json!({"pr": c.pr, "namespace": c.namespace, "error": e.to_string()}))
             .collect();
-        let deleted = if args.dry_run { doomed.iter().collect() } else { pick(&deleted) };
         ui::print_result(&json!({"dryRun": args.dry_run, "deleted": deleted, "kept": kept, "failed": failures}));
     } else {
         let verb = if args.dry_run { "would delete" } else { "deleted" };
-        let shown: Vec<&Collected> =
-            if args.dry_run { doomed.iter().collect() } else { deleted.iter().map(|&i| &doomed[i]).collect() };
-        if shown.is_empty() && failed.is_empty() {
+        if deleted.is_empty() && failed.is_empty() {
             crate::outln!("No preview of project `{project}` to delete ({} kept).", kept.len());
         }
-        for c in shown {
+        for c in &deleted {
             crate::outln!("{verb} preview of pull request {} (`{}`): {}", c.pr, c.namespace, c.reason);
         }
-        for (i, error) in &failed {
-            crate::outln!("could not delete preview of pull request {}: {error}", doomed[*i].pr);
+        for (c, error) in &failed {
+            crate::outln!("could not delete preview of pull request {}: {error}", c.pr);
         }
     }
     match failed.into_iter().next() {
         Some((_, first)) => Err(first),
         None => Ok(()),
     }
+}
+
+/// Removes one preview `gc` collects, unless another run holds its Lease.
+async fn collect(
+    client: &kube::Client,
+    namespace: &str,
+    command: &str,
+    timeout: std::time::Duration,
+    reporter: &dyn ui::Reporter,
+) -> Result<(), Error> {
+    let held = lease::acquire(client, namespace, command, std::time::Duration::ZERO, reporter).await?;
+    let removed = cluster::remove(client, namespace, false, timeout, reporter).await;
+    let _ = held.release().await;
+    removed.map(drop).map_err(Error::from)
 }
 
 /// `abcdef1` of a commit.
