@@ -620,6 +620,37 @@ async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
     repo.ok(&["down", "--pr", "2", "--wait"]);
 }
 
+/// A workload over the preview's quota: the API server refuses its pod, and `preview up`
+/// reports the refusal with the Kustomization that applied it.
+#[tokio::test]
+async fn a_workload_over_the_quota_is_reported() {
+    if !sim_available() {
+        return;
+    }
+    grant_ci_identity().await;
+    let repo = PreviewRepo::new("quota", 5);
+    let profile = repo.dir.path().join(".devenv/profiles/preview.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap().replace("quota:\n  pods: 20\n", "quota:\n  memory: 1Gi\n");
+    std::fs::write(&profile, text).unwrap();
+    // The apps wait 20s for their workloads rather than the fixture's two minutes.
+    let apps = repo.dir.path().join("clusters/local/apps.yaml");
+    std::fs::write(&apps, std::fs::read_to_string(&apps).unwrap().replace("timeout: 2m", "timeout: 20s")).unwrap();
+    repo.write(
+        "apps/local/hungry.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hungry\nspec:\n  selector:\n    matchLabels: {app: hungry}\n  template:\n    metadata:\n      labels: {app: hungry}\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/hungry:1\n          resources:\n            limits: {memory: 2Gi}\n",
+    );
+    repo.write(
+        "apps/local/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\n  - hungry.yaml\n",
+    );
+    let (code, _, text) = repo.preview(&["up", "--pr", "5", "--timeout", "3m"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV062\""), "{text}");
+    assert!(text.contains("Kustomization/pr-5-quota/apps"), "{text}");
+    assert!(text.contains("Deployment/pr-5-quota/hungry"), "{text}");
+    assert!(text.contains("exceeded quota: devenv-preview"), "the API server's refusal: {text}");
+}
+
 const WORKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/github-actions/preview.yaml");
 
 /// The `run:` block of the workflow's step that runs `devenv preview <command>`, in `job`.
