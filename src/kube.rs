@@ -1,6 +1,8 @@
 //! Kubernetes access: server-side apply of unstructured objects with the field manager
 //! `devenv`, every object labelled as devenv's, and small waits on named conditions.
 
+use std::time::{Duration, Instant};
+
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
@@ -138,6 +140,40 @@ pub async fn annotate(client: &kube::Client, object: &Value, annotations: &[(&st
 pub async fn get(client: &kube::Client, object: &Value) -> Result<Option<DynamicObject>, Error> {
     let (api, name) = api_for(client, object).await?;
     api.get_opt(&name).await.map_err(|source| Error::Get { object: describe(object), source })
+}
+
+/// Waits until the object `name` of `api` is gone, watching it rather than asking again and
+/// again, for at most `deadline`; `Ok(false)` when it is still there then. An identity that
+/// may not watch the kind falls back to asking every half second.
+pub async fn until_gone<K>(api: &Api<K>, name: &str, deadline: Duration) -> Result<bool, kube::Error>
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
+{
+    let started = Instant::now();
+    let watched = kube::runtime::wait::await_condition(api.clone(), name, |object: Option<&K>| object.is_none());
+    match tokio::time::timeout(deadline, watched).await {
+        Ok(Ok(_)) => return Ok(true),
+        Err(_) => return Ok(false),
+        Ok(Err(_)) => {}
+    }
+    while api.get_opt(name).await?.is_some() {
+        if started.elapsed() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(true)
+}
+
+/// `until_gone` for an object given as JSON. One whose kind the cluster no longer serves (its
+/// CRD went first) is gone.
+pub async fn wait_gone(client: &kube::Client, object: &Value, deadline: Duration) -> Result<bool, Error> {
+    let (api, name) = match api_for(client, object).await {
+        Ok(found) => found,
+        Err(Error::Discovery { .. }) => return Ok(true),
+        Err(other) => return Err(other),
+    };
+    until_gone(&api, &name, deadline).await.map_err(|source| Error::Get { object: describe(object), source })
 }
 
 /// Deletes an object; absent is fine. Returns whether it existed.

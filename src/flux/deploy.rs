@@ -26,7 +26,6 @@ use crate::ui::{Reporter, ReporterExt, Status};
 
 /// The root Kustomization devenv creates.
 pub const ROOT_NAME: &str = "devenv-root";
-const POLL: Duration = Duration::from_millis(250);
 /// Requests to the API server in flight at once when applying devenv's objects.
 const CONCURRENT_REQUESTS: usize = 16;
 /// How long `remove` waits for Flux to prune what it applied.
@@ -551,19 +550,15 @@ async fn prune(
     let mut pruned = Pruned { pruned: Vec::new(), kept: kept.iter().map(describe).collect() };
     if k8s::delete(client, &root).await? {
         reporter.started(step, "waiting for Flux to prune what it applied");
-        while k8s::get(client, &root).await?.is_some() {
-            if started.elapsed() >= deadline {
-                return Err(Error::PruneTimeout { object: describe(&root), deadline });
-            }
-            tokio::time::sleep(POLL).await;
+        let left = || deadline.saturating_sub(started.elapsed());
+        if !k8s::wait_gone(client, &root, left()).await? {
+            return Err(Error::PruneTimeout { object: describe(&root), deadline });
         }
-        // Flux deletes in the background; wait until each object is really gone.
+        // Flux deletes in the background; wait until each object is really gone (one that
+        // cannot be read any more counts as gone).
         for object in applied {
-            while k8s::get(client, &object).await.ok().flatten().is_some() {
-                if started.elapsed() >= deadline {
-                    return Err(Error::PruneTimeout { object: describe(&object), deadline });
-                }
-                tokio::time::sleep(POLL).await;
+            if !k8s::wait_gone(client, &object, left()).await.unwrap_or(true) {
+                return Err(Error::PruneTimeout { object: describe(&object), deadline });
             }
             pruned.pruned.push(describe(&object));
         }

@@ -22,8 +22,6 @@ use crate::ui::{Reporter, ReporterExt, Status};
 
 /// A preview that carries this label with the value `true` is never garbage-collected.
 pub const LABEL_KEEP: &str = "devenv.io/keep";
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -322,17 +320,12 @@ pub async fn remove(
         reporter.finished(&step, Status::Ok, "deleting (not waited for)", started.elapsed());
         return Ok(Removed { pruned, namespace_gone: false });
     }
-    loop {
-        let found = namespaces.get_opt(namespace).await.map_err(api_error(format!("read namespace `{namespace}`")))?;
-        let Some(found) = found else { break };
-        if started.elapsed() >= deadline {
-            return Err(Error::Stuck {
-                namespace: namespace.to_string(),
-                holding: what_holds(&found),
-                waited: started.elapsed(),
-            });
-        }
-        tokio::time::sleep(POLL).await;
+    let left = deadline.saturating_sub(started.elapsed());
+    let read = || api_error(format!("read namespace `{namespace}`"));
+    if !crate::kube::until_gone(&namespaces, namespace, left).await.map_err(read())? {
+        let found = namespaces.get_opt(namespace).await.map_err(read())?;
+        let holding = found.as_ref().map(what_holds).unwrap_or_default();
+        return Err(Error::Stuck { namespace: namespace.to_string(), holding, waited: started.elapsed() });
     }
     reporter.finished(&step, Status::Ok, "deleted", started.elapsed());
     Ok(Removed { pruned, namespace_gone: true })

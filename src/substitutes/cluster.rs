@@ -215,18 +215,16 @@ impl ClusterRuntime {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + Send
+            + 'static,
         <K as kube::Resource>::DynamicType: Default,
     {
         let api = self.api::<K>(client);
-        let started = Instant::now();
-        while api.get_opt(name).await.map_err(|source| self.failed("read", source))?.is_some() {
-            if started.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Ok(())
+        crate::kube::until_gone(&api, name, Duration::from_secs(60))
+            .await
+            .map(drop)
+            .map_err(|source| self.failed("read", source))
     }
 
     /// Removes one service's StatefulSet, Service and environment Secret; its claim (the
@@ -264,29 +262,28 @@ impl ClusterRuntime {
         let waiting_for = format!("pod `{pod_name}` Ready ({})", describe_readiness(probe, desired.main_port()));
         reporter.progress(step, &format!("waiting for {waiting_for}"));
         let pods = self.api::<Pod>(client);
+        let wanted = |pod: Option<&Pod>| pod.is_some_and(|pod| pod_hash(pod) == Some(hash.as_str()) && pod_ready(pod));
         let started = Instant::now();
-        loop {
-            let pod = pods.get_opt(&pod_name).await.map_err(|source| self.failed("read", source))?;
-            if let Some(pod) = &pod
-                && pod_hash(pod) == Some(hash.as_str())
-                && pod_ready(pod)
-            {
-                return Ok(());
+        let watched = kube::runtime::wait::await_condition(pods.clone(), &pod_name, wanted);
+        match tokio::time::timeout(deadline, watched).await {
+            Ok(Ok(_)) => return Ok(()),
+            Err(_) => {}
+            // A watch this identity may not open: asked every second until the deadline.
+            Ok(Err(_)) => {
+                while started.elapsed() < deadline {
+                    let pod = pods.get_opt(&pod_name).await.map_err(|source| self.failed("read", source))?;
+                    if wanted(pod.as_ref()) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
             }
-            if started.elapsed() >= deadline {
-                let last_error = match &pod {
-                    Some(pod) => self.why_not_ready(client, pod, &hash).await,
-                    None => self.why_no_pod(client, &desired.service.name).await,
-                };
-                return Err(Error::NotReady {
-                    service: desired.service.name.clone(),
-                    waiting_for,
-                    last_error,
-                    waited: deadline,
-                });
-            }
-            tokio::time::sleep(POLL).await;
         }
+        let last_error = match pods.get_opt(&pod_name).await.map_err(|source| self.failed("read", source))? {
+            Some(pod) => self.why_not_ready(client, &pod, &hash).await,
+            None => self.why_no_pod(client, &desired.service.name).await,
+        };
+        Err(Error::NotReady { service: desired.service.name.clone(), waiting_for, last_error, waited: deadline })
     }
 
     /// The pod's own account of itself, then its latest warning event.
