@@ -244,7 +244,6 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
     check_sources(&project, &at)?;
     check_charts(&project, &repo, &at)?;
     support::check_supported(&repo, &profile_name, &profile, selection.context.as_deref())?;
-    support::check_runtime(&profile, &services, &at)?;
     let context = selection.context.clone().or_else(|| profile.cluster.context.clone());
     Ok(Config { repo, env, profile_name, project, profile, services, context })
 }

@@ -118,40 +118,6 @@ pub(super) fn check_supported(
     Ok(())
 }
 
-/// Fails when a service needs this machine to reach its substitute and the profile runs
-/// substitutes in the cluster: buckets and queues are made from here once the probe passes.
-pub(super) fn check_runtime(
-    profile: &Profile,
-    services: &[super::Service],
-    at: &dyn Fn(&str) -> Location,
-) -> Result<(), Error> {
-    if profile.substitutes.runtime != SubstituteRuntime::Cluster {
-        return Ok(());
-    }
-    let Some((index, service)) = services
-        .iter()
-        .enumerate()
-        .find(|(_, service)| service.substitute.resources.is_some() && !service.resources.is_empty())
-    else {
-        return Ok(());
-    };
-    let field = format!("services[{index}].resources");
-    Err(Error::Invalid {
-        problem: Problem::Unsupported,
-        at: at(&field),
-        field,
-        message: format!(
-            "`{}` creates its {}s from this machine, which cannot reach substitutes that run in the cluster (`substitutes.runtime: cluster`)",
-            service.name,
-            service.substitute.resources.as_ref().map(|r| r.create.noun()).unwrap_or("resource")
-        ),
-        hint: Some(
-            "remove the service's `resources:`, or run substitutes in Docker (`substitutes.runtime: docker`)"
-                .to_string(),
-        ),
-    })
-}
-
 /// Where a profile field is: in the repository's `.devenv/profiles/NAME.yaml` when that file
 /// sets the field's top-level key, else in the built-in profile.
 fn profile_location(repo: &Path, profile_name: &str, field: &str) -> Location {

@@ -286,6 +286,37 @@ impl ClusterRuntime {
         Err(Error::NotReady { service: desired.service.name.clone(), waiting_for, last_error, waited: deadline })
     }
 
+    /// Makes the service's resources (buckets, queues, secrets) from this machine, through a
+    /// port-forward to its pod: the same requests as for a container, at 127.0.0.1.
+    async fn ensure_resources(
+        &self,
+        client: &kube::Client,
+        desired: &Desired,
+        reporter: &dyn Reporter,
+        step: &str,
+    ) -> Result<(), Error> {
+        if desired.service.substitute.resources.is_none() || desired.service.resources.is_empty() {
+            return Ok(());
+        }
+        let pod = format!("{}-0", desired.service.name);
+        let main_port = desired.main_port();
+        reporter.progress(step, &format!("forwarding 127.0.0.1 to port {main_port} of pod `{pod}`"));
+        let forward =
+            super::forward::open(self.api::<Pod>(client), &pod, main_port).await.map_err(|e| Error::NotReady {
+                service: desired.service.name.clone(),
+                waiting_for: format!("a port-forward to pod `{pod}`"),
+                last_error: e.to_string(),
+                waited: Duration::ZERO,
+            })?;
+        let mut local = desired.clone();
+        local.values.insert("host".into(), crate::ports::LOOPBACK.to_string());
+        local.values.insert("port".into(), forward.port.to_string());
+        local.values.insert(format!("port.{}", desired.service.substitute.main_port), forward.port.to_string());
+        let deadline =
+            config::parse_duration(desired.service.substitute.probe.timeout()).unwrap_or(Duration::from_secs(60));
+        super::ensure_resources(&local, reporter, step, Instant::now(), deadline).await
+    }
+
     /// The pod's own account of itself, then its latest warning event.
     async fn why_not_ready(&self, client: &kube::Client, pod: &Pod, hash: &str) -> String {
         let mut reason = pod_reason(pod);
@@ -634,7 +665,8 @@ impl SubstituteRuntime for ClusterRuntime {
                         }
                     }
                 }
-                self.wait_ready(client, desired, reporter, &step).await
+                self.wait_ready(client, desired, reporter, &step).await?;
+                self.ensure_resources(client, desired, reporter, &step).await
             }
             .await;
             match &result {
@@ -829,8 +861,8 @@ mod tests {
         assert_eq!(crate::envmap::for_host(&config, &state, &runtime, None), map);
     }
 
-    /// The catalogue entry runs in the cluster as it is; the secrets it would make are refused
-    /// there (they are made from this machine, which does not reach the pod).
+    /// The catalogue entry runs in the cluster as it is: image, environment, a TCP readiness
+    /// probe, and the addresses pods use in the environment ConfigMap.
     #[test]
     fn secrets_manager_runs_in_the_cluster_from_its_catalogue_entry() {
         let dir = tempfile::tempdir().unwrap();
@@ -858,12 +890,6 @@ mod tests {
         let map = crate::envmap::compute(&config, &state, &ClusterRuntime::for_config(&config));
         assert_eq!(map.config_map["AWS_ENDPOINT_URL_SECRETS_MANAGER"], format!("http://secrets.{namespace}.svc:5000"));
         assert_eq!(map.secret["AWS_SECRET_ACCESS_KEY"], state.services["secrets"].secrets["secretAccessKey"]);
-
-        let with_secret = project
-            .replace("    keys:", "    resources:\n      - name: app/key\n        generate: password\n    keys:");
-        std::fs::write(dir.path().join("devenv.yaml"), with_secret).unwrap();
-        let error = config::load(&selection, dir.path()).unwrap_err();
-        assert!(error.to_string().contains("creates its secrets from this machine"), "{error}");
     }
 
     #[test]

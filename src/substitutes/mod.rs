@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod contents;
+pub mod forward;
 pub mod probe;
 pub mod resources;
 pub mod runtime;
@@ -405,7 +406,7 @@ async fn wait_probe(
 }
 
 /// Makes sure each resource the service lists exists, retrying until the deadline.
-async fn ensure_resources(
+pub(super) async fn ensure_resources(
     desired: &Desired,
     reporter: &dyn Reporter,
     step: &str,
