@@ -84,6 +84,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV067", "a substituted value would make a string field a number, boolean or null"),
     ("DEV068", "an `overlay.disable` entry matches nothing"),
     ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
+    ("DEV085", "a file a Kustomization reads is too large to pack"),
     ("DEV090", "interrupted"),
 ];
 
@@ -267,6 +268,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             crate::flux::Error::Pack(crate::flux::pack::Error::Collision { .. }) => (
                 "DEV061",
                 Some("rename one of them, switch one off (`overlay.disable`), or give the environment a cluster of its own (`cluster.isolation: cluster`)".into()),
+            ),
+            crate::flux::Error::Pack(crate::flux::pack::Error::TooLarge { path, .. }) => (
+                "DEV085",
+                Some(format!(
+                    "a file that size is not for the cluster: list `{path}` in .gitignore (ignored files are not packed) or move it out of the directories the Kustomizations read; the limit is Flux's own for unpacking an artifact"
+                )),
+            ),
+            crate::flux::Error::Pack(crate::flux::pack::Error::NameClash { .. }) => (
+                "DEV061",
+                Some("rename one of them; a name in UTF-8 is safest, since Flux and kustomize handle it everywhere".into()),
             ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {

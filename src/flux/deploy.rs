@@ -196,7 +196,7 @@ pub async fn up(
             let repository = artifact::repository(&config.env, &a.source);
             let (oci, origin) = (&oci, &origin);
             async move {
-                artifact::push_tree(oci, registry, &repository, &a.bytes, origin).await.map(|p| (a.source.clone(), p))
+                artifact::push_tree(oci, registry, &repository, &a.content, &a.digest, origin).await.map(|p| (a.source.clone(), p))
             }
         });
     let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
