@@ -123,6 +123,13 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     None => "let it finish, or wait longer with `--timeout` (e.g. `--timeout 10m`)".into(),
                 }),
             ),
+            state::Error::Write { path, source } if is_full(source) => (
+                "DEV030",
+                Some(format!(
+                    "the disk (or a file size limit, `ulimit -f`) holding `{}` allows no more: free some space and run the command again; the state file there is the last one written whole, so `devenv up` resumes and `devenv down` removes what was made",
+                    path.parent().unwrap_or(path).display()
+                )),
+            ),
             _ => (
                 "DEV030",
                 Some(format!("check the permissions of the state directory (or set {})", state::STATE_DIR_ENV)),
@@ -309,6 +316,11 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// Whether a write failed for lack of room: a full disk, a quota, a file size limit.
+fn is_full(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::FileTooLarge)
 }
 
 /// The id, exit code and hint of an environment asked for what it does not have.

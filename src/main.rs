@@ -5,6 +5,11 @@ use devenv::commands::{self, Context};
 use devenv::errors::{self, Error};
 
 fn main() -> ExitCode {
+    // A file size limit (`ulimit -f`) reached while writing the state would kill devenv with
+    // SIGXFSZ in the middle of a command; ignored, the write fails with EFBIG and the command
+    // says so and stops cleanly, like on a full disk.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     devenv::completion::answer_if_asked();
     let cli = cli::parse();
     devenv::init_tls();

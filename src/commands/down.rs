@@ -65,11 +65,36 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         // leaves it to the configuration.
         let placement = (state.as_ref().and_then(|s| s.flux.clone()))
             .or_else(|| config.as_ref().map(state::FluxPlacement::for_config));
+        // A cluster devenv owns with a process down (an API server, etcd or a Flux
+        // controller killed) cannot prune: it is stopped anyway, its objects left in its data.
+        let unhealthy = || async {
+            match provider.status(&info).await {
+                Ok(status) if status.healthy => None,
+                Ok(status) => Some(status.detail),
+                Err(error) => Some(error.to_string()),
+            }
+        };
+        let sick = match &client {
+            Some(_) if owned => unhealthy().await,
+            _ => None,
+        };
+        let cannot_prune = |why: &str| {
+            format!(
+                "Flux cannot prune what it applied for `{env}` ({why}); the {} cluster is stopped anyway, and those objects stay in its data until the next `devenv up` applies the repository again (`devenv down --purge` deletes them)",
+                provider.kind().as_str()
+            )
+        };
         match (client, &placement) {
+            (Some(_), Some(_)) if let Some(why) = &sick => reporter.warning(&cannot_prune(why)),
             (Some(client), Some(placement)) => {
-                flux_removed = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref())
-                    .await
-                    .map_err(flux::Error::from)?;
+                match flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref()).await {
+                    Ok(removed) => flux_removed = removed,
+                    // The cluster stopped answering, or a process of it died, while Flux pruned.
+                    Err(error) if owned && (!error.is_refusal() || unhealthy().await.is_some()) => {
+                        reporter.warning(&cannot_prune(&describe_chain(&error)))
+                    }
+                    Err(error) => return Err(flux::Error::from(error).into()),
+                }
             }
             // A cluster devenv owns goes away below; one it does not keeps what it was given.
             _ if owned => {}
@@ -182,6 +207,17 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// An error and all its causes on one line.
+fn describe_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The error and its first cause on one line.

@@ -59,6 +59,21 @@ pub enum Error {
     PruneTimeout { object: String, deadline: Duration },
 }
 
+impl Error {
+    /// Whether the cluster answered and said no (or Flux did not finish in time), as opposed
+    /// to not answering at all.
+    pub fn is_refusal(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(current) = cause {
+            if let Some(error) = current.downcast_ref::<kube::Error>() {
+                return matches!(error, kube::Error::Api(_));
+            }
+            cause = current.source();
+        }
+        true
+    }
+}
+
 impl From<Error> for FluxError {
     fn from(error: Error) -> Self {
         FluxError::Deploy(Box::new(error))
