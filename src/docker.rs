@@ -191,6 +191,28 @@ pub struct EngineVersion {
     pub api_version: String,
 }
 
+impl Error {
+    /// Whether the engine stopped answering in the middle of an operation (its socket gone,
+    /// the connection refused or cut), as when it is restarted, rather than refusing it.
+    pub fn engine_gone(&self) -> bool {
+        use std::io::ErrorKind::*;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(current) = cause {
+            if let Some(io) = current.downcast_ref::<std::io::Error>()
+                && matches!(io.kind(), NotFound | ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+            {
+                return true;
+            }
+            // hyper's words for a connection that closed before its answer came.
+            if current.to_string().contains("connection closed before message completed") {
+                return true;
+            }
+            cause = current.source();
+        }
+        false
+    }
+}
+
 impl Docker {
     /// Connects to the engine named by `DOCKER_HOST` or the default socket, agreeing on an
     /// API version both sides speak.

@@ -634,6 +634,13 @@ fn diagnose_sim(error: &providers::sim::Error) -> (&'static str, Option<String>)
 
 fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {
     match error {
+        _ if !matches!(error, docker::Error::Unreachable { .. } | docker::Error::NoAnswer { .. }) && error.engine_gone() => (
+            "DEV020",
+            Some(
+                "the Docker engine stopped answering while devenv used it (restarted or stopped?): once `docker info` answers again, `devenv up` resumes, and `devenv down` removes what was made"
+                    .into(),
+            ),
+        ),
         docker::Error::Unreachable { .. } | docker::Error::NoAnswer { .. } => (
             "DEV020",
             Some(
