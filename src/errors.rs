@@ -214,6 +214,13 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             providers::Error::ControllerLogFile { .. } => {
                 ("DEV035", Some("`devenv status` shows whether the cluster's processes run; `devenv up` starts them".into()))
             }
+            providers::Error::Died { log, .. } => (
+                "DEV041",
+                Some(format!(
+                    "`devenv up` starts the cluster's processes again (its data is kept), `devenv down` stops the rest; why it stopped may be at the end of `{}`",
+                    log.display()
+                )),
+            ),
             providers::Error::FluxCheck { context, .. } => (
                 "DEV045",
                 Some(format!("the cause above is the API server's answer; `kubectl --context {context} api-resources` shows what it serves")),

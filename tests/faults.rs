@@ -456,6 +456,7 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
     let repo = repo("sim", Some(&image));
     let started = Instant::now();
     assert_ok(&up_sim(&repo, "120s"), "the first up");
+    eprintln!("the first up [{}s]", started.elapsed().as_secs());
     let run_dir = repo.env_dir().join("sim/run");
 
     // During `up`: etcd while the cluster boots (the cluster was stopped first), the others
@@ -475,8 +476,9 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         kill_9(&repo, component);
         let ended = up.finish();
         ended.assert_clear(&format!("{component} killed during up ({moment})"));
-        eprintln!("{component} killed during up ({moment}): {}", ended.outcome());
+        eprintln!("{component} killed during up ({moment}): {} [{}s]", ended.outcome(), started.elapsed().as_secs());
         let again = up_sim(&repo, "120s");
+        eprintln!("  the next up: {} [{}s]", again.outcome(), started.elapsed().as_secs());
         assert_ok(&again, &format!("up after {component} was killed"));
         assert!(pid_of(&repo, component).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()));
     }
@@ -489,7 +491,7 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         kill_9(&repo, component);
         let ended = down.finish();
         ended.assert_clear(&format!("{component} killed during down"));
-        eprintln!("{component} killed during down: {}", ended.outcome());
+        eprintln!("{component} killed during down: {} [{}s]", ended.outcome(), started.elapsed().as_secs());
         assert_ok(&ended, &format!("down with {component} killed"));
         let left = leftovers(&repo);
         assert_eq!(left.running(), 0, "down with {component} killed left {left:?}");

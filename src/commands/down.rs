@@ -87,7 +87,17 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         match (client, &placement) {
             (Some(_), Some(_)) if let Some(why) = &sick => reporter.warning(&cannot_prune(why)),
             (Some(client), Some(placement)) => {
-                match flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref()).await {
+                let prune = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref());
+                // A process of the cluster that dies meanwhile (a request to an API server
+                // whose etcd is gone may never return) ends the prune at once.
+                let pruned = tokio::select! {
+                    pruned = prune => pruned,
+                    died = providers::process_died(provider.as_ref(), &info) => {
+                        reporter.warning(&cannot_prune(&died.to_string()));
+                        Ok(flux::deploy::Removed::default())
+                    }
+                };
+                match pruned {
                     Ok(removed) => flux_removed = removed,
                     // The cluster stopped answering, or a process of it died, while Flux pruned.
                     Err(error) if owned && (!error.is_refusal() || unhealthy().await.is_some()) => {

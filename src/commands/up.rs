@@ -124,9 +124,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         let env = envmap::compute(&config, &state, runtime.as_ref());
         // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
         prepared.packed = flux::pack(&config, &cluster.registry.from_cluster, provider.capabilities())?;
-        let result =
-            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref())
-                .await;
+        let deploy =
+            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref());
+        // A process of a cluster devenv runs that dies meanwhile ends the wait at once.
+        let result = tokio::select! {
+            result = deploy => result,
+            died = providers::process_died(provider.as_ref(), cluster) => return Err(died.into()),
+        };
         deployed = Some(result.map_err(flux::Error::from)?);
     }
 
