@@ -120,7 +120,8 @@ impl Ended {
         match (self.code, self.dev_id()) {
             (Some(0), _) => "recovered (exit 0)".to_string(),
             (code, Some(id)) => format!("{id} (exit {})", code.unwrap_or(-1)),
-            (code, None) => format!("exit {code:?}"),
+            (None, None) => "killed".to_string(),
+            (Some(code), None) => format!("exit {code}"),
         }
     }
 }
@@ -287,6 +288,19 @@ fn leftovers(repo: &TestRepo) -> Leftovers {
         processes,
         sim_data: env_dir.join("sim").exists(),
         state_dir: env_dir.exists(),
+    }
+}
+
+/// What is left once processes that were stopped have ended: the last `sleep 0.1` of a
+/// watchdog that `down` killed may outlive it by that long.
+fn settled_leftovers(repo: &TestRepo) -> Leftovers {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = leftovers(repo);
+        if left.running() == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -493,7 +507,7 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         ended.assert_clear(&format!("{component} killed during down"));
         eprintln!("{component} killed during down: {} [{}s]", ended.outcome(), started.elapsed().as_secs());
         assert_ok(&ended, &format!("down with {component} killed"));
-        let left = leftovers(&repo);
+        let left = settled_leftovers(&repo);
         assert_eq!(left.running(), 0, "down with {component} killed left {left:?}");
         assert_ok(&up_sim(&repo, "120s"), &format!("up after {component} was killed during down"));
     }
@@ -592,8 +606,9 @@ fn soak(rounds: usize) {
     });
     let mut moments = Moments(seed);
     eprintln!("soak: {rounds} rounds, {SEED_ENV}={seed}");
-    // A whole `up` of this repository (cluster, MariaDB, Flux) takes about this long here.
-    let window_ms = 14_000;
+    // Moments fall within a whole `up` of this repository (cluster, MariaDB, Flux): at first
+    // a guess, then as long as the shortest `up` that finished before its moment.
+    let mut window_ms: u64 = 10_000;
     let started = Instant::now();
     let (mut interrupted, mut leaked, mut kept_volumes) = (0, 0, 0);
     for round in 1..=rounds {
@@ -601,12 +616,15 @@ fn soak(rounds: usize) {
         let (signal, name) = if moments.next() % 2 == 0 { (libc::SIGINT, "SIGINT") } else { (libc::SIGKILL, "SIGKILL") };
         let after = Duration::from_millis(moments.next() % window_ms);
         let mut up = spawn(&repo, &["up", "--profile", "sim", "--timeout", "60s"], |_| {});
-        let deadline = Instant::now() + after;
+        let began = Instant::now();
+        let deadline = began + after;
         while Instant::now() < deadline && up.child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let finished_first = up.child.try_wait().unwrap().is_some();
-        if !finished_first {
+        if finished_first {
+            window_ms = window_ms.min(began.elapsed().as_millis() as u64).max(1000);
+        } else {
             up.signal(signal);
             interrupted += 1;
         }
@@ -616,7 +634,7 @@ fn soak(rounds: usize) {
         }
         let down = run(&repo, &["down"]);
         assert_ok(&down, &format!("round {round}: down"));
-        let left = leftovers(&repo);
+        let left = settled_leftovers(&repo);
         leaked += left.running();
         kept_volumes = left.volumes.len();
         eprintln!(
