@@ -191,6 +191,32 @@ pub struct EngineVersion {
     pub api_version: String,
 }
 
+/// Requests that change the engine (create, start, remove…) on their way now.
+static CHANGING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a changing request while it is on its way.
+struct Changing;
+
+impl Changing {
+    fn begin() -> Self {
+        CHANGING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Changing
+    }
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        CHANGING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How many requests that change the engine are on their way. The engine carries out a
+/// request it has received even when its client goes away, so an interrupted command lets
+/// these finish before it exits: what they make is then there for `down` to find.
+pub fn changes_in_flight() -> usize {
+    CHANGING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 impl Error {
     /// Whether the engine stopped answering in the middle of an operation (its socket gone,
     /// the connection refused or cut), as when it is restarted, rather than refusing it.
@@ -307,6 +333,7 @@ impl Docker {
     }
 
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        let _changing = Changing::begin();
         let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
             .ports
             .iter()
@@ -340,6 +367,7 @@ impl Docker {
     }
 
     pub async fn start_container(&self, name: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         self.client
             .start_container(name, None)
             .await
@@ -348,6 +376,7 @@ impl Docker {
 
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; absent is fine.
     pub async fn remove_container(&self, name: &str, grace: Duration) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let stop = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
         match self.client.stop_container(name, Some(stop)).await {
             Ok(()) => {}
@@ -430,6 +459,7 @@ impl Docker {
 
     /// Creates a labelled volume; an existing one is kept as it is.
     pub async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let request = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone().into_iter().collect()),
@@ -452,6 +482,7 @@ impl Docker {
     }
 
     pub async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.client.remove_volume(name, Some(options)).await {
             Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume { name: name.to_string(), source: e }),
@@ -477,6 +508,7 @@ impl Docker {
 
     /// Attaches a container to a network; one already attached is left as it is.
     pub async fn connect_network(&self, container: &str, network: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         if self.network_members(network).await?.is_some_and(|members| members.iter().any(|m| m == container)) {
             return Ok(());
         }

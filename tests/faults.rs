@@ -336,15 +336,24 @@ struct EngineDoor {
     path: PathBuf,
     open: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<UnixStream>>>,
+    /// Set once a request to create a container has come through (and is being held).
+    create_seen: Arc<AtomicBool>,
 }
 
 impl EngineDoor {
     fn open(path: &Path) -> Self {
+        Self::holding_creates(path, Duration::ZERO)
+    }
+
+    /// A door that holds each request to create a container for `hold` before passing it on,
+    /// as a busy engine would take that long to carry it out.
+    fn holding_creates(path: &Path, hold: Duration) -> Self {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let create_seen = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
-        let (still_open, tracked) = (open.clone(), connections.clone());
+        let (still_open, tracked, seen) = (open.clone(), connections.clone(), create_seen.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -357,17 +366,35 @@ impl EngineDoor {
                     tracked.push(client.try_clone().unwrap());
                     tracked.push(engine.try_clone().unwrap());
                 }
-                for (mut from, mut to) in
-                    [(client.try_clone().unwrap(), engine.try_clone().unwrap()), (engine, client)]
+                for (outbound, mut from, mut to) in
+                    [(true, client.try_clone().unwrap(), engine.try_clone().unwrap()), (false, engine, client)]
                 {
+                    let seen = seen.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = vec![0; 64 * 1024];
+                        loop {
+                            let n = match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let chunk = &buf[..n];
+                            if outbound && chunk.starts_with(b"POST ") {
+                                let line = String::from_utf8_lossy(&chunk[..n.min(200)]).into_owned();
+                                if line.lines().next().is_some_and(|l| l.contains("/containers/create")) {
+                                    seen.store(true, Ordering::SeqCst);
+                                    std::thread::sleep(hold);
+                                }
+                            }
+                            if std::io::Write::write_all(&mut to, chunk).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Write);
                     });
                 }
             }
         });
-        EngineDoor { path: path.to_path_buf(), open, connections }
+        EngineDoor { path: path.to_path_buf(), open, connections, create_seen }
     }
 
     /// The engine goes away: new connections are refused, open ones are cut.
@@ -432,6 +459,40 @@ fn the_engine_going_away_mid_up_is_a_clear_error_and_the_next_up_recovers() {
         assert_ok(&again, &format!("up after the engine came back ({moment})"));
         let left = leftovers(&repo);
         assert_eq!(left.containers, [container.clone()], "one container, the one `up` made");
+    }
+    purge_and_count(&repo);
+}
+
+#[test]
+fn an_up_interrupted_while_the_engine_creates_a_container_leaves_it_for_down_to_find() {
+    let Some(image) = mariadb_image() else { return };
+    let repo = repo("inflight", Some(&image));
+    let door_dir = tempfile::tempdir().unwrap();
+    let socket = door_dir.path().join("docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let hold = Duration::from_millis(1500);
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGKILL, "SIGKILL")] {
+        let door = EngineDoor::holding_creates(&socket, hold);
+        let up = spawn(&repo, &["up", "--profile", "standalone"], |c| {
+            c.env("DOCKER_HOST", &host);
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !door.create_seen.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "{name}: no container was created");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The engine has the request (it is held on its way); devenv is told to stop.
+        up.signal(signal);
+        let ended = up.finish();
+        if signal == libc::SIGINT {
+            assert_eq!(ended.dev_id().as_deref(), Some("DEV090"), "{}", ended.describe());
+        }
+        // `down` at once, as a script would: what the engine made must not appear after it.
+        assert_ok(&run(&repo, &["down"]), &format!("{name}: down"));
+        std::thread::sleep(hold);
+        let left = settled_leftovers(&repo);
+        eprintln!("{name} while the engine creates: {} -> left {:?}", ended.outcome(), left.containers);
+        assert_eq!(left.running(), 0, "{name}: `down` left {left:?}");
     }
     purge_and_count(&repo);
 }

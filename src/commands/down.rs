@@ -13,6 +13,9 @@ use crate::state::{self, Store};
 use crate::substitutes::{self, Removed, SubstituteRuntime};
 use crate::ui::{self, ReporterExt};
 
+/// How long the engine may take to finish what a killed command asked of it.
+const AFTER_A_KILL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     // A broken devenv.yaml must not stop a cleanup: with `--env`, the name is enough, and the
     // state file says which cluster the environment used.
@@ -29,7 +32,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     let store = Store::for_env(&env)?;
     let reporter = ctx.reporter();
     // One command at a time changes an environment; this one holds it until it returns.
-    let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
+    let lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
     let (state, unreadable) = match store.load() {
         Ok(state) => (state, None),
         Err(error @ (state::Error::Corrupt { .. } | state::Error::Read { .. })) => {
@@ -126,10 +129,19 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         (None, Some(config)) => substitutes::runtime::for_config(config),
     };
     let engine = runtime.check().await;
-    let removed = match &engine {
+    let mut removed = match &engine {
         Ok(_) => runtime.remove_all(&env, args.purge, reporter.as_ref()).await?,
         Err(_) => Removed::default(),
     };
+    // A command killed while the engine created something for it (a request the engine
+    // carries out though its client is gone) may see it appear a moment after the first
+    // look: a second one finds it.
+    if engine.is_ok() && lock.took_over().is_some() {
+        tokio::time::sleep(AFTER_A_KILL).await;
+        let late = runtime.remove_all(&env, args.purge, reporter.as_ref()).await?;
+        removed.containers.extend(late.containers);
+        removed.volumes.extend(late.volumes);
+    }
     // A cluster devenv owns is stopped even when the engine cannot be reached.
     let owned = provider.as_ref().filter(|p| p.capabilities().owns_cluster);
     let cluster_stopped = match owned {
