@@ -225,7 +225,10 @@ impl Error {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
         while let Some(current) = cause {
             if let Some(io) = current.downcast_ref::<std::io::Error>()
-                && matches!(io.kind(), NotFound | ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+                && matches!(
+                    io.kind(),
+                    NotFound | ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                )
             {
                 return true;
             }

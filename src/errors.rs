@@ -327,7 +327,10 @@ pub fn diagnose(error: &Error) -> Diagnosis {
 
 /// Whether a write failed for lack of room: a full disk, a quota, a file size limit.
 fn is_full(error: &std::io::Error) -> bool {
-    matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::FileTooLarge)
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::FileTooLarge
+    )
 }
 
 /// The id, exit code and hint of an environment asked for what it does not have.

@@ -274,9 +274,8 @@ fn leftovers(repo: &TestRepo) -> Leftovers {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        let ours = cmdline.contains(&*env_dir.to_string_lossy())
-            || cwd.starts_with(&env_dir)
-            || cwd.starts_with(repo.path());
+        let ours =
+            cmdline.contains(&*env_dir.to_string_lossy()) || cwd.starts_with(&env_dir) || cwd.starts_with(repo.path());
         if ours {
             processes.push(format!("{pid} {}", cmdline.trim()));
         }
@@ -389,7 +388,11 @@ impl EngineDoor {
                                 break;
                             }
                         }
-                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        // A client that goes away does not take its request back: the engine
+                        // carries out what it received (`cut` ends the engine's side).
+                        if !outbound {
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        }
                     });
                 }
             }
@@ -449,7 +452,11 @@ fn the_engine_going_away_mid_up_is_a_clear_error_and_the_next_up_recovers() {
         if ended.code != Some(0) {
             assert_eq!(ended.dev_id().as_deref(), Some("DEV020"), "{moment}: {}", ended.describe());
         }
-        eprintln!("engine cut while {moment}: {}\n{}", ended.outcome(), ended.stdout.lines().last().unwrap_or_default());
+        eprintln!(
+            "engine cut while {moment}: {}\n{}",
+            ended.outcome(),
+            ended.stdout.lines().last().unwrap_or_default()
+        );
         // The engine is back: the next `up` finishes the job.
         let _door = EngineDoor::open(&socket);
         let again = spawn(&repo, &["up", "--profile", "standalone"], |c| {
@@ -536,7 +543,8 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
 
     // During `up`: etcd while the cluster boots (the cluster was stopped first), the others
     // once the cluster is up and devenv applies and waits for Flux.
-    let during_up = [("etcd", "boot"), ("kube-apiserver", "apply"), ("registry", "apply"), ("kustomize-controller", "apply")];
+    let during_up =
+        [("etcd", "boot"), ("kube-apiserver", "apply"), ("registry", "apply"), ("kustomize-controller", "apply")];
     for (round, (component, moment)) in during_up.into_iter().enumerate() {
         edit(&repo, &format!("up-{round}"));
         if moment == "boot" {
@@ -674,7 +682,8 @@ fn soak(rounds: usize) {
     let (mut interrupted, mut leaked, mut kept_volumes) = (0, 0, 0);
     for round in 1..=rounds {
         edit(&repo, &format!("soak-{round}"));
-        let (signal, name) = if moments.next() % 2 == 0 { (libc::SIGINT, "SIGINT") } else { (libc::SIGKILL, "SIGKILL") };
+        let (signal, name) =
+            if moments.next() % 2 == 0 { (libc::SIGINT, "SIGINT") } else { (libc::SIGKILL, "SIGKILL") };
         let after = Duration::from_millis(moments.next() % window_ms);
         let mut up = spawn(&repo, &["up", "--profile", "sim", "--timeout", "60s"], |_| {});
         let began = Instant::now();

@@ -206,14 +206,15 @@ pub async fn up(
         charts.push(charts::push(&oci, registry, &repository, &chart.metadata, &chart.bytes).await?);
     }
     let origin = config.repo.display().to_string();
-    let pushes =
-        prepared.packed.artifacts.iter().map(|a| {
-            let repository = artifact::repository(&config.env, &a.source);
-            let (oci, origin) = (&oci, &origin);
-            async move {
-                artifact::push_tree(oci, registry, &repository, &a.content, &a.digest, origin).await.map(|p| (a.source.clone(), p))
-            }
-        });
+    let pushes = prepared.packed.artifacts.iter().map(|a| {
+        let repository = artifact::repository(&config.env, &a.source);
+        let (oci, origin) = (&oci, &origin);
+        async move {
+            artifact::push_tree(oci, registry, &repository, &a.content, &a.digest, origin)
+                .await
+                .map(|p| (a.source.clone(), p))
+        }
+    });
     let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
 
     // A server-side apply that changes nothing keeps the resourceVersion. The applies are

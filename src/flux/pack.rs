@@ -865,8 +865,7 @@ pub(crate) mod tests {
         assert!(packed.paths.contains(&"apps/caf\\xE9.txt".to_string()), "{:?}", packed.paths);
         let bytes = packed.artifacts[1].content.to_vec().unwrap();
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
-        let names: Vec<Vec<u8>> =
-            archive.entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
+        let names: Vec<Vec<u8>> = archive.entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
         assert!(names.contains(&b"apps/caf\xe9.txt".to_vec()), "{names:?}");
         // Packing again gives the same bytes.
         let again = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
@@ -897,7 +896,10 @@ pub(crate) mod tests {
         let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!("`apps/dump.sql` is 100.0 MiB ({} bytes), more than the 100.0 MiB a file may have to be packed", MAX_FILE_SIZE + 1)
+            format!(
+                "`apps/dump.sql` is 100.0 MiB ({} bytes), more than the 100.0 MiB a file may have to be packed",
+                MAX_FILE_SIZE + 1
+            )
         );
         fs::remove_file(dir.path().join("apps/dump.sql")).unwrap();
         fs::rename(dir.path().join("data.yaml"), dir.path().join("apps/data.yaml")).unwrap();
