@@ -465,7 +465,7 @@ fn the_engine_going_away_mid_up_is_a_clear_error_and_the_next_up_recovers() {
         .finish();
         assert_ok(&again, &format!("up after the engine came back ({moment})"));
         let left = leftovers(&repo);
-        assert_eq!(left.containers, [container.clone()], "one container, the one `up` made");
+        assert_eq!(left.containers, std::slice::from_ref(&container), "one container, the one `up` made");
     }
     purge_and_count(&repo);
 }
