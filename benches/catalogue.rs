@@ -6,7 +6,7 @@
 //!
 //! Needs a Docker engine and the test images (scripts/test.sh builds them and sets the
 //! variables):
-//!   for i in mariadb postgres redis opensearch s3proxy elasticmq; do
+//!   for i in mariadb postgres redis opensearch s3proxy elasticmq moto; do
 //!     export DEVENV_TEST_$(tr a-z A-Z <<<$i)_IMAGE=$(bash scripts/build-test-image.sh $i); done
 //!   cargo bench --bench catalogue
 
@@ -26,6 +26,8 @@ const KINDS: &[(&str, &str)] = &[
     ("opensearch", "DEVENV_TEST_OPENSEARCH_IMAGE"),
     ("s3", "DEVENV_TEST_S3PROXY_IMAGE"),
     ("sqs", "DEVENV_TEST_ELASTICMQ_IMAGE"),
+    ("secretsmanager", "DEVENV_TEST_MOTO_IMAGE"),
+    ("ssm-parameter-store", "DEVENV_TEST_MOTO_IMAGE"),
 ];
 
 fn main() {
@@ -100,6 +102,12 @@ impl Fixture {
             match *kind {
                 "s3" => project.push_str("    resources: [uploads]\n"),
                 "sqs" => project.push_str("    resources: [orders]\n"),
+                "secretsmanager" => {
+                    project.push_str("    resources:\n      - name: app/api-key\n        generate: password\n")
+                }
+                "ssm-parameter-store" => {
+                    project.push_str("    resources:\n      - name: /app/region\n        value: us-east-1\n")
+                }
                 _ => {}
             }
             write(repo.path(), &format!(".devenv/substitutes/{kind}.yaml"), &format!("image: {image}\n"));

@@ -43,7 +43,7 @@ done_phase
 
 phase "test images"
 # One image per server the catalogue's kinds run, each exported as DEVENV_TEST_<NAME>_IMAGE.
-for image in mariadb postgres redis opensearch s3proxy elasticmq; do
+for image in mariadb postgres redis opensearch s3proxy elasticmq moto; do
     var=DEVENV_TEST_$(tr 'a-z' 'A-Z' <<<"$image")_IMAGE
     image_start=$(date +%s)
     reference=$(bash scripts/build-test-image.sh "$image")

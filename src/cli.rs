@@ -127,6 +127,30 @@ pub enum SimCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PreviewCommand {
+    /// Create or update the preview of a pull request and wait until it is Ready
+    ///
+    /// The preview lives in namespace pr-<N>-<project> of the cluster the profile (default:
+    /// `preview`) names, isolated by a quota, limits, network policies and an account that
+    /// every Flux object acts as; its substitutes run in the namespace. The working tree is
+    /// pushed to the profile's registry. A commit older than the one the preview runs is
+    /// refused, and concurrent runs for one pull request wait for each other.
+    #[command(
+        after_help = "Examples:\n  devenv preview up --pr 42 --sha \"$GITHUB_SHA\"\n  devenv preview up --pr 42 --ttl 24h --context shared-eks --output json"
+    )]
+    Up(PreviewUpArgs),
+    /// Delete the preview of a pull request: its Flux objects (which prune what they
+    /// applied), then its namespace with its data; a missing preview is not an error
+    #[command(after_help = "Examples:\n  devenv preview down --pr 42\n  devenv preview down --pr 42 --wait")]
+    Down(PreviewDownArgs),
+    /// List the project's previews: pull request, commit, age, expiry and readiness
+    #[command(after_help = "Examples:\n  devenv preview list\n  devenv preview list --output json")]
+    List,
+    /// Delete expired previews, those older than --older-than, and those of pull requests
+    /// not in --open-prs; a preview labelled devenv.io/keep=true is never deleted
+    #[command(
+        after_help = "Examples:\n  devenv preview gc\n  devenv preview gc --open-prs 12,15,31 --dry-run\n  devenv preview gc --older-than 7d"
+    )]
+    Gc(PreviewGcArgs),
     /// Print the RBAC objects and the admission policy the CI identity running previews needs
     ///
     /// A ClusterRole with the rights previews use, bound to the identity, and a
@@ -138,6 +162,67 @@ pub enum PreviewCommand {
         after_help = "Examples:\n  devenv preview rbac --user devenv-ci | kubectl apply -f -\n  devenv preview rbac --group ci:deployers\n  devenv preview rbac --service-account ci/deployer --output json"
     )]
     Rbac(PreviewRbacArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewUpArgs {
+    /// The pull request's number
+    #[arg(long, value_name = "N")]
+    pub pr: u64,
+    /// The commit being deployed (default: the repository's HEAD)
+    #[arg(long, value_name = "SHA")]
+    pub sha: Option<String>,
+    /// How long the preview lives before `gc` deletes it (default: the profile's `ttl`, else 72h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub ttl: Option<std::time::Duration>,
+    /// Show generated passwords and URLs with credentials in the summary
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// How long to wait for another run of the same preview, and for everything to become Ready
+    #[arg(long, default_value = "10m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewDownArgs {
+    /// The pull request's number
+    #[arg(long, value_name = "N")]
+    pub pr: u64,
+    /// Wait until the namespace is gone, and name what holds it if it stays
+    #[arg(long)]
+    pub wait: bool,
+    /// How long to wait for another run of the preview, for Flux's prune and (with --wait) the namespace
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewGcArgs {
+    /// Also delete previews made longer ago than this (e.g. 7d), expired or not
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub older_than: Option<std::time::Duration>,
+    /// The pull requests still open, comma-separated (empty: none): the previews of all others are deleted
+    #[arg(long, value_name = "N,N,…", value_parser = parse_pr_list)]
+    pub open_prs: Option<PrList>,
+    /// Say what would be deleted, and delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long Flux's prune of each preview may take
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+/// Pull request numbers, as `--open-prs` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrList(pub std::collections::BTreeSet<u64>);
+
+/// `12,15,31`; an empty list (no pull request is open) is fine, so a script may pass what
+/// `gh pr list` printed as it is.
+fn parse_pr_list(text: &str) -> Result<PrList, String> {
+    (text.split(',').map(str::trim).filter(|n| !n.is_empty()))
+        .map(|n| n.parse::<u64>().map_err(|_| format!("`{n}` is not a pull request number")))
+        .collect::<Result<_, _>>()
+        .map(PrList)
 }
 
 /// Exactly one identity: the one CI authenticates as.

@@ -30,6 +30,12 @@ pub enum Error {
     Doctor(#[from] crate::commands::doctor::Failed),
     #[error(transparent)]
     Command(#[from] crate::commands::Error),
+    #[error(transparent)]
+    PreviewInput(#[from] crate::preview::Error),
+    #[error(transparent)]
+    Preview(#[from] crate::preview::cluster::Error),
+    #[error(transparent)]
+    PreviewLease(#[from] crate::preview::lease::Error),
     #[error("{failed} of {total} substitutes failed")]
     Several { failed: usize, total: usize, first: Box<Error> },
 }
@@ -64,7 +70,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV033", "the environment, or the part of it asked for, has not been created"),
     ("DEV034", "something the environment runs is not healthy"),
     ("DEV035", "a Flux controller's log cannot be read"),
-    ("DEV040", "the profile's cluster provider is not available"),
+    ("DEV040", "the profile is a preview profile, used by `devenv preview up`"),
     ("DEV041", "the cluster cannot be started or reached"),
     ("DEV042", "the sim cluster's binaries are not built"),
     ("DEV043", "building the sim cluster's binaries failed"),
@@ -84,6 +90,19 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV067", "a substituted value would make a string field a number, boolean or null"),
     ("DEV068", "an `overlay.disable` entry matches nothing"),
     ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),
+    ("DEV070", "a preview's pull request number, commit or ttl is not valid"),
+    ("DEV071", "a preview runs a newer commit than the one given"),
+    ("DEV072", "the project has as many previews as its profile allows (`maxPreviews`)"),
+    ("DEV073", "another run is changing the preview"),
+    ("DEV074", "the cluster refused a preview operation"),
+    ("DEV075", "a preview's namespace is stuck terminating"),
+    ("DEV076", "a namespace of the preview's name exists and devenv did not make it"),
+    ("DEV077", "a `devenv preview` command was given a profile that is not a preview profile"),
+    ("DEV080", "a secret or parameter has no value, or more than one"),
+    ("DEV081", "a `${SERVICE.OUTPUT}` reference or `rds:` names a service or output that is not there"),
+    ("DEV082", "`rds:` names a service that is not a database"),
+    ("DEV083", "a secret or parameter name that AWS would refuse"),
+    ("DEV084", "a resource field that its kind does not take"),
     ("DEV085", "a file a Kustomization reads is too large to pack"),
     ("DEV090", "interrupted"),
 ];
@@ -229,7 +248,7 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 return Diagnosis {
                     id: "DEV010",
                     exit_code: 2,
-                    hint: Some("add `registry: { url: HOST[:PORT] }` to the profile".into()),
+                    hint: Some("add `registry: { url: HOST[:PORT] }` to the profile (for a preview profile, in `.devenv/profiles/preview.yaml` of the repository: the registry CI pushes to, e.g. ECR)".into()),
                 };
             }
             providers::Error::FluxMissing { context, .. } => (
@@ -247,13 +266,13 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     _ => "fix the Docker configuration (`docker login HOST` writes `~/.docker/config.json`; DOCKER_CONFIG moves it)".into(),
                 }),
             ),
-            // The profile asks for what this build cannot do: a configuration error.
-            providers::Error::NotAvailable { provider, .. } => return Diagnosis {
+            // The profile is for another command: a usage error.
+            providers::Error::PreviewOnly { profile } => return Diagnosis {
                 id: "DEV040",
                 exit_code: 2,
                 hint: Some(format!(
-                    "this version of devenv runs the providers {}; pick a profile that uses one (`--profile standalone` runs the substitutes alone), or a `{provider}` profile later",
-                    providers::AVAILABLE.join(", ")
+                    "`devenv preview up --pr N{}` makes the preview of pull request N; `devenv up` takes a profile of another provider (local, k3d, sim, standalone, or one of your own)",
+                    if profile == "preview" { String::new() } else { format!(" --profile {profile}") }
                 )),
             },
         },
@@ -319,6 +338,9 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             },
         },
         Error::Command(e) => return diagnose_command(e),
+        Error::PreviewInput(e) => return crate::preview::diagnose::input(e),
+        Error::Preview(e) => return crate::preview::diagnose::cluster(e),
+        Error::PreviewLease(e) => return crate::preview::diagnose::lease(e),
         Error::Interrupted => return Diagnosis { id: "DEV090", exit_code: 130, hint: None },
         Error::Several { first, .. } => return diagnose(first),
     };
@@ -366,6 +388,12 @@ fn diagnose_command(error: &crate::commands::Error) -> Diagnosis {
             "DEV034",
             1,
             "`devenv up` repairs it: it starts or recreates what stopped and waits until everything is Ready; `devenv logs SERVICE` shows why a substitute stopped".to_string(),
+        ),
+        Command::EnvOfPreview => ("DEV012", 2, "leave `--env` out; `--pr N` names the preview".to_string()),
+        Command::NotPreviewProfile { .. } => (
+            "DEV077",
+            2,
+            "leave `--profile` out to use the built-in `preview` profile, or name one of yours with `cluster.provider: eks-namespace`".to_string(),
         ),
         Command::Kubeconfig(e) => ("DEV044", 1, kubeconfig_hint(e)),
         Command::FluxObject(e) => return diagnose_flux_object(e),
@@ -557,7 +585,7 @@ fn kubeconfig_hint(error: &providers::kubeconfig::Error) -> String {
 }
 
 /// How to find what holds an object Flux could not delete (`Kind/namespace/name`).
-fn prune_blocked_hint(object: &str) -> String {
+pub(crate) fn prune_blocked_hint(object: &str) -> String {
     let mut parts = object.splitn(3, '/');
     let look = match (parts.next(), parts.next(), parts.next()) {
         (Some(kind), Some(namespace), Some(name)) => format!("`kubectl get {kind} {name} -n {namespace} -o yaml`"),
@@ -608,6 +636,11 @@ fn diagnose_config(error: &config::Error) -> Diagnosis {
                 Problem::UnknownParam => "DEV009",
                 Problem::Invalid => "DEV010",
                 Problem::Unsupported => "DEV012",
+                Problem::ResourceValue => "DEV080",
+                Problem::UnknownReference => "DEV081",
+                Problem::NotADatabase => "DEV082",
+                Problem::ResourceName => "DEV083",
+                Problem::NotApplicable => "DEV084",
             },
             hint.clone(),
         ),

@@ -1,5 +1,6 @@
 //! devenv: a disposable copy of a Flux/EKS platform for every developer and pull request.
 
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod completion;

@@ -367,7 +367,10 @@ mod tests {
     }
 
     fn plan_with(config: &Config, state: &mut State, container: Option<ContainerInfo>) -> (Plan, Vec<Desired>) {
-        let observed = BTreeMap::from([("db".to_string(), Observed { container, volume_exists: false })]);
+        let observed = BTreeMap::from([(
+            "db".to_string(),
+            Observed { container, volume_exists: false, credentials: BTreeMap::new() },
+        )]);
         let desired = substitutes::resolve(config, state, &observed, &Default::default()).unwrap();
         (compute(config, &desired, &observed, &[]), desired)
     }

@@ -15,7 +15,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use crate::providers::ClusterInfo;
-pub use lock::{EnvLock, Holder, LOCK_FILE, PortBook};
+pub use lock::{EnvLock, Holder, LOCK_FILE, PortBook, human};
 
 /// Overrides the state directory (tests, CI).
 pub const STATE_DIR_ENV: &str = "DEVENV_STATE_DIR";
@@ -114,6 +114,10 @@ pub struct ServiceState {
     /// Generated credentials, by the catalogue's secret names.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Generated values of the service's secrets and parameters (`generate: password`), by
+    /// resource name, so every `up` makes them again the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generated: BTreeMap<String, String>,
 }
 
 impl State {
@@ -247,6 +251,7 @@ mod tests {
                 kind: "rds-mariadb".into(),
                 host_ports: BTreeMap::from([("sql".into(), 40000)]),
                 secrets: BTreeMap::from([("password".into(), generate_secret())]),
+                ..Default::default()
             },
         );
         store.save(&state).unwrap();

@@ -357,8 +357,8 @@ async fn sqs_creates_queues_and_keeps_messages() {
 /// substitute has started before the first one is ready).
 #[tokio::test]
 async fn every_kind_starts_in_parallel() {
-    let (Some(postgres), Some(redis), Some(opensearch), Some(s3proxy), Some(elasticmq)) =
-        (postgres_image(), redis_image(), opensearch_image(), s3proxy_image(), elasticmq_image())
+    let (Some(postgres), Some(redis), Some(opensearch), Some(s3proxy), Some(elasticmq), Some(moto)) =
+        (postgres_image(), redis_image(), opensearch_image(), s3proxy_image(), elasticmq_image(), common::moto_image())
     else {
         return;
     };
@@ -368,6 +368,8 @@ async fn every_kind_starts_in_parallel() {
         "  - name: search\n    kind: opensearch\n",
         "  - name: blobs\n    kind: s3\n    resources: [uploads]\n",
         "  - name: queues\n    kind: sqs\n    resources: [orders]\n",
+        "  - name: secrets\n    kind: secretsmanager\n    resources:\n      - name: ledger/db\n        rds: ledger-db\n",
+        "  - name: parameters\n    kind: ssm-parameter-store\n    resources:\n      - name: /ledger/cache-host\n        value: ${cache.host}\n",
     );
     let images = [
         ("rds-postgres", postgres.as_str()),
@@ -375,11 +377,13 @@ async fn every_kind_starts_in_parallel() {
         ("opensearch", opensearch.as_str()),
         ("s3", s3proxy.as_str()),
         ("sqs", elasticmq.as_str()),
+        ("secretsmanager", moto.as_str()),
+        ("ssm-parameter-store", moto.as_str()),
     ];
     let repo = repo("t-cat-all", services, &images);
 
     let (events, result) = up_with_events(&repo);
-    assert_eq!(result["services"].as_array().unwrap().len(), 5);
+    assert_eq!(result["services"].as_array().unwrap().len(), 7);
     let substitutes: Vec<&Value> =
         events.iter().filter(|e| e["step"].as_str().is_some_and(|s| s.starts_with("substitute/"))).collect();
     let first_finished = substitutes.iter().position(|e| e["event"] == "finished").unwrap();
@@ -405,4 +409,144 @@ async fn memory_usage_of_a_missing_container_is_none() {
     }
     let docker = Docker::connect().await.unwrap();
     assert_eq!(docker.memory_usage("devenv-t-cat-no-such-container").await.unwrap(), None);
+}
+
+// --- Secrets Manager and SSM Parameter Store ------------------------------------------------------
+
+const AWS_SERVICES: &str = r#"  - name: orders-db
+    kind: rds-mariadb
+    params:
+      database: orders
+  - name: secrets
+    kind: secretsmanager
+    resources:
+      - name: lender/payments/db
+        rds: orders-db
+      - name: lender/payments/api-key
+        generate: password
+      - name: lender/payments/feature
+        value: FEATURE-v1
+    keys:
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint
+      AWS_ACCESS_KEY_ID: accessKeyId
+      AWS_SECRET_ACCESS_KEY: secretAccessKey
+  - name: parameters
+    kind: ssm-parameter-store
+    resources:
+      - name: /lender/payments/db-host
+        value: ${orders-db.host}
+      - name: /lender/payments/db-password
+        type: SecureString
+        value: ${orders-db.password}
+    keys:
+      AWS_ENDPOINT_URL_SSM: endpoint
+"#;
+
+/// Clients of both APIs from the outputs, as an AWS SDK builds them from the environment.
+fn aws_clients(result: &Value) -> (devenv::aws::Client, devenv::aws::Client) {
+    let credentials = devenv::aws::Credentials {
+        access_key_id: output(result, 1, "accessKeyId"),
+        secret_access_key: output(result, 1, "secretAccessKey"),
+    };
+    let timeout = Duration::from_secs(30);
+    let region = output(result, 1, "region");
+    (
+        devenv::aws::Client::secrets_manager(&output(result, 1, "endpoint"), &region, credentials.clone(), timeout)
+            .unwrap(),
+        devenv::aws::Client::ssm(&output(result, 2, "endpoint"), &region, credentials, timeout).unwrap(),
+    )
+}
+
+async fn secret(client: &devenv::aws::Client, name: &str) -> String {
+    let found = client.call("GetSecretValue", &json!({"SecretId": name})).await.unwrap();
+    found["SecretString"].as_str().unwrap().to_string()
+}
+
+async fn parameter(client: &devenv::aws::Client, name: &str) -> (String, String) {
+    let found = client.call("GetParameter", &json!({"Name": name, "WithDecryption": true})).await.unwrap();
+    let text = |field: &str| found["Parameter"][field].as_str().unwrap().to_string();
+    (text("Value"), text("Type"))
+}
+
+/// Connects with nothing but the RDS-shaped secret's fields and runs `SELECT 1`.
+async fn select_one_with(secret: &Value) {
+    use mysql_async::prelude::Queryable;
+    assert_eq!(secret["engine"], "mariadb", "{secret}");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(secret["host"].as_str().unwrap().to_string())
+        .tcp_port(u16::try_from(secret["port"].as_u64().expect("the port is a number, as RDS writes it")).unwrap())
+        .prefer_socket(false)
+        .user(secret["username"].as_str())
+        .pass(secret["password"].as_str())
+        .db_name(secret["dbname"].as_str());
+    let mut conn = mysql_async::Conn::new(opts).await.expect("connects with what the secret holds");
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    conn.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_manager_and_parameter_store_hold_what_the_environment_declares() {
+    let (Some(moto), Some(mariadb)) = (common::moto_image(), common::mariadb_image()) else { return };
+    let images =
+        [("rds-mariadb", mariadb.as_str()), ("secretsmanager", moto.as_str()), ("ssm-parameter-store", moto.as_str())];
+    let repo = repo("t-cat-aws", AWS_SERVICES, &images);
+
+    let result = up(&repo);
+    assert_eq!(output(&result, 1, "secrets"), "lender/payments/db,lender/payments/api-key,lender/payments/feature");
+    let (secrets, parameters) = aws_clients(&result);
+
+    // The RDS-shaped secret holds the database's generated password, and is enough to connect.
+    let rds: Value = serde_json::from_str(&secret(&secrets, "lender/payments/db").await).unwrap();
+    assert_eq!(rds["password"], output(&result, 0, "password"), "the password devenv generated");
+    assert_eq!(rds["dbname"], "orders");
+    select_one_with(&rds).await;
+    let api_key = secret(&secrets, "lender/payments/api-key").await;
+    assert_eq!(api_key.len(), 24, "a generated password: {api_key}");
+    assert_eq!(secret(&secrets, "lender/payments/feature").await, "FEATURE-v1");
+
+    // Parameters hold their values and types, and the API round-trips a new one.
+    assert_eq!(parameter(&parameters, "/lender/payments/db-host").await, ("127.0.0.1".into(), "String".into()));
+    let password = (output(&result, 0, "password"), "SecureString".to_string());
+    assert_eq!(parameter(&parameters, "/lender/payments/db-password").await, password);
+    let put = json!({"Name": "/lender/payments/note", "Value": "hello", "Type": "String"});
+    parameters.call("PutParameter", &put).await.unwrap();
+    assert_eq!(parameter(&parameters, "/lender/payments/note").await.0, "hello");
+
+    // The credentials go to the environment Secret; the endpoints to the ConfigMap.
+    let env = repo.devenv().args(["env", "--format", "json", "--show-secrets"]).output().unwrap();
+    let env: Value = serde_json::from_slice(&env.stdout).unwrap();
+    assert_eq!(env["AWS_ENDPOINT_URL_SECRETS_MANAGER"], output(&result, 1, "endpoint"));
+    assert_eq!(env["AWS_ENDPOINT_URL_SSM"], output(&result, 2, "endpoint"));
+    assert_eq!(env["AWS_SECRET_ACCESS_KEY"], output(&result, 1, "secretAccessKey"));
+    let env = repo.devenv().args(["env", "--format", "json"]).output().unwrap();
+    let env: Value = serde_json::from_slice(&env.stdout).unwrap();
+    assert!(env.get("AWS_ACCESS_KEY_ID").is_none(), "the credentials are secret outputs: {env}");
+
+    // Every `up` checks them; a changed source value updates the secret.
+    let (events, _) = up_with_events(&repo);
+    assert!(events.iter().any(|e| e["message"] == "secret `lender/payments/db` present"), "{events:#?}");
+    repo.write(
+        "devenv.yaml",
+        &std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap().replace("FEATURE-v1", "FEATURE-v2"),
+    );
+    let (events, _) = up_with_events(&repo);
+    assert!(events.iter().any(|e| e["message"] == "secret `lender/payments/feature` updated"), "{events:#?}");
+    assert_eq!(secret(&secrets, "lender/payments/feature").await, "FEATURE-v2");
+
+    // moto keeps them in memory: after `down` and `up` they are made again, the same.
+    down(&repo, false);
+    let again = up(&repo);
+    assert_eq!(output(&again, 1, "endpoint"), output(&result, 1, "endpoint"), "a stable endpoint");
+    let (secrets, parameters) = aws_clients(&again);
+    let rds_again: Value = serde_json::from_str(&secret(&secrets, "lender/payments/db").await).unwrap();
+    assert_eq!(rds_again, rds, "the same database credentials");
+    select_one_with(&rds_again).await;
+    assert_eq!(secret(&secrets, "lender/payments/api-key").await, api_key, "the same generated password");
+    assert_eq!(parameter(&parameters, "/lender/payments/db-password").await, password);
+
+    // `down --purge` removes them with the state that held the generated values.
+    purge(&repo).await;
+    let gone = secrets.call("ListSecrets", &json!({})).await;
+    assert!(gone.is_err(), "nothing answers after purge: {gone:?}");
 }

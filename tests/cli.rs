@@ -67,7 +67,7 @@ fn errors_are_json_with_output_json() {
 }
 
 #[test]
-fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
+fn a_preview_profile_is_for_preview_commands_and_they_take_no_other() {
     let repo = TestRepo::new("t-cli-preview", SERVICE);
     repo.devenv()
         .args(["up", "--profile", "preview"])
@@ -75,10 +75,43 @@ fn a_provider_this_version_cannot_run_fails_before_any_side_effect() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "error[DEV040]: profile `preview` uses the `eks-namespace` cluster provider, which this version of devenv cannot run",
+            "error[DEV040]: profile `preview` makes pull-request previews (`provider: eks-namespace`), not environments of `devenv up`",
         ))
-        .stderr(predicate::str::contains("--profile standalone"));
+        .stderr(predicate::str::contains("`devenv preview up --pr N`"));
     assert!(!repo.state_file().exists());
+    repo.devenv()
+        .args(["preview", "list", "--profile", "standalone"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error[DEV077]: profile `standalone` uses the `none` provider; `devenv preview` needs a profile with `provider: eks-namespace`",
+        ));
+    repo.devenv()
+        .args(["preview", "down", "--pr", "3", "--env", "mine"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV012]: a preview is named after its pull request"));
+    // Bad input stops before the cluster is asked anything (the profile names none here).
+    repo.devenv()
+        .args(["preview", "up", "--pr", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV070]: the pull request number must be at least 1"));
+    repo.devenv()
+        .args(["preview", "up", "--pr", "4", "--sha", "not-a-commit"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV070]: `not-a-commit` is not a commit"));
+    repo.devenv().args(["preview", "gc", "--open-prs", "1,x"]).assert().code(2).stderr(predicate::str::contains(
+        "invalid value '1,x' for '--open-prs <N,N,…>': `x` is not a pull request number",
+    ));
+    // `preview up` needs the registry CI pushes to; the built-in profile cannot know it.
+    repo.devenv()
+        .args(["preview", "up", "--pr", "4", "--sha", "abcdef1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error[DEV010]: the profile names no registry (`registry.url`)"))
+        .stderr(predicate::str::contains(".devenv/profiles/preview.yaml"));
 }
 
 #[test]
@@ -362,7 +395,9 @@ fn a_profile_field_not_supported_yet_is_an_error_naming_file_and_field() {
         .stderr(predicate::str::contains(
             "error[DEV012]: .devenv/profiles/mine.yaml:3:6: ttl: not supported yet with the `sim` provider",
         ))
-        .stderr(predicate::str::contains("hint: remove `ttl` from the profile"));
+        .stderr(predicate::str::contains(
+            "hint: remove `ttl`: it shapes the namespaces of `devenv preview`, whose profiles use `provider: eks-namespace`",
+        ));
     repo.write(".devenv/profiles/mine.yaml", "cluster:\n  provider: none\nsubstitutes:\n  runtime: cluster\n");
     repo.devenv().args(["plan", "--profile", "mine"]).env("DOCKER_HOST", NO_DOCKER).assert().code(2).stderr(
         predicate::str::contains(
@@ -1143,7 +1178,11 @@ fn completions_and_manual_pages_come_from_the_binary() {
             "devenv-logs.1",
             "devenv-man.1",
             "devenv-plan.1",
+            "devenv-preview-down.1",
+            "devenv-preview-gc.1",
+            "devenv-preview-list.1",
             "devenv-preview-rbac.1",
+            "devenv-preview-up.1",
             "devenv-preview.1",
             "devenv-sim-build.1",
             "devenv-sim.1",
@@ -1270,8 +1309,10 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
 
     check("preview-rbac", &json(&repo, &["preview", "rbac", "--group", "ci:deployers"]));
 
-    checked.extend(["up".to_string(), "logs".to_string()]);
-    assert_eq!(checked, commands, "every command's JSON is checked (up and logs in the docker tier)");
+    // `up` and `logs` need a substitute (the docker tier checks them), the preview commands a
+    // cluster (the preview tier).
+    checked.extend(["up", "logs", "preview-up", "preview-down", "preview-list", "preview-gc"].map(str::to_string));
+    assert_eq!(checked, commands, "every command's JSON is checked");
 }
 
 /// The parts of `up`, `status` and `down` results that only a cluster fills, as devenv

@@ -23,7 +23,7 @@ use common::kind::{Cleanup, devenv, docker, kind_clusters, path_with, platform_r
 use common::{TestRepo, cluster_client, in_ci, mariadb_image, result_json};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams, LogParams, PostParams};
 
 const SYSCTL_SHADOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/kind/node/sysctl-shadow.conf");
@@ -377,25 +377,27 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let again = Api::<Pod>::namespaced(client.clone(), &namespace).get("orders-db-0").await.unwrap();
     assert_eq!(again.metadata.uid, pod.metadata.uid, "a second `up` keeps the pod");
 
-    // A second environment in its own namespace of the same cluster, as a preview would be:
-    // `down` removes its substitute but keeps the claim, `down --purge` removes the claim.
+    // The preview of a pull request in the same cluster (`devenv preview up`, the built-in
+    // `preview` profile pointed at this cluster and its registry): the substitute runs in the
+    // preview's namespace, behind its quota and network policies, and answers there.
     let kubeconfig = result["cluster"]["kubeconfig"].as_str().unwrap().to_string();
     let from_cluster = result["cluster"]["registry"]["fromCluster"].as_str().unwrap().to_string();
-    let preview_env = "t-kind-rt-pr";
-    let preview = cluster_runtime_repo(
-        preview_env,
-        ORDERS_DB,
-        &format!(
-            "cluster:\n  provider: existing\n  context: kind-devenv-{env}\nregistry:\n  url: {registry}\n  pullUrl: {from_cluster}\nsubstitutes:\n  runtime: cluster\n  memory: 512Mi\n"
-        ),
+    let preview_project = "t-kind-rt-pr";
+    let preview = cluster_runtime_repo(preview_project, ORDERS_DB, "cluster:\n  provider: none\n");
+    preview.write(
+        ".devenv/profiles/preview.yaml",
+        &format!("cluster:\n  provider: eks-namespace\n  context: kind-devenv-{env}\nregistry:\n  url: {registry}\n  pullUrl: {from_cluster}\n"),
     );
     preview.override_image("rds-mariadb", &image);
     let run = |args: &[&str]| preview.std_command().args(args).env("KUBECONFIG", &kubeconfig).output().unwrap();
-    // An object of the service's name that is not the environment's is never taken over.
-    let preview_namespace = format!("devenv-{preview_env}");
+    let preview_namespace = format!("pr-5-{preview_project}");
+    // An object of the service's name that is not the preview's is never taken over.
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
-    let namespace_object =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": preview_namespace}})).unwrap();
+    let namespace_object = serde_json::from_value(serde_json::json!({"metadata": {
+        "name": preview_namespace,
+        "labels": {"app.kubernetes.io/managed-by": "devenv", "devenv.io/project": preview_project, "devenv.io/pr": "5"},
+    }}))
+    .unwrap();
     namespaces.create(&PostParams::default(), &namespace_object).await.unwrap();
     let services = Api::<Service>::namespaced(client.clone(), &preview_namespace);
     let theirs = serde_json::from_value(serde_json::json!({
@@ -403,7 +405,7 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     }))
     .unwrap();
     services.create(&PostParams::default(), &theirs).await.unwrap();
-    let output = run(&["up", "--env", preview_env, "--timeout", "300s"]);
+    let output = run(&["preview", "up", "--pr", "5", "--timeout", "300s"]);
     let text = stderr(&output);
     assert!(
         text.contains(&format!(
@@ -412,27 +414,37 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
         "{text}"
     );
     services.delete("orders-db", &Default::default()).await.unwrap();
-    let output = run(&["up", "--env", preview_env, "--timeout", "300s", "--output", "json"]);
-    assert!(output.status.success(), "up of the second environment failed:\n{}", stderr(&output));
+    let started = Instant::now();
+    let output = run(&["preview", "up", "--pr", "5", "--timeout", "300s", "--output", "json"]);
+    assert!(output.status.success(), "preview up failed:\n{}", stderr(&output));
+    eprintln!("preview up on kind, with an in-cluster MariaDB: {:.1}s", started.elapsed().as_secs_f64());
+    let up = result_json(&output.stdout);
+    assert_eq!(up["services"][0]["endpoint"], format!("orders-db.{preview_namespace}.svc:3306"));
     assert_eq!(select_through_the_environment(&client, &preview_namespace, "select-one", &image).await, "1");
-    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &preview_namespace);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &preview_namespace);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &preview_namespace);
-    assert!(claims.get_opt("data-orders-db-0").await.unwrap().is_some());
+    let policies =
+        Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &preview_namespace);
+    let mut names: Vec<String> = policies
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    // Whether kindnet enforces them is not what this test checks: the objects are in place.
+    assert_eq!(names, ["devenv-allow-same-namespace", "devenv-deny-ingress"]);
+    // The credentials are kept beside the data, in the namespace only.
+    let credentials = Api::<Secret>::namespaced(client.clone(), &preview_namespace)
+        .get("orders-db-substitute-credentials")
+        .await
+        .unwrap();
+    assert!(credentials.data.unwrap().contains_key("password"));
+    assert!(!preview.env_dir().exists(), "nothing of the preview is kept on this machine");
 
-    let output = run(&["down", "--env", preview_env]);
-    assert!(output.status.success(), "down failed:\n{}", stderr(&output));
-    assert!(statefulsets.get_opt("orders-db").await.unwrap().is_none(), "the StatefulSet is gone");
-    assert!(services.get_opt("orders-db").await.unwrap().is_none(), "the Service is gone");
-    assert!(secrets.get_opt("orders-db-substitute-env").await.unwrap().is_none(), "the Secret is gone");
-    let claim = claims.get_opt("data-orders-db-0").await.unwrap();
-    assert!(claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()), "the data survives `down`");
-    let kept = namespaces.get(&preview_namespace).await.unwrap();
-    assert!(kept.metadata.deletion_timestamp.is_none(), "the namespace holding the data stays");
-    let output = run(&["down", "--purge", "--env", preview_env]);
-    assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
-    let claim = claims.get_opt("data-orders-db-0").await.unwrap();
-    assert!(claim.is_none_or(|c| c.metadata.deletion_timestamp.is_some()), "`down --purge` deletes the claim");
+    let output = run(&["preview", "down", "--pr", "5", "--wait", "--timeout", "300s"]);
+    assert!(output.status.success(), "preview down failed:\n{}", stderr(&output));
+    assert!(namespaces.get_opt(&preview_namespace).await.unwrap().is_none(), "the namespace and its data are gone");
     assert!(
         Api::<StatefulSet>::namespaced(client.clone(), &namespace).get_opt("orders-db").await.unwrap().is_some(),
         "the first environment's substitute is untouched"

@@ -346,3 +346,454 @@ async fn the_ci_identity_works_only_in_preview_namespaces() {
     );
     namespaces.delete("pr-7-shop", &DeleteParams::default()).await.unwrap();
 }
+
+const PLATFORM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/platform");
+
+/// A clone of the platform fixture under git, with a preview profile for the test cluster;
+/// each command runs as the CI identity `devenv-ci` (a kubeconfig that impersonates it).
+struct PreviewRepo {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    commits: Vec<String>,
+}
+
+impl PreviewRepo {
+    fn new(project: &str, max_previews: u32) -> PreviewRepo {
+        let info = cluster();
+        let dir = tempfile::tempdir().unwrap();
+        common::copy_tree(Path::new(PLATFORM), dir.path());
+        let manifest = std::fs::read_to_string(dir.path().join("devenv.yaml")).unwrap();
+        std::fs::write(
+            dir.path().join("devenv.yaml"),
+            manifest.replace("project: platform", &format!("project: {project}")),
+        )
+        .unwrap();
+        let profile = format!(
+            "cluster:\n  provider: eks-namespace\n  context: {}\nregistry:\n  url: {}\nquota:\n  pods: 20\nmaxPreviews: {max_previews}\n",
+            info.context, info.registry
+        );
+        std::fs::create_dir_all(dir.path().join(".devenv/profiles")).unwrap();
+        std::fs::write(dir.path().join(".devenv/profiles/preview.yaml"), profile).unwrap();
+        // The same cluster, as the CI identity: every request impersonates `devenv-ci`.
+        let mut kubeconfig: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&info.kubeconfig).unwrap()).unwrap();
+        for user in kubeconfig["users"].as_sequence_mut().unwrap() {
+            user["user"]["as"] = "devenv-ci".into();
+        }
+        let path = dir.path().join(".ci-kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        let mut repo = PreviewRepo { dir, state: tempfile::tempdir().unwrap(), kubeconfig: path, commits: Vec::new() };
+        repo.git(&["init", "-q"]);
+        repo.commit("first");
+        repo
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    fn commit(&mut self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        let sha = self.git(&["rev-parse", "HEAD"]);
+        self.commits.push(sha.clone());
+        sha
+    }
+
+    fn write(&self, relative: &str, text: &str) {
+        std::fs::write(self.dir.path().join(relative), text).unwrap();
+    }
+
+    /// Runs `devenv preview ARGS --output json`: exit code, result, and all it printed.
+    fn preview(&self, args: &[&str]) -> (i32, Value, String) {
+        let started = Instant::now();
+        let output = devenv_in(self.dir.path())
+            .arg("preview")
+            .args(args)
+            .args(["--output", "json"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("DEVENV_STATE_DIR", self.state.path())
+            .output()
+            .unwrap();
+        // Under `--output json` an error is a JSON line on stdout.
+        let stderr = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+        eprintln!("[preview] preview {args:?}: {:.1}s", started.elapsed().as_secs_f64());
+        let result = common::result_json(&output.stdout);
+        (output.status.code().unwrap_or(-1), result, stderr)
+    }
+
+    /// Runs a preview command that must succeed; its result has the README's shape.
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, result, stderr) = self.preview(args);
+        assert_eq!(code, 0, "preview {args:?} failed: {stderr}\n{result}");
+        common::shape::Shapes::from_readme().check_line(&format!("preview-{}", args[0]), &result);
+        result
+    }
+}
+
+impl Drop for PreviewRepo {
+    fn drop(&mut self) {
+        // Best effort: a failed test leaves no preview behind.
+        for listed in self.preview(&["list"]).1["previews"].as_array().cloned().unwrap_or_default() {
+            let pr = listed["pr"].to_string();
+            let _ = self.preview(&["down", "--pr", &pr]);
+        }
+    }
+}
+
+/// Applies what `devenv preview rbac --user devenv-ci` prints, as a cluster admin would.
+async fn grant_ci_identity() {
+    let admin = client_as(None).await;
+    apply_all(&admin, &devenv::preview::rbac::objects(&devenv::preview::rbac::Subject::User("devenv-ci".into()))).await;
+}
+
+/// The Flux objects of a preview's namespace: name, generation (what changes when anyone
+/// changes its spec) and whether it is Ready.
+async fn flux_objects(client: &kube::Client, namespace: &str) -> Vec<(String, i64, bool)> {
+    let mut found = Vec::new();
+    for (group, kind, plural) in [
+        ("kustomize.toolkit.fluxcd.io", "Kustomization", "kustomizations"),
+        ("helm.toolkit.fluxcd.io", "HelmRelease", "helmreleases"),
+    ] {
+        let resource = kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(group, if kind == "HelmRelease" { "v2" } else { "v1" }, kind),
+            plural,
+        );
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        for object in api.list(&Default::default()).await.unwrap().items {
+            let ready = object
+                .data
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            found.push((
+                format!("{kind}/{}", object.metadata.name.clone().unwrap()),
+                object.metadata.generation.unwrap_or_default(),
+                ready,
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The namespace's Flux objects once all are Ready; a periodic reconcile may be under way.
+async fn all_ready(client: &kube::Client, namespace: &str) -> Vec<(String, i64, bool)> {
+    eventually("every Flux object Ready", Duration::from_secs(60), || async {
+        let objects = flux_objects(client, namespace).await;
+        if objects.iter().all(|(_, _, ready)| *ready) { Ok(objects) } else { Err(format!("{objects:?}")) }
+    })
+    .await
+}
+
+/// `preview up`, `list`, `down` and `gc`, run as the CI identity: two previews of one project
+/// coexist, each acting only inside its namespace; an older commit, a preview over the cap
+/// and a manifest that reaches outside the namespace are refused with their ids; `gc` and
+/// `down` remove only what they should.
+#[tokio::test]
+async fn previews_are_made_listed_and_removed_by_the_ci_identity() {
+    if !sim_available() {
+        return;
+    }
+    grant_ci_identity().await;
+    let admin = client_as(None).await;
+    let mut repo = PreviewRepo::new("store", 2);
+    let old = repo.commits[0].clone();
+    repo.write("apps/local/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\ncommonLabels:\n  preview: \"yes\"\n");
+    let new = repo.commit("second");
+
+    let up = repo.ok(&["up", "--pr", "1", "--sha", &new, "--timeout", "3m"]);
+    assert_eq!(up["namespace"], "pr-1-store");
+    assert_eq!(up["status"], "Ready");
+    assert_eq!(up["sha"], new.as_str());
+    let objects: Vec<&str> = up["flux"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+    for object in
+        ["Kustomization/pr-1-store/devenv-root", "Kustomization/pr-1-store/apps", "HelmRelease/pr-1-store/greeter"]
+    {
+        assert!(objects.contains(&object), "{objects:?}");
+    }
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let namespace = namespaces.get("pr-1-store").await.unwrap();
+    let labels = namespace.metadata.labels.clone().unwrap();
+    assert_eq!(labels["devenv.io/sha"], new);
+    assert_eq!(labels["devenv.io/pr"], "1");
+    assert!(namespace.metadata.annotations.unwrap().contains_key("devenv.io/expires-at"));
+    // Every Flux object of the preview acts as the preview's account.
+    let kustomization: kube::api::DynamicObject = Api::namespaced_with(
+        admin.clone(),
+        "pr-1-store",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+            "kustomizations",
+        ),
+    )
+    .get("apps")
+    .await
+    .unwrap();
+    assert_eq!(kustomization.data["spec"]["serviceAccountName"], SERVICE_ACCOUNT);
+    assert_eq!(kustomization.data["spec"]["targetNamespace"], "pr-1-store");
+    // The chart's Deployment, installed by helm-controller acting as the account, is there.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "pr-1-store");
+    assert!(!deployments.list(&Default::default()).await.unwrap().items.is_empty(), "the greeter's Deployment");
+
+    let second = repo.ok(&["up", "--pr", "2", "--sha", &new, "--timeout", "3m"]);
+    assert_eq!(second["namespace"], "pr-2-store");
+    let listed = repo.ok(&["list"]);
+    let previews = listed["previews"].as_array().unwrap();
+    assert_eq!(previews.iter().map(|p| p["pr"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{listed}");
+    assert!(previews.iter().all(|p| p["ready"] == true && p["sha"] == new.as_str()), "{listed}");
+    let second_before = all_ready(&admin, "pr-2-store").await;
+
+    // An older commit never replaces a newer one.
+    let (code, _, stderr) = repo.preview(&["up", "--pr", "1", "--sha", &old]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("\"DEV071\""), "{stderr}");
+    assert!(stderr.contains(&format!("commit {old} is older than {new}")), "{stderr}");
+    // The cap: two previews exist, a third is refused before anything is made.
+    let (code, _, stderr) = repo.preview(&["up", "--pr", "3", "--sha", &new]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("\"DEV072\"") && stderr.contains("maxPreviews: 2"), "{stderr}");
+    assert!(namespaces.get_opt("pr-3-store").await.unwrap().is_none());
+
+    // A manifest that reaches outside the namespace fails as the preview's account, named
+    // with its Kustomization; the fix reaches the cluster on the next `up`.
+    repo.write(
+        "apps/local/escape.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: preview-escape\nrules: []\n",
+    );
+    repo.write("apps/local/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\n  - escape.yaml\n");
+    let escape = repo.commit("escape");
+    let (code, _, stderr) = repo.preview(&["up", "--pr", "1", "--sha", &escape, "--timeout", "2m"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("\"DEV062\""), "{stderr}");
+    assert!(stderr.contains("Kustomization/pr-1-store/apps"), "{stderr}");
+    assert!(stderr.contains("forbidden") && stderr.contains("devenv-preview"), "{stderr}");
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    assert!(cluster_roles.get_opt("preview-escape").await.unwrap().is_none());
+    std::fs::remove_file(repo.dir.path().join("apps/local/escape.yaml")).unwrap();
+    repo.write(
+        "apps/local/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\n",
+    );
+    let fixed = repo.commit("fixed");
+    let up = repo.ok(&["up", "--pr", "1", "--sha", &fixed, "--timeout", "3m"]);
+    assert_eq!(up["status"], "Ready");
+
+    // `gc`: a dry run deletes nothing; a kept preview stays; a closed one goes.
+    let dry = repo.ok(&["gc", "--open-prs", "2", "--dry-run"]);
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["deleted"][0]["pr"], 1);
+    assert!(namespaces.get_opt("pr-1-store").await.unwrap().is_some(), "a dry run deletes nothing");
+    let mut kept = namespaces.get("pr-1-store").await.unwrap();
+    kept.metadata.labels.as_mut().unwrap().insert("devenv.io/keep".into(), "true".into());
+    kept.metadata.managed_fields = None;
+    namespaces.replace("pr-1-store", &PostParams::default(), &kept).await.unwrap();
+    let gc = repo.ok(&["gc", "--open-prs", "2"]);
+    assert_eq!(gc["deleted"], json!([]), "{gc}");
+    assert_eq!(gc["kept"].as_array().unwrap().len(), 2, "{gc}");
+
+    // `down` of one leaves the other as it was; `down` again is fine.
+    let down = repo.ok(&["down", "--pr", "1", "--wait"]);
+    assert_eq!(down["existed"], true);
+    assert!(!down["removed"]["pruned"].as_array().unwrap().is_empty(), "{down}");
+    assert!(namespaces.get_opt("pr-1-store").await.unwrap().is_none());
+    assert_eq!(all_ready(&admin, "pr-2-store").await, second_before, "pr 2 is untouched");
+    let again = repo.ok(&["down", "--pr", "1"]);
+    assert_eq!(again["existed"], false);
+
+    // An expired preview goes with `gc`.
+    repo.ok(&["up", "--pr", "3", "--sha", &fixed, "--ttl", "1s", "--timeout", "3m"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gc = repo.ok(&["gc"]);
+    let deleted: Vec<u64> = gc["deleted"].as_array().unwrap().iter().map(|d| d["pr"].as_u64().unwrap()).collect();
+    assert_eq!(deleted, [3], "{gc}");
+    assert!(gc["deleted"][0]["reason"].as_str().unwrap().starts_with("expired at"), "{gc}");
+    assert_eq!(all_ready(&admin, "pr-2-store").await, second_before, "pr 2 is untouched");
+    repo.ok(&["down", "--pr", "2", "--wait"]);
+}
+
+/// A workload over the preview's quota: the API server refuses its pod, and `preview up`
+/// reports the refusal with the Kustomization that applied it.
+#[tokio::test]
+async fn a_workload_over_the_quota_is_reported() {
+    if !sim_available() {
+        return;
+    }
+    grant_ci_identity().await;
+    let repo = PreviewRepo::new("quota", 5);
+    let profile = repo.dir.path().join(".devenv/profiles/preview.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap().replace("quota:\n  pods: 20\n", "quota:\n  memory: 1Gi\n");
+    std::fs::write(&profile, text).unwrap();
+    // The apps wait 20s for their workloads rather than the fixture's two minutes.
+    let apps = repo.dir.path().join("clusters/local/apps.yaml");
+    std::fs::write(&apps, std::fs::read_to_string(&apps).unwrap().replace("timeout: 2m", "timeout: 20s")).unwrap();
+    repo.write(
+        "apps/local/hungry.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hungry\nspec:\n  selector:\n    matchLabels: {app: hungry}\n  template:\n    metadata:\n      labels: {app: hungry}\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/hungry:1\n          resources:\n            limits: {memory: 2Gi}\n",
+    );
+    repo.write(
+        "apps/local/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base/greeter\n  - hungry.yaml\n",
+    );
+    let (code, _, text) = repo.preview(&["up", "--pr", "5", "--timeout", "3m"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV062\""), "{text}");
+    assert!(text.contains("Kustomization/pr-5-quota/apps"), "{text}");
+    assert!(text.contains("Deployment/pr-5-quota/hungry"), "{text}");
+    assert!(text.contains("exceeded quota: devenv-preview"), "the API server's refusal: {text}");
+}
+
+const WORKFLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/github-actions/preview.yaml");
+
+/// The `run:` block of the workflow's step that runs `devenv preview <command>`, in `job`.
+fn workflow_step(job: &str, command: &str) -> String {
+    let workflow: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(WORKFLOW).unwrap()).unwrap();
+    let steps = workflow["jobs"][job]["steps"].as_sequence().unwrap_or_else(|| panic!("no job `{job}`"));
+    steps
+        .iter()
+        .filter_map(|step| step["run"].as_str())
+        .find(|run| run.contains(&format!("devenv preview {command}")))
+        .unwrap_or_else(|| panic!("job `{job}` has no `devenv preview {command}` step"))
+        .to_string()
+}
+
+/// Runs a step as GitHub Actions does (`bash -eo pipefail`), its `${{ … }}` replaced by
+/// `values`, with devenv and jq on the PATH; returns what it wrote to `$GITHUB_OUTPUT`.
+fn run_step(repo: &PreviewRepo, script: &str, values: &[(&str, &str)]) -> String {
+    let mut script = script.to_string();
+    for (expression, value) in values {
+        script = script.replace(&format!("${{{{ {expression} }}}}"), value);
+    }
+    assert!(!script.contains("${{"), "an expression the test does not fill: {script}");
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_devenv"), bin.path().join("devenv")).unwrap();
+    let output_file = bin.path().join("github-output");
+    std::fs::write(&output_file, "").unwrap();
+    let started = Instant::now();
+    let output = std::process::Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", &script])
+        .current_dir(repo.dir.path())
+        .env("PATH", format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap()))
+        .env("KUBECONFIG", &repo.kubeconfig)
+        .env("DEVENV_STATE_DIR", repo.state.path())
+        .env("GITHUB_OUTPUT", &output_file)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    eprintln!("[preview] workflow step: {:.1}s", started.elapsed().as_secs_f64());
+    assert!(
+        output.status.success(),
+        "the step failed:\n{script}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(output_file).unwrap() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// The example workflow's own `devenv preview` steps, run as written: `up` for two pushes of
+/// two pull requests fills the step outputs the comment uses, `gc` with the open pull
+/// requests removes the closed one's preview, `down` the other's.
+#[tokio::test]
+async fn the_github_actions_workflow_runs_its_preview_steps() {
+    if !sim_available() {
+        return;
+    }
+    if which("jq").is_none() {
+        assert!(!common::in_ci(), "the workflow's steps need jq");
+        eprintln!("skipping: no jq");
+        return;
+    }
+    grant_ci_identity().await;
+    let admin = client_as(None).await;
+    let repo = PreviewRepo::new("ci-shop", 5);
+    let sha = repo.commits[0].clone();
+    let up = workflow_step("up", "up");
+    for pr in ["11", "12"] {
+        let values = [("github.event.pull_request.number", pr), ("github.event.pull_request.head.sha", sha.as_str())];
+        let outputs = run_step(&repo, &up, &values);
+        assert!(outputs.contains(&format!("namespace=pr-{pr}-ci-shop\n")), "{outputs}");
+        assert!(outputs.contains("expires-at=20"), "{outputs}");
+        let objects: usize = outputs.lines().find_map(|l| l.strip_prefix("objects=")).unwrap().parse().unwrap();
+        assert!(objects >= 5, "{outputs}");
+    }
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "12")]);
+    assert!(gc.contains(r#"{"deleted":[11],"kept":[12]}"#), "{gc}");
+    let down = workflow_step("down", "down");
+    let removed = run_step(&repo, &down, &[("github.event.pull_request.number", "12")]);
+    assert!(removed.contains(r#""existed":true"#), "{removed}");
+    assert!(namespaces.get_opt("pr-12-ci-shop").await.unwrap().is_none());
+    // No pull request open: `gh pr list` prints nothing, and nothing is left to delete.
+    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "")]);
+    assert!(gc.contains(r#"{"deleted":[],"kept":[]}"#), "{gc}");
+    let _ = eventually("pr-11-ci-shop is gone", Duration::from_secs(60), || {
+        let namespaces = namespaces.clone();
+        async move {
+            match namespaces.get_opt("pr-11-ci-shop").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|path| path.is_file())
+}
+
+/// A run holding the preview's Lease makes `preview up` wait and, after `--timeout`, stop
+/// with `DEV073` naming the holder; a namespace a finalizer holds makes `preview down --wait`
+/// stop with `DEV075` naming what holds it.
+#[tokio::test]
+async fn a_held_lease_and_a_stuck_namespace_are_named() {
+    if !sim_available() {
+        return;
+    }
+    grant_ci_identity().await;
+    let admin = client_as(None).await;
+    let repo = PreviewRepo::new("held", 5);
+    let sha = repo.commits[0].clone();
+    repo.ok(&["up", "--pr", "4", "--sha", &sha, "--timeout", "3m"]);
+
+    let held = devenv::preview::lease::acquire(
+        &admin,
+        "pr-4-held",
+        "devenv preview up --pr 4 (another job)",
+        Duration::from_secs(5),
+        &SilentReporter,
+    )
+    .await
+    .unwrap();
+    let (code, _, text) = repo.preview(&["up", "--pr", "4", "--sha", &sha, "--timeout", "2s"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV073\""), "{text}");
+    assert!(text.contains("devenv preview up --pr 4 (another job)"), "the holder is named: {text}");
+    held.release().await.unwrap();
+    repo.ok(&["up", "--pr", "4", "--sha", &sha, "--timeout", "3m"]);
+
+    // Something in the namespace with a finalizer no controller removes.
+    let held_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+    }))
+    .unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(admin.clone(), "pr-4-held");
+    config_maps.create(&PostParams::default(), &held_map).await.unwrap();
+    let (code, _, text) = repo.preview(&["down", "--pr", "4", "--wait", "--timeout", "15s"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"DEV075\""), "{text}");
+    assert!(text.contains("namespace `pr-4-held` is still terminating"), "{text}");
+    assert!(text.contains("example.com/hold"), "what holds it is named: {text}");
+    let patch = json!({"metadata": {"finalizers": null}});
+    config_maps.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let again = repo.ok(&["down", "--pr", "4", "--wait"]);
+    assert_eq!(again["existed"], true, "a terminating namespace is still the preview's: {again}");
+}

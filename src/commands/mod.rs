@@ -82,6 +82,10 @@ pub async fn run(cli: &Cli, ctx: &Context) -> Result<(), errors::Error> {
             preview::rbac(ctx, args);
             Ok(())
         }
+        Command::Preview(PreviewCommand::Up(args)) => preview::up(ctx, args).await,
+        Command::Preview(PreviewCommand::Down(args)) => preview::down(ctx, args).await,
+        Command::Preview(PreviewCommand::List) => preview::list(ctx).await,
+        Command::Preview(PreviewCommand::Gc(args)) => preview::gc(ctx, args).await,
     }
 }
 
@@ -112,6 +116,12 @@ pub enum Error {
     NoContainer { service: String, container: String },
     #[error("environment `{env}` has no cluster")]
     NoCluster { env: String, profile: String },
+    #[error("a preview is named after its pull request: `--env` does not apply to `devenv preview`")]
+    EnvOfPreview,
+    #[error(
+        "profile `{profile}` uses the `{provider}` provider; `devenv preview` needs a profile with `provider: eks-namespace`"
+    )]
+    NotPreviewProfile { profile: String, provider: &'static str },
     #[error("environment `{env}` is not healthy: {}", problems.join("; "))]
     Unhealthy { env: String, problems: Vec<String> },
     #[error(transparent)]

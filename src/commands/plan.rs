@@ -14,6 +14,7 @@ use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context) -> Result<(), Error> {
     let config = config::load(&ctx.selection, &ctx.cwd)?;
+    providers::check_not_preview(&config)?;
     let store = Store::for_env(&config.env)?;
     let provider = providers::for_config(&config, store.dir())?;
     let runtime = substitutes::runtime::for_config(&config);

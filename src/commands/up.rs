@@ -1,13 +1,15 @@
 //! `devenv up`: validate, record, then create or update each substitute and wait for it.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 
 use super::{Context, output_rows, outputs_json};
 use crate::cli::UpArgs;
-use crate::config;
+use crate::config::{self, Config};
 use crate::errors::Error;
 use crate::plan;
-use crate::providers::{self, Registry, registry};
+use crate::providers::{self, ClusterInfo, Registry, registry};
 use crate::state::Store;
 use crate::state::{self, State};
 use crate::substitutes;
@@ -15,19 +17,41 @@ use crate::ui::{self, ReporterExt, table};
 use crate::{envmap, flux};
 
 pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
-    // Everything that can be checked without side effects is checked first.
     let config = config::load(&ctx.selection, &ctx.cwd)?;
+    providers::check_not_preview(&config)?;
+    let up = bring_up(ctx, &config, args.timeout).await?;
+    report(ctx, &config, &up, args.show_secrets);
+    Ok(())
+}
+
+/// What `up` brought up: the cluster, Flux's objects, and the substitutes, all Ready.
+pub struct Up {
+    pub cluster: Option<ClusterInfo>,
+    pub deployed: Option<flux::deploy::Deployed>,
+    pub ready: Vec<substitutes::Desired>,
+    /// Whether the substitutes run in the cluster, where only pods reach them.
+    pub in_cluster: bool,
+}
+
+/// Creates or updates the environment `config` describes and waits until it is Ready.
+/// Everything that can be checked without side effects is checked first.
+pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Result<Up, Error> {
     let store = Store::for_env(&config.env)?;
-    let provider = providers::for_config(&config, store.dir())?;
-    let runtime = substitutes::runtime::for_config(&config);
+    let provider = providers::for_config(config, store.dir())?;
+    let runtime = substitutes::runtime::for_config(config);
     if let Some(provider) = &provider {
         provider.preflight().await?;
     }
+    // Packed with the registry the cluster already has when it exists, so an `up` of a
+    // running environment packs once; a new cluster's registry is known only once it is made.
+    let expected_registry = (provider.as_ref().and_then(|p| p.info().ok().flatten()))
+        .map(|cluster| cluster.registry.from_cluster)
+        .unwrap_or_else(|| flux::REGISTRY_PLACEHOLDER.to_string());
     let mut prepared = match &provider {
         None => None,
         Some(provider) => {
-            let env = envmap::compute(&config, &State::default(), runtime.as_ref());
-            let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
+            let env = envmap::compute(config, &State::default(), runtime.as_ref());
+            let prepared = flux::prepare(config, &env, &expected_registry, provider.capabilities())?;
             prepared.check_contract()?;
             prepared.check_findings()?;
             Some(prepared)
@@ -47,7 +71,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         }
     }
     // One command at a time changes an environment; this one holds it until it returns.
-    let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
+    let _lock = store.lock(&super::command_line(), timeout, reporter.as_ref()).await?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
     // Recorded before anything is created, so `down` can always clean up.
     if let Some(provider) = &provider
@@ -56,7 +80,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         state.cluster = Some(known);
     }
     if runtime.in_cluster() && !config.services.is_empty() {
-        let namespace = substitutes::cluster::namespace_for(&config);
+        let namespace = substitutes::cluster::namespace_for(config);
         state.substitutes = Some(state::SubstitutePlacement { namespace });
     }
     store.save(&state)?;
@@ -76,14 +100,14 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         if runtime.in_cluster() {
             runtime.check().await?;
         }
-        let (observed, orphans) = runtime.observe(&config).await?;
+        let (observed, orphans) = runtime.observe(config).await?;
         // New ports avoid those other environments remember, and are recorded before another
         // environment chooses.
         let book = store.port_book().await?;
-        let desired = substitutes::resolve(&config, &mut state, &observed, &book.taken)?;
+        let desired = substitutes::resolve(config, &mut state, &observed, &book.taken)?;
         store.save(&state)?;
         drop(book);
-        let plan = plan::compute(&config, &desired, &observed, &orphans);
+        let plan = plan::compute(config, &desired, &observed, &orphans);
         for step in &plan.services {
             if let Some(note) = &step.port_note
                 && note.contains("taken")
@@ -116,16 +140,17 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
     let mut deployed = None;
     if let (Some(provider), Some(cluster), Some(prepared)) = (&provider, &cluster, prepared.as_mut()) {
         let client = provider.client(cluster).await?;
-        let placement = state::FluxPlacement::for_config(&config);
+        let placement = state::FluxPlacement::for_config(config);
         if state.flux.as_ref() != Some(&placement) {
             state.flux = Some(placement);
             store.save(&state)?;
         }
-        let env = envmap::compute(&config, &state, runtime.as_ref());
-        // Packed again now that `{{ registry }}` has a value; the contract is unchanged.
-        prepared.packed = flux::pack(&config, &cluster.registry.from_cluster, provider.capabilities())?;
-        let deploy =
-            flux::deploy::up(&client, &config, prepared, &env, &cluster.registry, args.timeout, reporter.as_ref());
+        let env = envmap::compute(config, &state, runtime.as_ref());
+        // Packed again when `{{ registry }}` got another value; the contract is unchanged.
+        if cluster.registry.from_cluster != expected_registry {
+            prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
+        }
+        let deploy = flux::deploy::up(&client, config, prepared, &env, &cluster.registry, timeout, reporter.as_ref());
         // A process of a cluster devenv runs that dies meanwhile ends the wait at once.
         let result = tokio::select! {
             result = deploy => result,
@@ -133,25 +158,37 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         };
         deployed = Some(result.map_err(flux::Error::from)?);
     }
+    Ok(Up { cluster, deployed, ready, in_cluster: runtime.in_cluster() })
+}
 
-    if ctx.json() {
-        let services: Vec<_> = ready
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "name": d.service.name,
-                    "kind": d.service.kind,
-                    "container": d.spec.name,
-                    "endpoint": endpoint(d),
-                    "inCluster": runtime.in_cluster(),
-                    "outputs": outputs_json(&d.outputs(), args.show_secrets),
-                })
+/// The substitutes of `up` as JSON: endpoint and outputs, secrets as null unless shown.
+pub fn services_json(up: &Up, show_secrets: bool) -> Vec<serde_json::Value> {
+    (up.ready.iter())
+        .map(|d| {
+            serde_json::json!({
+                "name": d.service.name,
+                "kind": d.service.kind,
+                "container": d.spec.name,
+                "endpoint": endpoint(d),
+                "inCluster": up.in_cluster,
+                "outputs": outputs_json(&d.outputs(), show_secrets),
             })
-            .collect();
-        ui::print_result(
-            &serde_json::json!({"env": config.env, "profile": config.profile_name, "cluster": cluster, "flux": deployed, "services": services}),
-        );
-        return Ok(());
+        })
+        .collect()
+}
+
+/// Prints the result: the cluster and how to use it, Flux's tree, the substitutes' outputs.
+fn report(ctx: &Context, config: &Config, up: &Up, show_secrets: bool) {
+    let Up { cluster, deployed, ready, .. } = up;
+    if ctx.json() {
+        ui::print_result(&serde_json::json!({
+            "env": config.env,
+            "profile": config.profile_name,
+            "cluster": cluster,
+            "flux": deployed,
+            "services": services_json(up, show_secrets),
+        }));
+        return;
     }
     crate::outln!("Environment `{}` is up.", config.env);
     if let Some(cluster) = &cluster {
@@ -164,7 +201,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         crate::outln!("  export KUBECONFIG={}", cluster.kubeconfig.display());
         crate::outln!("  registry: {}", describe_registry(&cluster.registry));
     }
-    if let Some(deployed) = &deployed {
+    if let Some(deployed) = deployed {
         let artifacts = &deployed.artifacts;
         let change = match artifacts.pushed.len() {
             0 => "artifacts unchanged".to_string(),
@@ -174,18 +211,17 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
         crate::out!("{}", flux::wait::render_tree(&deployed.objects));
     }
     if !ready.is_empty() {
-        if runtime.in_cluster() {
+        if up.in_cluster {
             crate::outln!(
                 "\nSubstitutes run in the cluster, in namespace `{}`; these are the addresses pods use.",
-                substitutes::cluster::namespace_for(&config)
+                substitutes::cluster::namespace_for(config)
             );
         }
         let rows: Vec<Vec<String>> =
-            ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), args.show_secrets)).collect();
+            ready.iter().flat_map(|d| output_rows(&d.service.name, &d.outputs(), show_secrets)).collect();
         crate::outln!();
         crate::out!("{}", table::render(&["SERVICE", "OUTPUT", "VALUE"], &rows));
     }
-    Ok(())
 }
 
 /// Where a substitute answers: `127.0.0.1:<port>`, or `<service>.<namespace>.svc:<port>`

@@ -72,6 +72,15 @@ pub enum CreateResource {
     /// An SQS queue: `CreateQueue` (AWS JSON protocol), which returns the existing queue when
     /// it is there; a name ending in `.fifo` makes a FIFO queue.
     SqsQueue { endpoint: String },
+    /// A Secrets Manager secret with the value devenv.yaml gives it: `GetSecretValue`, then
+    /// `CreateSecret` when it is missing or `PutSecretValue` when its value differs (AWS JSON
+    /// protocol, signed with the given credentials).
+    #[serde(rename_all = "camelCase")]
+    SecretsmanagerSecret { endpoint: String, region: String, access_key_id: String, secret_access_key: String },
+    /// An SSM Parameter Store parameter with the value and type devenv.yaml gives it:
+    /// `GetParameter`, then `PutParameter` (with `Overwrite` when its value or type differs).
+    #[serde(rename_all = "camelCase")]
+    SsmParameter { endpoint: String, region: String, access_key_id: String, secret_access_key: String },
 }
 
 impl CreateResource {
@@ -80,7 +89,15 @@ impl CreateResource {
         match self {
             CreateResource::S3Bucket { .. } => "bucket",
             CreateResource::SqsQueue { .. } => "queue",
+            CreateResource::SecretsmanagerSecret { .. } => "secret",
+            CreateResource::SsmParameter { .. } => "parameter",
         }
+    }
+
+    /// Whether each resource is declared with a value (secrets, parameters) rather than by
+    /// its name alone (buckets, queues).
+    pub fn has_value(&self) -> bool {
+        matches!(self, CreateResource::SecretsmanagerSecret { .. } | CreateResource::SsmParameter { .. })
     }
 
     /// The naming rules of the resource, as a hint.
@@ -92,6 +109,12 @@ impl CreateResource {
             CreateResource::SqsQueue { .. } => {
                 "queue names are 1 to 80 letters, digits, `-` and `_`; a FIFO queue's name ends with `.fifo` (e.g. `orders` or `orders.fifo`)"
             }
+            CreateResource::SecretsmanagerSecret { .. } => {
+                "secret names are 1 to 512 letters, digits and `/_+=.@-` (e.g. `lender/payments/db`)"
+            }
+            CreateResource::SsmParameter { .. } => {
+                "parameter names are 1 to 1011 letters, digits and `_.-/`, a path starts with `/` and has at most 15 levels, and no name starts with `aws` or `ssm` (e.g. `/lender/payments/db-host`)"
+            }
         }
     }
 
@@ -100,6 +123,8 @@ impl CreateResource {
         match self {
             CreateResource::S3Bucket { .. } => check_bucket_name(name),
             CreateResource::SqsQueue { .. } => check_queue_name(name),
+            CreateResource::SecretsmanagerSecret { .. } => check_secret_name(name),
+            CreateResource::SsmParameter { .. } => check_parameter_name(name),
         }
     }
 
@@ -113,8 +138,50 @@ impl CreateResource {
                 ("secretKey", secret_key.as_str()),
             ],
             CreateResource::SqsQueue { endpoint } => vec![("endpoint", endpoint.as_str())],
+            CreateResource::SecretsmanagerSecret { endpoint, region, access_key_id, secret_access_key }
+            | CreateResource::SsmParameter { endpoint, region, access_key_id, secret_access_key } => vec![
+                ("endpoint", endpoint.as_str()),
+                ("region", region.as_str()),
+                ("accessKeyId", access_key_id.as_str()),
+                ("secretAccessKey", secret_access_key.as_str()),
+            ],
         }
     }
+}
+
+/// AWS Secrets Manager's rules for secret names.
+fn check_secret_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 512 {
+        return Err(format!("is {} characters long; secret names have 1 to 512", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c))) {
+        return Err(format!("contains `{c}`; secret names have only letters, digits and `/_+=.@-`"));
+    }
+    Ok(())
+}
+
+/// SSM Parameter Store's rules for parameter names.
+fn check_parameter_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 1011 {
+        return Err(format!("is {} characters long; parameter names have 1 to 1011", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-/".contains(*c))) {
+        return Err(format!("contains `{c}`; parameter names have only letters, digits and `_.-/`"));
+    }
+    if name.contains('/') && !name.starts_with('/') {
+        return Err("has `/` but does not start with it; a path starts with `/`".to_string());
+    }
+    if name.ends_with('/') || name.contains("//") {
+        return Err("has an empty level (`//` or a trailing `/`)".to_string());
+    }
+    if name.matches('/').count() > 15 {
+        return Err("has more than 15 levels".to_string());
+    }
+    let first = name.trim_start_matches('/').to_ascii_lowercase();
+    if first.starts_with("aws") || first.starts_with("ssm") {
+        return Err("starts with `aws` or `ssm`, which AWS reserves".to_string());
+    }
+    Ok(())
 }
 
 /// Amazon S3's rules for general purpose bucket names.
@@ -205,11 +272,31 @@ pub enum Probe {
         #[serde(default = "default_probe_timeout")]
         timeout: String,
     },
+    /// A signed call of an AWS JSON API (`action`, e.g. `ListSecrets`, with an empty request)
+    /// answers 200; the other fields are templates.
+    #[serde(rename_all = "camelCase")]
+    AwsJson {
+        api: AwsApi,
+        action: String,
+        region: String,
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(default = "default_probe_timeout")]
+        timeout: String,
+    },
     /// A TCP connection is accepted.
     Tcp {
         #[serde(default = "default_probe_timeout")]
         timeout: String,
     },
+}
+
+/// An AWS API spoken with the JSON protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AwsApi {
+    Secretsmanager,
+    Ssm,
 }
 
 /// A condition on an HTTP probe's JSON body: the value at `pointer` (a JSON pointer such as
@@ -227,6 +314,7 @@ impl Probe {
             Probe::Sql { timeout, .. }
             | Probe::Http { timeout, .. }
             | Probe::Redis { timeout, .. }
+            | Probe::AwsJson { timeout, .. }
             | Probe::Tcp { timeout } => timeout,
         }
     }
@@ -239,6 +327,11 @@ impl Probe {
             }
             Probe::Http { path, .. } => vec![("path", path.as_str())],
             Probe::Redis { password: Some(password), .. } => vec![("password", password.as_str())],
+            Probe::AwsJson { region, access_key_id, secret_access_key, .. } => vec![
+                ("region", region.as_str()),
+                ("accessKeyId", access_key_id.as_str()),
+                ("secretAccessKey", secret_access_key.as_str()),
+            ],
             Probe::Redis { password: None, .. } | Probe::Tcp { .. } => Vec::new(),
         }
     }
@@ -312,6 +405,31 @@ mod tests {
             assert!(bucket().check_name(bad).is_err(), "{bad} should be refused");
         }
         assert!(bucket().check_name(&"x".repeat(64)).is_err());
+    }
+
+    fn aws(kind: &str) -> CreateResource {
+        serde_yaml::from_str(&format!("type: {kind}\nendpoint: e\nregion: r\naccessKeyId: a\nsecretAccessKey: s\n"))
+            .unwrap()
+    }
+
+    #[test]
+    fn secret_and_parameter_names() {
+        let secret = aws("secretsmanager-secret");
+        for good in ["lender/payments/db", "api_key+1=x.y@z-w", &"s".repeat(512)] {
+            assert_eq!(secret.check_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "db password", "db#1", &"s".repeat(513)] {
+            assert!(secret.check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        let parameter = aws("ssm-parameter");
+        for good in ["/lender/payments/db-host", "plain_name.v1", "/a"] {
+            assert_eq!(parameter.check_name(good), Ok(()), "{good}");
+        }
+        let deep = "/l".repeat(16);
+        for bad in ["", "lender/payments", "/lender//db", "/lender/", "/aws/x", "SSM-thing", "/a b", &deep] {
+            assert!(parameter.check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(parameter.has_value() && secret.has_value() && !queue().has_value());
     }
 
     #[test]

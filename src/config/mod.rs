@@ -2,6 +2,7 @@
 //! before anything else happens. Every error names the file, line, column and field.
 
 pub mod catalogue;
+pub mod declared;
 pub mod locate;
 pub mod profile;
 pub mod project;
@@ -66,6 +67,16 @@ pub enum Problem {
     Invalid,
     /// A field the profile's provider does not use (yet).
     Unsupported,
+    /// A secret or parameter without exactly one source of its value.
+    ResourceValue,
+    /// A `${SERVICE.OUTPUT}` reference (or `rds:`) to a service or output that is not there.
+    UnknownReference,
+    /// `rds:` names a service that is not a database.
+    NotADatabase,
+    /// A secret or parameter name that AWS would refuse.
+    ResourceName,
+    /// A field of a resource that its kind does not take.
+    NotApplicable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +119,12 @@ pub struct Service {
     pub port: Option<u16>,
     /// Catalogue parameter defaults overlaid with the service's own values.
     pub params: BTreeMap<String, String>,
-    /// Resources (buckets, queues …) created in the substitute once it is ready.
+    /// Resources (buckets, queues, secrets …) created in the substitute once it is ready, by
+    /// name.
     pub resources: Vec<String>,
+    /// The secrets and parameters among them, declared with their values, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub declared: BTreeMap<String, project::DeclaredResource>,
     /// ConfigMap key → output name.
     pub keys: BTreeMap<String, String>,
     pub substitute: Substitute,
@@ -134,7 +149,7 @@ impl Config {
     pub fn environment_namespace(&self) -> Option<String> {
         let cluster = &self.profile.cluster;
         let default = match cluster.provider {
-            profile::Provider::Existing => profile::Isolation::Namespace,
+            profile::Provider::Existing | profile::Provider::EksNamespace => profile::Isolation::Namespace,
             _ => profile::Isolation::Cluster,
         };
         (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
@@ -145,6 +160,13 @@ impl Config {
     /// namespace, or the repository's Flux namespace when it has the cluster to itself.
     pub fn flux_namespace(&self) -> String {
         self.environment_namespace().unwrap_or_else(|| self.project.flux.namespace.clone())
+    }
+
+    /// The ServiceAccount every Flux object of the environment acts as
+    /// (`spec.serviceAccountName`), so its manifests can change nothing outside its
+    /// namespace: the preview's own, for a pull request's preview.
+    pub fn flux_service_account(&self) -> Option<&'static str> {
+        (self.profile.cluster.provider == profile::Provider::EksNamespace).then_some(crate::preview::SERVICE_ACCOUNT)
     }
 }
 
@@ -217,6 +239,7 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
 
     let catalogue = load_catalogue::<Substitute>(&repo, "substitutes", builtin::SUBSTITUTES)?;
     let services = resolve_services(&project, &profile, &catalogue, &env, &at)?;
+    declared::check(&services, &at)?;
     check_kubernetes_names(&project, &at)?;
     check_sources(&project, &at)?;
     check_charts(&project, &repo, &at)?;
@@ -307,7 +330,8 @@ fn resolve_services(
             }
         }
         check_resources(service, catalogue, i, at)?;
-        let outputs = output_names(substitute, &service.resources);
+        let resource_names: Vec<String> = service.resources.iter().map(|r| r.name().to_string()).collect();
+        let outputs = output_names(substitute, &resource_names);
         for (key, output) in &service.keys {
             let key_field = format!("services[{i}].keys.{key}");
             if !naming::is_variable_name(key) {
@@ -350,7 +374,13 @@ fn resolve_services(
             image,
             port: service.port,
             params,
-            resources: service.resources.clone(),
+            resources: resource_names,
+            declared: (service.resources.iter())
+                .filter_map(|r| match r {
+                    project::ResourceConfig::Declared(d) => Some((d.name.clone(), d.clone())),
+                    project::ResourceConfig::Name(_) => None,
+                })
+                .collect(),
             keys: service.keys.clone(),
             substitute: substitute.clone(),
         });
@@ -484,17 +514,19 @@ fn check_resources(
     };
     let noun = resources.create.noun();
     let mut seen = BTreeSet::new();
-    for (j, name) in service.resources.iter().enumerate() {
+    for (j, entry) in service.resources.iter().enumerate() {
         let field = format!("services[{index}].resources[{j}]");
+        let name = entry.name();
+        let with_value = resources.create.has_value();
         if let Err(reason) = resources.create.check_name(name) {
             return Err(invalid(
-                Problem::Invalid,
-                field,
+                if with_value { Problem::ResourceName } else { Problem::Invalid },
+                if matches!(entry, project::ResourceConfig::Declared(_)) { format!("{field}.name") } else { field },
                 format!("{noun} name `{name}` {reason}"),
                 resources.create.naming_hint().to_string(),
             ));
         }
-        if !seen.insert(name.as_str()) {
+        if !seen.insert(name) {
             return Err(invalid(
                 Problem::Duplicate,
                 field,
@@ -502,6 +534,7 @@ fn check_resources(
                 format!("list each {noun} once"),
             ));
         }
+        declared::check_entry(entry, &service.kind, &resources.create, &field, at)?;
     }
     Ok(())
 }

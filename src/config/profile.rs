@@ -29,6 +29,9 @@ pub struct Profile {
     /// Lifetime of a preview environment, e.g. `72h`.
     #[serde(default)]
     pub ttl: Option<String>,
+    /// How many previews of the project may exist at once in the cluster.
+    #[serde(default)]
+    pub max_previews: Option<u32>,
     /// How Flux is installed in a cluster devenv makes (kind, k3d).
     #[serde(default)]
     pub flux: FluxInstallConfig,

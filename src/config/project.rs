@@ -81,13 +81,98 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     /// Resources to create in the substitute once it is ready, for kinds that have them: bucket
-    /// names for `s3`, queue names for `sqs`. Each offers outputs as `<name>.<output>` (e.g.
-    /// `ORDERS_QUEUE_URL: orders.url`).
+    /// names for `s3`, queue names for `sqs`, secrets with their values for `secretsmanager`
+    /// and parameters for `ssm-parameter-store`. Each offers outputs as `<name>.<output>`
+    /// (e.g. `ORDERS_QUEUE_URL: orders.url`).
     #[serde(default)]
-    pub resources: Vec<String>,
+    pub resources: Vec<ResourceConfig>,
     /// Environment ConfigMap keys and the substitute output that fills each, e.g. `DB_HOST: host`.
     #[serde(default)]
     pub keys: BTreeMap<String, String>,
+}
+
+/// One entry of a service's `resources:`: a name alone (a bucket, a queue), or a secret or
+/// parameter declared with its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ResourceConfig {
+    Name(String),
+    Declared(DeclaredResource),
+}
+
+impl ResourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ResourceConfig::Name(name) => name,
+            ResourceConfig::Declared(declared) => &declared.name,
+        }
+    }
+}
+
+// By hand rather than `untagged`, so a mistake in a mapping is reported as itself (an unknown
+// field, a wrong type) instead of "did not match any variant".
+impl<'de> Deserialize<'de> for ResourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(name) => Ok(ResourceConfig::Name(name)),
+            value @ serde_yaml::Value::Mapping(_) => {
+                DeclaredResource::deserialize(value).map(ResourceConfig::Declared).map_err(D::Error::custom)
+            }
+            _ => Err(D::Error::custom(
+                "expected a name, or a mapping with `name:` and the value of a secret or parameter",
+            )),
+        }
+    }
+}
+
+/// A secret or parameter and where its value comes from: exactly one of `value`, `generate`,
+/// `json` and `rds`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeclaredResource {
+    pub name: String,
+    /// A string; `${SERVICE.OUTPUT}` is another service's output (e.g. `${orders-db.host}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `password`: a random password, generated once per environment and remembered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<Generate>,
+    /// A JSON object; its strings may use `${SERVICE.OUTPUT}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A database service whose credentials make the secret, in the shape RDS gives them:
+    /// `{"username", "password", "engine", "host", "port", "dbname"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<String>,
+    /// The parameter's type (`ssm-parameter-store` only): `String` (the default),
+    /// `SecureString` or `StringList`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub parameter_type: Option<ParameterType>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Generate {
+    Password,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum ParameterType {
+    #[default]
+    String,
+    SecureString,
+    StringList,
+}
+
+impl ParameterType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParameterType::String => "String",
+            ParameterType::SecureString => "SecureString",
+            ParameterType::StringList => "StringList",
+        }
+    }
 }
 
 /// The local overlay applied to the repository's Flux objects.

@@ -6,8 +6,7 @@ use std::path::Path;
 use super::profile::{Isolation, Profile, Provider, SubstituteRuntime};
 use super::{Error, Location, Locator, Problem, builtin};
 
-/// Fails when the profile sets a field its provider does not use (yet). Providers this
-/// version cannot run at all are left to `providers::check_available` (DEV040).
+/// Fails when the profile sets a field its provider does not use (yet).
 pub(super) fn check_supported(
     repo: &Path,
     profile_name: &str,
@@ -15,10 +14,11 @@ pub(super) fn check_supported(
     context_flag: Option<&str>,
 ) -> Result<(), Error> {
     let provider = profile.cluster.provider;
-    if !matches!(provider, Provider::None | Provider::Sim | Provider::Existing | Provider::Kind | Provider::K3d) {
-        return Ok(());
-    }
     let existing = provider == Provider::Existing;
+    // A namespace per pull request in a shared cluster, made by `devenv preview up`.
+    let preview = provider == Provider::EksNamespace;
+    // A cluster someone else runs, reached through a kubeconfig context.
+    let shared = existing || preview;
     let kind = provider == Provider::Kind;
     // A cluster devenv makes on this machine: kind or k3d.
     let local = matches!(provider, Provider::Kind | Provider::K3d);
@@ -30,19 +30,20 @@ pub(super) fn check_supported(
         ("cluster.kubernetesVersion", cluster.kubernetes_version.is_some(), local),
         ("cluster.image", cluster.image.is_some(), local),
         ("cluster.kindConfig", cluster.kind_config.is_some(), kind),
-        ("cluster.context", cluster.context.is_some(), existing),
+        ("cluster.context", cluster.context.is_some(), shared),
         ("cluster.isolation", cluster.isolation.is_some(), existing),
         ("cluster.namespace", cluster.namespace.is_some(), existing),
         ("registry.hostPort", registry.host_port.is_some(), local),
         ("registry.image", registry.image.is_some(), local),
-        ("registry.url", registry.url.is_some(), existing),
-        ("registry.pullUrl", registry.pull_url.is_some(), existing),
+        ("registry.url", registry.url.is_some(), shared),
+        ("registry.pullUrl", registry.pull_url.is_some(), shared),
         ("flux.imageRegistry", profile.flux.image_registry.is_some(), local),
-        ("quota", profile.quota.is_some(), false),
-        ("limits", profile.limits.is_some(), false),
-        ("ingressNamespace", profile.ingress_namespace.is_some(), false),
-        ("ttl", profile.ttl.is_some(), false),
-        ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, existing || local),
+        ("quota", profile.quota.is_some(), preview),
+        ("limits", profile.limits.is_some(), preview),
+        ("ingressNamespace", profile.ingress_namespace.is_some(), preview),
+        ("ttl", profile.ttl.is_some(), preview),
+        ("maxPreviews", profile.max_previews.is_some(), preview),
+        ("substitutes.runtime", profile.substitutes.runtime == SubstituteRuntime::Cluster, shared || local),
     ];
     for (field, set, usable) in fields {
         if set && !usable {
@@ -59,19 +60,22 @@ pub(super) fn check_supported(
                 field: field.to_string(),
                 message,
                 hint: Some(match field {
-                    "substitutes.runtime" => "remove `substitutes.runtime` (substitutes then run in Docker on this machine), or use the `kind`, `k3d` or `existing` provider".to_string(),
+                    "substitutes.runtime" => "remove `substitutes.runtime` (substitutes then run in Docker on this machine), or use the `kind`, `k3d`, `existing` or `eks-namespace` provider".to_string(),
+                "quota" | "limits" | "ingressNamespace" | "ttl" | "maxPreviews" => format!("remove `{field}`: it shapes the namespaces of `devenv preview`, whose profiles use `provider: eks-namespace`"),
                     _ => format!("remove `{field}` from the profile; README.md lists what each provider uses"),
                 }),
             });
         }
     }
-    if context_flag.is_some() && !existing {
+    if context_flag.is_some() && !shared {
         return Err(Error::Invalid {
             problem: Problem::Unsupported,
             at: Location { file: "--context".to_string(), position: None },
             field: String::new(),
             message: format!("a kubeconfig context does not apply to the `{}` provider", provider.as_str()),
-            hint: Some("`--context` chooses the cluster of a profile with `provider: existing`".to_string()),
+            hint: Some(
+                "`--context` chooses the cluster of a profile with `provider: existing` or `eks-namespace`".to_string(),
+            ),
         });
     }
     if let Some(namespace) = cluster.namespace.as_deref() {
@@ -94,12 +98,17 @@ pub(super) fn check_supported(
             });
         }
     }
+    // A preview profile names the CI's registry in the user's override of it; `preview up`
+    // asks for it, while `list`, `gc` and `down` do without.
     if existing && registry.url.is_none() {
         return Err(Error::Invalid {
             problem: Problem::Invalid,
             at: profile_location(repo, profile_name, "registry"),
             field: "registry.url".to_string(),
-            message: "the `existing` provider needs the registry devenv pushes the working tree to".to_string(),
+            message: format!(
+                "the `{}` provider needs the registry devenv pushes the working tree to",
+                provider.as_str()
+            ),
             hint: Some(
                 "add `registry: { url: HOST[:PORT] }` (and `pullUrl:` when the cluster reaches it under another name)"
                     .to_string(),

@@ -289,6 +289,8 @@ fn every_builtin_kind_resolves_with_all_its_outputs() {
         let resources = match kind {
             "s3" => "    resources: [uploads]\n",
             "sqs" => "    resources: [orders]\n",
+            "secretsmanager" => "    resources:\n      - name: app/key\n        generate: password\n",
+            "ssm-parameter-store" => "    resources:\n      - name: /app/host\n        value: x\n",
             _ => "",
         };
         format!("  - name: {kind}\n    kind: {kind}\n{resources}    keys:{keys}\n")
@@ -301,7 +303,7 @@ fn every_builtin_kind_resolves_with_all_its_outputs() {
         let keys: String = output_names(&resolved.substitute, &resolved.resources)
             .iter()
             .map(|output| {
-                let key = format!("{}_{output}", resolved.kind).to_uppercase().replace(['-', '.'], "_");
+                let key = format!("{}_{output}", resolved.kind).to_uppercase().replace(['-', '.', '/'], "_");
                 format!("\n      {key}: {output}")
             })
             .collect();
@@ -356,6 +358,115 @@ fn resources_on_a_kind_without_them() {
     insta::assert_snapshot!(rendered_project(
         &VALID.replace("    kind: rds-mariadb", "    kind: rds-mariadb\n    resources: [orders]")
     ));
+}
+
+const SECRETS_SERVICE: &str = "  - name: secrets\n    kind: secretsmanager\n    resources:\n      - name: lender/payments/db\n        rds: orders-db\n";
+const PARAMETERS_SERVICE: &str = "  - name: parameters\n    kind: ssm-parameter-store\n    resources:\n      - name: /lender/payments/db-host\n        value: ${orders-db.host}\n";
+
+#[test]
+fn secrets_and_parameters_render_with_the_applications_addresses() {
+    let secrets = SECRETS_SERVICE.to_string()
+        + "      - name: lender/payments/api-key\n        generate: password\n      - name: lender/payments/config\n        json:\n          url: http://${orders-db.host}:${orders-db.port}\n          retries: 3\n";
+    let parameters = PARAMETERS_SERVICE.to_string()
+        + "      - name: /lender/payments/db-password\n        type: SecureString\n        value: ${orders-db.password}\n";
+    let project = format!("{VALID}{secrets}{parameters}");
+    let dir = repo(&project, &[]);
+    let config = load_in(dir.path(), Selection::default()).unwrap();
+    let mut state = crate::state::State::default();
+    let desired = crate::substitutes::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
+    let db = &state.services["orders-db"];
+    let (password, port) = (&db.secrets["password"], db.host_ports["sql"]);
+
+    // Standalone: applications run on this machine, so the values are its addresses.
+    let rds: serde_json::Value = serde_json::from_str(&desired[1].contents["lender/payments/db"].value).unwrap();
+    assert_eq!(
+        rds,
+        serde_json::json!({"username": "app", "password": password, "engine": "mariadb", "host": "127.0.0.1", "port": port, "dbname": "app"})
+    );
+    let generated = &desired[1].contents["lender/payments/api-key"].value;
+    assert_eq!(generated, &state.services["secrets"].generated["lender/payments/api-key"]);
+    assert_eq!(generated.len(), 24);
+    let document: serde_json::Value =
+        serde_json::from_str(&desired[1].contents["lender/payments/config"].value).unwrap();
+    assert_eq!(document, serde_json::json!({"url": format!("http://127.0.0.1:{port}"), "retries": 3}));
+    let host = &desired[2].contents["/lender/payments/db-host"];
+    assert_eq!((host.value.as_str(), host.parameter_type), ("127.0.0.1", project::ParameterType::String));
+    let secure = &desired[2].contents["/lender/payments/db-password"];
+    assert_eq!((&secure.value, secure.parameter_type), (password, project::ParameterType::SecureString));
+
+    // Resolved again (the next `up`), the generated password stays.
+    let again = crate::substitutes::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
+    assert_eq!(&again[1].contents["lender/payments/api-key"].value, generated);
+
+    // With a cluster, pods read them: the container's name and port on the cluster's network.
+    let selection = Selection { profile: Some("local".into()), ..Default::default() };
+    let config = load_in(dir.path(), selection).unwrap();
+    let desired = crate::substitutes::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
+    let rds: serde_json::Value = serde_json::from_str(&desired[1].contents["lender/payments/db"].value).unwrap();
+    assert_eq!(rds["host"], "devenv-shop-orders-db");
+    assert_eq!(rds["port"], 3306);
+}
+
+#[test]
+fn secret_without_a_value() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}  - name: secrets\n    kind: secretsmanager\n    resources: [lender/payments/db]\n"
+    )));
+}
+
+#[test]
+fn secret_with_two_values() {
+    insta::assert_snapshot!(rendered_project(&format!("{VALID}{SECRETS_SERVICE}        generate: password\n")));
+}
+
+#[test]
+fn reference_to_an_unknown_output() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        PARAMETERS_SERVICE.replace("orders-db.host", "orders-db.hostname")
+    )));
+}
+
+#[test]
+fn rds_secret_from_an_unknown_service() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        SECRETS_SERVICE.replace("rds: orders-db", "rds: payments-db")
+    )));
+}
+
+#[test]
+fn rds_secret_from_a_service_that_is_not_a_database() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{S3_SERVICE}{}",
+        SECRETS_SERVICE.replace("rds: orders-db", "rds: blobs")
+    )));
+}
+
+#[test]
+fn invalid_parameter_name() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        PARAMETERS_SERVICE.replace("/lender/payments/db-host", "lender/payments/db-host")
+    )));
+}
+
+#[test]
+fn value_on_a_bucket() {
+    insta::assert_snapshot!(rendered_project(&format!(
+        "{VALID}{}",
+        S3_SERVICE.replace("[uploads]", "\n      - name: uploads\n        value: x")
+    )));
+}
+
+#[test]
+fn misspelled_field_of_a_secret() {
+    insta::assert_snapshot!(rendered_project(&format!("{VALID}{}", SECRETS_SERVICE.replace("rds:", "rsd:"))));
+}
+
+#[test]
+fn type_on_a_secret() {
+    insta::assert_snapshot!(rendered_project(&format!("{VALID}{SECRETS_SERVICE}        type: SecureString\n")));
 }
 
 #[test]

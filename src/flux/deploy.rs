@@ -151,6 +151,10 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
         root["spec"]["targetNamespace"] = json!(namespace);
         root["spec"]["patches"] = serde_json::to_value(overlay::shared_cluster_patches()).unwrap_or_default();
     }
+    // What the root applies is the repository's too: it acts as the same account.
+    if let Some(account) = config.flux_service_account() {
+        root["spec"]["serviceAccountName"] = json!(account);
+    }
     objects.push(root);
     for object in &mut objects {
         k8s::label(object, &config.env);
@@ -496,38 +500,11 @@ pub async fn remove(
     let step = "flux/remove";
     let started = Instant::now();
     let mut removed = Removed::default();
-    let root = json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
-    });
     if kustomizations(client).list(&ListParams::default().limit(1)).await.is_err() {
         return Ok(removed);
     }
-    let shared = placement.shared;
-    let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, &placement.namespace)
-        .await?
-        .into_iter()
-        .partition(|object| shared && overlay::is_cluster_wide(object["kind"].as_str().unwrap_or_default()));
-    removed.kept = kept.iter().map(describe).collect();
-    if k8s::delete(client, &root).await? {
-        reporter.started(step, "waiting for Flux to prune what it applied");
-        while k8s::get(client, &root).await?.is_some() {
-            if started.elapsed() >= deadline {
-                return Err(Error::PruneTimeout { object: describe(&root), deadline });
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        // Flux deletes in the background; wait until each object is really gone.
-        for object in applied {
-            while k8s::get(client, &object).await.ok().flatten().is_some() {
-                if started.elapsed() >= deadline {
-                    return Err(Error::PruneTimeout { object: describe(&object), deadline });
-                }
-                tokio::time::sleep(POLL).await;
-            }
-            removed.pruned.push(describe(&object));
-        }
-    }
+    let pruned = prune(client, placement, deadline, reporter).await?;
+    (removed.pruned, removed.kept) = (pruned.pruned, pruned.kept);
     let kinds = [
         ("source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories"),
         ("", "v1", "ConfigMap", "configmaps"),
@@ -550,6 +527,64 @@ pub async fn remove(
         reporter.finished(step, Status::Ok, &what, started.elapsed());
     }
     Ok(removed)
+}
+
+/// What deleting the root pruned, and what it left for other environments.
+struct Pruned {
+    pruned: Vec<String>,
+    kept: Vec<String>,
+}
+
+/// Deletes the root Kustomization of the environment whose Flux objects live as `placement`
+/// says, and waits until Flux has pruned everything the environment applied (each object
+/// checked gone), within `deadline`. Returns what was pruned (`Kind/namespace/name`).
+pub async fn prune_root(
+    client: &kube::Client,
+    placement: &FluxPlacement,
+    deadline: Duration,
+    reporter: &dyn Reporter,
+) -> Result<Vec<String>, Error> {
+    Ok(prune(client, placement, deadline, reporter).await?.pruned)
+}
+
+async fn prune(
+    client: &kube::Client,
+    placement: &FluxPlacement,
+    deadline: Duration,
+    reporter: &dyn Reporter,
+) -> Result<Pruned, Error> {
+    let step = "flux/remove";
+    let started = Instant::now();
+    let root = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
+    });
+    let shared = placement.shared;
+    let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, &placement.namespace)
+        .await?
+        .into_iter()
+        .partition(|object| shared && overlay::is_cluster_wide(object["kind"].as_str().unwrap_or_default()));
+    let mut pruned = Pruned { pruned: Vec::new(), kept: kept.iter().map(describe).collect() };
+    if k8s::delete(client, &root).await? {
+        reporter.started(step, "waiting for Flux to prune what it applied");
+        while k8s::get(client, &root).await?.is_some() {
+            if started.elapsed() >= deadline {
+                return Err(Error::PruneTimeout { object: describe(&root), deadline });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // Flux deletes in the background; wait until each object is really gone.
+        for object in applied {
+            while k8s::get(client, &object).await.ok().flatten().is_some() {
+                if started.elapsed() >= deadline {
+                    return Err(Error::PruneTimeout { object: describe(&object), deadline });
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            pruned.pruned.push(describe(&object));
+        }
+    }
+    Ok(pruned)
 }
 
 /// Every object in the inventories of the environment's Kustomizations (root first, then

@@ -77,6 +77,7 @@ pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Resul
     Ok(overlay::Settings {
         flux_namespace: flux.namespace.clone(),
         relocate_to: config.environment_namespace(),
+        service_account: config.flux_service_account().map(str::to_string),
         own_source,
         config_map: config.project.environment.config_map.name.clone(),
         secret: envmap::secret_name(config),

@@ -51,6 +51,9 @@ pub struct Settings {
     /// The environment's namespace when it shares its cluster: every Flux object moves
     /// there, and what each applies lands there too.
     pub relocate_to: Option<String>,
+    /// The ServiceAccount every Kustomization and HelmRelease acts as
+    /// (`spec.serviceAccountName`), in the namespace it lives in.
+    pub service_account: Option<String>,
     /// The repository's own source, re-pointed at the artifact.
     pub own_source: SourceRef,
     pub config_map: String,
@@ -403,6 +406,17 @@ fn rewrite_spec(
     if let Some(namespace) = &settings.relocate_to {
         relocate(value, identity, namespace);
         changes.push(format!("moved to namespace {namespace}, with everything it applies"));
+    }
+    if let Some(account) = &settings.service_account
+        && matches!(
+            (identity.group.as_str(), identity.kind.as_str()),
+            ("kustomize", "Kustomization") | ("helm", "HelmRelease")
+        )
+        && let Some(spec) = value.get_mut("spec").and_then(Value::as_mapping_mut)
+        && spec.get("serviceAccountName").and_then(Value::as_str) != Some(account)
+    {
+        spec.insert("serviceAccountName".into(), account.as_str().into());
+        changes.push(format!("acts as ServiceAccount {account} (spec.serviceAccountName)"));
     }
     if *value == before { Keep::Unchanged } else { Keep::Changed }
 }

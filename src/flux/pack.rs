@@ -110,7 +110,8 @@ impl Packed {
 
 /// `sha256:<hex>` of some bytes.
 pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
+    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// The largest file devenv packs: 100 MiB, the limit Flux's own tar library
@@ -226,7 +227,8 @@ impl Spool {
     }
 
     fn finish(self) -> io::Result<(Content, String)> {
-        let digest = format!("sha256:{:x}", self.hasher.finalize());
+        let hex: String = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let digest = format!("sha256:{hex}");
         let data = match self.file {
             Some(file) => Data::File(std::sync::Arc::new(file)),
             None => Data::Memory(std::sync::Arc::new(self.memory)),

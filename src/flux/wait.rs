@@ -259,7 +259,8 @@ fn api_of_kind(client: &kube::Client, kind: &str, namespace: &str) -> Option<Api
 }
 
 /// What each object a failure message names says of itself: its Stalled or Ready message
-/// (for workloads, the first condition that is not True), with the file it came from.
+/// (for workloads, a ReplicaFailure — a pod the API server refused, over quota say — else
+/// the first condition that is not True), with the file it came from.
 pub async fn explain(client: &kube::Client, message: &str, origin: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     let mut causes = Vec::new();
     for named in named_objects(message) {
@@ -284,8 +285,8 @@ pub async fn explain(client: &kube::Client, message: &str, origin: &dyn Fn(&str)
 fn own_message(object: &DynamicObject) -> Option<String> {
     let conditions = object.data.pointer("/status/conditions").and_then(Value::as_array)?;
     let find = |kind: &str| conditions.iter().find(|c| c["type"] == kind);
-    let chosen = find("Stalled")
-        .filter(|c| c["status"] == "True")
+    let chosen = (find("Stalled").filter(|c| c["status"] == "True"))
+        .or_else(|| find("ReplicaFailure").filter(|c| c["status"] == "True"))
         .or_else(|| find("Ready"))
         .or_else(|| conditions.iter().find(|c| c["status"] != "True"))?;
     let reason = chosen["reason"].as_str().unwrap_or_default();

@@ -16,6 +16,19 @@ pub const ALLOW_SAME_NAMESPACE: &str = "devenv-allow-same-namespace";
 pub const ALLOW_INGRESS_CONTROLLER: &str = "devenv-allow-ingress-controller";
 /// The ClusterRole the preview's ServiceAccount holds in its namespace.
 pub const ROLE: &str = "admin";
+/// The Role that adds Flux's kinds, which `admin` leaves out, for the preview's account.
+pub const FLUX_ROLE: &str = "devenv-preview-flux";
+/// The RoleBinding of `admin` to whoever runs `devenv preview up` (the CI identity), so it
+/// can read what it made here (Secrets, pods, events) and nowhere else.
+pub const RUNNER_BINDING: &str = "devenv-preview-runner";
+/// Flux's API groups and the kinds of each a preview's objects are.
+pub const FLUX_RESOURCES: [(&str, &[&str]); 3] = [
+    ("source.toolkit.fluxcd.io", &["ocirepositories", "gitrepositories", "helmrepositories", "helmcharts", "buckets"]),
+    ("kustomize.toolkit.fluxcd.io", &["kustomizations"]),
+    ("helm.toolkit.fluxcd.io", &["helmreleases"]),
+];
+/// Every verb the preview's account and its runner use on Flux's kinds.
+pub const FLUX_VERBS: [&str; 7] = ["get", "list", "watch", "create", "patch", "update", "delete"];
 /// Set by the API server on every namespace (Kubernetes 1.22+): selects a namespace by name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -27,6 +40,8 @@ pub fn objects(preview: &Preview, settings: &Settings) -> Vec<Value> {
     objects.extend(network_policies(preview, settings));
     objects.push(service_account(preview));
     objects.push(role_binding(preview));
+    objects.push(flux_role(preview));
+    objects.push(flux_role_binding(preview));
     objects
 }
 
@@ -124,6 +139,46 @@ pub fn role_binding(preview: &Preview) -> Value {
     })
 }
 
+/// `admin` leaves Flux's kinds out; the root Kustomization, acting as the preview's account,
+/// applies the repository's Kustomizations, HelmReleases and sources.
+pub fn flux_role(preview: &Preview) -> Value {
+    let rules: Vec<Value> = (FLUX_RESOURCES.iter())
+        .map(|(group, resources)| json!({"apiGroups": [group], "resources": resources, "verbs": FLUX_VERBS}))
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(preview, FLUX_ROLE),
+        "rules": rules,
+    })
+}
+
+pub fn flux_role_binding(preview: &Preview) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(preview, FLUX_ROLE),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FLUX_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": preview.namespace}],
+    })
+}
+
+/// `admin` in the preview's namespace for the identity running devenv (`username` as the
+/// API server reports it), which may hold less than that cluster-wide.
+pub fn runner_binding(preview: &Preview, username: &str) -> Value {
+    let subject = match username.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':')) {
+        Some((namespace, name)) => json!({"kind": "ServiceAccount", "name": name, "namespace": namespace}),
+        None => json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}),
+    };
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(preview, RUNNER_BINDING),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
+        "subjects": [subject],
+    })
+}
+
 /// The user name the API server gives the preview's ServiceAccount.
 pub fn service_account_user(preview: &Preview) -> String {
     format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", preview.namespace)
@@ -182,6 +237,8 @@ mod tests {
                 "NetworkPolicy/pr-7-shop/devenv-allow-ingress-controller",
                 "ServiceAccount/pr-7-shop/devenv-preview",
                 "RoleBinding/pr-7-shop/devenv-preview",
+                "Role/pr-7-shop/devenv-preview-flux",
+                "RoleBinding/pr-7-shop/devenv-preview-flux",
             ]
         );
         let namespace = &objects[0]["metadata"];
@@ -243,9 +300,31 @@ mod tests {
         let kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["Namespace", "LimitRange", "NetworkPolicy", "NetworkPolicy", "ServiceAccount", "RoleBinding"]
+            [
+                "Namespace",
+                "LimitRange",
+                "NetworkPolicy",
+                "NetworkPolicy",
+                "ServiceAccount",
+                "RoleBinding",
+                "Role",
+                "RoleBinding"
+            ]
         );
         let only_pods = resource_quota(&preview(), &settings(Quota { cpu: None, memory: None, pods: Some(2) }, None));
         assert_eq!(only_pods.unwrap()["spec"]["hard"], json!({"pods": "2"}));
+    }
+
+    #[test]
+    fn the_runner_holds_admin_in_the_namespace_as_user_or_service_account() {
+        let user = runner_binding(&preview(), "devenv-ci");
+        assert_eq!(
+            user["subjects"][0],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "devenv-ci"})
+        );
+        assert_eq!(user["roleRef"]["name"], ROLE);
+        assert_eq!(user["metadata"]["namespace"], "pr-7-shop");
+        let account = runner_binding(&preview(), "system:serviceaccount:ci:deployer");
+        assert_eq!(account["subjects"][0], json!({"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}));
     }
 }

@@ -1,9 +1,13 @@
 //! Per-pull-request preview environments in a shared cluster: a namespace `pr-<n>-<project>`
 //! per pull request, isolated by the objects of `bundle`, and the rights CI needs (`rbac`).
 //!
-//! Everything here is pure: names, labels and objects as JSON, for `kube::apply`.
+//! `bundle` and `rbac` are pure (objects as JSON, for `kube::apply`); `cluster` and `lease`
+//! act on the cluster.
 
 pub mod bundle;
+pub mod cluster;
+pub mod diagnose;
+pub mod lease;
 pub mod rbac;
 
 use std::time::Duration;
@@ -38,6 +42,16 @@ pub enum Error {
 pub fn namespace_name(pr: u64, project: &str) -> String {
     let prefix = format!("{NAMESPACE_PREFIX}{pr}-");
     format!("{prefix}{}", naming::sanitize(project, MAX_OBJECT_LEN - prefix.len()))
+}
+
+/// The environment name of a preview (local state, labels of its substitutes): its
+/// namespace's name cut to an environment name's length, the number never cut.
+pub fn env_name(pr: u64, project: &str) -> String {
+    let prefix = format!("{NAMESPACE_PREFIX}{pr}");
+    match naming::MAX_ENV_LEN.saturating_sub(prefix.len() + 1) {
+        0 => prefix,
+        room => format!("{prefix}-{}", naming::sanitize(project, room)),
+    }
 }
 
 /// One pull request's preview.
@@ -179,6 +193,15 @@ mod tests {
         // A cut that ends on `-` is trimmed, so the label still ends with an alphanumeric.
         let name = namespace_name(1, &format!("{}-b", "a".repeat(57)));
         assert_eq!(name, format!("pr-1-{}", "a".repeat(57)));
+    }
+
+    #[test]
+    fn env_names_fit_an_environment_name() {
+        assert_eq!(env_name(7, "shop"), "pr-7-shop");
+        let long = "a-very-long-project-name-indeed";
+        assert_eq!(env_name(12, long), "pr-12-a-very-long-project-name");
+        assert!(env_name(12, long).len() <= naming::MAX_ENV_LEN);
+        assert_eq!(env_name(u64::MAX, long), format!("pr-{}-a-very", u64::MAX));
     }
 
     #[test]

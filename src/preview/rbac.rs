@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::NAMESPACE_PREFIX;
-use super::bundle::ROLE;
+use super::bundle::{FLUX_RESOURCES, FLUX_VERBS, ROLE};
 use crate::naming::{self, LABEL_MANAGED_BY, MANAGED_BY};
 
 /// The ClusterRole every CI identity shares.
@@ -89,37 +89,41 @@ pub fn objects(subject: &Subject) -> Vec<Value> {
 }
 
 pub fn cluster_role() -> Value {
-    let write_and_read: Vec<&str> = READ.iter().chain(WRITE.iter()).copied().collect();
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": CLUSTER_ROLE, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
-        "rules": [
-            // `preview list` and `gc` read the namespaces' labels and expiry.
-            rule(&[""], &["namespaces"], &["get", "list", "watch", "create", "patch", "delete"]),
-            // The bundle, the environment ConfigMap and substitutes as StatefulSets.
-            rule(
-                &[""],
-                &["configmaps", "services", "persistentvolumeclaims", "serviceaccounts", "resourcequotas", "limitranges"],
-                &write_and_read,
-            ),
-            rule(&[""], &["secrets"], &WRITE),
-            rule(&["apps"], &["statefulsets"], &write_and_read),
-            rule(&["networking.k8s.io"], &["networkpolicies"], &write_and_read),
-            rule(&["coordination.k8s.io"], &["leases"], &write_and_read),
-            rule(&[RBAC], &["rolebindings"], &write_and_read),
-            // A RoleBinding to `admin` needs `bind` on it (or all of admin's rights).
-            json!({"apiGroups": [RBAC], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": [ROLE]}),
-            rule(
-                &["source.toolkit.fluxcd.io"],
-                &["ocirepositories", "gitrepositories", "helmrepositories", "helmcharts", "buckets"],
-                &write_and_read,
-            ),
-            rule(&["kustomize.toolkit.fluxcd.io"], &["kustomizations"], &write_and_read),
-            rule(&["helm.toolkit.fluxcd.io"], &["helmreleases"], &write_and_read),
-        ],
+        "rules": rules(),
     })
+}
+
+/// Namespaced rights, which the admission policy fences into `pr-*`; in each preview the
+/// identity also holds `admin` (`bundle::runner_binding`), which reads what it made there.
+fn rules() -> Vec<Value> {
+    let write_and_read: Vec<&str> = READ.iter().chain(WRITE.iter()).copied().collect();
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let mut rules = vec![
+        // `preview list` and `gc` read the namespaces' labels and expiry.
+        rule(&[""], &["namespaces"], &["get", "list", "watch", "create", "patch", "delete"]),
+        // The bundle, the environment ConfigMap and substitutes as StatefulSets.
+        rule(
+            &[""],
+            &["configmaps", "services", "persistentvolumeclaims", "serviceaccounts", "resourcequotas", "limitranges"],
+            &write_and_read,
+        ),
+        rule(&[""], &["secrets"], &WRITE),
+        rule(&["apps"], &["statefulsets"], &write_and_read),
+        rule(&["networking.k8s.io"], &["networkpolicies"], &write_and_read),
+        rule(&["coordination.k8s.io"], &["leases"], &write_and_read),
+        rule(&[RBAC], &["roles", "rolebindings"], &write_and_read),
+        // A RoleBinding to `admin` needs `bind` on it (or all of admin's rights).
+        json!({"apiGroups": [RBAC], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": [ROLE]}),
+        // Whether the cluster's nodes run pods decides how manifests are adapted.
+        rule(&[""], &["nodes"], &["list"]),
+    ];
+    // Flux's kinds: the preview's objects, and the Role that lets its account apply them.
+    rules.extend(FLUX_RESOURCES.iter().map(|(group, resources)| rule(&[group], resources, &FLUX_VERBS)));
+    rules
 }
 
 pub fn cluster_role_binding(subject: &Subject) -> Value {

@@ -24,7 +24,7 @@ pub enum Error {
     Context(#[source] kubeconfig::Error),
     #[error("the API server of context `{context}` ({server}) does not answer: {reason}")]
     Unreachable { context: String, server: String, reason: String },
-    #[error("the profile names no registry (`registry.url`) for the `existing` cluster")]
+    #[error("the profile names no registry (`registry.url`) to push the working tree to")]
     NoRegistry,
 }
 

@@ -33,16 +33,15 @@ use crate::config::profile::Provider;
 use crate::ui::Reporter;
 pub use registry::Registry;
 
-/// Providers this version of devenv can run.
-pub const AVAILABLE: &[&str] = &["none", "sim", "existing", "kind", "k3d"];
-
 /// How long a single question to an API server may take before it counts as unreachable.
 pub const API_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("profile `{profile}` uses the `{provider}` cluster provider, which this version of devenv cannot run")]
-    NotAvailable { profile: String, provider: &'static str },
+    #[error(
+        "profile `{profile}` makes pull-request previews (`provider: eks-namespace`), not environments of `devenv up`"
+    )]
+    PreviewOnly { profile: String },
     #[error(transparent)]
     Sim(#[from] sim::Error),
     #[error(transparent)]
@@ -242,11 +241,19 @@ pub async fn flux_presence(client: &kube::Client) -> Result<FluxPresence, kube::
 }
 
 /// Fails before any side effect when the profile's provider cannot run here.
-pub fn check_available(profile: &str, provider: Provider) -> Result<(), Error> {
+pub fn check_available(provider: Provider) -> Result<(), Error> {
     match provider {
-        Provider::None | Provider::Existing | Provider::Kind | Provider::K3d => Ok(()),
+        Provider::None | Provider::Existing | Provider::EksNamespace | Provider::Kind | Provider::K3d => Ok(()),
         Provider::Sim => sim::binaries().map(drop).map_err(Error::from),
-        _ => Err(Error::NotAvailable { profile: profile.to_string(), provider: provider.as_str() }),
+    }
+}
+
+/// Fails when the profile is a preview profile: its namespaces are named after a pull
+/// request, which only `devenv preview up --pr N` knows.
+pub fn check_not_preview(config: &Config) -> Result<(), Error> {
+    match config.profile.cluster.provider {
+        Provider::EksNamespace => Err(Error::PreviewOnly { profile: config.profile_name.clone() }),
+        _ => Ok(()),
     }
 }
 
@@ -274,16 +281,15 @@ pub fn pod_network(config: &Config) -> Option<String> {
 /// The profile's provider for an environment whose state lives in `state_dir`; `None` when the
 /// profile has no cluster. Touches nothing.
 pub fn for_config(config: &Config, state_dir: &Path) -> Result<Option<Box<dyn ClusterProvider>>, Error> {
-    check_available(&config.profile_name, config.profile.cluster.provider)?;
+    check_available(config.profile.cluster.provider)?;
     Ok(match config.profile.cluster.provider {
         Provider::None => None,
         Provider::Sim => Some(Box::new(sim::SimCluster::new(state_dir))),
-        Provider::Existing => Some(Box::new(existing::Existing::from_config(config)?)),
+        // A preview's namespace is an environment of the `existing` kind: a cluster someone
+        // else runs, shared, with Flux already there.
+        Provider::Existing | Provider::EksNamespace => Some(Box::new(existing::Existing::from_config(config)?)),
         Provider::Kind => Some(Box::new(kind::KindCluster::from_config(config, state_dir)?)),
         Provider::K3d => Some(Box::new(k3d::K3dCluster::from_config(config, state_dir)?)),
-        other => {
-            return Err(Error::NotAvailable { profile: config.profile_name.clone(), provider: other.as_str() });
-        }
     })
 }
 

@@ -50,6 +50,12 @@ pub fn secret_name(service: &str) -> String {
     format!("{service}-substitute-env")
 }
 
+/// The Secret holding one service's generated credentials, by the catalogue's secret names:
+/// a preview made from another machine (a CI runner) finds them beside the data.
+pub fn credentials_name(service: &str) -> String {
+    format!("{service}-substitute-credentials")
+}
+
 /// The claim the StatefulSet makes for its pod's data.
 pub fn claim_name(service: &str) -> String {
     format!("{DATA_VOLUME}-{service}-0")
@@ -154,6 +160,7 @@ impl ClusterRuntime {
     async fn apply(&self, client: &kube::Client, desired: &Desired) -> Result<(), Error> {
         let name = &desired.service.name;
         self.check_ours::<Secret>(client, "Secret", &secret_name(name)).await?;
+        self.check_ours::<Secret>(client, "Secret", &credentials_name(name)).await?;
         self.check_ours::<KubeService>(client, "Service", name).await?;
         self.check_ours::<StatefulSet>(client, "StatefulSet", name).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -162,6 +169,10 @@ impl ClusterRuntime {
             .patch(&secret_name(name), &params, &Patch::Apply(&objects.secret))
             .await
             .map_err(|source| self.failed("apply the Secret of", source))?;
+        self.api::<Secret>(client)
+            .patch(&credentials_name(name), &params, &Patch::Apply(&objects.credentials))
+            .await
+            .map_err(|source| self.failed("apply the credentials Secret of", source))?;
         self.api::<KubeService>(client)
             .patch(name, &params, &Patch::Apply(&objects.service))
             .await
@@ -218,12 +229,23 @@ impl ClusterRuntime {
         Ok(())
     }
 
-    /// Removes one service's StatefulSet, Service and Secret; its claim (the data) stays.
+    /// Removes one service's StatefulSet, Service and environment Secret; its claim (the
+    /// data) and the credentials it was initialised with stay, unless `purge`.
     async fn remove_service(&self, client: &kube::Client, name: &str) -> Result<bool, Error> {
         let existed = self.delete_named::<StatefulSet>(client, name).await?;
         self.delete_named::<KubeService>(client, name).await?;
         self.delete_named::<Secret>(client, &secret_name(name)).await?;
         Ok(existed)
+    }
+
+    /// The credentials kept beside a service's data, if any.
+    async fn credentials(&self, client: &kube::Client, name: &str) -> Result<BTreeMap<String, String>, Error> {
+        let found = self.api::<Secret>(client).get_opt(&credentials_name(name)).await;
+        let secret = found.map_err(|source| self.failed("read", source))?;
+        let ours = secret.filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(LABEL_ENV)) == Some(&self.env));
+        Ok((ours.and_then(|s| s.data).unwrap_or_default().into_iter())
+            .filter_map(|(key, value)| String::from_utf8(value.0).ok().map(|value| (key, value)))
+            .collect())
     }
 
     /// Waits until the service's pod runs the desired spec and is Ready, or the probe's
@@ -317,6 +339,7 @@ async fn connect(env: &str) -> Result<kube::Client, Error> {
 /// The objects of one service, as JSON for server-side apply.
 pub struct Objects {
     pub secret: Value,
+    pub credentials: Value,
     pub service: Value,
     pub stateful_set: Value,
 }
@@ -340,6 +363,16 @@ pub fn objects(namespace: &str, desired: &Desired) -> Objects {
         "metadata": metadata(&secret_name(name)),
         "type": "Opaque",
         "stringData": spec.env,
+    });
+
+    let generated: BTreeMap<&String, Option<&String>> =
+        substitute.secrets.iter().map(|secret| (secret, desired.values.get(secret))).collect();
+    let credentials = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(&credentials_name(name)),
+        "type": "Opaque",
+        "stringData": generated,
     });
 
     let ports: Vec<Value> = (substitute.ports.iter())
@@ -396,7 +429,7 @@ pub fn objects(namespace: &str, desired: &Desired) -> Objects {
         "metadata": stateful_set_metadata,
         "spec": stateful_set_spec,
     });
-    Objects { secret, service: kube_service, stateful_set }
+    Objects { secret, credentials, service: kube_service, stateful_set }
 }
 
 /// The catalogue's probe as the kubelet runs it: an HTTP probe stays an HTTP GET; SQL and
@@ -407,7 +440,10 @@ pub fn readiness_probe(probe: &Probe, main_port: &str, values: &BTreeMap<String,
         Probe::Http { path, .. } => {
             json!({"httpGet": {"path": config::template::render(path, values), "port": main_port}})
         }
-        Probe::Sql { .. } | Probe::Redis { .. } | Probe::Tcp { .. } => json!({"tcpSocket": {"port": main_port}}),
+        // A signed AWS API call is beyond the kubelet too.
+        Probe::Sql { .. } | Probe::Redis { .. } | Probe::AwsJson { .. } | Probe::Tcp { .. } => {
+            json!({"tcpSocket": {"port": main_port}})
+        }
     };
     let mut probe = check;
     probe["periodSeconds"] = json!(2);
@@ -552,7 +588,8 @@ impl SubstituteRuntime for ClusterRuntime {
                 };
                 let volume_exists = service.substitute.data_path.is_some()
                     && claims.get_opt(&claim_name(name)).await.map_err(|source| self.failed("read", source))?.is_some();
-                observed.insert(name.clone(), Observed { container, volume_exists });
+                let credentials = self.credentials(client, name).await?;
+                observed.insert(name.clone(), Observed { container, volume_exists, credentials });
             }
             let selector = format!("{},{LABEL_SERVICE}", self.env_selector());
             let listed = match statefulsets.list(&ListParams::default().labels(&selector)).await {
@@ -680,8 +717,10 @@ impl SubstituteRuntime for ClusterRuntime {
                 reporter.finished(&step, Status::Ok, "removed", started.elapsed());
                 removed.containers.push(format!("{}/{name}", self.namespace));
             }
+            // The credentials stay with the data they unlock, and go with it.
             let secrets = self.api::<Secret>(client).list(&params).await.map_err(|s| self.failed("list", s))?;
-            for name in secrets.items.into_iter().filter_map(|s| s.metadata.name) {
+            let leftover = secrets.items.into_iter().filter_map(|s| s.metadata.name);
+            for name in leftover.filter(|name| purge || !name.ends_with(&credentials_name(""))) {
                 self.delete_named::<Secret>(client, &name).await?;
             }
             if purge {
@@ -791,6 +830,43 @@ mod tests {
         assert_eq!(map.config_map["DB_HOST"], format!("orders-db.{namespace}.svc"));
         assert_eq!(map.config_map["DB_PORT"], "3306");
         assert_eq!(crate::envmap::for_host(&config, &state, &runtime, None), map);
+    }
+
+    /// The catalogue entry runs in the cluster as it is; the secrets it would make are refused
+    /// there (they are made from this machine, which does not reach the pod).
+    #[test]
+    fn secrets_manager_runs_in_the_cluster_from_its_catalogue_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = "  - name: secrets\n    kind: secretsmanager\n    keys:\n      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint\n      AWS_SECRET_ACCESS_KEY: secretAccessKey\n";
+        let project = format!(
+            "project: shop\nflux:\n  path: clusters/local\nenvironment:\n  configMap:\n    name: env\nservices:\n{services}"
+        );
+        std::fs::write(dir.path().join("devenv.yaml"), &project).unwrap();
+        std::fs::create_dir_all(dir.path().join(".devenv/profiles")).unwrap();
+        std::fs::write(
+            dir.path().join(".devenv/profiles/mine.yaml"),
+            "cluster:\n  provider: kind\nsubstitutes:\n  runtime: cluster\n",
+        )
+        .unwrap();
+        let selection = Selection { repo: Some(dir.path().into()), profile: Some("mine".into()), ..Default::default() };
+        let config = config::load(&selection, dir.path()).unwrap();
+        let mut state = State::default();
+        let desired = super::super::resolve(&config, &mut state, &Default::default(), &Default::default()).unwrap();
+        let namespace = namespace_for(&config);
+        let objects = objects(&namespace, &desired[0]);
+        assert_eq!(objects.secret["stringData"]["MOTO_PORT"], "5000");
+        let container = &objects.stateful_set["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "docker.io/motoserver/moto:5.2.5");
+        assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "api");
+        let map = crate::envmap::compute(&config, &state, &ClusterRuntime::for_config(&config));
+        assert_eq!(map.config_map["AWS_ENDPOINT_URL_SECRETS_MANAGER"], format!("http://secrets.{namespace}.svc:5000"));
+        assert_eq!(map.secret["AWS_SECRET_ACCESS_KEY"], state.services["secrets"].secrets["secretAccessKey"]);
+
+        let with_secret = project
+            .replace("    keys:", "    resources:\n      - name: app/key\n        generate: password\n    keys:");
+        std::fs::write(dir.path().join("devenv.yaml"), with_secret).unwrap();
+        let error = config::load(&selection, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("creates its secrets from this machine"), "{error}");
     }
 
     #[test]

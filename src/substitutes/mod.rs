@@ -3,6 +3,7 @@
 //! answers as the application will use it.
 
 pub mod cluster;
+pub mod contents;
 pub mod probe;
 pub mod resources;
 pub mod runtime;
@@ -70,6 +71,8 @@ pub struct Desired {
     pub ports: BTreeMap<String, Choice>,
     /// Template values as seen from this machine (host 127.0.0.1, published ports).
     pub values: BTreeMap<String, String>,
+    /// The values of the service's declared secrets and parameters, by name.
+    pub contents: BTreeMap<String, contents::Content>,
 }
 
 /// What one service's container is.
@@ -77,6 +80,9 @@ pub struct Desired {
 pub struct Observed {
     pub container: Option<ContainerInfo>,
     pub volume_exists: bool,
+    /// Generated credentials kept beside the data (in-cluster substitutes keep them in a
+    /// Secret of their namespace), by the catalogue's secret names.
+    pub credentials: BTreeMap<String, String>,
 }
 
 /// A rendered output of a substitute.
@@ -156,7 +162,7 @@ pub async fn observe(docker: &Docker, config: &Config) -> Result<(BTreeMap<Strin
     for service in &config.services {
         let container = docker.inspect_container(&naming::container_name(&config.env, &service.name)).await?;
         let volume_exists = volumes.contains(&naming::volume_name(&config.env, &service.name));
-        observed.insert(service.name.clone(), Observed { container, volume_exists });
+        observed.insert(service.name.clone(), Observed { container, volume_exists, credentials: BTreeMap::new() });
     }
     let expected: Vec<String> = config.services.iter().map(|s| naming::container_name(&config.env, &s.name)).collect();
     // Only substitutes (they carry a service label) can be orphans; the environment's other
@@ -192,6 +198,11 @@ pub fn resolve(
         let substitute = &service.substitute;
         let remembered = state.services.entry(service.name.clone()).or_default();
         remembered.kind = service.kind.clone();
+        // Credentials kept beside the data are the ones it was initialised with, whatever
+        // this machine remembers (another machine may have made it).
+        if let Some(found) = observed.get(&service.name).map(|o| &o.credentials).filter(|c| !c.is_empty()) {
+            remembered.secrets.extend(found.clone());
+        }
         // A volume keeps the credentials it was initialised with; new ones would never work
         // and the probe would only time out.
         let volume_exists = observed.get(&service.name).is_some_and(|o| o.volume_exists);
@@ -253,7 +264,23 @@ pub fn resolve(
         };
         let hash = spec_hash(&spec);
         spec.labels.insert(LABEL_SPEC_HASH.to_string(), hash);
-        desired.push(Desired { service: service.clone(), spec, ports: choices, values });
+        desired.push(Desired { service: service.clone(), spec, ports: choices, values, contents: BTreeMap::new() });
+    }
+    // Secrets and parameters read other services' outputs, so they are rendered once every
+    // service's credentials and ports are decided.
+    for one in &mut desired {
+        let remembered = state.services.entry(one.service.name.clone()).or_default();
+        remembered.generated.retain(|name, _| one.service.declared.contains_key(name));
+        for (name, declared) in &one.service.declared {
+            if declared.generate.is_some() {
+                remembered.generated.entry(name.clone()).or_insert_with(state::generate_secret);
+            }
+        }
+    }
+    let references = contents::references(config, state);
+    for one in &mut desired {
+        let generated = &state.services[&one.service.name].generated;
+        one.contents = contents::contents(&one.service, &references, generated);
     }
     Ok(desired)
 }
@@ -393,7 +420,8 @@ async fn ensure_resources(
         loop {
             let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
             let attempt = left.min(probe::ATTEMPT_DEADLINE);
-            match resources::ensure(&catalogue.create, name, &desired.values, attempt).await {
+            let content = desired.contents.get(name);
+            match resources::ensure(&catalogue.create, name, content, &desired.values, attempt).await {
                 Ok(outcome) => {
                     reporter.progress(step, &format!("{} `{name}` {}", catalogue.create.noun(), outcome.word()));
                     break;

@@ -7,7 +7,8 @@ use mysql_async::prelude::Queryable;
 use redis::IntoConnectionInfo;
 use tokio::net::TcpStream;
 
-use crate::config::catalogue::{JsonCondition, Probe, SqlDialect};
+use crate::aws;
+use crate::config::catalogue::{AwsApi, JsonCondition, Probe, SqlDialect};
 use crate::config::template;
 use crate::ports::LOOPBACK;
 
@@ -30,6 +31,7 @@ pub fn describe(probe: &Probe, port: u16) -> String {
             text
         }
         Probe::Redis { .. } => format!("PONG to PING on 127.0.0.1:{port}"),
+        Probe::AwsJson { action, .. } => format!("an answer to {action} on http://127.0.0.1:{port}"),
         Probe::Tcp { .. } => format!("a TCP connection on 127.0.0.1:{port}"),
     }
 }
@@ -47,6 +49,20 @@ pub async fn check_once(probe: &Probe, port: u16, values: &BTreeMap<String, Stri
             }
             Probe::Http { path, status, json, .. } => http_get(port, &render(path), status, json.as_ref()).await,
             Probe::Redis { password, .. } => redis_ping(port, password.as_deref().map(render)).await,
+            Probe::AwsJson { api, action, region, access_key_id, secret_access_key, .. } => {
+                let credentials = aws::Credentials {
+                    access_key_id: render(access_key_id),
+                    secret_access_key: render(secret_access_key),
+                };
+                let endpoint = format!("http://{LOOPBACK}:{port}");
+                let client = match api {
+                    AwsApi::Secretsmanager => {
+                        aws::Client::secrets_manager(&endpoint, &render(region), credentials, ATTEMPT_DEADLINE)
+                    }
+                    AwsApi::Ssm => aws::Client::ssm(&endpoint, &render(region), credentials, ATTEMPT_DEADLINE),
+                }?;
+                client.call(action, &serde_json::json!({})).await.map(drop).map_err(|e| e.to_string())
+            }
             Probe::Tcp { .. } => TcpStream::connect((LOOPBACK, port)).await.map(drop).map_err(|e| e.to_string()),
         }
     };

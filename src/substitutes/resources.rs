@@ -1,10 +1,15 @@
-//! Resources a service asks for in devenv.yaml (S3 buckets, SQS queues …), created through
-//! the substitute's own API once its probe passes. Each action is typed by the catalogue and
-//! implemented once here; creating a resource that exists changes nothing.
+//! Resources a service asks for in devenv.yaml (S3 buckets, SQS queues, secrets, parameters
+//! …), created through the substitute's own API once its probe passes. Each action is typed by
+//! the catalogue and implemented once here; creating a resource that exists changes nothing,
+//! and a secret or parameter whose value changed is brought up to date.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_json::json;
+
+use super::contents::Content;
+use crate::aws;
 use crate::config::catalogue::CreateResource;
 use crate::config::template;
 
@@ -20,6 +25,8 @@ pub enum Outcome {
     /// It is there; the API does not say whether it was made now (creating it again is a
     /// no-op).
     Ensured,
+    /// It was there with another value, which was replaced.
+    Updated,
 }
 
 impl Outcome {
@@ -28,6 +35,7 @@ impl Outcome {
             Outcome::Created => "created",
             Outcome::Present => "present",
             Outcome::Ensured => "ready",
+            Outcome::Updated => "updated",
         }
     }
 }
@@ -38,6 +46,12 @@ pub fn describe(create: &CreateResource, name: &str, values: &BTreeMap<String, S
     match create {
         CreateResource::S3Bucket { endpoint, .. } => format!("bucket `{name}` (S3 on {})", render(endpoint)),
         CreateResource::SqsQueue { endpoint } => format!("queue `{name}` (SQS on {})", render(endpoint)),
+        CreateResource::SecretsmanagerSecret { endpoint, .. } => {
+            format!("secret `{name}` (Secrets Manager on {})", render(endpoint))
+        }
+        CreateResource::SsmParameter { endpoint, .. } => {
+            format!("parameter `{name}` (SSM Parameter Store on {})", render(endpoint))
+        }
     }
 }
 
@@ -45,6 +59,7 @@ pub fn describe(create: &CreateResource, name: &str, values: &BTreeMap<String, S
 pub async fn ensure(
     create: &CreateResource,
     name: &str,
+    content: Option<&Content>,
     values: &BTreeMap<String, String>,
     deadline: Duration,
 ) -> Result<Outcome, String> {
@@ -60,7 +75,57 @@ pub async fn ensure(
             ensure_bucket(&client, &bucket, &credentials).await
         }
         CreateResource::SqsQueue { endpoint } => ensure_queue(&client, &render(endpoint), name).await,
+        CreateResource::SecretsmanagerSecret { endpoint, region, access_key_id, secret_access_key }
+        | CreateResource::SsmParameter { endpoint, region, access_key_id, secret_access_key } => {
+            let credentials =
+                aws::Credentials { access_key_id: render(access_key_id), secret_access_key: render(secret_access_key) };
+            let content = content.ok_or_else(|| format!("no value for `{name}`"))?;
+            if matches!(create, CreateResource::SsmParameter { .. }) {
+                let client = aws::Client::ssm(&render(endpoint), &render(region), credentials, deadline)?;
+                ensure_parameter(&client, name, content).await
+            } else {
+                let client = aws::Client::secrets_manager(&render(endpoint), &render(region), credentials, deadline)?;
+                ensure_secret(&client, name, &content.value).await
+            }
+        }
     }
+}
+
+/// `GetSecretValue`, then `CreateSecret` or `PutSecretValue` when it is missing or differs.
+async fn ensure_secret(client: &aws::Client, name: &str, value: &str) -> Result<Outcome, String> {
+    match client.call("GetSecretValue", &json!({"SecretId": name})).await {
+        Ok(found) if found["SecretString"].as_str() == Some(value) => Ok(Outcome::Present),
+        Ok(_) => {
+            let request = json!({"SecretId": name, "SecretString": value});
+            client.call("PutSecretValue", &request).await.map_err(|e| format!("PutSecretValue: {e}"))?;
+            Ok(Outcome::Updated)
+        }
+        Err(error) if error.is_not_found() => {
+            let request = json!({"Name": name, "SecretString": value});
+            client.call("CreateSecret", &request).await.map_err(|e| format!("CreateSecret: {e}"))?;
+            Ok(Outcome::Created)
+        }
+        Err(error) => Err(format!("GetSecretValue: {error}")),
+    }
+}
+
+/// `GetParameter`, then `PutParameter` when it is missing or its value or type differs.
+async fn ensure_parameter(client: &aws::Client, name: &str, content: &Content) -> Result<Outcome, String> {
+    let kind = content.parameter_type.as_str();
+    let outcome = match client.call("GetParameter", &json!({"Name": name, "WithDecryption": true})).await {
+        Ok(found)
+            if found["Parameter"]["Value"].as_str() == Some(content.value.as_str())
+                && found["Parameter"]["Type"].as_str() == Some(kind) =>
+        {
+            return Ok(Outcome::Present);
+        }
+        Ok(_) => Outcome::Updated,
+        Err(error) if error.is_not_found() => Outcome::Created,
+        Err(error) => return Err(format!("GetParameter: {error}")),
+    };
+    let request = json!({"Name": name, "Value": content.value, "Type": kind, "Overwrite": outcome == Outcome::Updated});
+    client.call("PutParameter", &request).await.map_err(|e| format!("PutParameter: {e}"))?;
+    Ok(outcome)
 }
 
 async fn ensure_bucket(

@@ -15,6 +15,7 @@ pub const REDIS_IMAGE_ENV: &str = "DEVENV_TEST_REDIS_IMAGE";
 pub const OPENSEARCH_IMAGE_ENV: &str = "DEVENV_TEST_OPENSEARCH_IMAGE";
 pub const S3PROXY_IMAGE_ENV: &str = "DEVENV_TEST_S3PROXY_IMAGE";
 pub const ELASTICMQ_IMAGE_ENV: &str = "DEVENV_TEST_ELASTICMQ_IMAGE";
+pub const MOTO_IMAGE_ENV: &str = "DEVENV_TEST_MOTO_IMAGE";
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -60,6 +61,12 @@ pub fn s3proxy_image() -> Option<String> {
 /// The ElasticMQ test image (the server from Maven Central, the `elasticmq-native` layout).
 pub fn elasticmq_image() -> Option<String> {
     test_image(ELASTICMQ_IMAGE_ENV, "elasticmq")
+}
+
+/// The moto test image (moto's server from PyPI on Debian's Python, the `motoserver/moto`
+/// contract), for `secretsmanager` and `ssm-parameter-store`.
+pub fn moto_image() -> Option<String> {
+    test_image(MOTO_IMAGE_ENV, "moto")
 }
 
 /// A test image named by `variable`, if the docker tier can run (under CI=true a missing

@@ -5,6 +5,7 @@ pub(crate) fn settings() -> Settings {
     Settings {
         flux_namespace: "flux-system".into(),
         relocate_to: None,
+        service_account: None,
         own_source: SourceRef::parse("GitRepository/flux-system").unwrap(),
         config_map: "cluster-env".into(),
         secret: "cluster-env-secrets".into(),
@@ -561,4 +562,26 @@ impl Rewritten {
     fn documents_namespace(&self) -> String {
         documents(&self.text)[0]["metadata"]["namespace"].as_str().unwrap().to_string()
     }
+}
+
+#[test]
+fn in_a_preview_every_kustomization_and_helm_release_acts_as_the_preview_account() {
+    let settings = Settings {
+        relocate_to: Some("pr-7-shop".into()),
+        service_account: Some("devenv-preview".into()),
+        ..settings()
+    };
+    let out = rewrite(CHILD, &settings).unwrap().unwrap();
+    assert_eq!(documents(&out.text)[0]["spec"]["serviceAccountName"], "devenv-preview");
+    assert!(
+        out.changes.iter().any(|c| c.what == "acts as ServiceAccount devenv-preview (spec.serviceAccountName)"),
+        "{:?}",
+        out.changes
+    );
+    let out = rewrite(RELEASE_WITH_REPOSITORY, &settings).unwrap().unwrap();
+    assert_eq!(documents(&out.text)[0]["spec"]["serviceAccountName"], "devenv-preview");
+    // A repository's own account is replaced: it would act with rights the preview lacks.
+    let own = CHILD.replace("spec:\n", "spec:\n  serviceAccountName: kustomize-controller\n");
+    let out = rewrite(&own, &settings).unwrap().unwrap();
+    assert_eq!(documents(&out.text)[0]["spec"]["serviceAccountName"], "devenv-preview");
 }
