@@ -568,7 +568,8 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
 
     // During `down`, while Flux prunes: `down` stops the cluster anyway and says what it
     // could not do; the next `up` brings everything back.
-    for component in ["kube-apiserver", "etcd", "kustomize-controller"] {
+    let during_down = ["kube-apiserver", "etcd", "kustomize-controller"];
+    for (round, component) in during_down.into_iter().enumerate() {
         let mut down = spawn(&repo, &["down", "--timeout", "10s"], |_| {});
         assert!(down.wait_for_step("flux/remove", Duration::from_secs(60)), "down did not prune");
         kill_9(&repo, component);
@@ -578,7 +579,10 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         assert_ok(&ended, &format!("down with {component} killed"));
         let left = settled_leftovers(&repo);
         assert_eq!(left.running(), 0, "down with {component} killed left {left:?}");
-        assert_ok(&up_sim(&repo, "120s"), &format!("up after {component} was killed during down"));
+        // The last round's cluster is purged below instead.
+        if round + 1 < during_down.len() {
+            assert_ok(&up_sim(&repo, "120s"), &format!("up after {component} was killed during down"));
+        }
     }
     purge_and_count(&repo);
     eprintln!("sim faults took {}s", started.elapsed().as_secs());
