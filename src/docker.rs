@@ -191,6 +191,57 @@ pub struct EngineVersion {
     pub api_version: String,
 }
 
+/// Requests that change the engine (create, start, remove…) on their way now.
+static CHANGING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a changing request while it is on its way.
+struct Changing;
+
+impl Changing {
+    fn begin() -> Self {
+        CHANGING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Changing
+    }
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        CHANGING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How many requests that change the engine are on their way. The engine carries out a
+/// request it has received even when its client goes away, so an interrupted command lets
+/// these finish before it exits: what they make is then there for `down` to find.
+pub fn changes_in_flight() -> usize {
+    CHANGING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+impl Error {
+    /// Whether the engine stopped answering in the middle of an operation (its socket gone,
+    /// the connection refused or cut), as when it is restarted, rather than refusing it.
+    pub fn engine_gone(&self) -> bool {
+        use std::io::ErrorKind::*;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(current) = cause {
+            if let Some(io) = current.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    NotFound | ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                )
+            {
+                return true;
+            }
+            // hyper's words for a connection that closed before its answer came.
+            if current.to_string().contains("connection closed before message completed") {
+                return true;
+            }
+            cause = current.source();
+        }
+        false
+    }
+}
+
 impl Docker {
     /// Connects to the engine named by `DOCKER_HOST` or the default socket, agreeing on an
     /// API version both sides speak.
@@ -285,6 +336,7 @@ impl Docker {
     }
 
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        let _changing = Changing::begin();
         let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
             .ports
             .iter()
@@ -318,6 +370,7 @@ impl Docker {
     }
 
     pub async fn start_container(&self, name: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         self.client
             .start_container(name, None)
             .await
@@ -326,6 +379,7 @@ impl Docker {
 
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; absent is fine.
     pub async fn remove_container(&self, name: &str, grace: Duration) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let stop = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
         match self.client.stop_container(name, Some(stop)).await {
             Ok(()) => {}
@@ -408,6 +462,7 @@ impl Docker {
 
     /// Creates a labelled volume; an existing one is kept as it is.
     pub async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let request = VolumeCreateRequest {
             name: Some(name.to_string()),
             labels: Some(labels.clone().into_iter().collect()),
@@ -430,6 +485,7 @@ impl Docker {
     }
 
     pub async fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.client.remove_volume(name, Some(options)).await {
             Err(e) if !is_not_found(&e) => Err(Error::RemoveVolume { name: name.to_string(), source: e }),
@@ -455,6 +511,7 @@ impl Docker {
 
     /// Attaches a container to a network; one already attached is left as it is.
     pub async fn connect_network(&self, container: &str, network: &str) -> Result<(), Error> {
+        let _changing = Changing::begin();
         if self.network_members(network).await?.is_some_and(|members| members.iter().any(|m| m == container)) {
             return Ok(());
         }

@@ -103,6 +103,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV082", "`rds:` names a service that is not a database"),
     ("DEV083", "a secret or parameter name that AWS would refuse"),
     ("DEV084", "a resource field that its kind does not take"),
+    ("DEV085", "a file a Kustomization reads is too large to pack"),
     ("DEV090", "interrupted"),
 ];
 
@@ -140,6 +141,13 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                     ),
                     None => "let it finish, or wait longer with `--timeout` (e.g. `--timeout 10m`)".into(),
                 }),
+            ),
+            state::Error::Write { path, source } if is_full(source) => (
+                "DEV030",
+                Some(format!(
+                    "the disk (or a file size limit, `ulimit -f`) holding `{}` allows no more: free some space and run the command again; the state file there is the last one written whole, so `devenv up` resumes and `devenv down` removes what was made",
+                    path.parent().unwrap_or(path).display()
+                )),
             ),
             _ => (
                 "DEV030",
@@ -225,6 +233,13 @@ pub fn diagnose(error: &Error) -> Diagnosis {
             providers::Error::ControllerLogFile { .. } => {
                 ("DEV035", Some("`devenv status` shows whether the cluster's processes run; `devenv up` starts them".into()))
             }
+            providers::Error::Died { log, .. } => (
+                "DEV041",
+                Some(format!(
+                    "`devenv up` starts the cluster's processes again (its data is kept), `devenv down` stops the rest; why it stopped may be at the end of `{}`",
+                    log.display()
+                )),
+            ),
             providers::Error::FluxCheck { context, .. } => (
                 "DEV045",
                 Some(format!("the cause above is the API server's answer; `kubectl --context {context} api-resources` shows what it serves")),
@@ -287,6 +302,16 @@ pub fn diagnose(error: &Error) -> Diagnosis {
                 "DEV061",
                 Some("rename one of them, switch one off (`overlay.disable`), or give the environment a cluster of its own (`cluster.isolation: cluster`)".into()),
             ),
+            crate::flux::Error::Pack(crate::flux::pack::Error::TooLarge { path, .. }) => (
+                "DEV085",
+                Some(format!(
+                    "a file that size is not for the cluster: list `{path}` in .gitignore (ignored files are not packed) or move it out of the directories the Kustomizations read; the limit is Flux's own for unpacking an artifact"
+                )),
+            ),
+            crate::flux::Error::Pack(crate::flux::pack::Error::NameClash { .. }) => (
+                "DEV061",
+                Some("rename one of them; a name in UTF-8 is safest, since Flux and kustomize handle it everywhere".into()),
+            ),
             crate::flux::Error::Pack(_) => ("DEV061", Some("check that the file is readable and valid YAML".into())),
             crate::flux::Error::Deploy(e) => match e.as_ref() {
                 crate::flux::deploy::Error::Failed { .. } => (
@@ -320,6 +345,14 @@ pub fn diagnose(error: &Error) -> Diagnosis {
         Error::Several { first, .. } => return diagnose(first),
     };
     Diagnosis { id, exit_code: 1, hint }
+}
+
+/// Whether a write failed for lack of room: a full disk, a quota, a file size limit.
+fn is_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::FileTooLarge
+    )
 }
 
 /// The id, exit code and hint of an environment asked for what it does not have.
@@ -644,6 +677,13 @@ fn diagnose_sim(error: &providers::sim::Error) -> (&'static str, Option<String>)
 
 fn diagnose_docker(error: &docker::Error) -> (&'static str, Option<String>) {
     match error {
+        _ if !matches!(error, docker::Error::Unreachable { .. } | docker::Error::NoAnswer { .. }) && error.engine_gone() => (
+            "DEV020",
+            Some(
+                "the Docker engine stopped answering while devenv used it (restarted or stopped?): once `docker info` answers again, `devenv up` resumes, and `devenv down` removes what was made"
+                    .into(),
+            ),
+        ),
         docker::Error::Unreachable { .. } | docker::Error::NoAnswer { .. } => (
             "DEV020",
             Some(

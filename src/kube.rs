@@ -23,6 +23,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot ask the cluster for `{kind}` ({api_version}): it did not answer")]
+    NoAnswer {
+        api_version: String,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot apply {object}")]
     Apply {
         object: String,
@@ -78,10 +85,14 @@ pub async fn api_for(client: &kube::Client, object: &Value) -> Result<(Api<Dynam
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, scope) = discover(client, &gvk).await.map_err(|source| Error::Discovery {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-        source,
+    let (resource, scope) = discover(client, &gvk).await.map_err(|source| {
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        match source {
+            // The API server answered: it does not know the kind.
+            kube::Error::Api(_) | kube::Error::Discovery(_) => Error::Discovery { api_version, kind, source },
+            // No answer at all: the cluster went away (or never came).
+            _ => Error::NoAnswer { api_version, kind, source },
+        }
     })?;
     let api = match scope {
         Scope::Namespaced => {

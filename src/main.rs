@@ -5,6 +5,11 @@ use devenv::commands::{self, Context};
 use devenv::errors::{self, Error};
 
 fn main() -> ExitCode {
+    // A file size limit (`ulimit -f`) reached while writing the state would kill devenv with
+    // SIGXFSZ in the middle of a command; ignored, the write fails with EFBIG and the command
+    // says so and stops cleanly, like on a full disk.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     devenv::completion::answer_if_asked();
     let cli = cli::parse();
     devenv::init_tls();
@@ -18,11 +23,25 @@ fn main() -> ExitCode {
     let ctx = Context::new(&cli, cwd);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     let result = runtime.block_on(async {
+        let command = commands::run(&cli, &ctx);
+        tokio::pin!(command);
         tokio::select! {
-            result = commands::run(&cli, &ctx) => result,
+            result = &mut command => result,
             // Every object is labelled when it is created, so stopping here leaves nothing
-            // that `down` cannot find.
-            _ = tokio::signal::ctrl_c(), if !cli.command.handles_interrupt() => Err(Error::Interrupted),
+            // that `down` cannot find, once the engine has done what it was asked: a request
+            // on its way is carried out even if devenv exits, so it is let finish first.
+            _ = tokio::signal::ctrl_c(), if !cli.command.handles_interrupt() => {
+                let settle = async {
+                    while devenv::docker::changes_in_flight() > 0 {
+                        tokio::select! {
+                            _ = &mut command => break,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), settle).await;
+                Err(Error::Interrupted)
+            }
         }
     });
     match result {

@@ -198,11 +198,21 @@ impl Store {
         fs::create_dir_all(&self.dir).map_err(write_error)?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(write_error)?;
         let temp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        let mut file =
-            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(write_error)?;
         let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(write_error)?;
-        fs::rename(&temp, &path).map_err(write_error)?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| fs::rename(&temp, &path));
+        if let Err(error) = written {
+            // A full disk leaves a part of the new file: the old one stays whole, and so does
+            // the directory, for `down` (which needs no space to read and remove).
+            let _ = fs::remove_file(&temp);
+            return Err(write_error(error));
+        }
         fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(write_error)
     }
 
@@ -300,6 +310,26 @@ mod tests {
         let error = store.load_for("shop", Path::new("/two"), "standalone").unwrap_err();
         assert!(matches!(error, Error::OtherRepo { ref other_repo, .. } if other_repo == Path::new("/one")));
         assert!(store.load_for("shop", Path::new("/one"), "sim").is_ok());
+    }
+
+    #[test]
+    fn a_write_on_a_full_disk_keeps_the_old_file_and_leaves_no_part_behind() {
+        let temp = tempfile::tempdir().unwrap();
+        let store = Store { dir: temp.path().join("shop") };
+        let old = State::new("shop", Path::new("/repo"), "standalone");
+        store.save(&old).unwrap();
+        // The temporary file leads to /dev/full: every write fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", store.dir().join("state.json.tmp")).unwrap();
+        let mut new = old.clone();
+        new.profile = "sim".into();
+        let error = store.save(&new).unwrap_err();
+        let Error::Write { source, .. } = &error else { panic!("{error:?}") };
+        assert_eq!(source.kind(), io::ErrorKind::StorageFull, "{source}");
+        assert_eq!(store.load().unwrap(), Some(old), "the old state is whole");
+        let left: Vec<_> = fs::read_dir(store.dir()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, ["state.json"], "no part of the new file is left");
+        store.save(&new).unwrap();
+        assert_eq!(store.load().unwrap(), Some(new));
     }
 
     #[test]

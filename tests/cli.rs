@@ -278,6 +278,35 @@ fn a_flux_file_that_does_not_parse_stops_plan_with_its_path() {
 }
 
 #[test]
+fn a_file_too_large_to_pack_stops_plan_naming_it_and_an_odd_name_is_packed() {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = TestRepo::new("t-cli-large", "");
+    repo.write("clusters/local/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n");
+    // A name that is not UTF-8 used to be read back by its lossy form: "No such file or directory".
+    let odd = std::ffi::OsStr::from_bytes(b"clusters/local/men\xfc.txt");
+    std::fs::write(repo.path().join(odd), "soup\n").unwrap();
+    let output = repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(`clusters/local`, 2 files, sha256:"));
+    // Sparse: a file past the limit costs no disk, and is not read.
+    let dump = std::fs::File::create(repo.path().join("clusters/local/dump.sql")).unwrap();
+    dump.set_len(devenv::flux::pack::MAX_FILE_SIZE + 1).unwrap();
+    let started = std::time::Instant::now();
+    repo.devenv()
+        .args(["plan", "--profile", "sim"])
+        .env("DOCKER_HOST", NO_DOCKER)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error[DEV085]: `clusters/local/dump.sql` is 100.0 MiB (104857601 bytes), more than the 100.0 MiB a file may have to be packed",
+        ))
+        .stderr(predicate::str::contains("hint: a file that size is not for the cluster: list `clusters/local/dump.sql` in .gitignore"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    repo.write(".gitignore", "*.sql\n");
+    repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).assert().success();
+}
+
+#[test]
 fn a_failed_sim_build_says_so_and_shows_its_last_lines() {
     let dir = tempfile::tempdir().unwrap();
     devenv_in(dir.path())

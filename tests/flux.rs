@@ -564,7 +564,9 @@ async fn a_source_behind_the_registry_is_asked_again_though_nothing_is_pushed() 
     let repository = devenv::flux::artifact::repository(&repo.env, &artifact.source);
     let origin = repo.path().display().to_string();
     let pushed =
-        devenv::flux::artifact::push_tree(&oci, &registry, &repository, &artifact.bytes, &origin).await.unwrap();
+        devenv::flux::artifact::push_tree(&oci, &registry, &repository, &artifact.content, &artifact.digest, &origin)
+            .await
+            .unwrap();
     assert!(pushed.pushed);
 
     let output =

@@ -13,6 +13,9 @@ use crate::state::{self, Store};
 use crate::substitutes::{self, Removed, SubstituteRuntime};
 use crate::ui::{self, ReporterExt};
 
+/// How long the engine may take to finish what a killed command asked of it.
+const AFTER_A_KILL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     // A broken devenv.yaml must not stop a cleanup: with `--env`, the name is enough, and the
     // state file says which cluster the environment used.
@@ -29,7 +32,7 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
     let store = Store::for_env(&env)?;
     let reporter = ctx.reporter();
     // One command at a time changes an environment; this one holds it until it returns.
-    let _lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
+    let lock = store.lock(&super::command_line(), args.timeout, reporter.as_ref()).await?;
     let (state, unreadable) = match store.load() {
         Ok(state) => (state, None),
         Err(error @ (state::Error::Corrupt { .. } | state::Error::Read { .. })) => {
@@ -65,11 +68,46 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         // leaves it to the configuration.
         let placement = (state.as_ref().and_then(|s| s.flux.clone()))
             .or_else(|| config.as_ref().map(state::FluxPlacement::for_config));
+        // A cluster devenv owns with a process down (an API server, etcd or a Flux
+        // controller killed) cannot prune: it is stopped anyway, its objects left in its data.
+        let unhealthy = || async {
+            match provider.status(&info).await {
+                Ok(status) if status.healthy => None,
+                Ok(status) => Some(status.detail),
+                Err(error) => Some(error.to_string()),
+            }
+        };
+        let sick = match &client {
+            Some(_) if owned => unhealthy().await,
+            _ => None,
+        };
+        let cannot_prune = |why: &str| {
+            format!(
+                "Flux cannot prune what it applied for `{env}` ({why}); the {} cluster is stopped anyway, and those objects stay in its data until the next `devenv up` applies the repository again (`devenv down --purge` deletes them)",
+                provider.kind().as_str()
+            )
+        };
         match (client, &placement) {
+            (Some(_), Some(_)) if let Some(why) = &sick => reporter.warning(&cannot_prune(why)),
             (Some(client), Some(placement)) => {
-                flux_removed = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref())
-                    .await
-                    .map_err(flux::Error::from)?;
+                let prune = flux::deploy::remove(&client, &env, placement, keep, args.timeout, reporter.as_ref());
+                // A process of the cluster that dies meanwhile (a request to an API server
+                // whose etcd is gone may never return) ends the prune at once.
+                let pruned = tokio::select! {
+                    pruned = prune => pruned,
+                    died = providers::process_died(provider.as_ref(), &info) => {
+                        reporter.warning(&cannot_prune(&died.to_string()));
+                        Ok(flux::deploy::Removed::default())
+                    }
+                };
+                match pruned {
+                    Ok(removed) => flux_removed = removed,
+                    // The cluster stopped answering, or a process of it died, while Flux pruned.
+                    Err(error) if owned && (!error.is_refusal() || unhealthy().await.is_some()) => {
+                        reporter.warning(&cannot_prune(&describe_chain(&error)))
+                    }
+                    Err(error) => return Err(flux::Error::from(error).into()),
+                }
             }
             // A cluster devenv owns goes away below; one it does not keeps what it was given.
             _ if owned => {}
@@ -91,10 +129,19 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         (None, Some(config)) => substitutes::runtime::for_config(config),
     };
     let engine = runtime.check().await;
-    let removed = match &engine {
+    let mut removed = match &engine {
         Ok(_) => runtime.remove_all(&env, args.purge, reporter.as_ref()).await?,
         Err(_) => Removed::default(),
     };
+    // A command killed while the engine created something for it (a request the engine
+    // carries out though its client is gone) may see it appear a moment after the first
+    // look: a second one finds it.
+    if engine.is_ok() && lock.took_over().is_some() {
+        tokio::time::sleep(AFTER_A_KILL).await;
+        let late = runtime.remove_all(&env, args.purge, reporter.as_ref()).await?;
+        removed.containers.extend(late.containers);
+        removed.volumes.extend(late.volumes);
+    }
     // A cluster devenv owns is stopped even when the engine cannot be reached.
     let owned = provider.as_ref().filter(|p| p.capabilities().owns_cluster);
     let cluster_stopped = match owned {
@@ -182,6 +229,17 @@ pub async fn run(ctx: &Context, args: &DownArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// An error and all its causes on one line.
+fn describe_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The error and its first cause on one line.

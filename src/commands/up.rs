@@ -150,8 +150,12 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
         if cluster.registry.from_cluster != expected_registry {
             prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
         }
-        let result =
-            flux::deploy::up(&client, config, prepared, &env, &cluster.registry, timeout, reporter.as_ref()).await;
+        let deploy = flux::deploy::up(&client, config, prepared, &env, &cluster.registry, timeout, reporter.as_ref());
+        // A process of a cluster devenv runs that dies meanwhile ends the wait at once.
+        let result = tokio::select! {
+            result = deploy => result,
+            died = providers::process_died(provider.as_ref(), cluster) => return Err(died.into()),
+        };
         deployed = Some(result.map_err(flux::Error::from)?);
     }
     Ok(Up { cluster, deployed, ready, in_cluster: runtime.in_cluster() })

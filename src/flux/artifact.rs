@@ -108,20 +108,79 @@ pub async fn push_if_changed(
     Ok(Pushed { reference: reference_text, pushed: true, digest, manifest_digest })
 }
 
-/// Pushes one packed tree with Flux's media types.
+/// Pushes one packed tree with Flux's media types, unless the tag already points at the
+/// same content. The content is streamed to the registry in chunks, so a large artifact
+/// (spooled to a temporary file by the packer) is never held in memory whole.
 pub async fn push_tree(
     client: &Client,
     registry: &str,
     repository: &str,
-    bytes: &[u8],
+    content: &crate::flux::pack::Content,
+    digest: &str,
     origin: &str,
 ) -> Result<Pushed, Error> {
+    let reference_text = format!("{registry}/{repository}:{TAG}");
+    let reference: Reference =
+        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    let auth = auth(registry)?;
+    if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
+        && manifest.layers.first().is_some_and(|layer| layer.digest == digest)
+    {
+        return Ok(Pushed { reference: reference_text, pushed: false, digest: digest.to_string(), manifest_digest });
+    }
     // Flux shows these as the artifact's origin and revision.
     let annotations = BTreeMap::from([
         ("org.opencontainers.image.source".to_string(), origin.to_string()),
-        ("org.opencontainers.image.revision".to_string(), crate::flux::pack::digest(bytes)),
+        ("org.opencontainers.image.revision".to_string(), digest.to_string()),
     ]);
-    let content = Blob { bytes, media_type: CONTENT_MEDIA_TYPE };
-    let config = Blob { bytes: b"{}", media_type: CONFIG_MEDIA_TYPE };
-    push_if_changed(client, registry, repository, TAG, content, config, annotations).await
+    let failed = |source| Error::Push { reference: reference_text.clone(), source };
+    client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
+    client.push_blob_stream(&reference, chunks(content.clone()), digest, Some(content.len())).await.map_err(failed)?;
+    // The manifest describes the streamed layer: built around an empty one, then given its
+    // digest and size.
+    let config = Config::new(b"{}".to_vec(), CONFIG_MEDIA_TYPE.to_string(), None);
+    let placeholder = ImageLayer::new(Vec::new(), CONTENT_MEDIA_TYPE.to_string(), None);
+    let mut manifest =
+        oci_client::manifest::OciImageManifest::build(std::slice::from_ref(&placeholder), &config, Some(annotations));
+    manifest.artifact_type = None;
+    manifest.layers[0].digest = digest.to_string();
+    manifest.layers[0].size = i64::try_from(content.len()).unwrap_or(i64::MAX);
+    client.push_blob(&reference, config.data, &manifest.config.digest).await.map_err(failed)?;
+    client.push_manifest(&reference, &manifest.into()).await.map_err(failed)?;
+    let manifest_digest = client.fetch_manifest_digest(&reference, &auth).await.map_err(failed)?;
+    Ok(Pushed { reference: reference_text, pushed: true, digest: digest.to_string(), manifest_digest })
 }
+
+/// The content as a stream of chunks of at most [`PUSH_CHUNK`] bytes, read as they are sent.
+fn chunks(
+    content: crate::flux::pack::Content,
+) -> impl futures_util::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::try_unfold(0u64, move |offset| {
+        let content = content.clone();
+        async move {
+            if offset >= content.len() {
+                return Ok(None);
+            }
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; PUSH_CHUNK];
+                let n = content.read_at(offset, &mut buf)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>(buf)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| oci_client::errors::OciDistributionError::GenericError(Some(e.to_string())))?;
+            if read.is_empty() {
+                return Err(oci_client::errors::OciDistributionError::GenericError(Some(
+                    "the artifact ended early".to_string(),
+                )));
+            }
+            let next = offset + read.len() as u64;
+            Ok(Some((bytes::Bytes::from(read), next)))
+        }
+    })
+}
+
+/// How much of an artifact is read and sent at a time.
+const PUSH_CHUNK: usize = 4 << 20;

@@ -58,6 +58,21 @@ pub enum Error {
     PruneTimeout { object: String, deadline: Duration },
 }
 
+impl Error {
+    /// Whether the cluster answered and said no (or Flux did not finish in time), as opposed
+    /// to not answering at all.
+    pub fn is_refusal(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(current) = cause {
+            if let Some(error) = current.downcast_ref::<kube::Error>() {
+                return matches!(error, kube::Error::Api(_));
+            }
+            cause = current.source();
+        }
+        true
+    }
+}
+
 impl From<Error> for FluxError {
     fn from(error: Error) -> Self {
         FluxError::Deploy(Box::new(error))
@@ -194,14 +209,15 @@ pub async fn up(
         charts.push(charts::push(&oci, registry, &repository, &chart.metadata, &chart.bytes).await?);
     }
     let origin = config.repo.display().to_string();
-    let pushes =
-        prepared.packed.artifacts.iter().map(|a| {
-            let repository = artifact::repository(&config.env, &a.source);
-            let (oci, origin) = (&oci, &origin);
-            async move {
-                artifact::push_tree(oci, registry, &repository, &a.bytes, origin).await.map(|p| (a.source.clone(), p))
-            }
-        });
+    let pushes = prepared.packed.artifacts.iter().map(|a| {
+        let repository = artifact::repository(&config.env, &a.source);
+        let (oci, origin) = (&oci, &origin);
+        async move {
+            artifact::push_tree(oci, registry, &repository, &a.content, &a.digest, origin)
+                .await
+                .map(|p| (a.source.clone(), p))
+        }
+    });
     let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
 
     // A server-side apply that changes nothing keeps the resourceVersion. The applies are

@@ -37,6 +37,10 @@ pub enum Error {
     },
     #[error("cannot write the artifact")]
     Write(#[source] io::Error),
+    #[error("`{path}` is {} ({size} bytes), more than the {} a file may have to be packed", human_size(*size), human_size(MAX_FILE_SIZE))]
+    TooLarge { path: String, size: u64 },
+    #[error("`{first}` and `{second}` are two files whose names are not UTF-8 and read the same once escaped")]
+    NameClash { first: String, second: String },
     #[error("`{first}` and `{second}` both define {object} once the environment's Flux objects share its namespace")]
     Collision { object: String, first: String, second: String },
     #[error("a HelmRelease in `{file}` takes its chart from the repository")]
@@ -56,8 +60,8 @@ pub struct Artifact {
     pub kustomization: String,
     /// The directory that Kustomization builds.
     pub path: String,
-    /// The tar.gz bytes.
-    pub bytes: Vec<u8>,
+    /// The tar.gz bytes, in memory or (past [`SPOOL_IN_MEMORY`]) in an unnamed temporary file.
+    pub content: Content,
     /// `sha256:<hex>` of the bytes.
     pub digest: String,
     pub files: usize,
@@ -110,6 +114,161 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
+/// The largest file devenv packs: 100 MiB, the limit Flux's own tar library
+/// (`fluxcd/pkg/tar`, `DefaultMaxUntarSize`) puts on what it unpacks unless a controller lifts
+/// it. A file that size in a GitOps repository is a build output or a dump that was never
+/// meant for the cluster; a file past it that a Kustomization reads is an error naming it.
+pub const MAX_FILE_SIZE: u64 = 100 << 20;
+/// Artifacts up to this size stay in memory; larger ones go to an unnamed temporary file, so
+/// packing takes the same memory whatever the size of the files.
+pub const SPOOL_IN_MEMORY: usize = 4 << 20;
+/// Files read whole into memory are those the overlay and the closure read as text (YAML
+/// and kustomization files); every other file is streamed from disk into the archive.
+fn read_as_text(relative: &str) -> bool {
+    is_yaml(relative) || relative.rsplit('/').next() == Some("Kustomization")
+}
+
+/// `1.5 MiB`, `200.0 MB`-style sizes for messages (binary units).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A path relative to the repository as text: its UTF-8 as it is, each byte that is not
+/// UTF-8 as `\xNN` (`apps/caf\xE9.yaml`), so a name is always shown and never lost.
+pub fn escape_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut text = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02X}"));
+        }
+    }
+    text
+}
+
+/// The bytes of a packed artifact, shared cheaply: in memory, or in an unnamed temporary
+/// file read at offsets (so clones read independently).
+#[derive(Debug, Clone)]
+pub struct Content {
+    data: Data,
+    len: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Data {
+    Memory(std::sync::Arc<Vec<u8>>),
+    File(std::sync::Arc<fs::File>),
+}
+
+impl Content {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the bytes are in memory (small artifacts) rather than in a temporary file.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.data, Data::Memory(_))
+    }
+
+    /// Up to `buf.len()` bytes from `offset`; 0 at the end.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.data {
+            Data::Memory(bytes) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let n = buf.len().min(bytes.len() - start);
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                Ok(n)
+            }
+            Data::File(file) => std::os::unix::fs::FileExt::read_at(file.as_ref(), buf, offset),
+        }
+    }
+
+    /// All the bytes (tests, small artifacts).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = vec![0; usize::try_from(self.len).map_err(io::Error::other)?];
+        let mut done = 0;
+        while done < out.len() {
+            match self.read_at(done as u64, &mut out[done..])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where an archive is written: memory up to [`SPOOL_IN_MEMORY`], then an unnamed temporary
+/// file; the digest is computed on the way.
+struct Spool {
+    memory: Vec<u8>,
+    file: Option<fs::File>,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Self {
+        Spool { memory: Vec::new(), file: None, hasher: Sha256::new(), len: 0 }
+    }
+
+    fn finish(self) -> io::Result<(Content, String)> {
+        let hex: String = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let digest = format!("sha256:{hex}");
+        let data = match self.file {
+            Some(file) => Data::File(std::sync::Arc::new(file)),
+            None => Data::Memory(std::sync::Arc::new(self.memory)),
+        };
+        Ok((Content { data, len: self.len }, digest))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + buf.len() > SPOOL_IN_MEMORY {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(buf)?,
+            None => self.memory.extend_from_slice(buf),
+        }
+        self.hasher.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One entry of a packed tree: its content in memory (rewritten by the overlay), or a file
+/// streamed from disk.
+enum Entry<'a> {
+    Memory(&'a [u8]),
+    Disk(PathBuf),
+}
+
 type Contents = BTreeMap<String, (Vec<u8>, bool)>;
 
 /// The files with the overlay applied to the Flux objects in them, and each rewrite by file.
@@ -159,6 +318,19 @@ pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
 pub struct Tree {
     pub files: Vec<String>,
     pub linked_manifests: Vec<String>,
+    /// Files whose names are not UTF-8: the escaped name in `files` ([`escape_path`]) and
+    /// the real relative path, which the archive carries byte for byte.
+    pub raw_names: BTreeMap<String, PathBuf>,
+}
+
+impl Tree {
+    /// Where the file listed as `relative` is, under `root`.
+    pub fn path_of(&self, root: &Path, relative: &str) -> PathBuf {
+        match self.raw_names.get(relative) {
+            Some(raw) => root.join(raw),
+            None => root.join(relative),
+        }
+    }
 }
 
 /// Where `relative` (a path devenv.yaml or a Flux object names) leads once `..` and symbolic
@@ -197,10 +369,9 @@ pub fn list_tree(root: &Path, flux_path: &str) -> Result<Tree, Error> {
         if !entry.file_type().is_some_and(|t| t.is_file()) && !is_link {
             continue;
         }
-        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let relative: Vec<String> =
-            relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-        let relative = relative.join("/");
+        let raw = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let relative = escape_path(raw);
+        let is_raw = raw.to_str().is_none();
         if is_link {
             if is_yaml(&relative) && !relative.starts_with(".devenv/") {
                 tree.linked_manifests.push(relative);
@@ -211,7 +382,17 @@ pub fn list_tree(root: &Path, flux_path: &str) -> Result<Tree, Error> {
         if relative.starts_with(".devenv/") || relative.starts_with(&format!("{bootstrap_dir}/")) {
             continue;
         }
+        if is_raw {
+            // Two names that escape alike (a real `\xE9` in one) would be one file to Flux.
+            if tree.raw_names.contains_key(&relative) {
+                return Err(Error::NameClash { first: relative.clone(), second: escape_path(raw) });
+            }
+            tree.raw_names.insert(relative.clone(), raw.to_path_buf());
+        }
         tree.files.push(relative);
+    }
+    if let Some(clash) = tree.raw_names.keys().find(|name| tree.files.iter().filter(|f| f == name).count() > 1) {
+        return Err(Error::NameClash { first: clash.clone(), second: clash.clone() });
     }
     tree.files.sort();
     tree.linked_manifests.sort();
@@ -222,13 +403,20 @@ pub fn list_tree(root: &Path, flux_path: &str) -> Result<Tree, Error> {
 /// root Kustomization that builds `flux_path`, then one for each Kustomization re-pointed by
 /// the overlay that the root reaches, directly or through others.
 pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) -> Result<Packed, Error> {
-    let Tree { files, linked_manifests } = list_tree(root, flux_path)?;
+    let tree = list_tree(root, flux_path)?;
+    // Only the files read as text are held in memory; the others are streamed when archived.
     let mut originals = BTreeMap::new();
-    for relative in &files {
-        let path = root.join(relative);
+    for relative in tree.files.iter().filter(|f| read_as_text(f)) {
+        let path = tree.path_of(root, relative);
+        let size = fs::metadata(&path).map_err(|source| Error::Read { path: path.clone(), source })?.len();
+        if size > MAX_FILE_SIZE {
+            // Not read: if a Kustomization reads it, archiving it says it is too large.
+            continue;
+        }
         let content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         originals.insert(relative.clone(), (content, is_executable(&path)));
     }
+    let files = tree.files.clone();
     // What one file's rewrite needs to know of the others (names that clash, the URLs of
     // HelmRepositories) comes from a first pass; a second one uses it.
     let (mut contents, mut rewrites) = rewrite_all(&originals, settings)?;
@@ -242,7 +430,12 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         effective = Settings { clashing, helm_repositories, ..settings.clone() };
         (contents, rewrites) = rewrite_all(&originals, &effective)?;
     }
-    let raw_bytes = contents.values().map(|(content, _)| content.len() as u64).sum();
+    let raw_bytes = (files.iter())
+        .map(|f| match contents.get(f) {
+            Some((content, _)) => content.len() as u64,
+            None => fs::metadata(tree.path_of(root, f)).map(|m| m.len()).unwrap_or(0),
+        })
+        .sum();
 
     let mut visits = Vec::new();
     let mut reached = BTreeSet::new();
@@ -290,13 +483,21 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
     let mut artifacts = Vec::new();
     for (next, members) in visits {
-        let bytes = archive(members.iter().map(|f| (f.as_str(), contents[f].0.as_slice(), contents[f].1)))?;
+        let entries = members.iter().map(|f| match contents.get(f) {
+            Some((content, executable)) => (f.as_str(), tree.raw_names.get(f), Entry::Memory(content), *executable),
+            None => {
+                let path = tree.path_of(root, f);
+                let executable = is_executable(&path);
+                (f.as_str(), tree.raw_names.get(f), Entry::Disk(path), executable)
+            }
+        });
+        let (content, digest) = archive_tree(entries)?;
         artifacts.push(Artifact {
             source: next.source,
             kustomization: next.kustomization,
             path: next.path,
-            digest: digest(&bytes),
-            bytes,
+            digest,
+            content,
             files: members.len(),
         });
     }
@@ -311,7 +512,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         origins: BTreeMap::new(),
         charts: Vec::new(),
         paths: files,
-        linked_manifests,
+        linked_manifests: tree.linked_manifests,
     };
     // Flux objects the overlay left as they are come from their files too.
     for file in reached.iter().filter(|f| is_yaml(f) && !rewrites.contains_key(*f)) {
@@ -360,6 +561,47 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         }
     }
     Ok(packed)
+}
+
+/// A deterministic tar.gz of a tree's `(name, raw name, entry, executable)` entries, in the
+/// order given, with its digest. Files on disk are streamed (after checking their size
+/// against [`MAX_FILE_SIZE`]), and the archive spools to a temporary file past
+/// [`SPOOL_IN_MEMORY`], so memory stays flat whatever the files' sizes. A name that is not
+/// UTF-8 is written byte for byte, as Flux's own packer would.
+fn archive_tree<'a>(
+    entries: impl Iterator<Item = (&'a str, Option<&'a PathBuf>, Entry<'a>, bool)>,
+) -> Result<(Content, String), Error> {
+    let encoder = flate2::GzBuilder::new().mtime(0).write(Spool::new(), Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    archive.mode(tar::HeaderMode::Deterministic);
+    for (name, raw, entry, executable) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(if executable { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        let path: &Path = raw.map(PathBuf::as_path).unwrap_or(Path::new(name));
+        match entry {
+            Entry::Memory(content) => {
+                header.set_size(content.len() as u64);
+                archive.append_data(&mut header, path, content).map_err(Error::Write)?;
+            }
+            Entry::Disk(file) => {
+                let read_error = |source| Error::Read { path: file.clone(), source };
+                let opened = fs::File::open(&file).map_err(read_error)?;
+                let size = opened.metadata().map_err(read_error)?.len();
+                if size > MAX_FILE_SIZE {
+                    return Err(Error::TooLarge { path: name.to_string(), size });
+                }
+                header.set_size(size);
+                // The size in the header is what is copied: a file that grows meanwhile is cut.
+                archive.append_data(&mut header, path, io::Read::take(opened, size)).map_err(Error::Write)?;
+            }
+        }
+    }
+    let encoder = archive.into_inner().map_err(Error::Write)?;
+    encoder.finish().map_err(Error::Write)?.finish().map_err(Error::Write)
 }
 
 /// A deterministic tar.gz of `(path, content, executable)` entries, in the order given.
@@ -511,7 +753,7 @@ pub(crate) mod tests {
         file.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
         let second = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
         assert_eq!(digests(&first), digests(&second));
-        assert_eq!(first.artifacts[1].bytes, second.artifacts[1].bytes);
+        assert_eq!(first.artifacts[1].content.to_vec().unwrap(), second.artifacts[1].content.to_vec().unwrap());
 
         fs::write(&deployment, "apiVersion: apps/v1\nkind: Deployment # edited\n").unwrap();
         let third = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
@@ -537,11 +779,11 @@ pub(crate) mod tests {
         assert_eq!(changed, ["clusters/local/apps.yaml", "clusters/local/apps.yaml"], "sourceRef and patches");
         assert_eq!(packed.origins["Kustomization/flux-system/apps"], "clusters/local/apps.yaml");
 
-        let root = entries(&packed.artifacts[0].bytes);
+        let root = entries(&packed.artifacts[0].content.to_vec().unwrap());
         assert_eq!(root.len(), 1);
         assert_eq!(root[0].0, "clusters/local/apps.yaml");
         assert!(root[0].1.contains("name: devenv-ks-apps"), "{}", root[0].1);
-        let apps = entries(&packed.artifacts[1].bytes);
+        let apps = entries(&packed.artifacts[1].content.to_vec().unwrap());
         assert_eq!(apps.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["apps/deployment.yaml"]);
         // The file on disk is never edited.
         assert!(!fs::read_to_string(dir.path().join("clusters/local/apps.yaml")).unwrap().contains("devenv-"));
@@ -610,9 +852,98 @@ pub(crate) mod tests {
         assert!(team_a.0.starts_with("devenv-ks-team-a-apps-") && team.0.starts_with("devenv-ks-team-a-apps-"));
         assert_eq!((team_a.1, team.1), ("apps", "other"));
         assert_eq!(sources["flux-system/apps"].0, "devenv-ks-apps", "a name nothing else claims stays as it is");
-        let root = entries(&packed.artifacts[0].bytes);
+        let root = entries(&packed.artifacts[0].content.to_vec().unwrap());
         let team_file = &root.iter().find(|(name, _)| name == "clusters/local/team.yaml").unwrap().1;
         assert!(team_file.contains(&format!("name: {}", team.0)), "{team_file}");
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_packed_byte_for_byte_and_shown_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tree();
+        let raw = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        fs::write(dir.path().join("apps").join(raw), "menu\n").unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert!(packed.paths.contains(&"apps/caf\\xE9.txt".to_string()), "{:?}", packed.paths);
+        let bytes = packed.artifacts[1].content.to_vec().unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let names: Vec<Vec<u8>> = archive.entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
+        assert!(names.contains(&b"apps/caf\xe9.txt".to_vec()), "{names:?}");
+        // Packing again gives the same bytes.
+        let again = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        assert_eq!(again.artifacts[1].digest, packed.artifacts[1].digest);
+    }
+
+    #[test]
+    fn two_names_that_escape_alike_are_refused_with_both() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tree();
+        fs::write(dir.path().join("apps").join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "a").unwrap();
+        fs::write(dir.path().join("apps/caf\\xE9"), "b").unwrap();
+        let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
+        assert!(matches!(error, Error::NameClash { .. }), "{error}");
+        assert!(error.to_string().contains("`apps/caf\\xE9`"), "{error}");
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_named_when_a_kustomization_reads_it_and_ignored_otherwise() {
+        let dir = tree();
+        // Sparse: nothing is written, and nothing is read before the size is checked.
+        let big = fs::File::create(dir.path().join("dump.sql")).unwrap();
+        big.set_len(MAX_FILE_SIZE + 1).unwrap();
+        let huge_yaml = fs::File::create(dir.path().join("data.yaml")).unwrap();
+        huge_yaml.set_len(MAX_FILE_SIZE + 1).unwrap();
+        pack(dir.path(), "clusters/local", "devenv-root", &settings()).expect("no Kustomization reads them");
+        fs::rename(dir.path().join("dump.sql"), dir.path().join("apps/dump.sql")).unwrap();
+        let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "`apps/dump.sql` is 100.0 MiB ({} bytes), more than the 100.0 MiB a file may have to be packed",
+                MAX_FILE_SIZE + 1
+            )
+        );
+        fs::remove_file(dir.path().join("apps/dump.sql")).unwrap();
+        fs::rename(dir.path().join("data.yaml"), dir.path().join("apps/data.yaml")).unwrap();
+        let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
+        assert!(matches!(error, Error::TooLarge { ref path, .. } if path == "apps/data.yaml"), "{error}");
+    }
+
+    #[test]
+    fn a_large_artifact_spools_to_a_file_with_the_same_digest() {
+        let dir = tree();
+        // Incompressible, so the archive is larger than what stays in memory.
+        let mut noise = Vec::with_capacity(SPOOL_IN_MEMORY + 4096);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        while noise.len() < SPOOL_IN_MEMORY + 4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            noise.extend_from_slice(&x.to_le_bytes());
+        }
+        fs::write(dir.path().join("apps/noise.bin"), &noise).unwrap();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        let apps = &packed.artifacts[1];
+        assert!(!apps.content.in_memory(), "{} bytes", apps.content.len());
+        let bytes = apps.content.to_vec().unwrap();
+        assert_eq!(digest(&bytes), apps.digest);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let mut found = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().ends_with("noise.bin") {
+                io::Read::read_to_end(&mut entry, &mut found).unwrap();
+            }
+        }
+        assert_eq!(found, noise);
+        assert!(packed.artifacts[0].content.in_memory(), "small artifacts stay in memory");
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(200_000_000), "190.7 MiB");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("`{process}` of the {provider} cluster stopped while devenv waited on the cluster")]
+    Died { process: String, provider: &'static str, log: PathBuf },
     #[error("cannot ask the cluster of context `{context}` which Flux APIs it serves")]
     FluxCheck {
         context: String,
@@ -326,6 +328,24 @@ pub fn found_in(state_dir: &Path) -> Option<Box<dyn ClusterProvider>> {
         return Some(Box::new(kind));
     }
     k3d::K3dCluster::recorded(state_dir).map(|k3d| Box::new(k3d) as Box<dyn ClusterProvider>)
+}
+
+/// Resolves with the first process of a cluster devenv runs (sim) that is no longer running,
+/// checked every two seconds; never resolves for other clusters. Raced against a wait on the
+/// cluster, it turns a killed API server, etcd or Flux controller into an error at once
+/// rather than a wait that runs out its deadline (or a request that never returns).
+pub async fn process_died(provider: &dyn ClusterProvider, info: &ClusterInfo) -> Error {
+    if info.provider != Provider::Sim {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Ok(status) = provider.status(info).await
+            && let Some(dead) = status.processes.iter().find(|p| p.pid.is_none())
+        {
+            return Error::Died { process: dead.name.clone(), provider: info.provider.as_str(), log: dead.log.clone() };
+        }
+    }
 }
 
 /// Asks the API server its version within [`API_DEADLINE`].

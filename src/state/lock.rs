@@ -91,6 +91,16 @@ pub fn human(duration: Duration) -> String {
 #[derive(Debug)]
 pub struct EnvLock {
     file: File,
+    /// The holder that ended without releasing the lock, when this one took it over.
+    took_over: Option<Holder>,
+}
+
+impl EnvLock {
+    /// The command that was killed or crashed holding the environment, if this lock was
+    /// taken over from it.
+    pub fn took_over(&self) -> Option<&Holder> {
+        self.took_over.as_ref()
+    }
 }
 
 impl Drop for EnvLock {
@@ -177,13 +187,14 @@ impl Store {
                     if named.is_some() {
                         reporter.finished(&step, Status::Ok, "free; going on", started.elapsed());
                     }
-                    if let Some(dead) = parse_holder(&left) {
+                    let took_over = parse_holder(&left);
+                    if let Some(dead) = &took_over {
                         reporter.warning(&format!(
                             "{} ended without releasing environment `{env}` (it was killed or crashed); taking over",
                             dead.describe()
                         ));
                     }
-                    return Ok(EnvLock { file });
+                    return Ok(EnvLock { file, took_over });
                 }
                 Attempt::Busy => {
                     let holder = fs::read(&path).ok().and_then(|bytes| parse_holder(&bytes));

@@ -69,6 +69,7 @@ fn step(component: Component) -> String {
 }
 
 /// A process that was started, and when.
+#[derive(Clone, Copy)]
 struct Started {
     component: Component,
     pid: Pid,
@@ -82,6 +83,9 @@ pub(super) struct Boot<'a> {
     setting: Setting,
     held: Mutex<HeldPorts>,
     watchdog: Mutex<&'a mut Watchdog>,
+    /// Every process started so far: one that dies fails the boot at once, whichever is
+    /// being waited for (kube-apiserver would wait out its deadline for a killed etcd).
+    started: Mutex<Vec<Started>>,
 }
 
 impl<'a> Boot<'a> {
@@ -124,7 +128,15 @@ impl<'a> Boot<'a> {
         for dir in [setting.registry_data(), setting.source_storage()] {
             fs::create_dir_all(&dir).map_err(|source| Error::CreateDir { path: dir, source })?;
         }
-        Ok(Boot { layout, binaries, record, setting, held: Mutex::new(held), watchdog: Mutex::new(watchdog) })
+        Ok(Boot {
+            layout,
+            binaries,
+            record,
+            setting,
+            held: Mutex::new(held),
+            watchdog: Mutex::new(watchdog),
+            started: Mutex::new(Vec::new()),
+        })
     }
 
     pub async fn run(&self, reporter: &dyn Reporter) -> Result<(), Error> {
@@ -199,7 +211,9 @@ impl<'a> Boot<'a> {
         let pid_file = self.layout.pid_file(component);
         pid.write(&pid_file).map_err(|source| Error::WriteFile { path: pid_file, source })?;
         reporter.started(&step(component), &format!("on 127.0.0.1:{}", self.record.ports.port(component.main_port())));
-        Ok(Started { component, pid, at: Instant::now() })
+        let started = Started { component, pid, at: Instant::now() };
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).push(started);
+        Ok(started)
     }
 
     fn report_ready(&self, started: &Started, reporter: &dyn Reporter) {
@@ -265,6 +279,10 @@ impl<'a> Boot<'a> {
         loop {
             if !started.pid.alive() {
                 return Err(self.exited(started));
+            }
+            let dead = self.started.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|s| !s.pid.alive()).copied();
+            if let Some(dead) = dead {
+                return Err(self.exited(&dead));
             }
             let last = match check().await {
                 Ok(()) => return Ok(()),
