@@ -227,6 +227,20 @@ async fn kind_problems_are_refused_before_anything_is_made() {
 /// Runs a Job in `namespace` that queries MariaDB with the environment ConfigMap and Secret,
 /// and returns what it printed.
 async fn select_through_the_environment(client: &kube::Client, namespace: &str, name: &str, image: &str) -> String {
+    let query =
+        "mariadb -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USER\" -p\"$DB_PASSWORD\" \"$DB_NAME\" -N -e 'SELECT 1'";
+    job_through_the_environment(client, namespace, name, image, &["sh", "-c", query]).await
+}
+
+/// Runs `command` in a Job in `namespace` whose container reads the environment ConfigMap and
+/// Secret, as an application would, and returns what it printed.
+async fn job_through_the_environment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    command: &[&str],
+) -> String {
     let job: Job = serde_json::from_value(serde_json::json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": namespace},
@@ -235,10 +249,10 @@ async fn select_through_the_environment(client: &kube::Client, namespace: &str, 
             "template": {"spec": {
                 "restartPolicy": "Never",
                 "containers": [{
-                    "name": "sql",
+                    "name": "app",
                     "image": image,
                     "envFrom": [{"configMapRef": {"name": "cluster-env"}}, {"secretRef": {"name": "cluster-env-secrets"}}],
-                    "command": ["sh", "-c", "mariadb -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USER\" -p\"$DB_PASSWORD\" \"$DB_NAME\" -N -e 'SELECT 1'"],
+                    "command": command,
                 }],
             }},
         },
@@ -255,11 +269,17 @@ async fn select_through_the_environment(client: &kube::Client, namespace: &str, 
             break;
         }
         let job_pods = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items;
-        assert!(
-            status.failed.unwrap_or(0) == 0 && Instant::now() < deadline,
-            "the SQL Job did not succeed: {:?}",
-            job_pods.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
-        );
+        if status.failed.unwrap_or(0) > 0 || Instant::now() >= deadline {
+            let mut logs = String::new();
+            for pod in &job_pods {
+                let name = pod.metadata.name.as_deref().unwrap();
+                logs.push_str(&pods.logs(name, &LogParams::default()).await.unwrap_or_default());
+            }
+            panic!(
+                "the Job `{name}` did not succeed: {logs}\n{:?}",
+                job_pods.iter().map(|p| p.status.clone()).collect::<Vec<_>>()
+            );
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let job_pod = pods.list(&ListParams::default().labels(&selector)).await.unwrap().items.remove(0);
@@ -297,6 +317,7 @@ const ORDERS_DB: &str = "  - name: orders-db\n    kind: rds-mariadb\n    params:
 #[tokio::test]
 async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let Some(mariadb) = mariadb_image() else { return };
+    let Some(moto) = common::moto_image() else { return };
     let Some(bed) = testbed() else { return };
     let env = "t-kind-rt";
     let profile = format!(
@@ -383,12 +404,20 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let kubeconfig = result["cluster"]["kubeconfig"].as_str().unwrap().to_string();
     let from_cluster = result["cluster"]["registry"]["fromCluster"].as_str().unwrap().to_string();
     let preview_project = "t-kind-rt-pr";
-    let preview = cluster_runtime_repo(preview_project, ORDERS_DB, "cluster:\n  provider: none\n");
+    // Beside the database, Secrets Manager holding the database's RDS-shaped secret, made
+    // through a port-forward once its pod is Ready.
+    let secrets = "  - name: secrets\n    kind: secretsmanager\n    resources:\n      - name: orders/db\n        rds: orders-db\n    keys:\n      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint\n      AWS_DEFAULT_REGION: region\n      AWS_ACCESS_KEY_ID: accessKeyId\n      AWS_SECRET_ACCESS_KEY: secretAccessKey\n";
+    let preview =
+        cluster_runtime_repo(preview_project, &format!("{ORDERS_DB}{secrets}"), "cluster:\n  provider: none\n");
     preview.write(
         ".devenv/profiles/preview.yaml",
         &format!("cluster:\n  provider: eks-namespace\n  context: kind-devenv-{env}\nregistry:\n  url: {registry}\n  pullUrl: {from_cluster}\n"),
     );
     preview.override_image("rds-mariadb", &image);
+    let moto_image = format!("localhost:{port}/moto:test");
+    docker(&["tag", &moto, &moto_image]);
+    docker(&["push", &moto_image]);
+    preview.override_image("secretsmanager", &moto_image);
     let run = |args: &[&str]| preview.std_command().args(args).env("KUBECONFIG", &kubeconfig).output().unwrap();
     let preview_namespace = format!("pr-5-{preview_project}");
     // An object of the service's name that is not the preview's is never taken over.
@@ -421,6 +450,21 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let up = result_json(&output.stdout);
     assert_eq!(up["services"][0]["endpoint"], format!("orders-db.{preview_namespace}.svc:3306"));
     assert_eq!(select_through_the_environment(&client, &preview_namespace, "select-one", &image).await, "1");
+    // An unmodified AWS SDK client (boto3, in the moto image) reads the database's secret
+    // with nothing but the environment: endpoint, region (Python's SDK reads
+    // AWS_DEFAULT_REGION, not AWS_REGION) and credentials.
+    let read = "import boto3, json; s = json.loads(boto3.client('secretsmanager').get_secret_value(SecretId='orders/db')['SecretString']); print(s['engine'], s['host'], s['port'], s['password'])";
+    let printed =
+        job_through_the_environment(&client, &preview_namespace, "read-secret", &moto_image, &["python3", "-c", read])
+            .await;
+    let database_credentials = Api::<Secret>::namespaced(client.clone(), &preview_namespace)
+        .get("orders-db-substitute-credentials")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let password = String::from_utf8(database_credentials["password"].0.clone()).unwrap();
+    assert_eq!(printed, format!("mariadb orders-db.{preview_namespace}.svc 3306 {password}"));
     let policies =
         Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &preview_namespace);
     let mut names: Vec<String> = policies
@@ -459,5 +503,5 @@ async fn kind_runs_substitutes_in_the_cluster_and_nothing_on_this_machine() {
     let output = devenv(&repo, &bed, &["down", "--purge", "--env", env]);
     assert!(output.status.success(), "down --purge failed:\n{}", stderr(&output));
     assert_eq!(labelled(env), (String::new(), String::new()), "nothing of the environment is left");
-    docker(&["rmi", &image]);
+    docker(&["rmi", &image, &moto_image]);
 }
