@@ -12,6 +12,9 @@
 //! `wait: true` in a chain, a HelmRelease from an HTTP Helm repository). Needs the sim
 //! binaries and git: `cargo bench --bench preview`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -130,7 +133,7 @@ struct Repo {
 
 impl Repo {
     fn new(dir: &Path, info: &SimInfo) -> Repo {
-        copy_tree(Path::new(FIXTURE), dir);
+        common::copy_tree(Path::new(FIXTURE), dir);
         let profiles = dir.join(".devenv/profiles");
         std::fs::create_dir_all(&profiles).unwrap();
         let (context, registry) = (&info.context, &info.registry);
@@ -244,17 +247,4 @@ fn mib(bytes: u64) -> f64 {
 fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

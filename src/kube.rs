@@ -153,27 +153,41 @@ pub async fn get(client: &kube::Client, object: &Value) -> Result<Option<Dynamic
     api.get_opt(&name).await.map_err(|source| Error::Get { object: describe(object), source })
 }
 
-/// Waits until the object `name` of `api` is gone, watching it rather than asking again and
-/// again, for at most `deadline`; `Ok(false)` when it is still there then. An identity that
-/// may not watch the kind falls back to asking every half second.
-pub async fn until_gone<K>(api: &Api<K>, name: &str, deadline: Duration) -> Result<bool, kube::Error>
+/// Waits until the object `name` of `api` meets `condition` (given `None` when it does not
+/// exist), watching it rather than asking again and again, for at most `deadline`;
+/// `Ok(false)` when it still does not then. An identity that may not watch the kind falls
+/// back to asking every half second.
+pub async fn until<K>(
+    api: &Api<K>,
+    name: &str,
+    condition: impl Fn(Option<&K>) -> bool,
+    deadline: Duration,
+) -> Result<bool, kube::Error>
 where
     K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
 {
     let started = Instant::now();
-    let watched = kube::runtime::wait::await_condition(api.clone(), name, |object: Option<&K>| object.is_none());
+    let watched = kube::runtime::wait::await_condition(api.clone(), name, &condition);
     match tokio::time::timeout(deadline, watched).await {
         Ok(Ok(_)) => return Ok(true),
         Err(_) => return Ok(false),
         Ok(Err(_)) => {}
     }
-    while api.get_opt(name).await?.is_some() {
+    while !condition(api.get_opt(name).await?.as_ref()) {
         if started.elapsed() >= deadline {
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok(true)
+}
+
+/// Waits until the object `name` of `api` is gone (see `until`).
+pub async fn until_gone<K>(api: &Api<K>, name: &str, deadline: Duration) -> Result<bool, kube::Error>
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
+{
+    until(api, name, |object: Option<&K>| object.is_none(), deadline).await
 }
 
 /// `until_gone` for an object given as JSON. One whose kind the cluster no longer serves (its

@@ -130,11 +130,16 @@ pub fn service_account(preview: &Preview) -> Value {
 }
 
 pub fn role_binding(preview: &Preview) -> Value {
+    account_binding(preview, NAME, "ClusterRole", ROLE)
+}
+
+/// A RoleBinding named `name` of the role `kind`/`role` to the preview's ServiceAccount.
+fn account_binding(preview: &Preview, name: &str, kind: &str, role: &str) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": metadata(preview, NAME),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
+        "metadata": metadata(preview, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": preview.namespace}],
     })
 }
@@ -154,13 +159,7 @@ pub fn flux_role(preview: &Preview) -> Value {
 }
 
 pub fn flux_role_binding(preview: &Preview) -> Value {
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(preview, FLUX_ROLE),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FLUX_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": preview.namespace}],
-    })
+    account_binding(preview, FLUX_ROLE, "Role", FLUX_ROLE)
 }
 
 /// `admin` in the preview's namespace for the identity running devenv (`username` as the

@@ -36,9 +36,6 @@ pub const VOLUME_SIZE: &str = "1Gi";
 /// The name of the StatefulSet's volume claim template, so its claims are `data-<service>-0`.
 const DATA_VOLUME: &str = "data";
 
-/// How often a wait looks at the pod.
-const POLL: Duration = Duration::from_secs(1);
-
 /// The namespace an environment's in-cluster substitutes live in: its own when it shares
 /// the cluster, else `devenv-<env>`.
 pub fn namespace_for(config: &Config) -> String {
@@ -263,21 +260,8 @@ impl ClusterRuntime {
         reporter.progress(step, &format!("waiting for {waiting_for}"));
         let pods = self.api::<Pod>(client);
         let wanted = |pod: Option<&Pod>| pod.is_some_and(|pod| pod_hash(pod) == Some(hash.as_str()) && pod_ready(pod));
-        let started = Instant::now();
-        let watched = kube::runtime::wait::await_condition(pods.clone(), &pod_name, wanted);
-        match tokio::time::timeout(deadline, watched).await {
-            Ok(Ok(_)) => return Ok(()),
-            Err(_) => {}
-            // A watch this identity may not open: asked every second until the deadline.
-            Ok(Err(_)) => {
-                while started.elapsed() < deadline {
-                    let pod = pods.get_opt(&pod_name).await.map_err(|source| self.failed("read", source))?;
-                    if wanted(pod.as_ref()) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(POLL).await;
-                }
-            }
+        if crate::kube::until(&pods, &pod_name, wanted, deadline).await.map_err(|source| self.failed("read", source))? {
+            return Ok(());
         }
         let last_error = match pods.get_opt(&pod_name).await.map_err(|source| self.failed("read", source))? {
             Some(pod) => self.why_not_ready(client, &pod, &hash).await,
