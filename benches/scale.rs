@@ -16,6 +16,8 @@
 //! Needs the sim binaries, Docker, git and python3, and the test images:
 //!   DEVENV_TEST_MARIADB_IMAGE=$(bash scripts/build-test-image.sh mariadb) \
 //!   DEVENV_TEST_REDIS_IMAGE=$(bash scripts/build-test-image.sh redis) cargo bench --bench scale
+//!
+//! `DEVENV_SCALE_SKIP_CLASSIC=1` measures devenv alone (no ratios), for profiling.
 
 #[path = "common/classic.rs"]
 mod classic;
@@ -51,8 +53,9 @@ fn main() {
     let repo = work.path().join("repo");
     let state = work.path().join("state");
     scale_repo::generate(&repo, &mariadb, &redis);
-    let mut peak_rss_kb = 0;
-    let mut devenv = |args: &[&str]| -> (serde_json::Value, Duration) {
+    // The peak of each kind of command, in the order first run.
+    let mut peaks: Vec<(&'static str, i64)> = Vec::new();
+    let mut devenv = |label: &'static str, args: &[&str]| -> (serde_json::Value, Duration) {
         let started = Instant::now();
         let (output, rss_kb) = run_measured(
             Command::new(env!("CARGO_BIN_EXE_devenv"))
@@ -62,13 +65,16 @@ fn main() {
                 .env("DEVENV_STATE_DIR", &state),
         );
         let elapsed = started.elapsed();
-        peak_rss_kb = peak_rss_kb.max(rss_kb);
+        match peaks.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, peak)) => *peak = (*peak).max(rss_kb),
+            None => peaks.push((label, rss_kb)),
+        }
         let last = output.lines().last().unwrap_or_default().to_string();
         (serde_json::from_str(&last).unwrap_or_else(|_| panic!("devenv {args:?}: {output}")), elapsed)
     };
 
     let _cleanup = Cleanup { repo: &repo, state: &state, env: ENV };
-    let (result, cold) = devenv(&["up"]);
+    let (result, cold) = devenv("cold up", &["up"]);
     assert!(result.get("error").is_none(), "cold up: {result}");
     let objects = result["flux"]["objects"].as_array().unwrap().len();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -80,13 +86,13 @@ fn main() {
     for round in 0..ROUNDS {
         let tag = format!("service-{EDITED}:1.0.{}", round + 1);
         std::fs::write(&manifest, original.replace(&format!("service-{EDITED}:1.0.0"), &tag)).unwrap();
-        let (result, elapsed) = devenv(&["up"]);
+        let (result, elapsed) = devenv("app edit up", &["up"]);
         assert_eq!(result["flux"]["artifacts"]["pushed"], json!([format!("devenv-ks-ks-{EDITED}")]), "{result}");
         edit_times.push(elapsed);
     }
     let mut noop_times = Vec::new();
     for _ in 0..ROUNDS {
-        let (result, elapsed) = devenv(&["up"]);
+        let (result, elapsed) = devenv("no-op up", &["up"]);
         assert_eq!(result["flux"]["artifacts"]["pushed"], json!([]), "{result}");
         noop_times.push(elapsed);
     }
@@ -97,9 +103,27 @@ fn main() {
     for round in 0..ROUNDS {
         let edited = format!("SERVICE_NAME: service-{EDITED}-r{round}\n");
         std::fs::write(&kustomizations, kustomizations_original.replace(&marker, &edited)).unwrap();
-        let (result, elapsed) = devenv(&["up"]);
+        let (result, elapsed) = devenv("Kustomization edit up", &["up"]);
         assert_eq!(result["flux"]["artifacts"]["pushed"], json!(["devenv-source"]), "{result}");
         kustomization_times.push(elapsed);
+    }
+
+    let seconds = |d: Duration| d.as_secs_f64();
+    let (edit, kustomization, noop) = (median(edit_times), median(kustomization_times), median(noop_times));
+    let peak_rss_kb = peaks.iter().map(|(_, kb)| *kb).max().unwrap_or(0);
+    let peaks: Vec<String> =
+        peaks.iter().map(|(label, kb)| format!("{label} {:.1} MB", *kb as f64 / 1024.0)).collect();
+    println!(
+        "devenv: cold up {:.1}s, app edit {:.2}s, Kustomization edit {:.2}s, no-op up {:.2}s; peak RSS: {}",
+        seconds(cold),
+        seconds(edit),
+        seconds(kustomization),
+        seconds(noop),
+        peaks.join(", ")
+    );
+    // For profiling devenv alone: the classic loop takes most of the run.
+    if std::env::var_os("DEVENV_SCALE_SKIP_CLASSIC").is_some() {
+        return;
     }
 
     // The classic loop on the same cluster, once devenv's objects are pruned.
@@ -140,10 +164,8 @@ fn main() {
     runtime.block_on(remove_classic(&client));
     drop(server);
 
-    let seconds = |d: Duration| d.as_secs_f64();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    let (edit, classic_edit) = (median(edit_times), median(classic_edits));
-    let (kustomization, classic_kustomization) = (median(kustomization_times), median(classic_kustomization_edits));
+    let (classic_edit, classic_kustomization) = (median(classic_edits), median(classic_kustomization_edits));
     println!(
         "scale: {} Kustomizations in dependsOn chains of {}, {} services ({} Flux objects Ready)",
         scale_repo::KUSTOMIZATIONS,
@@ -169,7 +191,7 @@ fn main() {
         seconds(classic_kustomization),
         ratio(kustomization, classic_kustomization)
     );
-    println!("no-op up: {:.2}s (target under 1 s)", seconds(median(noop_times)));
+    println!("no-op up: {:.2}s (target under 1 s)", seconds(noop));
     println!("devenv peak RSS over every command: {:.1} MB (target under 50 MB)", peak_rss_kb as f64 / 1024.0);
 }
 

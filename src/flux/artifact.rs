@@ -161,8 +161,11 @@ fn chunks(
             if offset >= content.len() {
                 return Ok(None);
             }
+            // Sized to what is left, so a small artifact never holds a whole chunk's memory
+            // (a hundred pushes at once of kilobyte artifacts would otherwise hold megabytes each).
+            let size = usize::try_from(content.len() - offset).unwrap_or(usize::MAX).min(PUSH_CHUNK);
             let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0; PUSH_CHUNK];
+                let mut buf = vec![0; size];
                 let n = content.read_at(offset, &mut buf)?;
                 buf.truncate(n);
                 Ok::<_, std::io::Error>(buf)
@@ -183,4 +186,4 @@ fn chunks(
 }
 
 /// How much of an artifact is read and sent at a time.
-const PUSH_CHUNK: usize = 4 << 20;
+const PUSH_CHUNK: usize = 1 << 20;

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -218,7 +217,8 @@ pub async fn up(
                 .map(|p| (a.source.clone(), p))
         }
     });
-    let sources: BTreeMap<String, Pushed> = try_join_all(pushes).await?.into_iter().collect();
+    // At most a few at once: each holds a chunk of its artifact in memory while it is sent.
+    let sources: BTreeMap<String, Pushed> = stream::iter(pushes).buffered(CONCURRENT_REQUESTS).try_collect().await?;
 
     // A server-side apply that changes nothing keeps the resourceVersion. The applies are
     // independent (Flux resolves references when it reconciles), so a graph of a hundred
