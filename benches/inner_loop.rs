@@ -164,7 +164,7 @@ fn packing(what: &str, repo: &Path, settings: &devenv::flux::overlay::Settings, 
     }
     let pack_time = started.elapsed() / PACK_ROUNDS;
     let packed = packed.unwrap();
-    let files = devenv::flux::pack::list_files(repo, "clusters/local").unwrap();
+    let files = devenv::flux::files::list_files(repo, "clusters/local").unwrap();
     let started = Instant::now();
     for _ in 0..PACK_ROUNDS {
         let status = Command::new("tar")

@@ -290,7 +290,7 @@ fn a_file_too_large_to_pack_stops_plan_naming_it_and_an_odd_name_is_packed() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("(`clusters/local`, 2 files, sha256:"));
     // Sparse: a file past the limit costs no disk, and is not read.
     let dump = std::fs::File::create(repo.path().join("clusters/local/dump.sql")).unwrap();
-    dump.set_len(devenv::flux::pack::MAX_FILE_SIZE + 1).unwrap();
+    dump.set_len(devenv::flux::files::MAX_FILE_SIZE + 1).unwrap();
     let started = std::time::Instant::now();
     repo.devenv()
         .args(["plan", "--profile", "sim"])

@@ -150,7 +150,8 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
         if cluster.registry.from_cluster != expected_registry {
             prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
         }
-        let deploy = flux::deploy::up(&client, config, prepared, &env, &cluster.registry, timeout, reporter.as_ref());
+        let deploy =
+            flux::deploy::up(&client, config, &prepared.packed, &env, &cluster.registry, timeout, reporter.as_ref());
         // A process of a cluster devenv runs that dies meanwhile ends the wait at once.
         let result = tokio::select! {
             result = deploy => result,

@@ -1,12 +1,20 @@
-//! OCI artifacts in the environment's registry: the packed trees with Flux's media types and
-//! the repository's Helm charts, each pushed only when its content changed.
+//! OCI artifacts: deterministic tar.gz archives and their digests (spooled to an unnamed
+//! temporary file past [`SPOOL_IN_MEMORY`]), and their pushes to the environment's registry,
+//! the packed trees with Flux's media types and the repository's Helm charts, each pushed only
+//! when its content changed.
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
+use flate2::Compression;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
 
+use super::files::{Error as FileError, MAX_FILE_SIZE};
 use crate::providers::registry;
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.flux.config.v1+json";
@@ -90,7 +98,7 @@ pub async fn push_if_changed(
     let reference_text = format!("{registry}/{repository}:{tag}");
     let reference: Reference =
         reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
-    let digest = crate::flux::pack::digest(content.bytes);
+    let digest = digest(content.bytes);
     let auth = auth(registry)?;
     if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
         && manifest.layers.first().is_some_and(|layer| layer.digest == digest)
@@ -115,7 +123,7 @@ pub async fn push_tree(
     client: &Client,
     registry: &str,
     repository: &str,
-    content: &crate::flux::pack::Content,
+    content: &Content,
     digest: &str,
     origin: &str,
 ) -> Result<Pushed, Error> {
@@ -153,7 +161,7 @@ pub async fn push_tree(
 
 /// The content as a stream of chunks of at most [`PUSH_CHUNK`] bytes, read as they are sent.
 fn chunks(
-    content: crate::flux::pack::Content,
+    content: Content,
 ) -> impl futures_util::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
     futures_util::stream::try_unfold(0u64, move |offset| {
         let content = content.clone();
@@ -187,3 +195,186 @@ fn chunks(
 
 /// How much of an artifact is read and sent at a time.
 const PUSH_CHUNK: usize = 1 << 20;
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Artifacts up to this size stay in memory; larger ones go to an unnamed temporary file, so
+/// packing takes the same memory whatever the size of the files.
+pub const SPOOL_IN_MEMORY: usize = 4 << 20;
+
+/// The bytes of a packed artifact, shared cheaply: in memory, or in an unnamed temporary
+/// file read at offsets (so clones read independently).
+#[derive(Debug, Clone)]
+pub struct Content {
+    data: Data,
+    len: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Data {
+    Memory(std::sync::Arc<Vec<u8>>),
+    File(std::sync::Arc<fs::File>),
+}
+
+impl Content {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the bytes are in memory (small artifacts) rather than in a temporary file.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.data, Data::Memory(_))
+    }
+
+    /// Up to `buf.len()` bytes from `offset`; 0 at the end.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.data {
+            Data::Memory(bytes) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let n = buf.len().min(bytes.len() - start);
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                Ok(n)
+            }
+            Data::File(file) => std::os::unix::fs::FileExt::read_at(file.as_ref(), buf, offset),
+        }
+    }
+
+    /// All the bytes (tests, small artifacts).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = vec![0; usize::try_from(self.len).map_err(io::Error::other)?];
+        let mut done = 0;
+        while done < out.len() {
+            match self.read_at(done as u64, &mut out[done..])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where an archive is written: memory up to [`SPOOL_IN_MEMORY`], then an unnamed temporary
+/// file; the digest is computed on the way.
+struct Spool {
+    memory: Vec<u8>,
+    file: Option<fs::File>,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Self {
+        Spool { memory: Vec::new(), file: None, hasher: Sha256::new(), len: 0 }
+    }
+
+    fn finish(self) -> io::Result<(Content, String)> {
+        let hex: String = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let digest = format!("sha256:{hex}");
+        let data = match self.file {
+            Some(file) => Data::File(std::sync::Arc::new(file)),
+            None => Data::Memory(std::sync::Arc::new(self.memory)),
+        };
+        Ok((Content { data, len: self.len }, digest))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + buf.len() > SPOOL_IN_MEMORY {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(buf)?,
+            None => self.memory.extend_from_slice(buf),
+        }
+        self.hasher.update(buf);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One entry of a packed tree: its content in memory (rewritten by the overlay), or a file
+/// streamed from disk.
+pub enum Entry<'a> {
+    Memory(&'a [u8]),
+    Disk(PathBuf),
+}
+
+/// A deterministic tar.gz of a tree's `(name, raw name, entry, executable)` entries, in the
+/// order given, with its digest. Files on disk are streamed (after checking their size
+/// against [`MAX_FILE_SIZE`]), and the archive spools to a temporary file past
+/// [`SPOOL_IN_MEMORY`], so memory stays flat whatever the files' sizes. A name that is not
+/// UTF-8 is written byte for byte, as Flux's own packer would.
+pub fn archive_tree<'a>(
+    entries: impl Iterator<Item = (&'a str, Option<&'a PathBuf>, Entry<'a>, bool)>,
+) -> Result<(Content, String), FileError> {
+    let encoder = flate2::GzBuilder::new().mtime(0).write(Spool::new(), Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    archive.mode(tar::HeaderMode::Deterministic);
+    for (name, raw, entry, executable) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(if executable { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        let path: &Path = raw.map(PathBuf::as_path).unwrap_or(Path::new(name));
+        match entry {
+            Entry::Memory(content) => {
+                header.set_size(content.len() as u64);
+                archive.append_data(&mut header, path, content).map_err(FileError::Write)?;
+            }
+            Entry::Disk(file) => {
+                let read_error = |source| FileError::Read { path: file.clone(), source };
+                let opened = fs::File::open(&file).map_err(read_error)?;
+                let size = opened.metadata().map_err(read_error)?.len();
+                if size > MAX_FILE_SIZE {
+                    return Err(FileError::TooLarge { path: name.to_string(), size });
+                }
+                header.set_size(size);
+                // The size in the header is what is copied: a file that grows meanwhile is cut.
+                archive.append_data(&mut header, path, io::Read::take(opened, size)).map_err(FileError::Write)?;
+            }
+        }
+    }
+    let encoder = archive.into_inner().map_err(FileError::Write)?;
+    encoder.finish().map_err(FileError::Write)?.finish().map_err(FileError::Write)
+}
+
+/// A deterministic tar.gz of `(path, content, executable)` entries, in the order given.
+pub fn archive<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>) -> Result<Vec<u8>, FileError> {
+    let encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    archive.mode(tar::HeaderMode::Deterministic);
+    for (path, content, executable) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(if executable { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, path, content).map_err(FileError::Write)?;
+    }
+    let mut encoder = archive.into_inner().map_err(FileError::Write)?;
+    encoder.flush().map_err(FileError::Write)?;
+    encoder.finish().map_err(FileError::Write)
+}

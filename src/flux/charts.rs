@@ -1,14 +1,12 @@
-//! Helm charts kept in the repository, packaged from the working tree and published to the
-//! environment's registry as OCI charts, so HelmReleases re-pointed there install the local copy.
+//! Helm charts kept in the repository, packaged from the working tree (`publish` pushes them
+//! to the environment's registry as OCI charts, so HelmReleases re-pointed there install the
+//! local copy). Reads files only.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_yaml::{Mapping, Value};
 
-use super::artifact::{self, Blob, Pushed};
-use super::pack;
-use crate::config::project::ChartConfig;
+use super::{artifact, files};
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const CONTENT_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
@@ -30,7 +28,7 @@ pub enum Error {
     #[error("`{path}/Chart.yaml` has version {version}, which `{constraint}` (spec.chart.spec.version) does not allow")]
     VersionNotAllowed { path: String, version: String, constraint: String },
     #[error(transparent)]
-    Pack(#[from] pack::Error),
+    Files(#[from] files::Error),
     #[error(transparent)]
     Artifact(#[from] artifact::Error),
 }
@@ -64,7 +62,7 @@ pub fn metadata(dir: &Path) -> Result<Metadata, String> {
 /// skips OCI tags that are not).
 pub fn metadata_of(repo: &Path, path: &str) -> Result<Metadata, Error> {
     // Nothing outside the repository is published, through `..` or a symbolic link.
-    let dir = pack::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
+    let dir = files::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
     let metadata = metadata(&dir).map_err(|reason| Error::Invalid { path: path.to_string(), reason })?;
     if semver::Version::parse(&metadata.version).is_err() {
         return Err(Error::Version { path: path.to_string(), version: metadata.version });
@@ -110,8 +108,8 @@ impl Metadata {
 /// under `<name>/`, deterministically.
 pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metadata, Vec<u8>), Error> {
     let metadata = metadata_of(repo, path)?;
-    let dir = pack::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
-    let files = pack::list_files(&dir, "")?;
+    let dir = files::resolve_inside(repo, path).map_err(|reason| Error::Outside { path: path.to_string(), reason })?;
+    let files = files::list_files(&dir, "")?;
     // As in source-controller, valuesFiles replace the chart's values.yaml, which must exist.
     if values.is_some() && !files.iter().any(|f| f == VALUES_FILE) {
         let reason = format!("it has no {VALUES_FILE} for the HelmRelease's valuesFiles to replace");
@@ -123,12 +121,12 @@ pub fn package(repo: &Path, path: &str, values: Option<&[u8]>) -> Result<(Metada
             Some(values) if relative == VALUES_FILE => values.to_vec(),
             _ => {
                 let path = dir.join(relative);
-                std::fs::read(&path).map_err(|source| pack::Error::Read { path, source })?
+                std::fs::read(&path).map_err(|source| files::Error::Read { path, source })?
             }
         };
         entries.push((format!("{}/{relative}", metadata.name), content));
     }
-    let bytes = pack::archive(entries.iter().map(|(name, content)| (name.as_str(), content.as_slice(), false)))?;
+    let bytes = artifact::archive(entries.iter().map(|(name, content)| (name.as_str(), content.as_slice(), false)))?;
     Ok((metadata, bytes))
 }
 
@@ -139,7 +137,7 @@ pub fn merged_values(repo: &Path, files: &[String], ignore_missing: bool) -> Res
     let mut merged = Mapping::new();
     for file in files {
         let problem = |reason: String| Error::ValuesFile { path: file.clone(), reason };
-        let real = pack::resolve_inside(repo, file).map_err(|reason| problem(format!("is not read: {reason}")))?;
+        let real = files::resolve_inside(repo, file).map_err(|reason| problem(format!("is not read: {reason}")))?;
         let text = match std::fs::read_to_string(real) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && ignore_missing => continue,
@@ -169,39 +167,12 @@ fn merge_values(into: &mut Mapping, from: Mapping) {
     }
 }
 
-/// Packages each chart and pushes the ones that changed to `<registry>/<repository>/<name>:<version>`.
-pub async fn publish(repo: &Path, charts: &[ChartConfig], registry: &str) -> Result<Vec<Pushed>, Error> {
-    let client = artifact::client(registry);
-    let mut pushed = Vec::new();
-    for chart in charts {
-        let (metadata, bytes) = package(repo, &chart.path, None)?;
-        let repository = format!("{}/{}", chart.repository.trim_matches('/'), metadata.name);
-        pushed.push(push(&client, registry, &repository, &metadata, &bytes).await?);
-    }
-    Ok(pushed)
-}
-
-/// Pushes a packaged chart as `<registry>/<repository>:<version>` unless it is there already.
-pub async fn push(
-    client: &oci_client::Client,
-    registry: &str,
-    repository: &str,
-    metadata: &Metadata,
-    bytes: &[u8],
-) -> Result<Pushed, Error> {
-    let config = serde_json::to_vec(&metadata.json).expect("JSON values serialise");
-    let content = Blob { bytes, media_type: CONTENT_MEDIA_TYPE };
-    let config = Blob { bytes: &config, media_type: CONFIG_MEDIA_TYPE };
-    Ok(artifact::push_if_changed(client, registry, repository, &metadata.tag(), content, config, BTreeMap::new())
-        .await?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn repo() -> tempfile::TempDir {
-        crate::flux::pack::tests::write_tree(&[
+        crate::flux::files::tests::write_tree(&[
             ("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n"),
             ("charts/app/values.yaml", "replicas: 2\nimage:\n  repository: app\n  tag: \"1.0\"\nregion: eu-west-2\n"),
             ("charts/app/templates/deployment.yaml", "kind: Deployment\n"),

@@ -12,9 +12,11 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::artifact::{self, Pushed};
-use super::overlay::{self, SOURCE_NAME};
+use super::names::{REQUESTED_AT, RESET_AT, ROOT_NAME, SOURCE_NAME};
+use super::overlay;
+use super::pack::Packed;
 use super::wait::{self, ObjectStatus, helm_releases, kustomizations};
-use super::{Error as FluxError, Prepared, charts};
+use super::{charts, publish};
 use crate::config::Config;
 use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
@@ -23,15 +25,8 @@ use crate::providers::Registry;
 use crate::state::FluxPlacement;
 use crate::ui::{Reporter, ReporterExt, Status};
 
-/// The root Kustomization devenv creates.
-pub const ROOT_NAME: &str = "devenv-root";
 /// Requests to the API server in flight at once when applying devenv's objects.
 const CONCURRENT_REQUESTS: usize = 16;
-/// How long `remove` waits for Flux to prune what it applied.
-pub(super) const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
-/// With the same value as `requestedAt`, makes helm-controller reset a HelmRelease's
-/// failure count and try again.
-const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,10 +44,9 @@ pub enum Error {
     Charts(#[from] charts::Error),
     #[error("cannot list Flux objects")]
     List(#[source] kube::Error),
-    #[error("{object} failed: {message}")]
-    Failed { object: String, message: String },
-    #[error("not everything was Ready within {deadline:?}; still waiting for: {waiting}")]
-    Timeout { deadline: Duration, waiting: String },
+    /// The watch until Ready, or a listing it shares.
+    #[error(transparent)]
+    Wait(#[from] wait::Error),
     #[error("{object} was not removed within {deadline:?} (a finalizer may be blocked)")]
     PruneTimeout { object: String, deadline: Duration },
 }
@@ -69,12 +63,6 @@ impl Error {
             cause = current.source();
         }
         true
-    }
-}
-
-impl From<Error> for FluxError {
-    fn from(error: Error) -> Self {
-        FluxError::Deploy(Box::new(error))
     }
 }
 
@@ -99,10 +87,10 @@ pub struct Deployed {
 
 /// The objects devenv applies besides the app: env ConfigMap/Secret per namespace, the sources
 /// and the root.
-pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_cluster: &str) -> Vec<Value> {
+pub fn objects(config: &Config, packed: &Packed, env: &EnvMap, registry_in_cluster: &str) -> Vec<Value> {
     let flux = &config.project.flux;
     let flux_namespace = config.flux_namespace();
-    let mut namespaces: BTreeSet<String> = prepared.packed.substitution_namespaces.clone();
+    let mut namespaces: BTreeSet<String> = packed.substitution_namespaces.clone();
     namespaces.insert(envmap::namespace(config));
     let mut objects = Vec::new();
     for namespace in &namespaces {
@@ -118,10 +106,10 @@ pub fn objects(config: &Config, prepared: &Prepared, env: &EnvMap, registry_in_c
             "stringData": env.secret,
         }));
     }
-    for artifact in &prepared.packed.artifacts {
+    for artifact in &packed.artifacts {
         objects.push(source_object(&artifact.source, &flux_namespace, registry_in_cluster, &config.env));
     }
-    for chart in &prepared.packed.charts {
+    for chart in &packed.charts {
         objects.push(json!({
             "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
             "metadata": {"name": chart.source, "namespace": flux_namespace},
@@ -180,7 +168,7 @@ fn source_object(name: &str, namespace: &str, registry: &str, env: &str) -> Valu
 pub async fn up(
     client: &kube::Client,
     config: &Config,
-    prepared: &Prepared,
+    packed: &Packed,
     env: &EnvMap,
     registry: &Registry,
     timeout: Duration,
@@ -194,21 +182,21 @@ pub async fn up(
     let step = "flux/apply";
     let started = Instant::now();
     reporter.started(step, "environment ConfigMap and Secret, charts, artifacts, sources and root");
-    let objects = objects(config, prepared, env, &registry.from_cluster);
+    let objects = objects(config, packed, env, &registry.from_cluster);
     let registry = registry.host.as_str();
     let namespaces: BTreeSet<&str> =
         objects.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
     for namespace in namespaces {
         ensure_namespace(client, namespace, &config.env).await?;
     }
-    let mut charts = charts::publish(&config.repo, &config.project.charts, registry).await?;
+    let mut charts = publish::publish(&config.repo, &config.project.charts, registry).await?;
     let oci = artifact::client(registry);
-    for chart in &prepared.packed.charts {
+    for chart in &packed.charts {
         let repository = artifact::repository(&config.env, &chart.source);
-        charts.push(charts::push(&oci, registry, &repository, &chart.metadata, &chart.bytes).await?);
+        charts.push(publish::push(&oci, registry, &repository, &chart.metadata, &chart.bytes).await?);
     }
     let origin = config.repo.display().to_string();
-    let pushes = prepared.packed.artifacts.iter().map(|a| {
+    let pushes = packed.artifacts.iter().map(|a| {
         let repository = artifact::repository(&config.env, &a.source);
         let (oci, origin) = (&oci, &origin);
         async move {
@@ -265,7 +253,7 @@ pub async fn up(
         request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
     }
     if env_changed {
-        for artifact in prepared.packed.artifacts.iter().skip(1) {
+        for artifact in packed.artifacts.iter().skip(1) {
             let (namespace, name) = artifact.kustomization.split_once('/').unwrap_or((flux_namespace, ""));
             let kind = "Kustomization";
             if request(client, "kustomize.toolkit.fluxcd.io/v1", kind, namespace, name, &token).await? {
@@ -288,9 +276,9 @@ pub async fn up(
         requested: &requested,
         token: &token,
     };
-    let origin = |object: &str| prepared.packed.origins.get(object).cloned();
+    let origin = |object: &str| packed.origins.get(object).cloned();
     let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
-    remove_stale_sources(client, config, &prepared.packed.sources()).await?;
+    remove_stale_sources(client, config, &packed.sources()).await?;
     Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
 }
 

@@ -7,9 +7,15 @@ pub mod checks;
 pub mod closure;
 pub mod contract;
 pub mod deploy;
+pub mod diagnose;
+pub mod disable;
+pub mod documents;
+pub mod files;
 pub mod logs;
+pub mod names;
 pub mod overlay;
 pub mod pack;
+pub mod publish;
 pub mod temp_paths;
 pub mod wait;
 
@@ -34,6 +40,12 @@ pub enum Error {
     Chart(#[from] charts::Error),
     #[error(transparent)]
     Deploy(Box<deploy::Error>),
+}
+
+impl From<deploy::Error> for Error {
+    fn from(error: deploy::Error) -> Self {
+        Error::Deploy(Box::new(error))
+    }
 }
 
 /// What `{{ registry }}` shows as before the cluster, and so its registry, exists.
@@ -104,7 +116,7 @@ pub fn settings(config: &Config, registry: &str, cluster: Capabilities) -> Resul
 /// Packs the working tree with the overlay; `registry` fills `{{ registry }}`. Reads files only.
 pub fn pack(config: &Config, registry: &str, cluster: Capabilities) -> Result<pack::Packed, Error> {
     let settings = settings(config, registry, cluster)?;
-    Ok(pack::pack(&config.repo, &config.project.flux.path, deploy::ROOT_NAME, &settings)?)
+    Ok(pack::pack(&config.repo, &config.project.flux.path, names::ROOT_NAME, &settings)?)
 }
 
 /// Packs the working tree with the overlay and checks the substitution contract against
@@ -130,7 +142,7 @@ fn run_checks(config: &Config, env: &EnvMap, packed: &pack::Packed) -> Vec<check
         .collect();
     let project_text = std::fs::read_to_string(config.repo.join(crate::config::PROJECT_FILE)).unwrap_or_default();
     // devenv's own root is not the user's: what only it applies cannot be patched away.
-    let root = format!("Kustomization/{}/{}", config.flux_namespace(), deploy::ROOT_NAME);
+    let root = format!("Kustomization/{}/{}", config.flux_namespace(), names::ROOT_NAME);
     let applying: Vec<checks::Applier> = appliers.iter().filter(|a| a.key != root).cloned().collect();
     let applied = checks::disable::applied_objects(&config.repo, &applying);
     let mut findings = checks::build::check(&config.repo, &packed.paths, &appliers);
@@ -190,5 +202,165 @@ impl Prepared {
             self.findings.iter().filter(|f| f.severity == checks::Severity::Error).cloned().collect();
         let Some(id) = errors.first().and_then(|f| f.id) else { return Ok(()) };
         Err(Error::Checks { id, count: errors.len(), details: checks::render(&errors).trim_end().to_string() })
+    }
+}
+
+#[cfg(test)]
+mod layers {
+    //! The modules of the Flux layer in layers, lowest first: a module names only modules
+    //! before it in this order, so the layer is acyclic and lower layers never use higher ones.
+    //! `mod.rs` (the facade: `settings`, `pack`, `prepare`, `Error`) and `diagnose.rs` (the ids
+    //! and hints of its errors) sit above them all.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    const LAYERS: &[(&str, &[&str])] = &[
+        // Names, paths, files and archives; the OCI push.
+        ("leaf", &["names", "closure", "temp_paths", "documents", "files", "artifact"]),
+        // No IO to the cluster or the registry.
+        ("pure", &["overlay", "contract", "charts", "disable", "pack", "checks"]),
+        // Reads the cluster: readiness, controllers' logs.
+        ("watch", &["wait", "logs"]),
+        // Writes to the registry and the cluster; `deploy::up` orchestrates the watch.
+        ("apply", &["publish", "deploy"]),
+    ];
+    /// Modules above every layer, which may name any module.
+    const ABOVE: &[&str] = &["mod", "diagnose"];
+
+    fn order() -> Vec<&'static str> {
+        LAYERS.iter().flat_map(|(_, modules)| modules.iter().copied()).collect()
+    }
+
+    fn layer_of(module: &str) -> &'static str {
+        LAYERS.iter().find(|(_, modules)| modules.contains(&module)).map(|(layer, _)| *layer).unwrap_or("above")
+    }
+
+    /// The Flux modules a source file names: `crate::flux::NAME`, `flux::NAME`, and
+    /// `super::NAME` from a file of the module itself (`super::super::NAME` one level down),
+    /// with `{a, b::c}` groups. Comment lines are left out.
+    pub(super) fn named(text: &str, depth: usize, modules: &BTreeSet<&str>) -> BTreeSet<String> {
+        let code: String =
+            text.lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
+        let mut found = BTreeSet::new();
+        let super_prefix = "super::".repeat(depth);
+        let mut markers = vec!["flux::".to_string()];
+        if depth > 0 {
+            markers.push(super_prefix.clone());
+        }
+        for marker in &markers {
+            for (at, _) in code.match_indices(marker.as_str()) {
+                let before = code[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                // `super::` of a deeper file is its own module, not the Flux layer.
+                if marker.starts_with("super") && code[at + marker.len()..].starts_with("super::") {
+                    continue;
+                }
+                let rest = &code[at + marker.len()..];
+                let items: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => {
+                        let mut level = 1;
+                        let end = group
+                            .char_indices()
+                            .find(|&(_, c)| {
+                                level += match c {
+                                    '{' => 1,
+                                    '}' => -1,
+                                    _ => 0,
+                                };
+                                level == 0
+                            })
+                            .map_or(group.len(), |(i, _)| i);
+                        top_level_items(&group[..end])
+                    }
+                    None => vec![rest],
+                };
+                for item in items {
+                    let name: String =
+                        item.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if modules.contains(name.as_str()) {
+                        found.insert(name);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn top_level_items(group: &str) -> Vec<&str> {
+        let (mut items, mut level, mut start) = (Vec::new(), 0, 0);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => level += 1,
+                '}' => level -= 1,
+                ',' if level == 0 => {
+                    items.push(&group[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        items.push(&group[start..]);
+        items
+    }
+
+    /// Every `.rs` file under `dir`, with its path relative to `dir`.
+    fn sources(dir: &Path, relative: &str, out: &mut Vec<(String, String)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let relative = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+            if path.is_dir() {
+                sources(&path, &relative, out);
+            } else if relative.ends_with(".rs") {
+                out.push((relative, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn lower_layers_never_name_higher_ones() {
+        let order = order();
+        let modules: BTreeSet<&str> = order.iter().copied().chain(ABOVE.iter().copied()).collect();
+        let mut files = Vec::new();
+        sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/flux"), "", &mut files);
+        let mut problems = Vec::new();
+        for (file, text) in &files {
+            let parts: Vec<&str> = file.trim_end_matches(".rs").split('/').collect();
+            let module = parts[0];
+            // `checks/mod.rs` is `checks` itself; `checks/build.rs` one level below it.
+            let depth = if parts.len() == 1 || parts.last() == Some(&"mod") { 1 } else { parts.len() };
+            if !modules.contains(module) {
+                problems.push(format!("{file}: module `{module}` is in no layer; add it to LAYERS"));
+                continue;
+            }
+            let Some(rank) = order.iter().position(|m| *m == module) else { continue };
+            for used in named(text, depth, &modules) {
+                let allowed = used == module || order.iter().position(|m| *m == used).is_some_and(|r| r < rank);
+                if !allowed {
+                    problems.push(format!(
+                        "{file}: `{module}` ({}) names `{used}` ({}), which comes after it",
+                        layer_of(module),
+                        layer_of(&used)
+                    ));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "the Flux layer's modules name higher ones:\n{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_check_sees_every_way_of_naming_a_module() {
+        let modules: BTreeSet<&str> = ["deploy", "wait", "pack", "names", "mod"].into_iter().collect();
+        let text = "use super::deploy::Error;\nuse super::{names, wait::{self, X}};\nlet d = crate::flux::pack::digest(b\"\");\n// super::mod in a comment\nuse super::super::checks;\n";
+        let found: Vec<String> = named(text, 1, &modules).into_iter().collect();
+        assert_eq!(found, ["deploy", "names", "pack", "wait"]);
+        // One level down, `super::` is the file's own module.
+        let found: Vec<String> =
+            named("use super::wait;\nuse super::super::deploy;\n", 2, &modules).into_iter().collect();
+        assert_eq!(found, ["deploy"]);
     }
 }

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::{Mapping, Value};
 
-/// The name of the OCIRepository that serves the root Kustomization's files.
-pub const SOURCE_NAME: &str = "devenv-source";
+use super::names::SOURCE_NAME;
+
 /// What the artifacts of re-pointed Kustomizations are called: `devenv-ks-<name>`.
 const KUSTOMIZATION_SOURCE_PREFIX: &str = "devenv-ks-";
 /// What the sources of charts HelmReleases take from the repository are called.
@@ -154,7 +154,7 @@ fn valid_name(prefix: &str, readable: &str, original: &str, clashing: &BTreeSet<
 
 /// The first 8 hex digits of the SHA-256 of `text`.
 fn short_hash(text: &str) -> String {
-    let digest = crate::flux::pack::digest(text.as_bytes());
+    let digest = super::artifact::digest(text.as_bytes());
     let hex = digest.trim_start_matches("sha256:");
     hex[..8].to_string()
 }

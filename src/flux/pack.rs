@@ -6,41 +6,24 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use flate2::Compression;
-use sha2::{Digest, Sha256};
-
-use super::closure;
+use super::artifact::{Content, Entry, archive_tree};
+use super::files::{self, MAX_FILE_SIZE, is_executable, is_yaml, list_tree};
 use super::overlay::{self, Change, Rewritten, Settings};
+use super::{closure, names};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot walk the repository at `{}`", root.display())]
-    Walk {
-        root: PathBuf,
-        #[source]
-        source: ignore::Error,
-    },
-    #[error("cannot read `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// Reading the working tree, or archiving it.
+    #[error(transparent)]
+    Files(#[from] files::Error),
     #[error("cannot apply the local overlay to `{path}`")]
     Overlay {
         path: String,
         #[source]
         source: overlay::Error,
     },
-    #[error("cannot write the artifact")]
-    Write(#[source] io::Error),
-    #[error("`{path}` is {} ({size} bytes), more than the {} a file may have to be packed", human_size(*size), human_size(MAX_FILE_SIZE))]
-    TooLarge { path: String, size: u64 },
-    #[error("`{first}` and `{second}` are two files whose names are not UTF-8 and read the same once escaped")]
-    NameClash { first: String, second: String },
     #[error("`{first}` and `{second}` both define {object} once the environment's Flux objects share its namespace")]
     Collision { object: String, first: String, second: String },
     #[error("a HelmRelease in `{file}` takes its chart from the repository")]
@@ -60,7 +43,7 @@ pub struct Artifact {
     pub kustomization: String,
     /// The directory that Kustomization builds.
     pub path: String,
-    /// The tar.gz bytes, in memory or (past [`SPOOL_IN_MEMORY`]) in an unnamed temporary file.
+    /// The tar.gz bytes, in memory or (past [`SPOOL_IN_MEMORY`](super::artifact::SPOOL_IN_MEMORY)) in an unnamed temporary file.
     pub content: Content,
     /// `sha256:<hex>` of the bytes.
     pub digest: String,
@@ -108,165 +91,10 @@ impl Packed {
     }
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn digest(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-/// The largest file devenv packs: 100 MiB, the limit Flux's own tar library
-/// (`fluxcd/pkg/tar`, `DefaultMaxUntarSize`) puts on what it unpacks unless a controller lifts
-/// it. A file that size in a GitOps repository is a build output or a dump that was never
-/// meant for the cluster; a file past it that a Kustomization reads is an error naming it.
-pub const MAX_FILE_SIZE: u64 = 100 << 20;
-/// Artifacts up to this size stay in memory; larger ones go to an unnamed temporary file, so
-/// packing takes the same memory whatever the size of the files.
-pub const SPOOL_IN_MEMORY: usize = 4 << 20;
 /// Files read whole into memory are those the overlay and the closure read as text (YAML
 /// and kustomization files); every other file is streamed from disk into the archive.
 fn read_as_text(relative: &str) -> bool {
     is_yaml(relative) || relative.rsplit('/').next() == Some("Kustomization")
-}
-
-/// `1.5 MiB`, `200.0 MB`-style sizes for messages (binary units).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// A path relative to the repository as text: its UTF-8 as it is, each byte that is not
-/// UTF-8 as `\xNN` (`apps/caf\xE9.yaml`), so a name is always shown and never lost.
-pub fn escape_path(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut text = String::new();
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        text.push_str(chunk.valid());
-        for byte in chunk.invalid() {
-            text.push_str(&format!("\\x{byte:02X}"));
-        }
-    }
-    text
-}
-
-/// The bytes of a packed artifact, shared cheaply: in memory, or in an unnamed temporary
-/// file read at offsets (so clones read independently).
-#[derive(Debug, Clone)]
-pub struct Content {
-    data: Data,
-    len: u64,
-}
-
-#[derive(Debug, Clone)]
-enum Data {
-    Memory(std::sync::Arc<Vec<u8>>),
-    File(std::sync::Arc<fs::File>),
-}
-
-impl Content {
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the bytes are in memory (small artifacts) rather than in a temporary file.
-    pub fn in_memory(&self) -> bool {
-        matches!(self.data, Data::Memory(_))
-    }
-
-    /// Up to `buf.len()` bytes from `offset`; 0 at the end.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.data {
-            Data::Memory(bytes) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-                let n = buf.len().min(bytes.len() - start);
-                buf[..n].copy_from_slice(&bytes[start..start + n]);
-                Ok(n)
-            }
-            Data::File(file) => std::os::unix::fs::FileExt::read_at(file.as_ref(), buf, offset),
-        }
-    }
-
-    /// All the bytes (tests, small artifacts).
-    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
-        let mut out = vec![0; usize::try_from(self.len).map_err(io::Error::other)?];
-        let mut done = 0;
-        while done < out.len() {
-            match self.read_at(done as u64, &mut out[done..])? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => done += n,
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Where an archive is written: memory up to [`SPOOL_IN_MEMORY`], then an unnamed temporary
-/// file; the digest is computed on the way.
-struct Spool {
-    memory: Vec<u8>,
-    file: Option<fs::File>,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Spool {
-    fn new() -> Self {
-        Spool { memory: Vec::new(), file: None, hasher: Sha256::new(), len: 0 }
-    }
-
-    fn finish(self) -> io::Result<(Content, String)> {
-        let hex: String = self.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let digest = format!("sha256:{hex}");
-        let data = match self.file {
-            Some(file) => Data::File(std::sync::Arc::new(file)),
-            None => Data::Memory(std::sync::Arc::new(self.memory)),
-        };
-        Ok((Content { data, len: self.len }, digest))
-    }
-}
-
-impl Write for Spool {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.file.is_none() && self.memory.len() + buf.len() > SPOOL_IN_MEMORY {
-            let mut file = tempfile::tempfile()?;
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.file = Some(file);
-        }
-        match &mut self.file {
-            Some(file) => file.write_all(buf)?,
-            None => self.memory.extend_from_slice(buf),
-        }
-        self.hasher.update(buf);
-        self.len += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(file) => file.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-/// One entry of a packed tree: its content in memory (rewritten by the overlay), or a file
-/// streamed from disk.
-enum Entry<'a> {
-    Memory(&'a [u8]),
-    Disk(PathBuf),
 }
 
 type Contents = BTreeMap<String, (Vec<u8>, bool)>;
@@ -306,99 +134,6 @@ fn clashing_sources(rewrites: &BTreeMap<String, Rewritten>) -> BTreeSet<String> 
     claims.into_iter().filter(|(_, claimants)| claimants.len() > 1).map(|(name, _)| name.to_string()).collect()
 }
 
-/// Files of the working tree that go into the artifact, as sorted `/`-separated paths.
-pub fn list_files(root: &Path, flux_path: &str) -> Result<Vec<String>, Error> {
-    Ok(list_tree(root, flux_path)?.files)
-}
-
-/// The files of the working tree that are packed, and the YAML files left out because they
-/// are symbolic links: an artifact carries files only, and a link could reach outside the
-/// repository.
-#[derive(Debug, Default)]
-pub struct Tree {
-    pub files: Vec<String>,
-    pub linked_manifests: Vec<String>,
-    /// Files whose names are not UTF-8: the escaped name in `files` ([`escape_path`]) and
-    /// the real relative path, which the archive carries byte for byte.
-    pub raw_names: BTreeMap<String, PathBuf>,
-}
-
-impl Tree {
-    /// Where the file listed as `relative` is, under `root`.
-    pub fn path_of(&self, root: &Path, relative: &str) -> PathBuf {
-        match self.raw_names.get(relative) {
-            Some(raw) => root.join(raw),
-            None => root.join(relative),
-        }
-    }
-}
-
-/// Where `relative` (a path devenv.yaml or a Flux object names) leads once `..` and symbolic
-/// links are followed, if that is inside `root`; otherwise why not. A path that does not
-/// exist is left for its reader to report.
-pub fn resolve_inside(root: &Path, relative: &str) -> Result<std::path::PathBuf, String> {
-    let joined = root.join(relative);
-    let root = root.canonicalize().map_err(|e| format!("the repository cannot be resolved ({e})"))?;
-    match joined.canonicalize() {
-        Ok(real) if real.starts_with(&root) => Ok(real),
-        Ok(real) => Err(format!("it leads to `{}`, outside the repository", real.display())),
-        Err(_) if std::path::Path::new(relative).components().any(|c| c == std::path::Component::ParentDir) => {
-            Err("it leaves the repository (`..`)".to_string())
-        }
-        Err(_) => Ok(joined),
-    }
-}
-
-/// Lists the working tree (see `list_files`).
-pub fn list_tree(root: &Path, flux_path: &str) -> Result<Tree, Error> {
-    let bootstrap_dir = format!("{}/flux-system", flux_path.trim_start_matches("./").trim_end_matches('/'));
-    let walker = ignore::WalkBuilder::new(root)
-        .hidden(false)
-        .git_ignore(true)
-        .git_exclude(true)
-        .git_global(false)
-        .require_git(false)
-        .parents(false)
-        .follow_links(false)
-        .filter_entry(|entry| !matches!(entry.file_name().to_str(), Some(".git")))
-        .build();
-    let mut tree = Tree::default();
-    for entry in walker {
-        let entry = entry.map_err(|source| Error::Walk { root: root.to_path_buf(), source })?;
-        let is_link = entry.file_type().is_some_and(|t| t.is_symlink());
-        if !entry.file_type().is_some_and(|t| t.is_file()) && !is_link {
-            continue;
-        }
-        let raw = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let relative = escape_path(raw);
-        let is_raw = raw.to_str().is_none();
-        if is_link {
-            if is_yaml(&relative) && !relative.starts_with(".devenv/") {
-                tree.linked_manifests.push(relative);
-            }
-            continue;
-        }
-        // `flux bootstrap`'s own manifests would reinstall Flux and add a rival root.
-        if relative.starts_with(".devenv/") || relative.starts_with(&format!("{bootstrap_dir}/")) {
-            continue;
-        }
-        if is_raw {
-            // Two names that escape alike (a real `\xE9` in one) would be one file to Flux.
-            if tree.raw_names.contains_key(&relative) {
-                return Err(Error::NameClash { first: relative.clone(), second: escape_path(raw) });
-            }
-            tree.raw_names.insert(relative.clone(), raw.to_path_buf());
-        }
-        tree.files.push(relative);
-    }
-    if let Some(clash) = tree.raw_names.keys().find(|name| tree.files.iter().filter(|f| f == name).count() > 1) {
-        return Err(Error::NameClash { first: clash.clone(), second: clash.clone() });
-    }
-    tree.files.sort();
-    tree.linked_manifests.sort();
-    Ok(tree)
-}
-
 /// Packs the tree with the overlay applied to the Flux objects in it: an artifact for the
 /// root Kustomization that builds `flux_path`, then one for each Kustomization re-pointed by
 /// the overlay that the root reaches, directly or through others.
@@ -408,12 +143,12 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     let mut originals = BTreeMap::new();
     for relative in tree.files.iter().filter(|f| read_as_text(f)) {
         let path = tree.path_of(root, relative);
-        let size = fs::metadata(&path).map_err(|source| Error::Read { path: path.clone(), source })?.len();
+        let size = fs::metadata(&path).map_err(|source| files::Error::Read { path: path.clone(), source })?.len();
         if size > MAX_FILE_SIZE {
             // Not read: if a Kustomization reads it, archiving it says it is too large.
             continue;
         }
-        let content = fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let content = fs::read(&path).map_err(|source| files::Error::Read { path: path.clone(), source })?;
         originals.insert(relative.clone(), (content, is_executable(&path)));
     }
     let files = tree.files.clone();
@@ -445,7 +180,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         let mut queue = VecDeque::from([overlay::Repointed {
             kustomization: format!("{}/{root_name}", settings.objects_namespace()),
             path: closure::normalise(flux_path),
-            source: overlay::SOURCE_NAME.to_string(),
+            source: names::SOURCE_NAME.to_string(),
         }]);
         let mut sources = BTreeSet::new();
         while let Some(next) = queue.pop_front() {
@@ -475,7 +210,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         .map(|(next, members)| (next.kustomization.as_str(), members))
         .collect();
     let original_text = |file: &str| originals.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
-    let deletions = super::checks::disable::deletions(&settings.disable, &applying, &original_text);
+    let deletions = super::disable::deletions(&settings.disable, &applying, &original_text);
     if !deletions.is_empty() {
         effective.deletions = deletions;
         (contents, rewrites) = rewrite_all(&originals, &effective)?;
@@ -563,91 +298,15 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
     Ok(packed)
 }
 
-/// A deterministic tar.gz of a tree's `(name, raw name, entry, executable)` entries, in the
-/// order given, with its digest. Files on disk are streamed (after checking their size
-/// against [`MAX_FILE_SIZE`]), and the archive spools to a temporary file past
-/// [`SPOOL_IN_MEMORY`], so memory stays flat whatever the files' sizes. A name that is not
-/// UTF-8 is written byte for byte, as Flux's own packer would.
-fn archive_tree<'a>(
-    entries: impl Iterator<Item = (&'a str, Option<&'a PathBuf>, Entry<'a>, bool)>,
-) -> Result<(Content, String), Error> {
-    let encoder = flate2::GzBuilder::new().mtime(0).write(Spool::new(), Compression::default());
-    let mut archive = tar::Builder::new(encoder);
-    archive.mode(tar::HeaderMode::Deterministic);
-    for (name, raw, entry, executable) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(if executable { 0o755 } else { 0o644 });
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        let path: &Path = raw.map(PathBuf::as_path).unwrap_or(Path::new(name));
-        match entry {
-            Entry::Memory(content) => {
-                header.set_size(content.len() as u64);
-                archive.append_data(&mut header, path, content).map_err(Error::Write)?;
-            }
-            Entry::Disk(file) => {
-                let read_error = |source| Error::Read { path: file.clone(), source };
-                let opened = fs::File::open(&file).map_err(read_error)?;
-                let size = opened.metadata().map_err(read_error)?.len();
-                if size > MAX_FILE_SIZE {
-                    return Err(Error::TooLarge { path: name.to_string(), size });
-                }
-                header.set_size(size);
-                // The size in the header is what is copied: a file that grows meanwhile is cut.
-                archive.append_data(&mut header, path, io::Read::take(opened, size)).map_err(Error::Write)?;
-            }
-        }
-    }
-    let encoder = archive.into_inner().map_err(Error::Write)?;
-    encoder.finish().map_err(Error::Write)?.finish().map_err(Error::Write)
-}
-
-/// A deterministic tar.gz of `(path, content, executable)` entries, in the order given.
-pub fn archive<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>) -> Result<Vec<u8>, Error> {
-    let encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
-    let mut archive = tar::Builder::new(encoder);
-    archive.mode(tar::HeaderMode::Deterministic);
-    for (path, content, executable) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(if executable { 0o755 } else { 0o644 });
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        archive.append_data(&mut header, path, content).map_err(Error::Write)?;
-    }
-    let mut encoder = archive.into_inner().map_err(Error::Write)?;
-    encoder.flush().map_err(Error::Write)?;
-    encoder.finish().map_err(Error::Write)
-}
-
-fn is_yaml(path: &str) -> bool {
-    path.ends_with(".yaml") || path.ends_with(".yml")
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::flux::overlay::tests::settings;
+    use std::io;
 
-    /// A temporary directory holding `(path, text)` files, parents created.
-    pub(crate) fn write_tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, text).unwrap();
-        }
-        dir
-    }
+    use crate::flux::artifact::{SPOOL_IN_MEMORY, digest};
+    use crate::flux::files::list_files;
+    use crate::flux::files::tests::write_tree;
+    use crate::flux::overlay::tests::settings;
 
     fn tree() -> tempfile::TempDir {
         write_tree(&[
@@ -881,7 +540,7 @@ pub(crate) mod tests {
         fs::write(dir.path().join("apps").join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "a").unwrap();
         fs::write(dir.path().join("apps/caf\\xE9"), "b").unwrap();
         let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
-        assert!(matches!(error, Error::NameClash { .. }), "{error}");
+        assert!(matches!(error, Error::Files(files::Error::NameClash { .. })), "{error}");
         assert!(error.to_string().contains("`apps/caf\\xE9`"), "{error}");
     }
 
@@ -906,7 +565,10 @@ pub(crate) mod tests {
         fs::remove_file(dir.path().join("apps/dump.sql")).unwrap();
         fs::rename(dir.path().join("data.yaml"), dir.path().join("apps/data.yaml")).unwrap();
         let error = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap_err();
-        assert!(matches!(error, Error::TooLarge { ref path, .. } if path == "apps/data.yaml"), "{error}");
+        assert!(
+            matches!(error, Error::Files(files::Error::TooLarge { ref path, .. }) if path == "apps/data.yaml"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -937,13 +599,6 @@ pub(crate) mod tests {
         }
         assert_eq!(found, noise);
         assert!(packed.artifacts[0].content.in_memory(), "small artifacts stay in memory");
-    }
-
-    #[test]
-    fn sizes_read_in_binary_units() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(200_000_000), "190.7 MiB");
     }
 
     #[test]

@@ -11,8 +11,18 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
-use super::deploy::{Error, ROOT_NAME};
+use super::names::{REQUESTED_AT, ROOT_NAME};
 use crate::ui::{Reporter, ReporterExt, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot list Flux objects")]
+    List(#[source] kube::Error),
+    #[error("{object} failed: {message}")]
+    Failed { object: String, message: String },
+    #[error("not everything was Ready within {deadline:?}; still waiting for: {waiting}")]
+    Timeout { deadline: Duration, waiting: String },
+}
 
 /// Reasons with which Flux reports an object not Ready that are not failures (helm-controller
 /// says `SourceNotReady` while its chart's source has not fetched the current spec yet).
@@ -200,7 +210,7 @@ async fn nudge_dependents(
             "metadata": {"name": object.metadata.name, "namespace": object.metadata.namespace},
         });
         let request = format!("{token}.after-{}", nudged.len());
-        let _ = crate::kube::annotate(client, &reference, &[(super::deploy::REQUESTED_AT, &request)]).await;
+        let _ = crate::kube::annotate(client, &reference, &[(REQUESTED_AT, &request)]).await;
     }
 }
 

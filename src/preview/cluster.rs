@@ -236,7 +236,7 @@ pub async fn list(client: &kube::Client, project: &str) -> Result<Vec<Listed>, E
 async fn root_status(client: &kube::Client, namespace: &str) -> (String, bool) {
     let root = json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": deploy::ROOT_NAME, "namespace": namespace},
+        "metadata": {"name": crate::flux::names::ROOT_NAME, "namespace": namespace},
     });
     let object = match crate::kube::get(client, &root).await {
         Ok(Some(object)) => object,

@@ -59,7 +59,7 @@ pub fn cluster(error: &Cluster) -> Diagnosis {
             format!("an object's finalizer holds it: `kubectl api-resources --verbs=list --namespaced -o name | xargs -n1 kubectl get -n {namespace} --ignore-not-found` lists what is left; its controller must be running to let it go"),
         ),
         Cluster::Prune(crate::flux::deploy::Error::PruneTimeout { object, .. }) => {
-            diagnosis("DEV066", 1, crate::errors::prune_blocked_hint(object))
+            diagnosis("DEV066", 1, crate::flux::diagnose::prune_blocked_hint(object))
         }
         Cluster::Prune(error) => {
             let source = std::error::Error::source(error).and_then(|s| s.downcast_ref::<kube::Error>());

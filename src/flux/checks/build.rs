@@ -224,7 +224,7 @@ mod tests {
     }
 
     fn run(tree: &[(&str, &str)], path: &str) -> Vec<Finding> {
-        let dir = crate::flux::pack::tests::write_tree(tree);
+        let dir = crate::flux::files::tests::write_tree(tree);
         let mut files: Vec<String> = tree.iter().map(|(p, _)| p.to_string()).collect();
         files.sort();
         check(dir.path(), &files, &[applier(path)])

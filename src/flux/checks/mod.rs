@@ -7,7 +7,6 @@
 
 pub mod build;
 pub mod disable;
-pub mod documents;
 pub mod overrides;
 pub mod string_fields;
 pub mod unsubstituted;

@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_provided_value_that_replaces_a_default_is_shown_with_both_places() {
-        let dir = crate::flux::pack::tests::write_tree(&[(
+        let dir = crate::flux::files::tests::write_tree(&[(
             "infrastructure/platform/product.yaml",
             "spec:\n  region: ${AWS_REGION:=eu-west-2}\n  tier: ${TIER:=gold}\n  # ${AWS_REGION:=commented}\n  same: ${ENVIRONMENT:-local}\n",
         )]);

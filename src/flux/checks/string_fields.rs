@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
-use super::documents::{self, Document};
 use super::{Applier, Finding, Kind, Provided};
+use crate::flux::documents::{self, Document};
 
 /// The workaround kustomize-controller's documentation gives, in its words.
 const DOCUMENTED: &str = "\"To convert the number or boolean to a string, you can wrap the variable with a double quotes var\" (kustomize-controller docs, \"Post build substitution of numbers and booleans\")";
@@ -369,7 +369,7 @@ data:
 
     #[test]
     fn a_whole_value_that_reads_as_a_number_or_boolean_is_found_with_its_line() {
-        let dir = crate::flux::pack::tests::write_tree(&[("apps/loans.yaml", DEPLOYMENT)]);
+        let dir = crate::flux::files::tests::write_tree(&[("apps/loans.yaml", DEPLOYMENT)]);
         let findings = check(dir.path(), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
         let places: Vec<(Option<usize>, &str)> =
             findings.iter().map(|f| (f.line, f.message.split(" of ").next().unwrap())).collect();
@@ -400,7 +400,7 @@ data:
             "  labels:\n    db-port",
             "  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\n  labels:\n    db-port",
         );
-        let dir = crate::flux::pack::tests::write_tree(&[("apps/loans.yaml", &disabled)]);
+        let dir = crate::flux::files::tests::write_tree(&[("apps/loans.yaml", &disabled)]);
         let findings = check(dir.path(), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
         assert_eq!(findings.len(), 1, "only the ConfigMap: {findings:#?}");
         let mut plain = applier(&["apps/loans.yaml"], &[]);

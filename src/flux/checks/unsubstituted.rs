@@ -1,9 +1,9 @@
 //! `${VAR}` that Flux will never substitute: a Kustomization without `postBuild` applies its
 //! files as they are, so the text `${VAR}` reaches the cluster literally.
 
-use super::documents;
 use super::{Applier, Finding, Kind};
 use crate::flux::contract;
+use crate::flux::documents;
 
 /// A warning per use of a variable in a file that only non-substituting Kustomizations
 /// apply (a file another Kustomization substitutes is that one's business), unless the
@@ -25,7 +25,7 @@ pub fn check(root: &std::path::Path, appliers: &[Applier]) -> Vec<Finding> {
                     applier.key
                 );
                 let literal = "label or annotate the object `kustomize.toolkit.fluxcd.io/substitute: disabled` if the text is meant literally";
-                let fix = match applier.key.ends_with(&format!("/{}", crate::flux::deploy::ROOT_NAME)) {
+                let fix = match applier.key.ends_with(&format!("/{}", crate::flux::names::ROOT_NAME)) {
                     // devenv's root stands in for `flux bootstrap`'s, which substitutes nothing either.
                     true => format!(
                         "`flux.path` is applied as it is, as `flux bootstrap`'s own Kustomization applies it: move the object under a Kustomization with `postBuild`, or {literal}"
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn a_variable_in_a_file_no_substituting_kustomization_applies_is_a_warning_with_its_place() {
         let ingress = "# The ${HOST} below is filled in production.\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations:\n    alb.ingress.kubernetes.io/certificate-arn: ${CERT_ARN}\nspec:\n  rules:\n    - host: web.${DOMAIN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  labels:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n";
-        let dir = crate::flux::pack::tests::write_tree(&[
+        let dir = crate::flux::files::tests::write_tree(&[
             ("infrastructure/alb/ingress.yaml", ingress),
             ("apps/orders/deployment.yaml", "value: ${DB_HOST}\n"),
         ]);
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn under_devenv_s_root_the_fix_is_to_move_the_object() {
-        let dir = crate::flux::pack::tests::write_tree(&[("clusters/local/cm.yaml", "data:\n  x: ${X}\n")]);
+        let dir = crate::flux::files::tests::write_tree(&[("clusters/local/cm.yaml", "data:\n  x: ${X}\n")]);
         let root = applier("Kustomization/flux-system/devenv-root", &["clusters/local/cm.yaml"], false);
         let findings = check(dir.path(), &[root]);
         let fix = findings[0].fix.as_deref().unwrap();
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_file_a_substituting_kustomization_also_applies_is_not_reported() {
-        let dir = crate::flux::pack::tests::write_tree(&[("shared/cm.yaml", "data:\n  x: ${X}\n")]);
+        let dir = crate::flux::files::tests::write_tree(&[("shared/cm.yaml", "data:\n  x: ${X}\n")]);
         let appliers = [
             applier("Kustomization/flux-system/a", &["shared/cm.yaml"], false),
             applier("Kustomization/flux-system/b", &["shared/cm.yaml"], true),
