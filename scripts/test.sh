@@ -62,8 +62,9 @@ phase "build"
 cargo build --all-targets --quiet
 done_phase
 
-# The tiers that need neither cluster run while the sim and kind builds go on.
-early_tiers=(cli docker catalogue)
+# The tiers that need neither cluster run while the sim and kind builds go on (`cli` runs
+# `plan` with the sim profile, which needs the sim binaries).
+early_tiers=(docker catalogue)
 phase "tests while the cluster builds run: unit, ${early_tiers[*]}"
 early_args=(--lib --bins)
 for tier in "${early_tiers[@]}"; do early_args+=(--test "$tier"); done
@@ -76,6 +77,20 @@ if ! wait "$sim_pid"; then
     echo "[test] the sim build failed; its output is above and in $sim_log" >&2
     exit 1
 fi
+done_phase
+
+# The tiers on the sim cluster, and every other tier not run above (each tests/*.rs, so a new
+# tier is never left out), run while the kind test bed may still be building; its Go builds
+# run at a lower priority.
+late_tiers=()
+for file in tests/*.rs; do
+    tier=$(basename "$file" .rs)
+    [[ " ${early_tiers[*]} kind " == *" $tier "* ]] || late_tiers+=("$tier")
+done
+phase "tests: ${late_tiers[*]}"
+late_args=()
+for tier in "${late_tiers[@]}"; do late_args+=(--test "$tier"); done
+cargo test --all-features "${late_args[@]}" -- "${cargo_args[@]}"
 done_phase
 
 phase "waiting for the kind test bed"
@@ -91,16 +106,8 @@ source "$kind_env"
 set +a
 done_phase
 
-# Every other tier: each tests/*.rs not run above, so a new tier is never left out.
-late_tiers=()
-for file in tests/*.rs; do
-    tier=$(basename "$file" .rs)
-    [[ " ${early_tiers[*]} " == *" $tier "* ]] || late_tiers+=("$tier")
-done
-phase "tests: ${late_tiers[*]}"
-late_args=()
-for tier in "${late_tiers[@]}"; do late_args+=(--test "$tier"); done
-cargo test --all-features "${late_args[@]}" -- "${cargo_args[@]}"
+phase "tests: kind"
+cargo test --all-features --test kind -- "${cargo_args[@]}"
 done_phase
 
 printf '\n[test] all tiers passed in %ss\n' "$(($(date +%s) - start))" >&2
