@@ -111,8 +111,7 @@ fn main() {
     let seconds = |d: Duration| d.as_secs_f64();
     let (edit, kustomization, noop) = (median(edit_times), median(kustomization_times), median(noop_times));
     let peak_rss_kb = peaks.iter().map(|(_, kb)| *kb).max().unwrap_or(0);
-    let peaks: Vec<String> =
-        peaks.iter().map(|(label, kb)| format!("{label} {:.1} MB", *kb as f64 / 1024.0)).collect();
+    let peaks: Vec<String> = peaks.iter().map(|(label, kb)| format!("{label} {:.1} MB", *kb as f64 / 1024.0)).collect();
     println!(
         "devenv: cold up {:.1}s, app edit {:.2}s, Kustomization edit {:.2}s, no-op up {:.2}s; peak RSS: {}",
         seconds(cold),

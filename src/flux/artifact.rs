@@ -24,12 +24,8 @@ pub const TAG: &str = "latest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("`{reference}` is not a valid artifact reference")]
-    Reference {
-        reference: String,
-        #[source]
-        source: oci_client::ParseError,
-    },
+    #[error("`{reference}` is not a valid artifact reference: {reason}")]
+    Reference { reference: String, reason: &'static str },
     #[error("cannot read the credentials for `{registry}`")]
     Credentials {
         registry: String,
@@ -84,6 +80,60 @@ fn auth(registry_host: &str) -> Result<RegistryAuth, Error> {
     }
 }
 
+/// `<registry>/<repository>:<tag>` as a reference and as text, checked against the
+/// distribution spec's grammar. Built from its parts rather than parsed: the parser's regular
+/// expression alone takes 8 MB to compile. A registry given with a path (`host/team`) puts the
+/// path in front of the repository, as the parser would.
+pub fn reference(registry: &str, repository: &str, tag: &str) -> Result<(Reference, String), Error> {
+    let text = format!("{registry}/{repository}:{tag}");
+    let invalid = |reason| Error::Reference { reference: text.clone(), reason };
+    let (host, prefix) = registry.split_once('/').unwrap_or((registry, ""));
+    let name = match prefix.trim_matches('/') {
+        "" => repository.to_string(),
+        prefix => format!("{prefix}/{repository}"),
+    };
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')) {
+        return Err(invalid("the registry must be a host name or address, with an optional port"));
+    }
+    if name.len() > 255 || !name.split('/').all(is_path_component) {
+        return Err(invalid(
+            "a repository is lowercase letters and digits in parts separated by `/`, `.`, `_`, `__` or `-`",
+        ));
+    }
+    let tag_ok = tag.len() <= 128
+        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !tag_ok {
+        return Err(invalid("a tag is up to 128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"));
+    }
+    Ok((Reference::with_tag(host.to_string(), name, tag.to_string()), text))
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, the distribution spec's path component.
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(&bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(&bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        if !(separator == "." || separator == "_" || separator == "__" || separator.bytes().all(|b| b == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Pushes `content` as `<registry>/<repository>:<tag>` unless the tag already points at the
 /// same content.
 pub async fn push_if_changed(
@@ -95,9 +145,7 @@ pub async fn push_if_changed(
     config: Blob<'_>,
     annotations: BTreeMap<String, String>,
 ) -> Result<Pushed, Error> {
-    let reference_text = format!("{registry}/{repository}:{tag}");
-    let reference: Reference =
-        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    let (reference, reference_text) = reference(registry, repository, tag)?;
     let digest = digest(content.bytes);
     let auth = auth(registry)?;
     if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
@@ -127,9 +175,7 @@ pub async fn push_tree(
     digest: &str,
     origin: &str,
 ) -> Result<Pushed, Error> {
-    let reference_text = format!("{registry}/{repository}:{TAG}");
-    let reference: Reference =
-        reference_text.parse().map_err(|source| Error::Reference { reference: reference_text.clone(), source })?;
+    let (reference, reference_text) = reference(registry, repository, TAG)?;
     let auth = auth(registry)?;
     if let Ok((manifest, manifest_digest)) = client.pull_image_manifest(&reference, &auth).await
         && manifest.layers.first().is_some_and(|layer| layer.digest == digest)
@@ -377,4 +423,43 @@ pub fn archive<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8], bool)>) -> 
     let mut encoder = archive.into_inner().map_err(FileError::Write)?;
     encoder.flush().map_err(FileError::Write)?;
     encoder.finish().map_err(FileError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_built_from_parts_is_the_one_the_parser_gives() {
+        for (registry, repository, tag) in [
+            ("127.0.0.1:5000", "devenv/dev/devenv-ks-apps", "latest"),
+            ("kind-devenv-dev-registry:5000", "devenv/pr-12-platform/devenv-source", "latest"),
+            ("localhost:5000", "charts/loans", "1.2.3_build.4"),
+            ("123456789012.dkr.ecr.eu-west-2.amazonaws.com", "team/previews/devenv-source", "latest"),
+            ("registry.example.com/team", "a.b__c---d/e", "v1"),
+        ] {
+            let (built, text) = reference(registry, repository, tag).unwrap();
+            let parsed: Reference = text.parse().unwrap();
+            assert_eq!(built, parsed, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reference_the_registry_would_refuse_is_an_error_that_says_why() {
+        for (registry, repository, tag, why) in [
+            ("127.0.0.1:5000", "Charts/loans", "1.0.0", "lowercase"),
+            ("127.0.0.1:5000", "charts//loans", "1.0.0", "lowercase"),
+            ("127.0.0.1:5000", "charts/-loans", "1.0.0", "lowercase"),
+            ("127.0.0.1:5000", "charts/lo.-ans", "1.0.0", "lowercase"),
+            ("127.0.0.1:5000", "charts/loans", ".1", "tag"),
+            ("127.0.0.1:5000", "charts/loans", "1+build", "tag"),
+            ("", "charts/loans", "1.0.0", "host name"),
+            ("reg istry", "charts/loans", "1.0.0", "host name"),
+        ] {
+            let error = reference(registry, repository, tag).unwrap_err().to_string();
+            assert!(error.contains(why) && error.contains(repository), "{registry} {repository} {tag}: {error}");
+            let text = format!("{registry}/{repository}:{tag}");
+            assert!(text.parse::<Reference>().is_err() || registry.contains(' ') || registry.is_empty(), "{text}");
+        }
+    }
 }
