@@ -153,7 +153,13 @@ impl Config {
             _ => profile::Isolation::Cluster,
         };
         (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
-            .then(|| cluster.namespace.clone().unwrap_or_else(|| format!("devenv-{}", self.env)))
+            .then(|| cluster.namespace.clone().unwrap_or_else(|| naming::env_scoped(&self.env)))
+    }
+
+    /// The name of the cluster devenv makes (kind, k3d): the profile's `cluster.name`, else
+    /// `devenv-<env>`.
+    pub fn cluster_name(&self) -> String {
+        self.profile.cluster.name.clone().unwrap_or_else(|| naming::env_scoped(&self.env))
     }
 
     /// Where the environment's Flux objects, and devenv's own beside them, live: its

@@ -39,7 +39,7 @@ const DATA_VOLUME: &str = "data";
 /// The namespace an environment's in-cluster substitutes live in: its own when it shares
 /// the cluster, else `devenv-<env>`.
 pub fn namespace_for(config: &Config) -> String {
-    config.environment_namespace().unwrap_or_else(|| format!("devenv-{}", config.env))
+    config.environment_namespace().unwrap_or_else(|| crate::naming::env_scoped(&config.env))
 }
 
 /// The Secret holding one service's rendered environment.
