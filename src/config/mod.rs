@@ -427,8 +427,19 @@ fn check_kubernetes_names(project: &ProjectFile, at: &dyn Fn(&str) -> Location) 
     Ok(())
 }
 
-/// `overlay.sources`: each entry maps a URL to a URL, with `{{ registry }}` the only template.
+/// `flux.source` is `Kind/name`; `overlay.sources`: each entry maps a URL to a URL, with
+/// `{{ registry }}` the only template.
 fn check_sources(project: &ProjectFile, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
+    let own = &project.flux.source;
+    if crate::flux::overlay::SourceRef::parse(own).is_none() {
+        return Err(Error::Invalid {
+            problem: Problem::Invalid,
+            at: at("flux.source"),
+            field: "flux.source".to_string(),
+            message: format!("`{own}` is not of the form `Kind/name`"),
+            hint: Some("write it like `GitRepository/flux-system`".to_string()),
+        });
+    }
     for (i, source) in project.overlay.sources.iter().enumerate() {
         for (name, value) in [("url", &source.url), ("to", &source.to)] {
             let field = format!("overlay.sources[{i}].{name}");

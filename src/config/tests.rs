@@ -270,6 +270,14 @@ fn durations_and_sizes_are_read_at_load() {
 }
 
 #[test]
+fn flux_source_must_be_a_kind_and_a_name() {
+    assert_eq!(
+        rendered_project(&VALID.replace("  path: clusters/local\n", "  path: clusters/local\n  source: flux-system\n")),
+        "exit 2\nerror[DEV010]: devenv.yaml:5:11: flux.source: `flux-system` is not of the form `Kind/name`\nhint: write it like `GitRepository/flux-system`\n"
+    );
+}
+
+#[test]
 fn user_file_name_must_be_a_label() {
     insta::assert_snapshot!(rendered(
         VALID,
