@@ -279,6 +279,13 @@ async fn push(registry: &str, repository: &str, tag: &str, config: (&str, Vec<u8
 async fn nodes_are_ready() {
     let Some(shared) = cluster() else { return };
     let client = client(shared).await;
+    let ready = devenv::providers::container_cluster::wait_nodes_ready(
+        &client,
+        Duration::from_secs(60),
+        "nodes",
+        &SilentReporter,
+    );
+    assert!(ready.await, "the nodes are Ready, as kind's and k3d's wait sees them");
     let nodes: Api<Node> = Api::all(client);
     let list = nodes.list(&Default::default()).await.unwrap();
     assert!(!list.items.is_empty(), "the sim has a node");
