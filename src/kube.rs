@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use futures_util::StreamExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{self, Scope};
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::watcher::{self, watcher};
 use serde_json::Value;
 
 use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
@@ -177,7 +180,7 @@ where
         if started.elapsed() >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL).await;
     }
     Ok(true)
 }
@@ -188,6 +191,126 @@ where
     K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
 {
     until(api, name, |object: Option<&K>| object.is_none(), deadline).await
+}
+
+/// How often a wait asks again when it may not watch.
+const POLL: Duration = Duration::from_millis(500);
+/// The first and the longest pause before a watch that failed (an API server still starting,
+/// a dropped connection) starts again.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// Waits until the objects `api` lists with `params` (its selectors) meet `condition`, for at
+/// most `deadline`; `Ok(false)` when they still do not then. `condition` sees every object
+/// once the first complete list arrived, and again after each change: a watch keeps a
+/// reflector store of them rather than listing again and again. A watch that fails for
+/// another reason than a refusal (an API server still starting) starts again after a pause;
+/// when no list ever arrived, the deadline returns the last error. An identity that may not
+/// watch the kind (403) falls back to listing every half second.
+pub async fn until_all<K>(
+    api: &Api<K>,
+    params: &ListParams,
+    mut condition: impl FnMut(&[K]) -> bool,
+    deadline: Duration,
+) -> Result<bool, kube::Error>
+where
+    K: Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + kube::Resource + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let started = Instant::now();
+    let config = watcher::Config {
+        label_selector: params.label_selector.clone(),
+        field_selector: params.field_selector.clone(),
+        ..watcher::Config::default()
+    };
+    let (store, writer) = reflector::store();
+    let mut events = std::pin::pin!(reflector(writer, watcher(api.clone(), config)));
+    let mut listed = false;
+    let mut last_error = None;
+    let mut retry = RETRY_FIRST;
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        let Ok(Some(event)) = tokio::time::timeout(left, events.next()).await else {
+            break;
+        };
+        match event {
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                listed = true;
+                retry = RETRY_FIRST;
+                let objects: Vec<K> = store.state().iter().map(|object| K::clone(object)).collect();
+                if condition(&objects) {
+                    return Ok(true);
+                }
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(error) if may_not_watch(&error) => {
+                return poll_all(api, params, condition, started, deadline).await;
+            }
+            Err(error) => {
+                last_error = client_error(error).or(last_error);
+                tokio::time::sleep(retry.min(deadline.saturating_sub(started.elapsed()))).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+    match last_error {
+        Some(error) if !listed => Err(error),
+        _ => Ok(false),
+    }
+}
+
+/// `until_all` by listing every half second, for an identity that may not watch. A refused
+/// list ends the wait; other errors are retried until the deadline, which returns the last.
+async fn poll_all<K>(
+    api: &Api<K>,
+    params: &ListParams,
+    mut condition: impl FnMut(&[K]) -> bool,
+    started: Instant,
+    deadline: Duration,
+) -> Result<bool, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    loop {
+        let last_error = match api.list(params).await {
+            Ok(list) if condition(&list.items) => return Ok(true),
+            Ok(_) => None,
+            Err(error) if is_refusal(&error) => return Err(error),
+            Err(error) => Some(error),
+        };
+        if started.elapsed() >= deadline {
+            return last_error.map_or(Ok(false), Err);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether the API server refused the request (403): the identity may not do it.
+fn is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 403)
+}
+
+/// Whether a watch failed because the identity may not watch (or list) the kind, or the kind
+/// cannot be watched: asking again will not change that.
+fn may_not_watch(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => is_refusal(error),
+        watcher::Error::WatchError(status) => status.code == 403,
+        watcher::Error::NoResourceVersion => true,
+    }
+}
+
+/// The client's error under a watcher's.
+fn client_error(error: watcher::Error) -> Option<kube::Error> {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => Some(error),
+        watcher::Error::WatchError(status) => Some(kube::Error::Api(status)),
+        watcher::Error::NoResourceVersion => None,
+    }
 }
 
 /// `until_gone` for an object given as JSON. One whose kind the cluster no longer serves (its

@@ -45,6 +45,12 @@ pub fn sanitize(value: &str, max: usize) -> String {
     if trimmed.is_empty() { "env".to_string() } else { trimmed.to_string() }
 }
 
+/// `devenv-<env>`: the name of what an environment has one of, where nothing else names it —
+/// its kind or k3d cluster, its namespace in a shared cluster, the sim's context.
+pub fn env_scoped(env: &str) -> String {
+    format!("devenv-{env}")
+}
+
 pub fn container_name(env: &str, service: &str) -> String {
     format!("devenv-{env}-{service}")
 }

@@ -21,7 +21,8 @@ use devenv::ui::{PlainReporter, SilentReporter};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use serde_json::json;
@@ -146,6 +147,16 @@ async fn client(shared: &Shared) -> kube::Client {
     sim::client(&shared.info).await.unwrap()
 }
 
+/// A client of the cluster as `user` (the `Impersonate-User` header), who has only what RBAC
+/// grants that name.
+async fn client_as(shared: &Shared, user: &str) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(&shared.info.kubeconfig).unwrap();
+    let options = KubeConfigOptions { context: Some(shared.info.context.clone()), ..Default::default() };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    kube::Client::try_from(config).unwrap()
+}
+
 /// A name unique to this test run (clusters named by DEVENV_SIM_STATE_DIR outlive runs).
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
@@ -268,6 +279,13 @@ async fn push(registry: &str, repository: &str, tag: &str, config: (&str, Vec<u8
 async fn nodes_are_ready() {
     let Some(shared) = cluster() else { return };
     let client = client(shared).await;
+    let ready = devenv::providers::container_cluster::wait_nodes_ready(
+        &client,
+        Duration::from_secs(60),
+        "nodes",
+        &SilentReporter,
+    );
+    assert!(ready.await, "the nodes are Ready, as kind's and k3d's wait sees them");
     let nodes: Api<Node> = Api::all(client);
     let list = nodes.list(&Default::default()).await.unwrap();
     assert!(!list.items.is_empty(), "the sim has a node");
@@ -279,6 +297,97 @@ async fn nodes_are_ready() {
             assert!(allocatable.contains_key(resource), "{name} allocates {resource}");
         }
     }
+}
+
+/// `kube::until_all` answers from the first complete list, sees later changes through its
+/// watch (only of the selected objects), gives up at the deadline, and lists again and again
+/// for an identity that may list but not watch.
+#[tokio::test]
+async fn until_all_watches_a_list_and_lists_again_when_it_may_not_watch() {
+    let Some(shared) = cluster() else { return };
+    let client = client(shared).await;
+    let ns = unique("until-all");
+    namespace(&client, &ns).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let selected = ListParams::default().labels("until-all=yes");
+    let config_map = |name: &str, selected: bool| {
+        let labels = if selected { json!({"until-all": "yes"}) } else { json!({}) };
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels}})
+    };
+    use devenv::kube::until_all;
+    let none = |found: &[ConfigMap]| found.is_empty();
+    assert!(until_all(&maps, &selected, none, Duration::from_secs(30)).await.unwrap(), "true at once");
+    let five = |found: &[ConfigMap]| found.len() == 5;
+    let started = Instant::now();
+    assert!(!until_all(&maps, &selected, five, Duration::from_secs(2)).await.unwrap(), "never true");
+    assert!(started.elapsed() < Duration::from_secs(10), "the deadline ends the wait");
+
+    let (a, b, c) = (config_map("a", true), config_map("b", true), config_map("c", false));
+    let writer = {
+        let maps = maps.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for object in [c, a, b] {
+                apply(&maps, object).await;
+            }
+        })
+    };
+    let mut sizes = Vec::new();
+    let two = |found: &[ConfigMap]| {
+        sizes.push(found.len());
+        found.len() == 2
+    };
+    assert!(until_all(&maps, &selected, two, Duration::from_secs(30)).await.unwrap(), "the watch sees a and b");
+    writer.await.unwrap();
+    assert_eq!(sizes.last(), Some(&2), "seen: {sizes:?}");
+
+    // An identity that may list ConfigMaps here, but not watch them.
+    let user = format!("lister-{ns}");
+    let rbac = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind));
+    apply(
+        &Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &rbac("Role")),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "lister", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        }),
+    )
+    .await;
+    apply(
+        &Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &rbac("RoleBinding")),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "lister", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lister"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }),
+    )
+    .await;
+    let as_lister: Api<ConfigMap> = Api::namespaced(client_as(shared, &user).await, &ns);
+    // RBAC takes the binding into account within a moment.
+    let listed = async {
+        while as_lister.list(&selected).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), listed).await.expect("the binding lets the lister list");
+    let writer = {
+        let maps = maps.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            maps.delete("a", &DeleteParams::default()).await.unwrap();
+        })
+    };
+    let one = |found: &[ConfigMap]| found.len() == 1;
+    assert!(until_all(&as_lister, &selected, one, Duration::from_secs(30)).await.unwrap(), "polling sees a go");
+    writer.await.unwrap();
+
+    // An identity that may not even list: refused at once, not at the deadline.
+    let nobody: Api<ConfigMap> = Api::namespaced(client_as(shared, &format!("nobody-{ns}")).await, &ns);
+    let started = Instant::now();
+    let refused = until_all(&nobody, &selected, none, Duration::from_secs(60)).await;
+    assert!(matches!(&refused, Err(kube::Error::Api(status)) if status.code == 403), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a refusal ends the wait");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `substitutes/*.yaml`: the catalogue of containers that stand in for managed services.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,9 @@ pub struct Substitute {
     #[serde(default)]
     pub secrets_in_volume: bool,
     pub probe: Probe,
+    /// `probe.timeout`, read when the entry is validated.
+    #[serde(skip)]
+    pub probe_timeout: Duration,
     /// Outputs services map to environment ConfigMap keys.
     pub outputs: BTreeMap<String, Output>,
     /// What a service may ask for with `resources:` (buckets, queues …), created once the
@@ -309,7 +313,8 @@ pub struct JsonCondition {
 }
 
 impl Probe {
-    pub fn timeout(&self) -> &str {
+    /// `timeout` as written; `Substitute::probe_timeout` is its value.
+    pub(super) fn timeout_text(&self) -> &str {
         match self {
             Probe::Sql { timeout, .. }
             | Probe::Http { timeout, .. }
@@ -459,7 +464,7 @@ mod tests {
         );
         let redis: Probe = serde_yaml::from_str("type: redis\npassword: ${password}\ntimeout: 60s\n").unwrap();
         assert_eq!(redis.templates(), vec![("password", "${password}")]);
-        assert_eq!(redis.timeout(), "60s");
+        assert_eq!(redis.timeout_text(), "60s");
         let sql: Probe =
             serde_yaml::from_str("type: sql\ndialect: postgres\nusername: a\npassword: b\ndatabase: c\n").unwrap();
         assert!(matches!(sql, Probe::Sql { dialect: SqlDialect::Postgres, .. }));

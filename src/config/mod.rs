@@ -153,7 +153,13 @@ impl Config {
             _ => profile::Isolation::Cluster,
         };
         (cluster.isolation.unwrap_or(default) == profile::Isolation::Namespace)
-            .then(|| cluster.namespace.clone().unwrap_or_else(|| format!("devenv-{}", self.env)))
+            .then(|| cluster.namespace.clone().unwrap_or_else(|| naming::env_scoped(&self.env)))
+    }
+
+    /// The name of the cluster devenv makes (kind, k3d): the profile's `cluster.name`, else
+    /// `devenv-<env>`.
+    pub fn cluster_name(&self) -> String {
+        self.profile.cluster.name.clone().unwrap_or_else(|| naming::env_scoped(&self.env))
     }
 
     /// Where the environment's Flux objects, and devenv's own beside them, live: its
@@ -421,8 +427,19 @@ fn check_kubernetes_names(project: &ProjectFile, at: &dyn Fn(&str) -> Location) 
     Ok(())
 }
 
-/// `overlay.sources`: each entry maps a URL to a URL, with `{{ registry }}` the only template.
+/// `flux.source` is `Kind/name`; `overlay.sources`: each entry maps a URL to a URL, with
+/// `{{ registry }}` the only template.
 fn check_sources(project: &ProjectFile, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
+    let own = &project.flux.source;
+    if crate::flux::overlay::SourceRef::parse(own).is_none() {
+        return Err(Error::Invalid {
+            problem: Problem::Invalid,
+            at: at("flux.source"),
+            field: "flux.source".to_string(),
+            message: format!("`{own}` is not of the form `Kind/name`"),
+            hint: Some("write it like `GitRepository/flux-system`".to_string()),
+        });
+    }
     for (i, source) in project.overlay.sources.iter().enumerate() {
         for (name, value) in [("url", &source.url), ("to", &source.to)] {
             let field = format!("overlay.sources[{i}].{name}");
@@ -602,7 +619,7 @@ fn load_catalogue<T: DeserializeOwned + Validate>(
 
 /// One entry of a catalogue from its files (built-in first), validated.
 fn parse_entry<T: DeserializeOwned + Validate>(files: &[SourceFile]) -> Result<T, Error> {
-    let entry: T = parse_layers(files)?;
+    let mut entry: T = parse_layers(files)?;
     let last = files.last().expect("every entry has a file");
     entry.validate(&last.name, &Locator::new(&last.text))?;
     Ok(entry)
@@ -649,24 +666,32 @@ fn catalogue_layers(
     Ok(layers)
 }
 
-/// Checks a catalogue entry beyond its shape.
+/// A profile from the text of one file, validated as `load` validates it.
+#[cfg(test)]
+pub fn profile_from_yaml(text: &str) -> Result<Profile, Error> {
+    parse_entry(&[SourceFile { name: "profile.yaml".to_string(), text: text.to_string() }])
+}
+
+/// Checks a catalogue entry beyond its shape, and reads the values written as text
+/// (durations, sizes) into their typed fields: nothing downstream parses them again.
 trait Validate {
-    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error>;
+    fn validate(&mut self, file: &str, locator: &Locator) -> Result<(), Error>;
 }
 
 impl Validate for Profile {
-    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
+    fn validate(&mut self, file: &str, locator: &Locator) -> Result<(), Error> {
         let at = |field: &str| Location { file: file.to_string(), position: locator.find(field) };
-        if let Some(memory) = &self.substitutes.memory
-            && parse_memory(memory).is_none()
-        {
-            return Err(Error::Invalid {
-                problem: Problem::Invalid,
-                at: at("substitutes.memory"),
-                field: "substitutes.memory".to_string(),
-                message: format!("`{memory}` is not a memory size"),
-                hint: Some("write it like `512Mi` or `2Gi`".to_string()),
-            });
+        if let Some(memory) = &self.substitutes.memory_text {
+            let Some(bytes) = parse_memory(memory) else {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at("substitutes.memory"),
+                    field: "substitutes.memory".to_string(),
+                    message: format!("`{memory}` is not a memory size"),
+                    hint: Some("write it like `512Mi` or `2Gi`".to_string()),
+                });
+            };
+            self.substitutes.memory_bytes = Some(bytes);
         }
         let quota = self.quota.as_ref();
         let limits = self.limits.as_ref();
@@ -732,23 +757,24 @@ impl Validate for Profile {
                 hint: Some("name the namespace the ingress controller runs in, e.g. `ingress-nginx`".to_string()),
             });
         }
-        if let Some(ttl) = &self.ttl
-            && parse_duration(ttl).is_none()
-        {
-            return Err(Error::Invalid {
-                problem: Problem::Invalid,
-                at: at("ttl"),
-                field: "ttl".to_string(),
-                message: format!("`{ttl}` is not a duration"),
-                hint: Some("write it like `90m`, `72h` or `7d`".to_string()),
-            });
+        if let Some(ttl) = &self.ttl_text {
+            let Some(duration) = parse_duration(ttl) else {
+                return Err(Error::Invalid {
+                    problem: Problem::Invalid,
+                    at: at("ttl"),
+                    field: "ttl".to_string(),
+                    message: format!("`{ttl}` is not a duration"),
+                    hint: Some("write it like `90m`, `72h` or `7d`".to_string()),
+                });
+            };
+            self.ttl = Some(duration);
         }
         Ok(())
     }
 }
 
 impl Validate for Substitute {
-    fn validate(&self, file: &str, locator: &Locator) -> Result<(), Error> {
+    fn validate(&mut self, file: &str, locator: &Locator) -> Result<(), Error> {
         let invalid = |field: String, message: String, hint: &str| Error::Invalid {
             problem: Problem::Invalid,
             at: Location { file: file.to_string(), position: locator.find(&field) },
@@ -770,13 +796,14 @@ impl Validate for Substitute {
                 "add it under `versions.tags` or pick one of them",
             ));
         }
-        if parse_duration(self.probe.timeout()).is_none() {
+        let Some(timeout) = parse_duration(self.probe.timeout_text()) else {
             return Err(invalid(
                 "probe.timeout".to_string(),
-                format!("`{}` is not a duration", self.probe.timeout()),
+                format!("`{}` is not a duration", self.probe.timeout_text()),
                 "write it like `30s` or `2m`",
             ));
-        }
+        };
+        self.probe_timeout = timeout;
         if let catalogue::Probe::Http { path, status, json, .. } = &self.probe {
             if !path.starts_with('/') {
                 return Err(invalid(

@@ -1,6 +1,7 @@
 //! `profiles/*.yaml`: where and how an environment runs.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +27,12 @@ pub struct Profile {
     /// The ingress controller's namespace, whose pods may reach a namespaced environment's.
     #[serde(default)]
     pub ingress_namespace: Option<String>,
-    /// Lifetime of a preview environment, e.g. `72h`.
-    #[serde(default)]
-    pub ttl: Option<String>,
+    /// Lifetime of a preview environment, as written, e.g. `72h`.
+    #[serde(default, rename = "ttl")]
+    pub(super) ttl_text: Option<String>,
+    /// `ttl`, read when the profile is validated.
+    #[serde(skip)]
+    pub ttl: Option<Duration>,
     /// How many previews of the project may exist at once in the cluster.
     #[serde(default)]
     pub max_previews: Option<u32>,
@@ -145,9 +149,12 @@ pub enum SubstituteRuntime {
 pub struct SubstituteRuntimeConfig {
     #[serde(default)]
     pub runtime: SubstituteRuntime,
-    /// Memory cap per substitute, e.g. `1Gi`.
-    #[serde(default)]
-    pub memory: Option<String>,
+    /// Memory cap per substitute, as written, e.g. `1Gi`.
+    #[serde(default, rename = "memory")]
+    pub(super) memory_text: Option<String>,
+    /// `memory` in bytes, read when the profile is validated.
+    #[serde(skip)]
+    pub memory_bytes: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

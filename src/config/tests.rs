@@ -257,6 +257,27 @@ fn profile_ttl_must_be_a_duration() {
 }
 
 #[test]
+fn durations_and_sizes_are_read_at_load() {
+    let profile = "cluster:\n  provider: eks-namespace\nttl: 2h\nsubstitutes:\n  memory: 512Mi\n";
+    let entry = "probe:\n  type: tcp\n  timeout: 45s\n";
+    let dir = repo(VALID, &[(".devenv/profiles/mine.yaml", profile), (".devenv/substitutes/rds-mariadb.yaml", entry)]);
+    let config = load_in(dir.path(), Selection { profile: Some("mine".into()), ..Default::default() }).unwrap();
+    assert_eq!(config.profile.ttl, Some(std::time::Duration::from_secs(7200)));
+    assert_eq!(config.profile.substitutes.memory_bytes, Some(512 << 20));
+    assert_eq!(config.services[0].substitute.probe_timeout, std::time::Duration::from_secs(45));
+    let config = load_in(dir.path(), Selection::default()).unwrap();
+    assert_eq!((config.profile.ttl, config.profile.substitutes.memory_bytes), (None, Some(1 << 30)));
+}
+
+#[test]
+fn flux_source_must_be_a_kind_and_a_name() {
+    assert_eq!(
+        rendered_project(&VALID.replace("  path: clusters/local\n", "  path: clusters/local\n  source: flux-system\n")),
+        "exit 2\nerror[DEV010]: devenv.yaml:5:11: flux.source: `flux-system` is not of the form `Kind/name`\nhint: write it like `GitRepository/flux-system`\n"
+    );
+}
+
+#[test]
 fn user_file_name_must_be_a_label() {
     insta::assert_snapshot!(rendered(
         VALID,

@@ -12,7 +12,6 @@ pub mod rbac;
 
 use std::time::Duration;
 
-use crate::config::parse_duration;
 use crate::config::profile::{Limits, Profile};
 use crate::naming::{self, LABEL_MANAGED_BY, MANAGED_BY, MAX_OBJECT_LEN};
 
@@ -154,7 +153,7 @@ impl Settings {
             },
             limits: ContainerDefaults::from(&limits),
             ingress_namespace: profile.ingress_namespace.clone(),
-            ttl: profile.ttl.as_deref().and_then(parse_duration).unwrap_or(DEFAULT_TTL),
+            ttl: profile.ttl.unwrap_or(DEFAULT_TTL),
         }
     }
 }
@@ -238,7 +237,7 @@ mod tests {
 
     #[test]
     fn settings_fill_in_the_built_in_defaults() {
-        let profile: Profile = serde_yaml::from_str(
+        let profile = crate::config::profile_from_yaml(
             "cluster:\n  provider: eks-namespace\nquota:\n  pods: 5\nlimits:\n  defaultMemory: 1Gi\ningressNamespace: ingress-nginx\nttl: 2h\n",
         )
         .unwrap();
@@ -255,7 +254,7 @@ mod tests {
         );
         assert_eq!(settings.ingress_namespace.as_deref(), Some("ingress-nginx"));
         assert_eq!(settings.ttl, Duration::from_secs(7200));
-        let bare: Profile = serde_yaml::from_str("cluster:\n  provider: eks-namespace\n").unwrap();
+        let bare = crate::config::profile_from_yaml("cluster:\n  provider: eks-namespace\n").unwrap();
         assert_eq!(Settings::from_profile(&bare).ttl, DEFAULT_TTL);
     }
 }

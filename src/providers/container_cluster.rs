@@ -2,7 +2,7 @@
 //! runs: waiting for the nodes to be Ready, and `status`'s view of the nodes, the pods and the
 //! registry container beside them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -18,23 +18,13 @@ pub fn node_ready(node: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Waits until the cluster has nodes and every one is Ready; false when `deadline` passed first.
+/// Waits until the cluster has nodes and every one is Ready, watching them; false when
+/// `deadline` passed first (or the nodes could not be read until then).
 pub async fn wait_nodes_ready(client: &kube::Client, deadline: Duration, step: &str, reporter: &dyn Reporter) -> bool {
     let nodes: Api<Node> = Api::all(client.clone());
-    let started = Instant::now();
     reporter.progress(step, "waiting for the nodes to be Ready");
-    loop {
-        if let Ok(list) = nodes.list(&ListParams::default()).await
-            && !list.items.is_empty()
-            && list.items.iter().all(node_ready)
-        {
-            return true;
-        }
-        if started.elapsed() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let all_ready = |nodes: &[Node]| !nodes.is_empty() && nodes.iter().all(node_ready);
+    crate::kube::until_all(&nodes, &ListParams::default(), all_ready, deadline).await.unwrap_or(false)
 }
 
 /// The cluster's health for `status`: the API server's version, nodes Ready, pods Running and

@@ -3,7 +3,7 @@
 //! modules at the versions the sim runs; `flux/install/generate.sh`), and waits until they
 //! are Available. A cluster that already serves Flux's APIs keeps its own Flux.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -104,8 +104,9 @@ pub async fn install(
     wait_available(client, &names, step, reporter).await
 }
 
-/// Polls the Deployments until each has an available replica; on timeout, says what each
-/// waiting controller's pod is doing (an image that cannot be pulled, a crash …).
+/// Watches the Deployments until each has an available replica, reporting which are still
+/// awaited; on timeout, says what each waiting controller's pod is doing (an image that cannot
+/// be pulled, a crash …).
 async fn wait_available(
     client: &kube::Client,
     names: &[String],
@@ -113,36 +114,41 @@ async fn wait_available(
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        let mut waiting = Vec::new();
-        for name in names {
-            let available = match deployments.get_opt(name).await.map_err(|e| Error::Read(Box::new(e)))? {
-                Some(d) => d.status.and_then(|s| s.available_replicas).unwrap_or(0) > 0,
-                None => false,
-            };
-            if !available {
-                waiting.push(name.clone());
-            }
-        }
-        if waiting.is_empty() {
-            return Ok(());
-        }
+    let mut waiting = names.to_vec();
+    let mut last = format!("waiting for {}", waiting.join(", "));
+    reporter.progress(step, &last);
+    let all_available = |found: &[Deployment]| {
+        waiting = unavailable(names, found);
         let now = format!("waiting for {}", waiting.join(", "));
-        if now != last {
+        if !waiting.is_empty() && now != last {
             reporter.progress(step, &now);
             last = now;
         }
-        if started.elapsed() >= READY_DEADLINE {
-            let mut described = Vec::new();
-            for name in &waiting {
-                described.push(format!("{name}: {}", pod_condition(client, name).await));
-            }
-            return Err(Error::NotReady { waited: READY_DEADLINE, waiting: described });
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        waiting.is_empty()
+    };
+    let ready = crate::kube::until_all(&deployments, &ListParams::default(), all_available, READY_DEADLINE)
+        .await
+        .map_err(|e| Error::Read(Box::new(e)))?;
+    if ready {
+        return Ok(());
     }
+    let mut described = Vec::new();
+    for name in &waiting {
+        described.push(format!("{name}: {}", pod_condition(client, name).await));
+    }
+    Err(Error::NotReady { waited: READY_DEADLINE, waiting: described })
+}
+
+/// The controllers among `names` whose Deployment is missing from `found` or has no available
+/// replica.
+fn unavailable(names: &[String], found: &[Deployment]) -> Vec<String> {
+    let available = |name: &String| {
+        found.iter().any(|d| {
+            d.metadata.name.as_ref() == Some(name)
+                && d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) > 0
+        })
+    };
+    names.iter().filter(|name| !available(name)).cloned().collect()
 }
 
 /// What the pod of a controller is doing: the waiting reason of its container, or its phase.
@@ -169,6 +175,23 @@ async fn pod_condition(client: &kube::Client, controller: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_controller_is_awaited_until_its_deployment_has_an_available_replica() {
+        let deployment = |name: &str, available: Option<i32>| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": available.map(|n| serde_json::json!({"availableReplicas": n})),
+            }))
+            .unwrap()
+        };
+        let names: Vec<String> =
+            ["source-controller", "kustomize-controller", "helm-controller"].map(String::from).into();
+        let found = [deployment("source-controller", Some(1)), deployment("kustomize-controller", Some(0))];
+        assert_eq!(unavailable(&names, &found), ["kustomize-controller", "helm-controller"]);
+        let found = names.iter().map(|n| deployment(n, Some(1))).collect::<Vec<_>>();
+        assert!(unavailable(&names, &found).is_empty());
+    }
 
     #[test]
     fn the_vendored_manifest_matches_the_pinned_controller_versions() {

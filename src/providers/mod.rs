@@ -273,7 +273,7 @@ pub fn prerequisites() -> Vec<(Provider, Result<String, Error>)> {
 pub fn pod_network(config: &Config) -> Option<String> {
     match config.profile.cluster.provider {
         Provider::Kind => Some(kind::NETWORK.to_string()),
-        Provider::K3d => Some(k3d::network(&k3d::cluster_name(config))),
+        Provider::K3d => Some(k3d::network(&config.cluster_name())),
         _ => None,
     }
 }

@@ -39,7 +39,7 @@ const DATA_VOLUME: &str = "data";
 /// The namespace an environment's in-cluster substitutes live in: its own when it shares
 /// the cluster, else `devenv-<env>`.
 pub fn namespace_for(config: &Config) -> String {
-    config.environment_namespace().unwrap_or_else(|| format!("devenv-{}", config.env))
+    config.environment_namespace().unwrap_or_else(|| crate::naming::env_scoped(&config.env))
 }
 
 /// The Secret holding one service's rendered environment.
@@ -253,7 +253,7 @@ impl ClusterRuntime {
         step: &str,
     ) -> Result<(), Error> {
         let probe = &desired.service.substitute.probe;
-        let deadline = config::parse_duration(probe.timeout()).unwrap_or(Duration::from_secs(120));
+        let deadline = desired.service.substitute.probe_timeout;
         let pod_name = format!("{}-0", desired.service.name);
         let hash = desired.spec.labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default();
         let waiting_for = format!("pod `{pod_name}` Ready ({})", describe_readiness(probe, desired.main_port()));
@@ -296,8 +296,7 @@ impl ClusterRuntime {
         local.values.insert("host".into(), crate::ports::LOOPBACK.to_string());
         local.values.insert("port".into(), forward.port.to_string());
         local.values.insert(format!("port.{}", desired.service.substitute.main_port), forward.port.to_string());
-        let deadline =
-            config::parse_duration(desired.service.substitute.probe.timeout()).unwrap_or(Duration::from_secs(60));
+        let deadline = desired.service.substitute.probe_timeout;
         super::ensure_resources(&local, reporter, step, Instant::now(), deadline).await
     }
 

@@ -188,7 +188,7 @@ pub fn resolve(
     observed: &BTreeMap<String, Observed>,
     reserved: &BTreeSet<u16>,
 ) -> Result<Vec<Desired>, Error> {
-    let memory = config.profile.substitutes.memory.as_deref().and_then(config::parse_memory);
+    let memory = config.profile.substitutes.memory_bytes;
     // In-cluster substitutes publish nothing on this machine: no host ports are chosen, and
     // their values are the addresses pods use.
     let in_cluster = config.profile.substitutes.runtime == config::profile::SubstituteRuntime::Cluster;
@@ -361,7 +361,7 @@ pub async fn ensure(docker: &Docker, desired: &Desired, action: Action, reporter
 /// then makes the service's resources (buckets, queues …) within the same deadline.
 pub async fn wait_ready(docker: &Docker, desired: &Desired, reporter: &dyn Reporter, step: &str) -> Result<(), Error> {
     let probe = &desired.service.substitute.probe;
-    let deadline = config::parse_duration(probe.timeout()).unwrap_or(Duration::from_secs(120));
+    let deadline = desired.service.substitute.probe_timeout;
     let port = desired.main_port();
     let waiting_for = probe::describe(probe, port);
     reporter.progress(step, &format!("waiting for {waiting_for}"));

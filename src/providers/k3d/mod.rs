@@ -131,11 +131,6 @@ pub struct K3dCluster {
     settings: Settings,
 }
 
-/// The cluster's name: the profile's `cluster.name`, else `devenv-<env>`.
-pub fn cluster_name(config: &Config) -> String {
-    config.profile.cluster.name.clone().unwrap_or_else(|| format!("devenv-{}", config.env))
-}
-
 /// The Docker network k3d makes for a cluster; its nodes, its registry and the substitutes
 /// are on it.
 pub fn network(cluster: &str) -> String {
@@ -154,7 +149,7 @@ impl K3dCluster {
     /// From the profile; checks the cluster's name as k3d will, touches nothing.
     pub fn from_config(config: &Config, state_dir: &Path) -> Result<Self, ProviderError> {
         let cluster = &config.profile.cluster;
-        let name = cluster_name(config);
+        let name = config.cluster_name();
         // k3d's own rule (RFC 1123 hostname, at most 32 characters); devenv's names are
         // DNS labels.
         naming::check_label(&name, config::MAX_CLUSTER_NAME)

@@ -148,11 +148,6 @@ pub struct KindCluster {
     settings: Settings,
 }
 
-/// The default cluster name.
-pub fn cluster_name(env: &str) -> String {
-    format!("devenv-{env}")
-}
-
 fn registry_container(cluster: &str) -> String {
     format!("kind-{cluster}-registry")
 }
@@ -176,7 +171,7 @@ impl KindCluster {
             registry_image: config.profile.registry.image.clone(),
             flux_image_registry: config.profile.flux.image_registry.clone(),
         };
-        let name = cluster.name.clone().unwrap_or_else(|| cluster_name(&config.env));
+        let name = config.cluster_name();
         // The configuration must merge before anything is created.
         let kind = KindCluster { env: config.env.clone(), name, state_dir: state_dir.to_path_buf(), settings };
         kind.cluster_config(cluster.kind_config.as_deref().map(|r| config.repo.join(r)))?;

@@ -269,7 +269,7 @@ impl Setting {
                     flag("cluster-signing-cert-file", pki.ca_cert()),
                     flag("cluster-signing-key-file", pki.ca_key()),
                     flag("service-cluster-ip-range", SERVICE_RANGE),
-                    flag("cluster-name", format!("devenv-{}", self.env)),
+                    flag("cluster-name", crate::naming::env_scoped(&self.env)),
                 ]);
                 flags
             }

@@ -565,7 +565,7 @@ impl Sim {
         const STEP: &str = "sim/cluster";
         let started = Instant::now();
         let binaries = binaries()?;
-        let context = format!("devenv-{env}");
+        let context = crate::naming::env_scoped(env);
         self.layout.create_dirs()?;
         let _lock = DirLock::acquire(&self.layout.lock()).await?;
 
