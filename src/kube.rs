@@ -10,6 +10,7 @@ use kube::discovery::{self, Scope};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher::{self, watcher};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
 
@@ -135,6 +136,77 @@ pub async fn apply(client: &kube::Client, object: &Value) -> Result<DynamicObjec
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
         .await
         .map_err(|source| Error::Apply { object: describe(object), source })
+}
+
+/// Annotation holding the digest of the object devenv last applied (without the annotation).
+pub const APPLIED_DIGEST: &str = "devenv.io/applied-digest";
+
+/// Stamps an object with the digest of its content, before it is applied, so the next `up`
+/// can tell that the cluster already has it as devenv would apply it ([`already_applied`]).
+pub fn stamp(object: &mut Value) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut)
+    {
+        annotations.remove(APPLIED_DIGEST);
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+    let hex: String = Sha256::digest(object.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = format!("sha256:{hex}");
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(APPLIED_DIGEST.into(), digest.into());
+    }
+}
+
+/// Whether applying the stamped object `desired` would change nothing in `live`: devenv
+/// applied this very content last (its digest is on the object, so a field devenv stopped
+/// setting has been removed), and every field it sets still has its value (so a hand edit is
+/// put back by applying).
+pub fn already_applied(desired: &Value, live: &Value) -> bool {
+    let digest = |object: &Value| {
+        object
+            .pointer(&format!("/metadata/annotations/{}", APPLIED_DIGEST.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    digest(desired).is_some() && digest(desired) == digest(live) && covers(desired, live)
+}
+
+/// Whether every field of `part` is in `whole` with the same value; lists match item by item.
+fn covers(part: &Value, whole: &Value) -> bool {
+    match (part, whole) {
+        (Value::Object(part), Value::Object(whole)) => {
+            part.iter().all(|(key, value)| whole.get(key).is_some_and(|other| covers(value, other)))
+        }
+        (Value::Array(part), Value::Array(whole)) => {
+            part.len() == whole.len() && part.iter().zip(whole).all(|(a, b)| covers(a, b))
+        }
+        _ => part == whole,
+    }
+}
+
+/// The objects of `env` of the kind and namespace of `like`, as the cluster has them, by
+/// [`describe`]; `None` when they cannot be listed (then everything is applied).
+pub async fn list_labelled(client: &kube::Client, like: &Value, env: &str) -> Option<Vec<Value>> {
+    let (api, _) = api_for(client, like).await.ok()?;
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={env}");
+    let list = api.list(&ListParams::default().labels(&selector)).await.ok()?;
+    let (api_version, kind) = (like.get("apiVersion")?, like.get("kind")?);
+    Some(
+        list.items
+            .into_iter()
+            .filter_map(|item| {
+                let mut value = serde_json::to_value(item).ok()?;
+                // List items come without their kind.
+                value["apiVersion"] = api_version.clone();
+                value["kind"] = kind.clone();
+                Some(value)
+            })
+            .collect(),
+    )
 }
 
 /// Sets annotations by a merge patch, leaving the fields devenv applies alone (an apply
@@ -331,5 +403,73 @@ pub async fn delete(client: &kube::Client, object: &Value) -> Result<bool, Error
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(source) => Err(Error::Delete { object: describe(object), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(url: &str) -> Value {
+        let mut object = serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": "devenv-source", "namespace": "flux-system", "labels": {"devenv.io/env": "dev"}},
+            "spec": {"interval": "60m", "url": url, "ref": {"tag": "latest"}, "insecure": true},
+        });
+        stamp(&mut object);
+        object
+    }
+
+    /// What the API server gives back: defaults, status and metadata of its own added.
+    fn as_served(object: &Value) -> Value {
+        let mut live = object.clone();
+        live["metadata"]["resourceVersion"] = "42".into();
+        live["metadata"]["annotations"]["other"] = "kept".into();
+        live["spec"]["timeout"] = "60s".into();
+        live["status"] = serde_json::json!({"conditions": []});
+        live
+    }
+
+    #[test]
+    fn an_object_as_devenv_applied_it_is_not_applied_again() {
+        let desired = source("oci://127.0.0.1:5000/devenv/dev/devenv-source");
+        assert!(already_applied(&desired, &as_served(&desired)));
+    }
+
+    #[test]
+    fn a_changed_field_a_hand_edit_or_a_dropped_field_is_applied_again() {
+        let desired = source("oci://127.0.0.1:5000/devenv/dev/devenv-source");
+        // devenv now sets another value: the digest differs.
+        let before = source("oci://127.0.0.1:5001/devenv/dev/devenv-source");
+        assert!(!already_applied(&desired, &as_served(&before)));
+        // Someone edited a field devenv sets: the digest matches, the field does not.
+        let mut edited = as_served(&desired);
+        edited["spec"]["insecure"] = false.into();
+        assert!(!already_applied(&desired, &edited));
+        // devenv stopped setting a field it set before: only the digest tells.
+        let mut without = desired.clone();
+        without["spec"].as_object_mut().unwrap().remove("insecure");
+        stamp(&mut without);
+        assert!(!already_applied(&without, &as_served(&desired)));
+        // Never applied by devenv (no digest on it).
+        let mut unstamped = as_served(&desired);
+        unstamped["metadata"]["annotations"].as_object_mut().unwrap().remove(APPLIED_DIGEST);
+        assert!(!already_applied(&desired, &unstamped));
+    }
+
+    #[test]
+    fn lists_are_covered_item_by_item() {
+        let part = serde_json::json!({"patches": [{"patch": "a"}, {"patch": "b"}]});
+        assert!(covers(&part, &serde_json::json!({"patches": [{"patch": "a", "target": {}}, {"patch": "b"}]})));
+        assert!(!covers(&part, &serde_json::json!({"patches": [{"patch": "a"}]})));
+        assert!(!covers(&part, &serde_json::json!({"patches": [{"patch": "b"}, {"patch": "a"}]})));
+    }
+
+    #[test]
+    fn the_stamp_does_not_depend_on_an_earlier_stamp() {
+        let once = source("oci://x/y");
+        let mut twice = once.clone();
+        stamp(&mut twice);
+        assert_eq!(once, twice);
     }
 }

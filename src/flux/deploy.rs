@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -103,7 +105,8 @@ pub fn objects(config: &Config, packed: &Packed, env: &EnvMap, registry_in_clust
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": envmap::secret_name(config), "namespace": namespace},
             "type": "Opaque",
-            "stringData": env.secret,
+            // `data`, as the cluster keeps it, so what is there can be compared with it.
+            "data": env.secret.iter().map(|(key, value)| (key.clone(), BASE64.encode(value))).collect::<BTreeMap<_, _>>(),
         }));
     }
     for artifact in &packed.artifacts {
@@ -144,8 +147,25 @@ pub fn objects(config: &Config, packed: &Packed, env: &EnvMap, registry_in_clust
     objects.push(root);
     for object in &mut objects {
         k8s::label(object, &config.env);
+        k8s::stamp(object);
     }
     objects
+}
+
+/// The environment's objects of the kinds and namespaces of `objects` as the cluster has them,
+/// by `Kind/namespace/name`; `None` when one kind cannot be listed.
+async fn live_objects(client: &kube::Client, objects: &[Value], env: &str) -> Option<BTreeMap<String, Value>> {
+    let mut groups: BTreeMap<(String, String, String), &Value> = BTreeMap::new();
+    for object in objects {
+        let field = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+        groups.entry((field("/apiVersion"), field("/kind"), field("/metadata/namespace"))).or_insert(object);
+    }
+    let lists = groups.values().map(|like| k8s::list_labelled(client, like, env));
+    let mut live = BTreeMap::new();
+    for list in futures_util::future::join_all(lists).await {
+        live.extend(list?.into_iter().map(|object| (describe(&object), object)));
+    }
+    Some(live)
 }
 
 fn source_object(name: &str, namespace: &str, registry: &str, env: &str) -> Value {
@@ -208,18 +228,32 @@ pub async fn up(
     // At most a few at once: each holds a chunk of its artifact in memory while it is sent.
     let sources: BTreeMap<String, Pushed> = stream::iter(pushes).buffered(CONCURRENT_REQUESTS).try_collect().await?;
 
-    // A server-side apply that changes nothing keeps the resourceVersion. The applies are
-    // independent (Flux resolves references when it reconciles), so a graph of a hundred
-    // Kustomizations costs a few round trips' time, not a hundred. Results come back in order,
-    // so the error reported is the first object's that failed, whatever finished first.
-    let applies = objects.iter().map(|object| async move {
-        let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
-        let before = match is_env {
-            true => k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version),
-            false => None,
-        };
-        let after = k8s::apply(client, object).await?.metadata.resource_version;
-        Ok::<bool, Error>(is_env && before != after)
+    // What the cluster already has as devenv applied it is not applied again, so a no-op `up`
+    // costs a few lists rather than an apply per source. A server-side apply that changes
+    // nothing keeps the resourceVersion. The applies are independent (Flux resolves references
+    // when it reconciles), so a graph of a hundred Kustomizations costs a few round trips'
+    // time, not a hundred. Results come back in order, so the error reported is the first
+    // object's that failed, whatever finished first.
+    let live = live_objects(client, &objects, &config.env).await;
+    let applies = objects.iter().map(|object| {
+        let live = live.as_ref().map(|live| live.get(&describe(object)));
+        async move {
+            if let Some(Some(live)) = live
+                && k8s::already_applied(object, live)
+            {
+                return Ok(false);
+            }
+            let is_env = matches!(object["kind"].as_str(), Some("ConfigMap" | "Secret"));
+            let before = match (is_env, live) {
+                (false, _) => None,
+                (true, Some(live)) => live.and_then(|l| l.pointer("/metadata/resourceVersion")).cloned(),
+                (true, None) => {
+                    k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version).map(Value::from)
+                }
+            };
+            let after = k8s::apply(client, object).await?.metadata.resource_version.map(Value::from);
+            Ok::<bool, Error>(is_env && before != after)
+        }
     });
     let changed: Vec<bool> = stream::iter(applies).buffered(CONCURRENT_REQUESTS).try_collect().await?;
     let env_changed = changed.into_iter().any(|c| c);
@@ -236,8 +270,10 @@ pub async fn up(
     for source in pushed.iter().chain(&behind) {
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
     }
-    let chart_digests = follow_charts(client, &charts, &token).await?;
-    let mut requested = retry_failed(client, flux_namespace, &token).await?;
+    // One read of the Kustomizations and HelmReleases serves every decision below.
+    let flux_objects = wait::list_all(client).await?;
+    let chart_digests = follow_charts(client, &charts, &flux_objects, &token).await?;
+    let mut requested = retry_failed(client, &flux_objects, flux_namespace, &token).await?;
     // With nothing new to apply the root is not asked again: a no-op `up` touches nothing,
     // and the watch below still checks that every object is Ready at the current revisions
     // (a spec devenv changed makes Flux reconcile by itself).
@@ -247,7 +283,7 @@ pub async fn up(
         || env_changed
         || charts_pushed
         || !requested.is_empty()
-        || flux_objects_missing(client, flux_namespace).await?
+        || flux_objects_missing(&flux_objects, flux_namespace)
     {
         requested.insert(format!("Kustomization/{flux_namespace}/{ROOT_NAME}"));
         request(client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", flux_namespace, ROOT_NAME, &token).await?;
@@ -284,13 +320,13 @@ pub async fn up(
 
 /// Whether a Kustomization or HelmRelease that one of the environment's Kustomizations
 /// applied is gone (deleted by hand): only a reconcile of what applied it brings it back.
-async fn flux_objects_missing(client: &kube::Client, flux_namespace: &str) -> Result<bool, Error> {
-    let applied = inventory(client, flux_namespace).await?;
-    let present: BTreeSet<String> = wait::list_all(client).await?.iter().map(wait::key).collect();
-    Ok(applied
+fn flux_objects_missing(flux_objects: &[DynamicObject], flux_namespace: &str) -> bool {
+    let applied = inventory_of(flux_objects, flux_namespace);
+    let present: BTreeSet<String> = flux_objects.iter().map(wait::key).collect();
+    applied
         .iter()
         .filter(|object| matches!(object["kind"].as_str(), Some("Kustomization" | "HelmRelease")))
-        .any(|object| !present.contains(&describe(object))))
+        .any(|object| !present.contains(&describe(object)))
 }
 
 /// devenv's sources in the cluster whose artifact is not the registry's (`manifest_digest`)
@@ -354,9 +390,13 @@ async fn request(
 /// round to try again with this round's token, so no verdict of this round is an old one
 /// (a failure whose cause was elsewhere, such as a missing CRD, passes once retried).
 /// Returns them as `Kind/namespace/name`.
-async fn retry_failed(client: &kube::Client, flux_namespace: &str, token: &str) -> Result<BTreeSet<String>, Error> {
-    let all = wait::list_all(client).await?;
-    let all: Vec<&DynamicObject> = all.iter().collect();
+async fn retry_failed(
+    client: &kube::Client,
+    flux_objects: &[DynamicObject],
+    flux_namespace: &str,
+    token: &str,
+) -> Result<BTreeSet<String>, Error> {
+    let all: Vec<&DynamicObject> = flux_objects.iter().collect();
     let mut retried = BTreeSet::new();
     for object in wait::environment_objects(&all, flux_namespace) {
         let conditions = object.data.pointer("/status/conditions").and_then(Value::as_array);
@@ -382,6 +422,7 @@ async fn retry_failed(client: &kube::Client, flux_namespace: &str, token: &str) 
 async fn follow_charts(
     client: &kube::Client,
     charts: &[Pushed],
+    flux_objects: &[DynamicObject],
     token: &str,
 ) -> Result<BTreeMap<String, String>, Error> {
     let mut expected = BTreeMap::new();
@@ -394,7 +435,8 @@ async fn follow_charts(
     );
     let sources: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let sources = sources.list(&ListParams::default()).await.map_err(Error::List)?.items;
-    let releases = helm_releases(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    let is_release = |o: &&DynamicObject| o.types.as_ref().is_some_and(|t| t.kind == "HelmRelease");
+    let releases: Vec<&DynamicObject> = flux_objects.iter().filter(is_release).collect();
     for chart in charts {
         let repository = chart.reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&chart.reference);
         let url = format!("oci://{repository}");
@@ -574,8 +616,15 @@ async fn prune(
 /// the Kustomizations it applied, and so on), as references for `k8s::get`.
 async fn inventory(client: &kube::Client, flux_namespace: &str) -> Result<Vec<Value>, Error> {
     let all = kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    Ok(inventory_of(&all, flux_namespace))
+}
+
+/// `inventory` from a list that holds the environment's Kustomizations (other kinds ignored).
+fn inventory_of(all: &[DynamicObject], flux_namespace: &str) -> Vec<Value> {
+    let is_kustomization = |o: &&DynamicObject| o.types.as_ref().is_none_or(|t| t.kind == "Kustomization");
     let by_id: BTreeMap<(String, String), &DynamicObject> = all
         .iter()
+        .filter(is_kustomization)
         .map(|k| ((k.metadata.namespace.clone().unwrap_or_default(), k.metadata.name.clone().unwrap_or_default()), k))
         .collect();
     let mut pending = vec![(flux_namespace.to_string(), ROOT_NAME.to_string())];
@@ -604,5 +653,5 @@ async fn inventory(client: &kube::Client, flux_namespace: &str) -> Result<Vec<Va
             }
         }
     }
-    Ok(objects)
+    objects
 }
