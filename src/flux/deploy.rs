@@ -276,10 +276,11 @@ pub async fn up(
     let mut requested = retry_failed(client, &flux_objects, flux_namespace, &token).await?;
     // With nothing new to apply the root is not asked again: a no-op `up` touches nothing,
     // and the watch below still checks that every object is Ready at the current revisions
-    // (a spec devenv changed makes Flux reconcile by itself).
+    // (a spec devenv changed makes Flux reconcile by itself). Nor is it asked for a pushed
+    // artifact: it follows its own source's new revision, and a request that came first
+    // would reconcile the old one, delaying the new by a whole reconcile of the graph.
     let charts_pushed = charts.iter().any(|c| c.pushed);
-    if !pushed.is_empty()
-        || !behind.is_empty()
+    if !behind.is_empty()
         || env_changed
         || charts_pushed
         || !requested.is_empty()
