@@ -384,6 +384,27 @@ fn a_chart_without_chart_yaml_is_a_config_error() {
 }
 
 #[test]
+fn a_chart_repository_or_name_the_registry_would_refuse_is_a_config_error() {
+    let repo = TestRepo::new("t-cli-chart-path", "");
+    let project = std::fs::read_to_string(repo.path().join("devenv.yaml")).unwrap();
+    repo.write("charts/audit/Chart.yaml", "apiVersion: v2\nname: audit\nversion: 1.0.0\n");
+    repo.write("devenv.yaml", &format!("{project}charts:\n  - path: charts/audit\n    repository: Platform/charts\n"));
+    repo.devenv()
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "devenv.yaml:12:17: charts[0].repository: `Platform/charts` is not a registry repository path",
+        ))
+        .stderr(predicate::str::contains("hint: use lowercase letters and digits"));
+    repo.write("devenv.yaml", &format!("{project}charts:\n  - path: charts/audit\n"));
+    repo.write("charts/audit/Chart.yaml", "apiVersion: v2\nname: Audit_\nversion: 1.0.0\n");
+    repo.devenv().arg("plan").assert().code(2).stderr(predicate::str::contains(
+        "charts[0].path: the chart's name `Audit_` (its Chart.yaml) cannot be a path in the registry",
+    ));
+}
+
+#[test]
 fn a_profile_field_not_supported_yet_is_an_error_naming_file_and_field() {
     let repo = TestRepo::new("t-cli-unsupported", SERVICE);
     repo.write(".devenv/profiles/mine.yaml", "cluster:\n  provider: sim\nttl: 72h\n");

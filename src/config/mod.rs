@@ -468,6 +468,9 @@ fn check_sources(project: &ProjectFile, at: &dyn Fn(&str) -> Location) -> Result
     Ok(())
 }
 
+const REGISTRY_PATH_HINT: &str =
+    "use lowercase letters and digits, separated by `/`, `.`, `_` or `-` (e.g. `charts/platform`)";
+
 /// `charts`: each path is a chart directory with a readable Chart.yaml.
 fn check_charts(project: &ProjectFile, repo: &Path, at: &dyn Fn(&str) -> Location) -> Result<(), Error> {
     let mut seen = BTreeSet::new();
@@ -487,6 +490,25 @@ fn check_charts(project: &ProjectFile, repo: &Path, at: &dyn Fn(&str) -> Locatio
                 "give the chart's directory relative to the repository root; its Chart.yaml needs `name` and `version`",
             )
         })?;
+        // Both become the path of the chart in the registry, which takes lowercase names only.
+        let repository_field = format!("charts[{i}].repository");
+        let repository = chart.repository.trim_matches('/');
+        if repository.is_empty() || !repository.split('/').all(crate::flux::artifact::is_path_component) {
+            return Err(Error::Invalid {
+                problem: Problem::Invalid,
+                at: at(&repository_field),
+                field: repository_field,
+                message: format!("`{}` is not a registry repository path", chart.repository),
+                hint: Some(REGISTRY_PATH_HINT.to_string()),
+            });
+        }
+        if !crate::flux::artifact::is_path_component(&metadata.name) {
+            return Err(invalid(
+                Problem::Invalid,
+                format!("the chart's name `{}` (its Chart.yaml) cannot be a path in the registry", metadata.name),
+                REGISTRY_PATH_HINT,
+            ));
+        }
         if !seen.insert((chart.repository.clone(), metadata.name.clone())) {
             return Err(invalid(
                 Problem::Duplicate,

@@ -110,7 +110,7 @@ pub fn reference(registry: &str, repository: &str, tag: &str) -> Result<(Referen
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, the distribution spec's path component.
-fn is_path_component(component: &str) -> bool {
+pub fn is_path_component(component: &str) -> bool {
     let bytes = component.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
