@@ -490,7 +490,7 @@ step_coredns() {
   mv -f "$outdir/coredns" "$OUT/bin/coredns"
   rm -rf "$outdir" "$dir"
   "$OUT/bin/coredns" -version
-  "$OUT/bin/coredns" -plugins | grep -q 'dns.kubernetes' || { echo "coredns lacks the kubernetes plugin"; return 1; }
+  "$OUT/bin/coredns" -plugins | grep -qw kubernetes || { echo "coredns lacks the kubernetes plugin"; return 1; }
 }
 
 step_local_path() {
