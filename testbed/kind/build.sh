@@ -451,7 +451,7 @@ step_rootfs() {
     apt-get install -y -q -o Dpkg::Use-Pty=0 $PROXY_PACKAGES
   finish_rootfs "$proxy" "$RFS/kube-proxy-base.tar"
   rm -rf --one-file-system "$proxy" "$base"
-  ls -la "$OUT/rootfs"
+  ls -la "$RFS"
 }
 
 # ---------------------------------------------------------------------------
