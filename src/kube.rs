@@ -192,7 +192,7 @@ fn covers(part: &Value, whole: &Value) -> bool {
 /// [`describe`]; `None` when they cannot be listed (then everything is applied).
 pub async fn list_labelled(client: &kube::Client, like: &Value, env: &str) -> Option<Vec<Value>> {
     let (api, _) = api_for(client, like).await.ok()?;
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={env}");
+    let selector = crate::naming::env_selector(env);
     let list = api.list(&ListParams::default().labels(&selector)).await.ok()?;
     let (api_version, kind) = (like.get("apiVersion")?, like.get("kind")?);
     Some(

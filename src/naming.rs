@@ -13,6 +13,11 @@ pub const LABEL_ENV: &str = "devenv.io/env";
 pub const LABEL_SERVICE: &str = "devenv.io/service";
 pub const LABEL_SPEC_HASH: &str = "devenv.io/spec-hash";
 
+/// The labels every object of environment `env` carries, as a label selector.
+pub fn env_selector(env: &str) -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={env}")
+}
+
 /// Checks a DNS-1123 label; the error says what is wrong.
 pub fn check_label(value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {

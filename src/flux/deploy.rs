@@ -22,7 +22,6 @@ use super::{charts, publish};
 use crate::config::Config;
 use crate::envmap::{self, EnvMap};
 use crate::kube::{self as k8s, describe};
-use crate::naming::{LABEL_ENV, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::providers::Registry;
 use crate::state::FluxPlacement;
 use crate::ui::{Reporter, ReporterExt, Status};
@@ -485,7 +484,7 @@ async fn labelled(
     kind: &str,
     plural: &str,
 ) -> Result<Vec<Value>, Error> {
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={env}");
+    let selector = crate::naming::env_selector(env);
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let list = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?;

@@ -111,7 +111,7 @@ impl ClusterRuntime {
 
     /// The labels every object of the environment carries, as a selector.
     fn env_selector(&self) -> String {
-        format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENV}={}", self.env)
+        crate::naming::env_selector(&self.env)
     }
 
     /// Creates the namespace, labelled as devenv's, unless it exists (whoever made it).
