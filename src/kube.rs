@@ -164,8 +164,11 @@ pub fn stamp(object: &mut Value) {
 /// Whether applying the stamped object `desired` would change nothing in `live`: devenv
 /// applied this very content last (its digest is on the object, so a field devenv stopped
 /// setting has been removed), and every field it sets still has its value (so a hand edit is
-/// put back by applying).
+/// put back by applying), and it is not being deleted.
 pub fn already_applied(desired: &Value, live: &Value) -> bool {
+    if live.pointer("/metadata/deletionTimestamp").is_some() {
+        return false;
+    }
     let digest = |object: &Value| {
         object
             .pointer(&format!("/metadata/annotations/{}", APPLIED_DIGEST.replace('/', "~1")))
@@ -455,6 +458,10 @@ mod tests {
         let mut unstamped = as_served(&desired);
         unstamped["metadata"]["annotations"].as_object_mut().unwrap().remove(APPLIED_DIGEST);
         assert!(!already_applied(&desired, &unstamped));
+        // Being deleted (an interrupted `down`): applying it again is needed once it is gone.
+        let mut terminating = as_served(&desired);
+        terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        assert!(!already_applied(&desired, &terminating));
     }
 
     #[test]

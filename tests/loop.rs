@@ -6,12 +6,14 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{TestRepo, cluster_client, copy_tree, result_json, tier_available};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/platform");
@@ -223,6 +225,68 @@ async fn every_up_reports_this_rounds_truth() {
         1,
     );
 
+    interrupted_down_then_up(&repo, &client).await;
+
     let output = repo.devenv().args(["down", "--env", "t-loop"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// An `up` after a `down` that stopped part way, with the root deleted and still held by a
+/// finalizer (here one of the test's, kept until Flux has pruned): `up` lets the removal
+/// finish and applies everything again, rather than skipping or patching an object on its
+/// way out and reporting it Ready.
+async fn interrupted_down_then_up(repo: &TestRepo, client: &kube::Client) {
+    const HOLD: &str = "test.devenv.io/hold";
+    let kind = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    );
+    let kustomizations: Api<DynamicObject> = Api::namespaced_with(client.clone(), "flux-system", &kind);
+    let finalizers = |object: &DynamicObject| object.metadata.finalizers.clone().unwrap_or_default();
+    let root = kustomizations.get("devenv-root").await.unwrap();
+    let mut held = finalizers(&root);
+    held.push(HOLD.to_string());
+    let set = |list: Vec<String>| Patch::Merge(serde_json::json!({"metadata": {"finalizers": list}}));
+    kustomizations.patch("devenv-root", &PatchParams::default(), &set(held)).await.unwrap();
+    kustomizations.delete("devenv-root", &DeleteParams::default()).await.unwrap();
+
+    let mut up = repo.std_command().args(up_args(repo)).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (stderr, pipe) = (stderr.clone(), up.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                stderr.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut released = false;
+    while up.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        // Released once `up` waits for the removal and Flux has pruned and let go (the test's
+        // finalizer is the only one left).
+        let waiting = stderr.lock().unwrap().contains("waiting for Flux to prune what it applied");
+        let root = kustomizations.get_opt("devenv-root").await.unwrap();
+        if !released && waiting && root.as_ref().is_some_and(|r| finalizers(r) == [HOLD]) {
+            kustomizations.patch("devenv-root", &PatchParams::default(), &set(Vec::new())).await.unwrap();
+            released = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = up.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(released, "Flux never finished pruning the deleted root:\n{stderr}");
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("finished the removal an earlier `down` began"), "{stderr}");
+    let root = kustomizations.get("devenv-root").await.unwrap();
+    assert!(root.metadata.deletion_timestamp.is_none(), "the root is applied again, not left on its way out");
+    let ready = root.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "{:?}", root.data["status"]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "web");
+    assert!(deployments.get_opt("greeter").await.unwrap().is_some(), "the pruned release is installed again");
 }

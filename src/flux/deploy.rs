@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -198,6 +200,7 @@ pub async fn up(
             .await
             .map_err(|source| Error::FluxMissing { kind: kind.to_string(), source })?;
     }
+    finish_interrupted_removal(client, config, packed, timeout, reporter).await?;
     let step = "flux/apply";
     let started = Instant::now();
     reporter.started(step, "environment ConfigMap and Secret, charts, artifacts, sources and root");
@@ -206,7 +209,7 @@ pub async fn up(
     let namespaces: BTreeSet<&str> =
         objects.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
     for namespace in namespaces {
-        ensure_namespace(client, namespace, &config.env).await?;
+        ensure_namespace(client, namespace, &config.env, timeout).await?;
     }
     let mut charts = publish::publish(&config.repo, &config.project.charts, registry).await?;
     let oci = artifact::client(registry);
@@ -250,7 +253,7 @@ pub async fn up(
                     k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version).map(Value::from)
                 }
             };
-            let after = k8s::apply(client, object).await?.metadata.resource_version.map(Value::from);
+            let after = apply_over_deletion(client, object, timeout).await?.metadata.resource_version.map(Value::from);
             Ok::<bool, Error>(is_env && before != after)
         }
     });
@@ -354,13 +357,111 @@ async fn sources_behind(
 }
 
 /// Creates a missing namespace, labelled as devenv's; an existing one is left alone.
-async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str) -> Result<(), Error> {
+async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str, timeout: Duration) -> Result<(), Error> {
     let mut namespace_object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-    if k8s::get(client, &namespace_object).await?.is_none() {
+    let live = k8s::get(client, &namespace_object).await?;
+    if live.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
         k8s::label(&mut namespace_object, env);
-        k8s::apply(client, &namespace_object).await?;
+        apply_over_deletion(client, &namespace_object, timeout).await?;
     }
     Ok(())
+}
+
+/// Every object of `api`; none when the identity may not list them all (an environment in a
+/// namespace of a shared cluster), since waiting out a removal is then Flux's own business.
+async fn listed(api: &Api<DynamicObject>) -> Result<Vec<DynamicObject>, Error> {
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Vec::new()),
+        Err(error) => Err(Error::List(error)),
+    }
+}
+
+/// The label Flux puts on what a Kustomization applies: the Kustomization's namespace.
+const FLUX_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
+
+/// Applies an object; one that turns out to be on its way out (an interrupted `down` deleted
+/// it and a finalizer still holds it) is waited out and created again, since an apply to it
+/// would be lost with it.
+async fn apply_over_deletion(client: &kube::Client, object: &Value, timeout: Duration) -> Result<DynamicObject, Error> {
+    let applied = k8s::apply(client, object).await?;
+    if applied.metadata.deletion_timestamp.is_none() {
+        return Ok(applied);
+    }
+    if !k8s::wait_gone(client, object, timeout).await? {
+        return Err(Error::PruneTimeout { object: describe(object), deadline: timeout });
+    }
+    Ok(k8s::apply(client, object).await?)
+}
+
+/// An `up` after a `down` that stopped part way lets that removal finish first: objects
+/// applied now into what is still on its way out (the root, the Kustomizations it applied,
+/// their namespaces) would be deleted with it. Costs one read when the root is in place.
+async fn finish_interrupted_removal(
+    client: &kube::Client,
+    config: &Config,
+    packed: &Packed,
+    timeout: Duration,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    let placement = FluxPlacement::for_config(config);
+    let root = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
+    });
+    let live_root = k8s::get(client, &root).await?;
+    if live_root.as_ref().is_some_and(|r| r.metadata.deletion_timestamp.is_none()) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut pruned = 0;
+    if live_root.is_some() {
+        pruned = prune(client, &placement, timeout, reporter).await?.pruned.len();
+    }
+    // Flux deletes in the background, and the root's inventory no longer names what its
+    // Kustomizations applied once they are gone: what the tree declares that is still being
+    // deleted is waited out.
+    let leftovers = being_deleted(client, packed, &placement.namespace).await?;
+    for object in &leftovers {
+        let left = timeout.saturating_sub(started.elapsed());
+        if !k8s::wait_gone(client, object, left).await? {
+            return Err(Error::PruneTimeout { object: describe(object), deadline: timeout });
+        }
+    }
+    if live_root.is_some() || !leftovers.is_empty() {
+        let what =
+            format!("finished the removal an earlier `down` began: {} object(s) pruned", pruned + leftovers.len());
+        reporter.finished("flux/remove", Status::Ok, &what, started.elapsed());
+    }
+    Ok(())
+}
+
+/// The Kustomizations and HelmReleases of the packed tree, and the namespaces they live in or
+/// Flux applied from `flux_namespace`, that are being deleted.
+async fn being_deleted(client: &kube::Client, packed: &Packed, flux_namespace: &str) -> Result<Vec<Value>, Error> {
+    let terminating = |o: &DynamicObject| o.metadata.deletion_timestamp.is_some();
+    let mut objects = Vec::new();
+    for (api, api_version, kind) in [
+        (kustomizations(client), "kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+        (helm_releases(client), "helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+    ] {
+        for object in listed(&api).await?.iter().filter(|o| terminating(o)) {
+            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+            if packed.origins.contains_key(&format!("{kind}/{namespace}/{name}")) {
+                objects.push(json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}));
+            }
+        }
+    }
+    let declared: BTreeSet<&str> = packed.origins.keys().filter_map(|key| key.split('/').nth(1)).collect();
+    let namespaces: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Namespace>(&()));
+    for namespace in listed(&namespaces).await?.iter().filter(|o| terminating(o)) {
+        let applied_here = namespace.labels().get(FLUX_NAMESPACE_LABEL).is_some_and(|n| n == flux_namespace);
+        let name = namespace.name_any();
+        if applied_here || declared.contains(name.as_str()) {
+            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+        }
+    }
+    Ok(objects)
 }
 
 fn request_token() -> String {
