@@ -141,6 +141,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// The kubeconfig context: `--context`, else the profile's `cluster.context`.
     pub context: Option<String>,
+    /// devenv.yaml as loaded, to point at a field of it in later findings.
+    pub project_text: String,
 }
 
 impl Config {
@@ -251,7 +253,8 @@ pub fn load(selection: &Selection, cwd: &Path) -> Result<Config, Error> {
     check_charts(&project, &repo, &at)?;
     support::check_supported(&repo, &profile_name, &profile, selection.context.as_deref())?;
     let context = selection.context.clone().or_else(|| profile.cluster.context.clone());
-    Ok(Config { repo, env, profile_name, project, profile, services, context })
+    let project_text = project_source.text;
+    Ok(Config { repo, env, profile_name, project, profile, services, context, project_text })
 }
 
 fn resolve_services(

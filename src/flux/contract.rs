@@ -6,11 +6,11 @@
 //! keys it provides.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde_yaml::Value;
 
 use super::closure;
+use super::files::Texts;
 
 /// The label (or annotation) with which an object opts out of substitution.
 const SUBSTITUTE_LABEL: &str = "kustomize.toolkit.fluxcd.io/substitute";
@@ -115,17 +115,17 @@ pub fn scopes(documents: &[Value], visible: &BTreeSet<String>, sources: &BTreeSe
 
 /// Checks the files of each scope (files whose path lies under the scope's directory, or that
 /// its kustomization.yaml pulls in from elsewhere) against the provided keys.
-pub fn check(root: &Path, files: &[String], scopes: &[Scope], provided: &BTreeSet<String>) -> Report {
+pub fn check(texts: &Texts, files: &[String], scopes: &[Scope], provided: &BTreeSet<String>) -> Report {
     let mut report = Report::default();
     let mut used = BTreeSet::new();
     let mut seen = BTreeSet::new();
     for scope in scopes {
-        for file in files_of_scope(root, files, &scope.path) {
+        for file in files_of_scope(texts, files, &scope.path) {
             if !seen.insert((file.clone(), scope.inline.clone(), scope.opaque)) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(root.join(&file)) else { continue };
-            for (line, reference) in substituted_references(&text) {
+            let Some(text) = texts.get(&file) else { continue };
+            for (line, reference) in substituted_references(text) {
                 used.insert(reference.name.clone());
                 if reference.has_default || provided.contains(&reference.name) || scope.inline.contains(&reference.name)
                 {
@@ -180,9 +180,11 @@ fn substituted_references(text: &str) -> Vec<(usize, Reference)> {
 }
 
 /// The YAML files a Kustomization building `dir` reads.
-fn files_of_scope(root: &Path, files: &[String], dir: &str) -> Vec<String> {
-    let read = |file: &str| std::fs::read_to_string(root.join(file)).ok();
-    closure::files_of(files, &read, dir).into_iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")).collect()
+fn files_of_scope(texts: &Texts, files: &[String], dir: &str) -> Vec<String> {
+    closure::files_of(files, &|file| texts.read(file), dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
+        .collect()
 }
 
 /// The report as text: an error paragraph per missing variable, then warnings.
@@ -221,8 +223,7 @@ mod tests {
         );
     }
 
-    fn repo() -> (tempfile::TempDir, Vec<String>) {
-        let dir = tempfile::tempdir().unwrap();
+    fn repo() -> (Texts, Vec<String>) {
         let files = [
             ("apps/local/kustomization.yaml", "resources:\n  - ../base/orders\n"),
             (
@@ -236,14 +237,9 @@ mod tests {
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts\n  labels:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  run.sh: echo ${HOME}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  x: ${MISSING}\n",
             ),
         ];
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
         let mut names: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
         names.sort();
-        (dir, names)
+        (files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect(), names)
     }
 
     fn scope(inline: &[&str], opaque: bool) -> Scope {
@@ -252,9 +248,9 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_reported_with_every_use() {
-        let (dir, files) = repo();
+        let (texts, files) = repo();
         let provided = BTreeSet::from(["DB_HOST".to_string(), "AWS_REGION".to_string()]);
-        let report = check(dir.path(), &files, &[scope(&[], false)], &provided);
+        let report = check(&texts, &files, &[scope(&[], false)], &provided);
         assert_eq!(report.missing.keys().collect::<Vec<_>>(), ["MISSING"]);
         assert_eq!(
             report.missing["MISSING"],
@@ -276,10 +272,10 @@ mod tests {
 
     #[test]
     fn inline_values_and_opaque_sources_are_honoured() {
-        let (dir, files) = repo();
+        let (texts, files) = repo();
         let provided = BTreeSet::from(["DB_HOST".to_string()]);
-        assert!(check(dir.path(), &files, &[scope(&["MISSING"], false)], &provided).missing.is_empty());
-        let report = check(dir.path(), &files, &[scope(&[], true)], &provided);
+        assert!(check(&texts, &files, &[scope(&["MISSING"], false)], &provided).missing.is_empty());
+        let report = check(&texts, &files, &[scope(&[], true)], &provided);
         assert!(report.missing.is_empty());
         assert!(report.unverifiable.contains_key("MISSING"));
     }

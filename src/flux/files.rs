@@ -92,6 +92,45 @@ impl Tree {
     }
 }
 
+/// The text files of the tree as `pack` read them, before the overlay: what the substitution
+/// contract and the checks read, so they judge the very bytes that were packed (not a second
+/// read of a tree that may have changed since) and still point at the user's own lines.
+#[derive(Debug, Clone, Default)]
+pub struct Texts(BTreeMap<String, String>);
+
+impl Texts {
+    /// The text of `file` (relative to the repository), if the tree has it as text.
+    pub fn get(&self, file: &str) -> Option<&str> {
+        self.0.get(file).map(String::as_str)
+    }
+
+    /// [`get`](Self::get) as an owned string, the shape `closure::files_of` reads with.
+    pub fn read(&self, file: &str) -> Option<String> {
+        self.get(file).map(str::to_string)
+    }
+
+    /// Every file of `root` read as text, as a test sets a tree up on disk.
+    #[cfg(test)]
+    pub fn of_dir(root: &Path) -> Self {
+        let walk = ignore::WalkBuilder::new(root).hidden(false).git_ignore(false).build();
+        let files = walk.filter_map(Result::ok).filter(|e| e.file_type().is_some_and(|t| t.is_file()));
+        Texts(
+            files
+                .filter_map(|entry| {
+                    let relative = entry.path().strip_prefix(root).ok()?.to_str()?.to_string();
+                    Some((relative, fs::read_to_string(entry.path()).ok()?))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl FromIterator<(String, String)> for Texts {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(files: I) -> Self {
+        Texts(files.into_iter().collect())
+    }
+}
+
 /// Where `relative` (a path devenv.yaml or a Flux object names) leads once `..` and symbolic
 /// links are followed, if that is inside `root`; otherwise why not. A path that does not
 /// exist is left for its reader to report.

@@ -126,7 +126,7 @@ pub fn prepare(config: &Config, env: &EnvMap, registry: &str, cluster: Capabilit
     let packed = pack(config, registry, cluster).map_err(unparsable_flux_file)?;
     let visible = BTreeSet::from([config.project.environment.config_map.name.clone(), envmap::secret_name(config)]);
     let scopes = contract::scopes(&packed.objects, &visible, &packed.sources());
-    let contract = contract::check(&config.repo, &packed.paths, &scopes, &envmap::keys(env));
+    let contract = contract::check(&packed.texts, &packed.paths, &scopes, &envmap::keys(env));
     let findings = run_checks(config, env, &packed);
     Ok(Prepared { packed, contract, findings })
 }
@@ -134,22 +134,26 @@ pub fn prepare(config: &Config, env: &EnvMap, registry: &str, cluster: Capabilit
 /// Every check of `checks` on the packed tree, errors first.
 fn run_checks(config: &Config, env: &EnvMap, packed: &pack::Packed) -> Vec<checks::Finding> {
     let flux_namespace = &config.project.flux.namespace;
-    let appliers = checks::appliers(&config.repo, packed, flux_namespace);
+    let appliers = checks::appliers(packed, flux_namespace);
     let provided = provided_values(config, env);
     // The Flux objects of the reached files as written, the disabled ones included.
     let flux_objects: BTreeSet<String> = (packed.origins.keys().cloned())
         .chain(packed.diffs.iter().filter(|(_, d)| d.after.is_none()).map(|(_, d)| d.object.clone()))
         .collect();
-    let project_text = std::fs::read_to_string(config.repo.join(crate::config::PROJECT_FILE)).unwrap_or_default();
     // devenv's own root is not the user's: what only it applies cannot be patched away.
     let root = format!("Kustomization/{}/{}", config.flux_namespace(), names::ROOT_NAME);
     let applying: Vec<checks::Applier> = appliers.iter().filter(|a| a.key != root).cloned().collect();
-    let applied = checks::disable::applied_objects(&config.repo, &applying);
-    let mut findings = checks::build::check(&config.repo, &packed.paths, &appliers);
-    findings.extend(checks::disable::check(&config.project.overlay.disable, &project_text, &flux_objects, &applied));
-    findings.extend(checks::string_fields::check(&config.repo, &appliers, &provided));
-    findings.extend(checks::unsubstituted::check(&config.repo, &appliers));
-    findings.extend(checks::overrides::check(&config.repo, &appliers, &provided));
+    let applied = checks::disable::applied_objects(&packed.texts, &applying);
+    let mut findings = checks::build::check(&config.repo, &packed.texts, &packed.paths, &appliers);
+    findings.extend(checks::disable::check(
+        &config.project.overlay.disable,
+        &config.project_text,
+        &flux_objects,
+        &applied,
+    ));
+    findings.extend(checks::string_fields::check(&packed.texts, &appliers, &provided));
+    findings.extend(checks::unsubstituted::check(&packed.texts, &appliers));
+    findings.extend(checks::overrides::check(&packed.texts, &appliers, &provided));
     findings.sort_by_key(|f| f.severity);
     findings
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use super::artifact::{Content, Entry, archive_tree};
-use super::files::{self, MAX_FILE_SIZE, is_executable, is_yaml, list_tree};
+use super::files::{self, MAX_FILE_SIZE, Texts, is_executable, is_yaml, list_tree};
 use super::overlay::{self, Change, Rewritten, Settings};
 use super::{closure, names};
 
@@ -82,6 +82,8 @@ pub struct Packed {
     pub origins: BTreeMap<String, String>,
     /// Charts the reached HelmReleases take from the repository.
     pub charts: Vec<PackedChart>,
+    /// The tree's text files as read, before the overlay, for the contract and the checks.
+    pub texts: Texts,
 }
 
 impl Packed {
@@ -248,6 +250,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         charts: Vec::new(),
         paths: files,
         linked_manifests: tree.linked_manifests,
+        texts: Texts::default(),
     };
     // Flux objects the overlay left as they are come from their files too.
     for file in reached.iter().filter(|f| is_yaml(f) && !rewrites.contains_key(*f)) {
@@ -295,6 +298,9 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
             packed.charts.push(PackedChart { source: chart.source, path: chart.path, metadata, bytes });
         }
     }
+    packed.texts = (originals.into_iter())
+        .filter_map(|(file, (content, _))| Some((file, String::from_utf8(content).ok()?)))
+        .collect();
     Ok(packed)
 }
 
@@ -382,6 +388,17 @@ mod tests {
         assert_eq!(files, [".gitignore", "apps/deployment.yaml", "clusters/local/apps.yaml"]);
         let files = list_files(dir.path(), "./clusters/local/").unwrap();
         assert!(!files.iter().any(|f| f.contains("flux-system")));
+    }
+
+    #[test]
+    fn the_checks_read_the_text_that_was_packed_not_the_disk_again() {
+        let dir = tree();
+        let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings()).unwrap();
+        std::fs::write(dir.path().join("apps/deployment.yaml"), "edited: after packing\n").unwrap();
+        assert_eq!(packed.texts.get("apps/deployment.yaml"), Some("apiVersion: apps/v1\nkind: Deployment\n"));
+        // The user's text, before the overlay re-points the Kustomization at devenv's source.
+        assert!(packed.texts.get("clusters/local/apps.yaml").unwrap().contains("name: flux-system"));
+        assert_eq!(packed.texts.get("secrets.env"), None, "an ignored file is not in the tree");
     }
 
     fn digests(packed: &Packed) -> Vec<(String, String)> {

@@ -9,14 +9,16 @@ use serde_yaml::Value;
 use super::{Applier, Finding, Kind};
 use crate::config::locate::Locator;
 use crate::flux::closure;
+use crate::flux::files::Texts;
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 /// Fields of a kustomization file that name files or directories, as kustomize reads them.
 const LISTS: [&str; 5] = ["resources", "bases", "components", "crds", "patchesStrategicMerge"];
 
-/// Checks what each Kustomization builds; `files` is the packed tree.
-pub fn check(root: &std::path::Path, files: &[String], appliers: &[Applier]) -> Vec<Finding> {
-    let mut walk = Walk { root, files, findings: Vec::new(), parsed: BTreeSet::new(), visited: BTreeSet::new() };
+/// Checks what each Kustomization builds; `files` is the packed tree and `texts` its text as
+/// packed. `root` is looked at only for a file the tree lacks, to tell an ignored one.
+pub fn check(root: &std::path::Path, texts: &Texts, files: &[String], appliers: &[Applier]) -> Vec<Finding> {
+    let mut walk = Walk { root, texts, files, findings: Vec::new(), parsed: BTreeSet::new(), visited: BTreeSet::new() };
     for applier in appliers.iter().filter(|a| a.path_known) {
         walk.directory(&applier.path, None);
     }
@@ -27,6 +29,7 @@ pub fn check(root: &std::path::Path, files: &[String], appliers: &[Applier]) -> 
 
 struct Walk<'a> {
     root: &'a std::path::Path,
+    texts: &'a Texts,
     files: &'a [String],
     findings: Vec<Finding>,
     parsed: BTreeSet<String>,
@@ -35,7 +38,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn read(&self, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.root.join(file)).ok()
+        self.texts.read(file)
     }
 
     fn exists(&self, file: &str) -> bool {
@@ -227,7 +230,8 @@ mod tests {
         let dir = crate::flux::files::tests::write_tree(tree);
         let mut files: Vec<String> = tree.iter().map(|(p, _)| p.to_string()).collect();
         files.sort();
-        check(dir.path(), &files, &[applier(path)])
+        let texts: Texts = tree.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+        check(dir.path(), &texts, &files, &[applier(path)])
     }
 
     const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: search-api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: search:1\n          env:\n            - name: A\n              value: x\n           - name: B\n";

@@ -10,6 +10,7 @@ use super::{Applier, Finding, Kind};
 use crate::config::locate::Locator;
 use crate::flux::disable::{Entry, is_flux, is_kustomization_file};
 use crate::flux::documents;
+use crate::flux::files::Texts;
 
 /// An object a Kustomization applies, read from the user's files.
 #[derive(Debug, Clone)]
@@ -23,12 +24,12 @@ pub struct AppliedObject {
 }
 
 /// Every object the Kustomizations apply, from the files they read.
-pub fn applied_objects(root: &std::path::Path, appliers: &[Applier]) -> Vec<AppliedObject> {
+pub fn applied_objects(texts: &Texts, appliers: &[Applier]) -> Vec<AppliedObject> {
     let mut objects = Vec::new();
     for applier in appliers {
         for file in applier.files.iter().filter(|f| super::is_yaml(f) && !is_kustomization_file(f)) {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
-            for document in documents::parse(&text) {
+            let Some(text) = texts.get(file) else { continue };
+            for document in documents::parse(text) {
                 let Some(key) = document.object() else { continue };
                 let api_version = document.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
                 objects.push(AppliedObject {

@@ -12,7 +12,6 @@ pub mod string_fields;
 pub mod unsubstituted;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde::Serialize;
 use serde_yaml::Value;
@@ -181,8 +180,8 @@ impl Applier {
 
 /// The Kustomizations of the packed tree, each with the files it reads. `packed.objects`
 /// are the Flux objects after the overlay, so disabled ones are gone.
-pub fn appliers(root: &Path, packed: &Packed, flux_namespace: &str) -> Vec<Applier> {
-    let read = |file: &str| std::fs::read_to_string(root.join(file)).ok();
+pub fn appliers(packed: &Packed, flux_namespace: &str) -> Vec<Applier> {
+    let read = |file: &str| packed.texts.read(file);
     let mut result = Vec::new();
     for artifact in &packed.artifacts {
         let (namespace, name) = artifact.kustomization.split_once('/').unwrap_or((flux_namespace, ""));

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::{Applier, Finding, Kind, Provided};
+use crate::flux::files::Texts;
 
 /// A note per default that devenv's environment replaces, with the file:line of the default.
-pub fn check(root: &std::path::Path, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
+pub fn check(texts: &Texts, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
     let mut findings = Vec::new();
     for applier in appliers.iter().filter(|a| a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f)) {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
+            let Some(text) = texts.get(file) else { continue };
             if !text.contains("${") {
                 continue;
             }
@@ -89,7 +90,7 @@ mod tests {
             ("AWS_REGION".to_string(), profile("us-east-1")),
             ("ENVIRONMENT".to_string(), profile("local")),
         ]);
-        let findings = check(dir.path(), &[applier], &provided);
+        let findings = check(&Texts::of_dir(dir.path()), &[applier], &provided);
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert_eq!(findings[0].place(), "infrastructure/platform/product.yaml:2:11");
         assert_eq!(

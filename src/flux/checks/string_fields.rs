@@ -13,6 +13,7 @@ use serde_yaml::Value;
 
 use super::{Applier, Finding, Kind, Provided};
 use crate::flux::documents::{self, Document};
+use crate::flux::files::Texts;
 
 /// The workaround kustomize-controller's documentation gives, in its words.
 const DOCUMENTED: &str = "\"To convert the number or boolean to a string, you can wrap the variable with a double quotes var\" (kustomize-controller docs, \"Post build substitution of numbers and booleans\")";
@@ -27,15 +28,15 @@ struct Field {
 }
 
 /// Checks every string field in the files each substituting Kustomization applies.
-pub fn check(root: &std::path::Path, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
+pub fn check(texts: &Texts, appliers: &[Applier], provided: &BTreeMap<String, Provided>) -> Vec<Finding> {
     let mut findings = Vec::new();
     for applier in appliers.iter().filter(|a| a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f)) {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
+            let Some(text) = texts.get(file) else { continue };
             if !text.contains("${") {
                 continue;
             }
-            for document in documents::parse(&text) {
+            for document in documents::parse(text) {
                 if super::substitution_disabled(&document.value) {
                     continue;
                 }
@@ -370,7 +371,8 @@ data:
     #[test]
     fn a_whole_value_that_reads_as_a_number_or_boolean_is_found_with_its_line() {
         let dir = crate::flux::files::tests::write_tree(&[("apps/loans.yaml", DEPLOYMENT)]);
-        let findings = check(dir.path(), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
+        let findings =
+            check(&Texts::of_dir(dir.path()), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
         let places: Vec<(Option<usize>, &str)> =
             findings.iter().map(|f| (f.line, f.message.split(" of ").next().unwrap())).collect();
         assert_eq!(
@@ -401,10 +403,11 @@ data:
             "  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\n  labels:\n    db-port",
         );
         let dir = crate::flux::files::tests::write_tree(&[("apps/loans.yaml", &disabled)]);
-        let findings = check(dir.path(), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
+        let findings =
+            check(&Texts::of_dir(dir.path()), &[applier(&["apps/loans.yaml"], &[("quote", "\"")])], &provided());
         assert_eq!(findings.len(), 1, "only the ConfigMap: {findings:#?}");
         let mut plain = applier(&["apps/loans.yaml"], &[]);
         plain.substitutes = false;
-        assert!(check(dir.path(), &[plain], &provided()).is_empty());
+        assert!(check(&Texts::of_dir(dir.path()), &[plain], &provided()).is_empty());
     }
 }

@@ -4,22 +4,23 @@
 use super::{Applier, Finding, Kind};
 use crate::flux::contract;
 use crate::flux::documents;
+use crate::flux::files::Texts;
 
 /// A warning per use of a variable in a file that only non-substituting Kustomizations
 /// apply (a file another Kustomization substitutes is that one's business), unless the
 /// object opts out of substitution.
-pub fn check(root: &std::path::Path, appliers: &[Applier]) -> Vec<Finding> {
+pub fn check(texts: &Texts, appliers: &[Applier]) -> Vec<Finding> {
     let substituted: std::collections::BTreeSet<&String> =
         appliers.iter().filter(|a| a.substitutes).flat_map(|a| a.files.iter()).collect();
     let mut findings = Vec::new();
     // A path a parent substitutes is not known here: its files are anyone's guess.
     for applier in appliers.iter().filter(|a| !a.substitutes && a.path_known) {
         for file in applier.files.iter().filter(|f| super::is_yaml(f) && !substituted.contains(f)) {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
+            let Some(text) = texts.get(file) else { continue };
             if !text.contains("${") {
                 continue;
             }
-            for (line, column, name) in uses(&text) {
+            for (line, column, name) in uses(text) {
                 let message = format!(
                     "`${{{name}}}` stays as it is in the cluster: {} applies this file and has no `spec.postBuild`, so Flux substitutes nothing in it",
                     applier.key
@@ -100,7 +101,7 @@ mod tests {
             applier("Kustomization/flux-system/alb", &["infrastructure/alb/ingress.yaml"], false),
             applier("Kustomization/flux-system/apps", &["apps/orders/deployment.yaml"], true),
         ];
-        let findings = check(dir.path(), &appliers);
+        let findings = check(&Texts::of_dir(dir.path()), &appliers);
         let places: Vec<String> = findings.iter().map(|f| f.place()).collect();
         assert_eq!(places, ["infrastructure/alb/ingress.yaml:7:48", "infrastructure/alb/ingress.yaml:10:17"]);
         assert!(findings[0].message.starts_with("`${CERT_ARN}` stays as it is in the cluster: Kustomization/flux-system/alb applies this file and has no `spec.postBuild`"), "{}", findings[0].message);
@@ -112,7 +113,7 @@ mod tests {
     fn under_devenv_s_root_the_fix_is_to_move_the_object() {
         let dir = crate::flux::files::tests::write_tree(&[("clusters/local/cm.yaml", "data:\n  x: ${X}\n")]);
         let root = applier("Kustomization/flux-system/devenv-root", &["clusters/local/cm.yaml"], false);
-        let findings = check(dir.path(), &[root]);
+        let findings = check(&Texts::of_dir(dir.path()), &[root]);
         let fix = findings[0].fix.as_deref().unwrap();
         assert!(
             fix.starts_with("`flux.path` is applied as it is, as `flux bootstrap`'s own Kustomization applies it"),
@@ -127,6 +128,6 @@ mod tests {
             applier("Kustomization/flux-system/a", &["shared/cm.yaml"], false),
             applier("Kustomization/flux-system/b", &["shared/cm.yaml"], true),
         ];
-        assert!(check(dir.path(), &appliers).is_empty());
+        assert!(check(&Texts::of_dir(dir.path()), &appliers).is_empty());
     }
 }
