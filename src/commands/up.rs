@@ -42,8 +42,8 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
     if let Some(provider) = &provider {
         provider.preflight().await?;
     }
-    // Packed with the registry the cluster already has when it exists, so an `up` of a
-    // running environment packs once; a new cluster's registry is known only once it is made.
+    // Packed with the registry the cluster already has when it exists; a new cluster's
+    // registry is known only once it is made, and filled in then.
     let expected_registry = (provider.as_ref().and_then(|p| p.info().ok().flatten()))
         .map(|cluster| cluster.registry.from_cluster)
         .unwrap_or_else(|| flux::REGISTRY_PLACEHOLDER.to_string());
@@ -146,9 +146,12 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
             store.save(&state)?;
         }
         let env = envmap::compute(config, &state, runtime.as_ref());
-        // Packed again when `{{ registry }}` got another value; the contract is unchanged.
-        if cluster.registry.from_cluster != expected_registry {
-            prepared.packed = flux::pack(config, &cluster.registry.from_cluster, provider.capabilities())?;
+        // A new cluster's registry is filled in where the tree was packed with a placeholder;
+        // a running one that came back under another address has the tree packed again. The
+        // contract and the checks do not depend on it.
+        let registry = &cluster.registry.from_cluster;
+        if !prepared.packed.fill_registry(registry).map_err(flux::Error::from)? {
+            prepared.packed = flux::pack(config, registry, provider.capabilities())?;
         }
         let deploy =
             flux::deploy::up(&client, config, &prepared.packed, &env, &cluster.registry, timeout, reporter.as_ref());

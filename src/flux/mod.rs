@@ -48,8 +48,7 @@ impl From<deploy::Error> for Error {
     }
 }
 
-/// What `{{ registry }}` shows as before the cluster, and so its registry, exists.
-pub const REGISTRY_PLACEHOLDER: &str = "<environment registry>";
+pub use names::REGISTRY_PLACEHOLDER;
 
 /// What `up` will hand to Flux: the packed, rewritten tree and the contract check.
 #[derive(Debug, Clone)]

@@ -10,3 +10,6 @@ pub const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 /// With the same value as `requestedAt`, makes helm-controller reset a HelmRelease's
 /// failure count and try again.
 pub const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";
+/// What `{{ registry }}` shows as before the cluster, and so its registry, exists; an `up`
+/// fills the environment's registry in once it does ([`Packed::fill_registry`](super::pack::Packed::fill_registry)).
+pub const REGISTRY_PLACEHOLDER: &str = "<environment registry>";

@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::artifact::{Content, Entry, archive_tree};
+use super::closure;
 use super::files::{self, MAX_FILE_SIZE, Texts, is_executable, is_yaml, list_tree};
+use super::names::{self, REGISTRY_PLACEHOLDER};
 use super::overlay::{self, Change, Rewritten, Settings};
-use super::{closure, names};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,9 +85,70 @@ pub struct Packed {
     pub charts: Vec<PackedChart>,
     /// The tree's text files as read, before the overlay, for the contract and the checks.
     pub texts: Texts,
+    /// What `{{ registry }}` and the re-pointed charts' URLs were filled with.
+    pub registry: String,
+    archiving: Archiving,
+}
+
+/// What archiving the artifacts again needs: the rewritten text files in memory (the others
+/// are read from the working tree), and the files of each artifact.
+#[derive(Debug, Clone, Default)]
+struct Archiving {
+    root: PathBuf,
+    raw_names: BTreeMap<String, PathBuf>,
+    contents: Contents,
+    /// The files of each artifact, in the order of `Packed::artifacts`.
+    members: Vec<BTreeSet<String>>,
+}
+
+impl Archiving {
+    fn archive(&self, members: &BTreeSet<String>) -> Result<(Content, String), Error> {
+        let entries = members.iter().map(|f| {
+            let raw = self.raw_names.get(f);
+            match self.contents.get(f) {
+                Some((content, executable)) => (f.as_str(), raw, Entry::Memory(content), *executable),
+                None => {
+                    let path = self.root.join(raw.map_or(Path::new(f), PathBuf::as_path));
+                    let executable = is_executable(&path);
+                    (f.as_str(), raw, Entry::Disk(path), executable)
+                }
+            }
+        });
+        Ok(archive_tree(entries)?)
+    }
 }
 
 impl Packed {
+    /// Puts the environment's registry where the tree was packed with
+    /// [`REGISTRY_PLACEHOLDER`] (before the cluster, and so its registry, existed), and
+    /// archives again only the artifacts holding a file that names it: the tree is read and
+    /// rewritten once per `up`. `objects` and `diffs` keep the placeholder, as `plan` shows
+    /// them. Returns false, changing nothing, when the tree was packed with a real registry:
+    /// its address could also be the user's own text, so that tree is packed again instead.
+    pub fn fill_registry(&mut self, registry: &str) -> Result<bool, Error> {
+        if self.registry == registry {
+            return Ok(true);
+        }
+        if self.registry != REGISTRY_PLACEHOLDER {
+            return Ok(false);
+        }
+        let mut filled = BTreeSet::new();
+        for (file, (content, _)) in self.archiving.contents.iter_mut() {
+            let Ok(text) = std::str::from_utf8(content) else { continue };
+            if text.contains(REGISTRY_PLACEHOLDER) {
+                *content = text.replace(REGISTRY_PLACEHOLDER, registry).into_bytes();
+                filled.insert(file.clone());
+            }
+        }
+        for (artifact, members) in self.artifacts.iter_mut().zip(&self.archiving.members) {
+            if members.iter().any(|m| filled.contains(m)) {
+                (artifact.content, artifact.digest) = self.archiving.archive(members)?;
+            }
+        }
+        self.registry = registry.to_string();
+        Ok(true)
+    }
+
     /// The OCIRepository names of the artifacts and charts.
     pub fn sources(&self) -> BTreeSet<String> {
         self.artifacts.iter().map(|a| a.source.clone()).chain(self.charts.iter().map(|c| c.source.clone())).collect()
@@ -217,18 +279,11 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         effective.deletions = deletions;
         (contents, rewrites) = rewrite_all(&originals, &effective)?;
     }
-    let read = |file: &str| contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
+    let mut archiving =
+        Archiving { root: root.to_path_buf(), raw_names: tree.raw_names, contents, members: Vec::new() };
     let mut artifacts = Vec::new();
     for (next, members) in visits {
-        let entries = members.iter().map(|f| match contents.get(f) {
-            Some((content, executable)) => (f.as_str(), tree.raw_names.get(f), Entry::Memory(content), *executable),
-            None => {
-                let path = tree.path_of(root, f);
-                let executable = is_executable(&path);
-                (f.as_str(), tree.raw_names.get(f), Entry::Disk(path), executable)
-            }
-        });
-        let (content, digest) = archive_tree(entries)?;
+        let (content, digest) = archiving.archive(&members)?;
         artifacts.push(Artifact {
             source: next.source,
             kustomization: next.kustomization,
@@ -237,7 +292,9 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
             content,
             files: members.len(),
         });
+        archiving.members.push(members);
     }
+    let read = |file: &str| archiving.contents.get(file).and_then(|(c, _)| String::from_utf8(c.clone()).ok());
 
     let mut packed = Packed {
         artifacts,
@@ -251,6 +308,8 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
         paths: files,
         linked_manifests: tree.linked_manifests,
         texts: Texts::default(),
+        registry: settings.registry.clone(),
+        archiving: Archiving::default(),
     };
     // Flux objects the overlay left as they are come from their files too.
     for file in reached.iter().filter(|f| is_yaml(f) && !rewrites.contains_key(*f)) {
@@ -298,6 +357,7 @@ pub fn pack(root: &Path, flux_path: &str, root_name: &str, settings: &Settings) 
             packed.charts.push(PackedChart { source: chart.source, path: chart.path, metadata, bytes });
         }
     }
+    packed.archiving = archiving;
     packed.texts = (originals.into_iter())
         .filter_map(|(file, (content, _))| Some((file, String::from_utf8(content).ok()?)))
         .collect();
@@ -368,6 +428,50 @@ mod tests {
         std::fs::write(dir.path().join("clusters/local/b-second.yaml"), release("second", "~0.1")).unwrap();
         let packed = pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap();
         assert_eq!(packed.charts.len(), 1, "one chart for both releases");
+    }
+
+    #[test]
+    fn filling_the_registry_in_gives_the_bytes_packing_with_it_gives() {
+        let release = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: greeter\n  namespace: web\nspec:\n  chart:\n    spec:\n      chart: greeter\n      version: \"0.1.x\"\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n        namespace: web\n";
+        let repository = "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: web\nspec:\n  url: https://charts.example.org\n";
+        let dir = write_tree(&[
+            ("charts/greeter/Chart.yaml", "apiVersion: v2\nname: greeter\nversion: 0.1.0\n"),
+            ("charts/greeter/templates/deployment.yaml", "kind: Deployment\n"),
+            ("clusters/local/repository.yaml", repository),
+            ("clusters/local/release.yaml", release),
+            (
+                "clusters/local/apps.yaml",
+                "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\n  namespace: flux-system\nspec:\n  path: ./apps\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
+            ),
+            ("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n"),
+        ]);
+        let with_registry = |registry: &str| {
+            let mut settings = settings();
+            settings.registry = registry.into();
+            settings.source_urls = vec![overlay::SourceUrl {
+                url: "https://charts.example.org".into(),
+                to: "oci://{{ registry }}/charts".into(),
+                insecure: true,
+                drop_verify: false,
+            }];
+            settings.published_charts = vec![overlay::PublishedChart {
+                url: format!("oci://{registry}/charts"),
+                name: "greeter".into(),
+                path: "charts/greeter".into(),
+            }];
+            pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap()
+        };
+        let direct = with_registry("127.0.0.1:5000");
+        let mut filled = with_registry(REGISTRY_PLACEHOLDER);
+        assert_ne!(digests(&filled)[0], digests(&direct)[0], "the root's files name the registry");
+        assert_eq!(digests(&filled)[1], digests(&direct)[1], "the app's files do not");
+        assert!(filled.fill_registry("127.0.0.1:5000").unwrap());
+        assert_eq!(digests(&filled), digests(&direct));
+        assert_eq!(filled.registry, "127.0.0.1:5000");
+        // A real address is never replaced as text: the caller packs again.
+        let mut packed = with_registry("127.0.0.1:5000");
+        assert!(!packed.fill_registry("127.0.0.1:5001").unwrap());
+        assert_eq!(digests(&packed), digests(&direct));
     }
 
     #[test]
