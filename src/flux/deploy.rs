@@ -209,7 +209,7 @@ pub async fn up(
     let namespaces: BTreeSet<&str> =
         objects.iter().filter_map(|o| o.pointer("/metadata/namespace").and_then(Value::as_str)).collect();
     for namespace in namespaces {
-        ensure_namespace(client, namespace, &config.env, timeout).await?;
+        ensure_namespace(client, namespace, &config.env).await?;
     }
     let mut charts = publish::publish(&config.repo, &config.project.charts, registry).await?;
     let oci = artifact::client(registry);
@@ -356,13 +356,14 @@ async fn sources_behind(
         .collect())
 }
 
-/// Creates a missing namespace, labelled as devenv's; an existing one is left alone.
-async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str, timeout: Duration) -> Result<(), Error> {
+/// Creates a missing namespace, labelled as devenv's; an existing one is left alone. One
+/// being deleted takes no new objects: applying into it fails, naming it (`DEV065`), unless
+/// it was the environment's own and an interrupted `down` is finished first.
+async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str) -> Result<(), Error> {
     let mut namespace_object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-    let live = k8s::get(client, &namespace_object).await?;
-    if live.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
+    if k8s::get(client, &namespace_object).await?.is_none() {
         k8s::label(&mut namespace_object, env);
-        apply_over_deletion(client, &namespace_object, timeout).await?;
+        k8s::apply(client, &namespace_object).await?;
     }
     Ok(())
 }
