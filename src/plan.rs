@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::config::profile::Provider;
 use crate::ports::Choice;
+use crate::providers::ClusterIntent;
 use crate::substitutes::{Action, Desired, Observed};
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +138,8 @@ fn chart_steps(config: &Config, packed: &crate::flux::pack::Packed) -> Vec<Chart
 pub struct ClusterStep {
     pub provider: Provider,
     pub description: String,
+    /// What `up` would do with the cluster, and why (absent without a cluster).
+    pub intent: Option<ClusterIntent>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +200,7 @@ pub fn compute(
         cluster: ClusterStep {
             provider: config.profile.cluster.provider,
             description: config.profile.description.clone(),
+            intent: None,
         },
         services,
         orphans: orphans.to_vec(),
@@ -244,6 +248,9 @@ pub fn render(plan: &Plan) -> String {
             other => format!("{} — {}", other.as_str(), plan.cluster.description),
         }
     ));
+    if let Some(intent) = &plan.cluster.intent {
+        out.push_str(&format!("  {:<8} the cluster: {}\n", intent.action.verb(), intent.reason));
+    }
     if plan.services.is_empty() {
         out.push_str("  no services\n");
     }

@@ -287,7 +287,9 @@ fn a_file_too_large_to_pack_stops_plan_naming_it_and_an_odd_name_is_packed() {
     std::fs::write(repo.path().join(odd), "soup\n").unwrap();
     let output = repo.devenv().args(["plan", "--profile", "sim"]).env("DOCKER_HOST", NO_DOCKER).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("(`clusters/local`, 2 files, sha256:"));
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(plan.contains("(`clusters/local`, 2 files, sha256:"), "{plan}");
+    assert!(plan.contains("  create   the cluster: no sim cluster was booted for this environment\n"), "{plan}");
     // Sparse: a file past the limit costs no disk, and is not read.
     let dump = std::fs::File::create(repo.path().join("clusters/local/dump.sql")).unwrap();
     dump.set_len(devenv::flux::files::MAX_FILE_SIZE + 1).unwrap();
@@ -1301,6 +1303,7 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         .args(["plan", "--profile", "local", "--output", "json"])
         .env("DEVENV_STATE_DIR", state.path())
         .env("DOCKER_HOST", NO_DOCKER)
+        .env("PATH", state.path())
         .output()
         .unwrap();
     let plan = shape::result_line(&output.stdout);
@@ -1308,6 +1311,13 @@ fn every_command_s_json_has_the_shape_the_readme_documents() {
         !plan["flux"]["diffs"].as_array().unwrap().is_empty() && !plan["flux"]["charts"].as_array().unwrap().is_empty(),
         "{plan}"
     );
+    // Without `kind` on PATH `up` would stop; `plan` says so and shows the rest.
+    assert!(plan["cluster"]["intent"].is_null(), "{plan}");
+    let warned = shape::lines(&output.stdout).into_iter().any(|line| {
+        line["event"] == "warning"
+            && line["message"].as_str().is_some_and(|m| m.starts_with("cannot tell what `up` does with the cluster: "))
+    });
+    assert!(warned, "{}", String::from_utf8_lossy(&output.stdout));
     // The fixture's CRD annotation Flux never substitutes, and the default the profile replaces.
     let findings: Vec<(&str, &str)> = (plan["flux"]["findings"].as_array().unwrap().iter())
         .map(|f| (f["severity"].as_str().unwrap(), f["file"].as_str().unwrap()))

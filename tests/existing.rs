@@ -87,6 +87,17 @@ async fn an_existing_cluster_is_used_and_left_running_with_flux() {
         result_json(&output.stdout)
     };
 
+    // plan says `up` uses the cluster as it is.
+    let output = repo
+        .devenv()
+        .args(["plan", "--profile", "shared", "--env", "t-existing"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("  use      the cluster: context `{}` (https://", info.context);
+    assert!(plan.contains(&expected), "{plan}{}", String::from_utf8_lossy(&output.stderr));
+
     let result = up(&[]);
     assert_eq!(result["cluster"]["provider"], "existing");
     assert_eq!(result["cluster"]["context"], info.context.as_str());

@@ -560,6 +560,11 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         let ended = up.finish();
         ended.assert_clear(&format!("{component} killed during up ({moment})"));
         eprintln!("{component} killed during up ({moment}): {} [{}s]", ended.outcome(), started.elapsed().as_secs());
+        if moment != "boot" {
+            let plan = run(&repo, &["plan", "--profile", "sim"]);
+            let expected = format!("  restart  the cluster: `{component}` is not running\n");
+            assert!(plan.stdout.contains(&expected), "plan after {component} was killed: {}", plan.describe());
+        }
         let again = up_sim(&repo, "120s");
         eprintln!("  the next up: {} [{}s]", again.outcome(), started.elapsed().as_secs());
         assert_ok(&again, &format!("up after {component} was killed"));

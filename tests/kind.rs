@@ -63,10 +63,18 @@ async fn kind_runs_the_platform_with_real_pods_and_down_leaves_nothing() {
     let env = "t-kind";
     let repo = platform_repo(env, &bed, &mariadb, None);
     let _cleanup = Cleanup { repo: &repo, bed: &bed, env };
+    // plan says what `up` does with the cluster: make it, then reuse it.
+    let plan = |expected: &str| {
+        let output = devenv(&repo, &bed, &["plan", "--env", env]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(text.contains(expected), "{text}{}", stderr(&output));
+    };
+    plan(&format!("  create   the cluster: there is no kind cluster `devenv-{env}`\n"));
     let started = Instant::now();
     let output = devenv(&repo, &bed, &["up", "--env", env, "--timeout", "300s", "--output", "json"]);
     let cold = started.elapsed();
     assert!(output.status.success(), "up failed:\n{}", stderr(&output));
+    plan(&format!("  reuse    the cluster: devenv made the kind cluster `devenv-{env}`\n"));
     let result = result_json(&output.stdout);
     assert_eq!(result["cluster"]["provider"], "kind");
     assert_eq!(result["cluster"]["context"], format!("kind-devenv-{env}"));

@@ -118,6 +118,10 @@ async fn every_up_reports_this_rounds_truth() {
     }
 
     let result = up(&repo);
+    // plan says what the next `up` does with the cluster: it is there and healthy.
+    let output = repo.devenv().args(["plan", "--env", "t-loop"]).output().unwrap();
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(plan.contains("  reuse    the cluster: `devenv-t-loop` is running and healthy\n"), "{plan}");
     let objects: Vec<&str> =
         result["flux"]["objects"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
     for object in [

@@ -38,6 +38,11 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
     let desired = substitutes::resolve(&config, &mut state, &observed, &store.ports_of_other_envs())?;
     let mut plan = plan::compute(&config, &desired, &observed, &orphans);
     if let Some(provider) = &provider {
+        match provider.intent(&config.env).await {
+            Ok(intent) => plan.cluster.intent = Some(intent),
+            // `up` would stop on it; the rest of the plan is still worth showing.
+            Err(error) => ctx.reporter().warning(&format!("cannot tell what `up` does with the cluster: {error}")),
+        }
         let env = envmap::compute(&config, &state, runtime.as_ref());
         let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
         for warning in prepared.warnings() {

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 
 use super::{
-    Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error as ProviderError, Registry, answers, kubeconfig,
-    registry,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
+    Registry, answers, kubeconfig, registry,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -135,6 +135,13 @@ impl ClusterProvider for Existing {
     ) -> BoxFuture<'a, Result<ClusterInfo, ProviderError>> {
         // Nothing to create: the cluster is someone else's, and preflight found it answering.
         Box::pin(async move { self.resolve() })
+    }
+
+    fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {
+        Box::pin(async move {
+            let info = self.resolve()?;
+            Ok(ClusterIntent::new(ClusterAction::Use, format!("context `{}` ({})", info.context, info.api_server)))
+        })
     }
 
     fn info(&self) -> Result<Option<ClusterInfo>, ProviderError> {

@@ -111,6 +111,48 @@ pub struct ClusterInfo {
     pub registry: Registry,
 }
 
+/// What `ensure` does with the environment's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClusterAction {
+    /// Makes it: there is none yet.
+    Create,
+    /// Uses the one devenv made as it is (kind and k3d start its stopped nodes).
+    Reuse,
+    /// Boots the one devenv made again, its data kept: it is not running, or not healthy.
+    Restart,
+    /// Deletes what an interrupted create left and makes it again.
+    Recreate,
+    /// Uses a cluster devenv does not own, as it is.
+    Use,
+}
+
+impl ClusterAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ClusterAction::Create => "create",
+            ClusterAction::Reuse => "reuse",
+            ClusterAction::Restart => "restart",
+            ClusterAction::Recreate => "recreate",
+            ClusterAction::Use => "use",
+        }
+    }
+}
+
+/// What `ensure` would do now, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterIntent {
+    pub action: ClusterAction,
+    pub reason: String,
+}
+
+impl ClusterIntent {
+    pub fn new(action: ClusterAction, reason: impl Into<String>) -> Self {
+        ClusterIntent { action, reason: reason.into() }
+    }
+}
+
 /// A provider's view of its cluster for `status`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,6 +190,11 @@ pub trait ClusterProvider: Send + Sync {
 
     /// Creates the cluster, or reuses it when it is already there and healthy.
     fn ensure<'a>(&'a self, env: &'a str, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<ClusterInfo, Error>>;
+
+    /// What `ensure` would do now, and why, changing nothing (`plan` shows it). `ensure`
+    /// decides by the same rules, again, when it runs. Fails as `ensure` would on a cluster
+    /// it would refuse (one of that name devenv did not make).
+    fn intent<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, Error>>;
 
     /// How to reach the cluster if there is one (it may not be running); touches nothing.
     fn info(&self) -> Result<Option<ClusterInfo>, Error>;

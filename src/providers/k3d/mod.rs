@@ -26,8 +26,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error as ProviderError, Registry, container_cluster,
-    kubeconfig,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
+    Registry, container_cluster, kubeconfig,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -265,6 +265,31 @@ impl K3dCluster {
         Ok(())
     }
 
+    /// A cluster of this name is reused when devenv made it (its record says so) and refused
+    /// otherwise; without one, it is created. An interrupted create can leave devenv's
+    /// cluster without a server (its registry alone): k3d cannot start that, so it is
+    /// deleted and made again.
+    fn decide(&self, listed: Option<&cli::Cluster>, recorded: bool) -> Result<ClusterIntent, Error> {
+        let name = &self.name;
+        Ok(match (listed, recorded) {
+            (Some(_), false) => return Err(Error::NameTaken { name: name.clone() }),
+            (Some(cluster), true) if cluster.servers_count == 0 => ClusterIntent::new(
+                ClusterAction::Recreate,
+                format!("the k3d cluster `{name}` has no server node (an interrupted create)"),
+            ),
+            (Some(_), true) => {
+                ClusterIntent::new(ClusterAction::Reuse, format!("devenv made the k3d cluster `{name}`"))
+            }
+            (None, _) => ClusterIntent::new(ClusterAction::Create, format!("there is no k3d cluster `{name}`")),
+        })
+    }
+
+    async fn current_intent(&self) -> Result<ClusterIntent, ProviderError> {
+        cli::version()?;
+        let recorded = self.load_record()?.is_some();
+        Ok(self.decide(self.listed().await?.as_ref(), recorded)?)
+    }
+
     async fn up(&self, reporter: &dyn Reporter) -> Result<ClusterInfo, ProviderError> {
         let step = format!("cluster/{}", self.name);
         let started = Instant::now();
@@ -281,13 +306,9 @@ impl K3dCluster {
         let version = cli::version()?;
         let record = self.load_record()?;
         let mut listed = self.listed().await?;
-        if listed.is_some() && record.is_none() {
-            return Err(Error::NameTaken { name: self.name.clone() }.into());
-        }
+        let intent = self.decide(listed.as_ref(), record.is_some())?;
         let progress = |line: &str| reporter.progress(step, line);
-        // An interrupted create can leave devenv's cluster without a server (its registry
-        // alone): k3d cannot start that, so it is deleted and made again.
-        if listed.as_ref().is_some_and(|cluster| cluster.servers_count == 0) {
+        if intent.action == ClusterAction::Recreate {
             reporter
                 .progress(step, "the cluster has no server node (an interrupted create): deleting it to start afresh");
             cli::delete(&self.name, &progress).await?;
@@ -391,6 +412,10 @@ impl ClusterProvider for K3dCluster {
         Box::pin(self.up(reporter))
     }
 
+    fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {
+        Box::pin(self.current_intent())
+    }
+
     /// Known before the cluster is made, so that the state file names it from the start
     /// (the registry's port is 0 until it is chosen).
     fn info(&self) -> Result<Option<ClusterInfo>, ProviderError> {
@@ -428,6 +453,18 @@ mod tests {
             state_dir: PathBuf::from("/nowhere"),
             settings: Settings { registry_port, ..Settings::default() },
         }
+    }
+
+    #[test]
+    fn a_cluster_is_made_reused_made_again_or_refused_by_what_k3d_lists_and_the_record() {
+        let k3d = settings(None);
+        let listed = |servers_count| cli::Cluster { name: "devenv-shop".into(), servers_count, servers_running: 0 };
+        let action = |listed: Option<&cli::Cluster>, recorded| k3d.decide(listed, recorded).map(|i| i.action);
+        assert_eq!(action(None, false).unwrap(), ClusterAction::Create);
+        assert_eq!(action(None, true).unwrap(), ClusterAction::Create, "deleted behind devenv's back");
+        assert_eq!(action(Some(&listed(1)), true).unwrap(), ClusterAction::Reuse);
+        assert_eq!(action(Some(&listed(0)), true).unwrap(), ClusterAction::Recreate, "an interrupted create");
+        assert!(matches!(action(Some(&listed(1)), false), Err(Error::NameTaken { .. })));
     }
 
     #[test]

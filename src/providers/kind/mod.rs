@@ -24,8 +24,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error as ProviderError, Registry, container_cluster,
-    kubeconfig,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
+    Registry, container_cluster, kubeconfig,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -276,6 +276,26 @@ impl KindCluster {
         Ok(())
     }
 
+    /// A cluster of this name is reused when devenv made it (its record says so) and refused
+    /// otherwise; without one, it is created.
+    fn decide(&self, exists: bool, recorded: bool) -> Result<ClusterIntent, Error> {
+        let name = &self.name;
+        match (exists, recorded) {
+            (true, false) => Err(Error::NameTaken { name: name.clone() }),
+            (true, true) => {
+                Ok(ClusterIntent::new(ClusterAction::Reuse, format!("devenv made the kind cluster `{name}`")))
+            }
+            (false, _) => Ok(ClusterIntent::new(ClusterAction::Create, format!("there is no kind cluster `{name}`"))),
+        }
+    }
+
+    async fn current_intent(&self) -> Result<ClusterIntent, ProviderError> {
+        cli::version()?;
+        let recorded = self.load_record()?.is_some();
+        let exists = cli::clusters().await?.contains(&self.name);
+        Ok(self.decide(exists, recorded)?)
+    }
+
     async fn up(&self, reporter: &dyn Reporter) -> Result<ClusterInfo, ProviderError> {
         let docker = Docker::connect().await.map_err(Error::from)?;
         let step = format!("cluster/{}", self.name);
@@ -298,9 +318,7 @@ impl KindCluster {
         let version = cli::version()?;
         let record = self.load_record().map_err(ProviderError::from)?;
         let exists = cli::clusters().await?.contains(&self.name);
-        if exists && record.is_none() {
-            return Err(Error::NameTaken { name: self.name.clone() }.into());
-        }
+        let intent = self.decide(exists, record.is_some())?;
         let container = registry_container(&self.name);
         let container_exists = docker.inspect_container(&container).await.map_err(Error::from)?.is_some();
         let port = self.registry_port(record.as_ref(), container_exists)?;
@@ -308,7 +326,7 @@ impl KindCluster {
         // Recorded before anything is made, so that `down` finds it whatever happens next.
         self.save_record(&record)?;
 
-        if exists {
+        if intent.action == ClusterAction::Reuse {
             reporter.progress(step, &format!("reusing the kind cluster (kind {version})"));
             self.start_stopped_nodes(docker).await?;
         } else {
@@ -480,6 +498,10 @@ impl ClusterProvider for KindCluster {
 
     /// Known before the cluster is made, so that the state file names it from the start
     /// (the registry's port is 0 until it is chosen).
+    fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {
+        Box::pin(self.current_intent())
+    }
+
     fn info(&self) -> Result<Option<ClusterInfo>, ProviderError> {
         let record = self.load_record()?.unwrap_or_else(|| Record {
             cluster: self.name.clone(),
@@ -508,6 +530,21 @@ impl ClusterProvider for KindCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_is_made_reused_or_refused_by_what_kind_lists_and_the_record() {
+        let kind = KindCluster {
+            env: "shop".into(),
+            name: "devenv-shop".into(),
+            state_dir: PathBuf::from("/nowhere"),
+            settings: Settings::default(),
+        };
+        let action = |exists, recorded| kind.decide(exists, recorded).map(|i| i.action);
+        assert_eq!(action(false, false).unwrap(), ClusterAction::Create);
+        assert_eq!(action(false, true).unwrap(), ClusterAction::Create, "deleted behind devenv's back");
+        assert_eq!(action(true, true).unwrap(), ClusterAction::Reuse);
+        assert!(matches!(action(true, false), Err(Error::NameTaken { .. })));
+    }
 
     #[test]
     fn a_recorded_cluster_is_found_again_by_its_context() {

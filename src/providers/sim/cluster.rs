@@ -7,7 +7,9 @@ use futures_util::future::BoxFuture;
 
 use super::{Sim, SimInfo};
 use crate::config::profile::Provider;
-use crate::providers::{Capabilities, ClusterInfo, ClusterProvider, ClusterStatus, Error, LogLines, Registry};
+use crate::providers::{
+    Capabilities, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error, LogLines, Registry,
+};
 use crate::ui::Reporter;
 
 /// The sim cluster kept in an environment's state directory.
@@ -59,6 +61,10 @@ impl ClusterProvider for SimCluster {
 
     fn ensure<'a>(&'a self, env: &'a str, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<ClusterInfo, Error>> {
         Box::pin(async move { Ok(self.sim.up(env, reporter).await?.into()) })
+    }
+
+    fn intent<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, Error>> {
+        Box::pin(async move { Ok(self.sim.intent(env).await?) })
     }
 
     fn info(&self) -> Result<Option<ClusterInfo>, Error> {

@@ -48,6 +48,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::ports;
+use crate::providers::{ClusterAction, ClusterIntent};
 use crate::ui::{Reporter, ReporterExt, Status};
 pub use cluster::SimCluster;
 pub(crate) use components::KWOK_NODE_ANNOTATION;
@@ -570,25 +571,14 @@ impl Sim {
         let _lock = DirLock::acquire(&self.layout.lock()).await?;
 
         let previous = self.layout.load_record().ok().flatten();
-        if let Some(record) = &previous {
-            let fits = record.version == RECORD_VERSION
-                && record.binaries == binaries.dir
-                && record.context == context
-                && record.scope == self.scope;
-            if fits {
-                match self.check(record).await {
-                    Ok(()) => {
-                        reporter.finished(
-                            STEP,
-                            Status::Unchanged,
-                            &format!("`{context}` already running"),
-                            started.elapsed(),
-                        );
-                        return Ok(self.layout.info(record));
-                    }
-                    Err(why) => reporter.progress(STEP, &format!("restarting: {why}")),
-                }
+        let intent = self.decide(previous.as_ref(), &binaries, &context).await;
+        match (intent.action, &previous) {
+            (ClusterAction::Reuse, Some(record)) => {
+                reporter.finished(STEP, Status::Unchanged, &format!("`{context}` already running"), started.elapsed());
+                return Ok(self.layout.info(record));
             }
+            (ClusterAction::Restart, _) => reporter.progress(STEP, &format!("restarting: {}", intent.reason)),
+            _ => {}
         }
         if self.stop_all().await? {
             reporter.progress(STEP, "stopped the processes of the previous boot");
@@ -640,6 +630,31 @@ impl Sim {
                 reporter.finished(STEP, Status::Failed, "boot failed", started.elapsed());
                 Err(error)
             }
+        }
+    }
+
+    /// What [`up`](Self::up) would do now, and why, changing nothing.
+    pub async fn intent(&self, env: &str) -> Result<ClusterIntent, Error> {
+        let binaries = binaries()?;
+        let record = self.layout.load_record().ok().flatten();
+        Ok(self.decide(record.as_ref(), &binaries, &crate::naming::env_scoped(env)).await)
+    }
+
+    /// A healthy cluster booted here by these binaries for this environment is reused;
+    /// anything else is booted (again, keeping the data).
+    async fn decide(&self, record: Option<&Record>, binaries: &Binaries, context: &str) -> ClusterIntent {
+        let Some(record) = record else {
+            return ClusterIntent::new(ClusterAction::Create, "no sim cluster was booted for this environment");
+        };
+        if record.version != RECORD_VERSION || record.binaries != binaries.dir || record.scope != self.scope {
+            return ClusterIntent::new(ClusterAction::Restart, "it was booted by another devenv or other binaries");
+        }
+        if record.context != context {
+            return ClusterIntent::new(ClusterAction::Restart, format!("it was booted as `{}`", record.context));
+        }
+        match self.check(record).await {
+            Ok(()) => ClusterIntent::new(ClusterAction::Reuse, format!("`{context}` is running and healthy")),
+            Err(why) => ClusterIntent::new(ClusterAction::Restart, why),
         }
     }
 
