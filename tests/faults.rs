@@ -562,8 +562,12 @@ fn sim_processes_killed_during_up_and_down_end_in_a_clear_error_or_a_recovery() 
         eprintln!("{component} killed during up ({moment}): {} [{}s]", ended.outcome(), started.elapsed().as_secs());
         if moment != "boot" {
             let plan = run(&repo, &["plan", "--profile", "sim"]);
-            let expected = format!("  restart  the cluster: `{component}` is not running\n");
-            assert!(plan.stdout.contains(&expected), "plan after {component} was killed: {}", plan.describe());
+            let intent = plan.stdout.lines().find(|l| l.contains(r#""event":"result""#)).map(|line| {
+                let result: serde_json::Value = serde_json::from_str(line).unwrap();
+                result["cluster"]["intent"].clone()
+            });
+            let expected = serde_json::json!({"action": "restart", "reason": format!("`{component}` is not running")});
+            assert_eq!(intent, Some(expected), "plan after {component} was killed: {}", plan.describe());
         }
         let again = up_sim(&repo, "120s");
         eprintln!("  the next up: {} [{}s]", again.outcome(), started.elapsed().as_secs());

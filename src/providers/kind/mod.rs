@@ -496,12 +496,12 @@ impl ClusterProvider for KindCluster {
         Box::pin(self.up(reporter))
     }
 
-    /// Known before the cluster is made, so that the state file names it from the start
-    /// (the registry's port is 0 until it is chosen).
     fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {
         Box::pin(self.current_intent())
     }
 
+    /// Known before the cluster is made, so that the state file names it from the start
+    /// (the registry's port is 0 until it is chosen).
     fn info(&self) -> Result<Option<ClusterInfo>, ProviderError> {
         let record = self.load_record()?.unwrap_or_else(|| Record {
             cluster: self.name.clone(),
