@@ -395,6 +395,14 @@ async fn apply_over_deletion(client: &kube::Client, object: &Value, timeout: Dur
     Ok(k8s::apply(client, object).await?)
 }
 
+/// The root Kustomization in `flux_namespace`, as a reference for `k8s::get` and `k8s::delete`.
+fn root_reference(flux_namespace: &str) -> Value {
+    json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": ROOT_NAME, "namespace": flux_namespace},
+    })
+}
+
 /// An `up` after a `down` that stopped part way lets that removal finish first: objects
 /// applied now into what is still on its way out (the root, the Kustomizations it applied,
 /// their namespaces) would be deleted with it. Costs one read when the root is in place.
@@ -406,10 +414,7 @@ async fn finish_interrupted_removal(
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
     let placement = FluxPlacement::for_config(config);
-    let root = json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
-    });
+    let root = root_reference(&placement.namespace);
     let live_root = k8s::get(client, &root).await?;
     if live_root.as_ref().is_some_and(|r| r.metadata.deletion_timestamp.is_none()) {
         return Ok(());
@@ -686,10 +691,7 @@ async fn prune(
 ) -> Result<Pruned, Error> {
     let step = "flux/remove";
     let started = Instant::now();
-    let root = json!({
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-        "metadata": {"name": ROOT_NAME, "namespace": placement.namespace},
-    });
+    let root = root_reference(&placement.namespace);
     let shared = placement.shared;
     let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, &placement.namespace)
         .await?

@@ -390,6 +390,25 @@ mod tests {
         ])
     }
 
+    /// Settings that re-point `https://charts.example.org` at the registry and publish the
+    /// repository's `charts/greeter` there.
+    fn greeter_published(registry: &str) -> Settings {
+        let mut settings = settings();
+        settings.registry = registry.into();
+        settings.source_urls = vec![overlay::SourceUrl {
+            url: "https://charts.example.org".into(),
+            to: "oci://{{ registry }}/charts".into(),
+            insecure: true,
+            drop_verify: false,
+        }];
+        settings.published_charts = vec![overlay::PublishedChart {
+            url: format!("oci://{registry}/charts"),
+            name: "greeter".into(),
+            path: "charts/greeter".into(),
+        }];
+        settings
+    }
+
     #[test]
     fn every_release_of_a_published_chart_has_its_version_constraint_checked() {
         let release = |name: &str, version: &str| {
@@ -406,18 +425,7 @@ mod tests {
             ("clusters/local/a-first.yaml", &first),
             ("clusters/local/b-second.yaml", &second),
         ]);
-        let mut settings = settings();
-        settings.source_urls = vec![overlay::SourceUrl {
-            url: "https://charts.example.org".into(),
-            to: "oci://{{ registry }}/charts".into(),
-            insecure: true,
-            drop_verify: false,
-        }];
-        settings.published_charts = vec![overlay::PublishedChart {
-            url: "oci://127.0.0.1:5000/charts".into(),
-            name: "greeter".into(),
-            path: "charts/greeter".into(),
-        }];
+        let settings = greeter_published("127.0.0.1:5000");
         let error = pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap_err();
         let source = std::error::Error::source(&error).map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(
@@ -446,19 +454,7 @@ mod tests {
             ("apps/deployment.yaml", "apiVersion: apps/v1\nkind: Deployment\n"),
         ]);
         let with_registry = |registry: &str| {
-            let mut settings = settings();
-            settings.registry = registry.into();
-            settings.source_urls = vec![overlay::SourceUrl {
-                url: "https://charts.example.org".into(),
-                to: "oci://{{ registry }}/charts".into(),
-                insecure: true,
-                drop_verify: false,
-            }];
-            settings.published_charts = vec![overlay::PublishedChart {
-                url: format!("oci://{registry}/charts"),
-                name: "greeter".into(),
-                path: "charts/greeter".into(),
-            }];
+            let settings = greeter_published(registry);
             pack(dir.path(), "clusters/local", "devenv-root", &settings).unwrap()
         };
         let direct = with_registry("127.0.0.1:5000");
