@@ -81,7 +81,9 @@ pub struct ArtifactStep {
 }
 
 impl FluxStep {
-    pub fn new(config: &Config, prepared: &crate::flux::Prepared) -> Self {
+    /// The Flux step of `prepared`, its charts named in `registry` (the cluster's, or the
+    /// placeholder of one not made yet).
+    pub fn new(config: &Config, prepared: &crate::flux::Prepared, registry: &str) -> Self {
         let packed = &prepared.packed;
         FluxStep {
             path: config.project.flux.path.clone(),
@@ -99,14 +101,13 @@ impl FluxStep {
             diffs: InFile::all(&packed.diffs),
             contract: prepared.contract.clone(),
             findings: prepared.findings.clone(),
-            charts: chart_steps(config, packed),
+            charts: chart_steps(config, packed, registry),
         }
     }
 }
 
 /// The charts of `charts:` and those HelmReleases take from the working tree.
-fn chart_steps(config: &Config, packed: &crate::flux::pack::Packed) -> Vec<ChartStep> {
-    let registry = crate::flux::REGISTRY_PLACEHOLDER;
+fn chart_steps(config: &Config, packed: &crate::flux::pack::Packed, registry: &str) -> Vec<ChartStep> {
     let mut steps = Vec::new();
     for chart in &config.project.charts {
         // `flux::prepare` has read every Chart.yaml of `charts:` already.
@@ -165,13 +166,37 @@ pub struct VolumeStep {
     pub exists: bool,
 }
 
+impl Plan {
+    /// The plan of an environment before any step is planned.
+    pub fn new(config: &Config) -> Self {
+        Plan {
+            env: config.env.clone(),
+            profile: config.profile_name.clone(),
+            cluster: ClusterStep {
+                provider: config.profile.cluster.provider,
+                description: config.profile.description.clone(),
+                intent: None,
+            },
+            services: Vec::new(),
+            orphans: Vec::new(),
+            flux: None,
+        }
+    }
+}
+
+/// The plan of the substitutes alone: the cluster and Flux steps are planned apart.
 pub fn compute(
     config: &Config,
     desired: &[Desired],
     observed: &BTreeMap<String, Observed>,
     orphans: &[String],
 ) -> Plan {
-    let services = desired
+    Plan { services: service_steps(desired, observed), orphans: orphans.to_vec(), ..Plan::new(config) }
+}
+
+/// What `up` does with each desired container, given what exists.
+pub fn service_steps(desired: &[Desired], observed: &BTreeMap<String, Observed>) -> Vec<ServiceStep> {
+    desired
         .iter()
         .map(|d| {
             let seen = observed.get(&d.service.name).cloned().unwrap_or_default();
@@ -193,19 +218,7 @@ pub fn compute(
                     .map(|(name, _)| VolumeStep { name: name.clone(), exists: seen.volume_exists }),
             }
         })
-        .collect();
-    Plan {
-        env: config.env.clone(),
-        profile: config.profile_name.clone(),
-        cluster: ClusterStep {
-            provider: config.profile.cluster.provider,
-            description: config.profile.description.clone(),
-            intent: None,
-        },
-        services,
-        orphans: orphans.to_vec(),
-        flux: None,
-    }
+        .collect()
 }
 
 /// The action for one container and why.

@@ -142,10 +142,34 @@ async fn up_applies_the_platform_with_the_overlay_and_edits_reach_the_cluster() 
     let manifest = repo.path().join("apps/base/orders/deployment.yaml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, text.replace("${LOG_LEVEL:=info}", "${LOG_LEVEL:=debug}")).unwrap();
+    // `plan` shows what the next `up` does, and that `up` carries out this very plan.
+    let output = repo.devenv().args(["plan", "--env", "t-flux", "--output", "json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut planned = result_json(&output.stdout);
+    shapes.check_line("plan", &planned);
     let started = Instant::now();
     let edited = up(&repo);
     eprintln!("edit to Ready: {:?}", started.elapsed());
     assert_eq!(pushed(&edited["flux"]["artifacts"]), ["devenv-ks-apps"], "only the artifact that reads the file");
+    let planned = planned.as_object_mut().unwrap();
+    planned.remove("event");
+    planned.remove("schemaVersion");
+    assert_eq!(edited["plan"], serde_json::Value::Object(planned.clone()), "up carried out the plan shown");
+    assert_eq!(edited["plan"]["cluster"]["intent"]["action"], "reuse", "{}", edited["plan"]);
+    assert_eq!(edited["plan"]["services"][0]["action"], "keep", "{}", edited["plan"]);
+    // The digests the plan shows are those pushed: new ones exactly for what `up` pushed.
+    let digests = |result: &serde_json::Value| -> std::collections::BTreeMap<String, String> {
+        (result["plan"]["flux"]["artifacts"].as_array().unwrap().iter())
+            .map(|a| (a["source"].as_str().unwrap().to_string(), a["digest"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let before = digests(&again);
+    let changed: Vec<String> = digests(&edited)
+        .into_iter()
+        .filter(|(source, digest)| before.get(source) != Some(digest))
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(changed, pushed(&edited["flux"]["artifacts"]), "{} then {}", again["plan"], edited["plan"]);
     let loans = deployments.get("loans").await.unwrap();
     assert_eq!(env_value(&loans, "LOG_LEVEL").as_deref(), Some("debug"));
 

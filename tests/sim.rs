@@ -16,8 +16,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use devenv::providers::ClusterAction;
 use devenv::providers::sim::{self, Lifetime, Sim, SimInfo};
-use devenv::ui::{PlainReporter, SilentReporter};
+use devenv::ui::{Event, PlainReporter, Reporter, SilentReporter};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -859,6 +860,28 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
     assert_eq!(info.api_server, before.trim());
     assert!(reuse < Duration::from_secs(5), "reuse took {reuse:?}");
 
+    // A plan made before a process stopped is carried out as the cluster is when `up` runs:
+    // the cluster is booted again, and the change is said, not made silently.
+    let planned = sim.intent("lifetime").await.unwrap();
+    assert_eq!(planned.action, ClusterAction::Reuse, "{planned:?}");
+    let (_, scheduler) = pid_files(&dir).into_iter().find(|(name, _)| name == "kube-scheduler").unwrap();
+    unsafe { libc::kill(scheduler, libc::SIGKILL) };
+    wait_all_gone(&[("kube-scheduler".to_string(), scheduler)], Duration::from_secs(5)).await;
+    let notes = Notes::default();
+    let (restarted, done) =
+        sim.carry_out("lifetime", Some(&planned), &notes).await.unwrap_or_else(|e| panic!("{}", describe(e)));
+    assert_eq!(done.action, ClusterAction::Restart, "{done:?}");
+    assert!(done.reason.contains("kube-scheduler"), "the reason names the stopped process: {done:?}");
+    let said = notes.0.lock().unwrap().clone();
+    assert!(
+        said.iter().any(|line| line.starts_with("the cluster changed since `up` planned to reuse it")
+            && line.ends_with(&format!("the plan now is to restart it: {}", done.reason))),
+        "{said:?}"
+    );
+    assert_eq!(restarted.api_server, before.trim(), "booted again on its ports");
+    let processes = sim.status().await.unwrap();
+    assert!(processes.iter().all(|p| p.healthy), "{processes:?}");
+
     let pids: Vec<(String, i32)> = processes.iter().map(|p| (p.name.clone(), p.pid.unwrap() as i32)).collect();
     let start = Instant::now();
     assert!(sim.down(false, &reporter).await.unwrap(), "down stopped a running cluster");
@@ -874,6 +897,18 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
 // ---------------------------------------------------------------------------------------
 // `devenv down` without a readable state file
 // ---------------------------------------------------------------------------------------
+
+/// Keeps the progress lines a step reports.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl Reporter for Notes {
+    fn report(&self, event: Event<'_>) {
+        if let Event::Progress { message, .. } = event {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+    }
+}
 
 /// Whether `docker info` works: `down` asks the engine for the environment's containers.
 fn docker_or_skip() -> bool {

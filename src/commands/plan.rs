@@ -44,11 +44,12 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
             Err(error) => ctx.reporter().warning(&format!("cannot tell what `up` does with the cluster: {error}")),
         }
         let env = envmap::compute(&config, &state, runtime.as_ref());
-        let prepared = flux::prepare(&config, &env, flux::REGISTRY_PLACEHOLDER, provider.capabilities())?;
+        let registry = packing_registry(Some(provider.as_ref()));
+        let prepared = flux::prepare(&config, &env, &registry, provider.capabilities())?;
         for warning in prepared.warnings() {
             ctx.reporter().warning(&warning);
         }
-        plan.flux = Some(plan::FluxStep::new(&config, &prepared));
+        plan.flux = Some(plan::FluxStep::new(&config, &prepared, &registry));
     }
     if ctx.json() {
         ui::print_result(&plan);
@@ -56,4 +57,12 @@ pub async fn run(ctx: &Context) -> Result<(), Error> {
         crate::out!("{}", plan::render(&plan));
     }
     Ok(())
+}
+
+/// The registry Flux's tree is packed for: the cluster's when it exists, so that `plan` shows
+/// the digests `up` pushes; else a placeholder, filled in once `up` has made the cluster.
+pub fn packing_registry(provider: Option<&dyn providers::ClusterProvider>) -> String {
+    (provider.and_then(|p| p.info().ok().flatten()))
+        .map(|cluster| cluster.registry.from_cluster)
+        .unwrap_or_else(|| flux::REGISTRY_PLACEHOLDER.to_string())
 }

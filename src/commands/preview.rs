@@ -92,7 +92,8 @@ pub async fn up(ctx: &Context, args: &PreviewUpArgs) -> Result<(), Error> {
     let store = Store::for_env(&config.env)?;
     let provider = providers::for_config(&config, store.dir())?.expect("eks-namespace has a cluster");
     provider.preflight().await?;
-    let info = provider.ensure(&config.env, reporter.as_ref()).await?;
+    let planned = provider.intent(&config.env).await?;
+    let info = provider.ensure(&config.env, &planned, reporter.as_ref()).await?.info;
     let client = provider.client(&info).await?;
 
     let existing = cluster::find(&client, &preview.namespace, &preview.project).await?;

@@ -1,4 +1,6 @@
-//! `devenv up`: validate, record, then create or update each substitute and wait for it.
+//! `devenv up`: validate, record, then plan each step as `devenv plan` does and carry out that
+//! plan: the cluster, the substitutes, Flux. A step that depends on the one before (the
+//! substitutes of a cluster that is not up yet) is planned once that one is done.
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<(), Error> {
 
 /// What `up` brought up: the cluster, Flux's objects, and the substitutes, all Ready.
 pub struct Up {
+    /// The plan carried out, each step as it was done.
+    pub plan: plan::Plan,
     pub cluster: Option<ClusterInfo>,
     pub deployed: Option<flux::deploy::Deployed>,
     pub ready: Vec<substitutes::Desired>,
@@ -42,11 +46,7 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
     if let Some(provider) = &provider {
         provider.preflight().await?;
     }
-    // Packed with the registry the cluster already has when it exists; a new cluster's
-    // registry is known only once it is made, and filled in then.
-    let expected_registry = (provider.as_ref().and_then(|p| p.info().ok().flatten()))
-        .map(|cluster| cluster.registry.from_cluster)
-        .unwrap_or_else(|| flux::REGISTRY_PLACEHOLDER.to_string());
+    let expected_registry = super::plan::packing_registry(provider.as_deref());
     let mut prepared = match &provider {
         None => None,
         Some(provider) => {
@@ -73,6 +73,10 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
     // One command at a time changes an environment; this one holds it until it returns.
     let _lock = store.lock(&super::command_line(), timeout, reporter.as_ref()).await?;
     let mut state = store.load_for(&config.env, &config.repo, &config.profile_name)?;
+    let mut plan = plan::Plan::new(config);
+    if let Some(provider) = &provider {
+        plan.cluster.intent = Some(provider.intent(&config.env).await?);
+    }
     // Recorded before anything is created, so `down` can always clean up.
     if let Some(provider) = &provider
         && let Some(known) = provider.info().ok().flatten()
@@ -85,14 +89,15 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
     }
     store.save(&state)?;
 
-    let cluster = match &provider {
-        Some(provider) => {
-            let info = provider.ensure(&config.env, reporter.as_ref()).await?;
-            state.cluster = Some(info.clone());
+    let cluster = match (&provider, &plan.cluster.intent) {
+        (Some(provider), Some(planned)) => {
+            let ensured = provider.ensure(&config.env, planned, reporter.as_ref()).await?;
+            plan.cluster.intent = Some(ensured.carried_out);
+            state.cluster = Some(ensured.info.clone());
             store.save(&state)?;
-            Some(info)
+            Some(ensured.info)
         }
-        None => None,
+        _ => None,
     };
 
     let mut ready = Vec::new();
@@ -107,7 +112,8 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
         let desired = substitutes::resolve(config, &mut state, &observed, &book.taken)?;
         store.save(&state)?;
         drop(book);
-        let plan = plan::compute(config, &desired, &observed, &orphans);
+        plan.services = plan::service_steps(&desired, &observed);
+        plan.orphans = orphans;
         for step in &plan.services {
             if let Some(note) = &step.port_note
                 && note.contains("taken")
@@ -153,6 +159,7 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
         if !prepared.packed.fill_registry(registry).map_err(flux::Error::from)? {
             prepared.packed = flux::pack(config, registry, provider.capabilities())?;
         }
+        plan.flux = Some(plan::FluxStep::new(config, prepared, registry));
         let deploy =
             flux::deploy::up(&client, config, &prepared.packed, &env, &cluster.registry, timeout, reporter.as_ref());
         // A process of a cluster devenv runs that dies meanwhile ends the wait at once.
@@ -162,7 +169,7 @@ pub async fn bring_up(ctx: &Context, config: &Config, timeout: Duration) -> Resu
         };
         deployed = Some(result.map_err(flux::Error::from)?);
     }
-    Ok(Up { cluster, deployed, ready, in_cluster: runtime.in_cluster() })
+    Ok(Up { plan, cluster, deployed, ready, in_cluster: runtime.in_cluster() })
 }
 
 /// The substitutes of `up` as JSON: endpoint and outputs, secrets as null unless shown.
@@ -191,6 +198,7 @@ fn report(ctx: &Context, config: &Config, up: &Up, show_secrets: bool) {
             "cluster": cluster,
             "flux": deployed,
             "services": services_json(up, show_secrets),
+            "plan": up.plan,
         }));
         return;
     }

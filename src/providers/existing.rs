@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 
 use super::{
-    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
-    Registry, answers, kubeconfig, registry,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Ensured,
+    Error as ProviderError, Registry, answers, kubeconfig, registry,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -91,6 +91,11 @@ impl Existing {
     }
 }
 
+/// The cluster is used as it is: `context `dev` (https://…)`.
+fn use_intent(info: &ClusterInfo) -> ClusterIntent {
+    ClusterIntent::new(ClusterAction::Use, format!("context `{}` ({})", info.context, info.api_server))
+}
+
 /// Whether a cluster's nodes run pods: not when every node is one of kwok's fake nodes.
 async fn nodes_run_pods(client: &kube::Client) -> bool {
     let (key, value) = super::sim::KWOK_NODE_ANNOTATION;
@@ -131,17 +136,18 @@ impl ClusterProvider for Existing {
     fn ensure<'a>(
         &'a self,
         _env: &'a str,
+        _planned: &'a ClusterIntent,
         _reporter: &'a dyn Reporter,
-    ) -> BoxFuture<'a, Result<ClusterInfo, ProviderError>> {
+    ) -> BoxFuture<'a, Result<Ensured, ProviderError>> {
         // Nothing to create: the cluster is someone else's, and preflight found it answering.
-        Box::pin(async move { self.resolve() })
+        Box::pin(async move {
+            let info = self.resolve()?;
+            Ok(Ensured { carried_out: use_intent(&info), info })
+        })
     }
 
     fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {
-        Box::pin(async move {
-            let info = self.resolve()?;
-            Ok(ClusterIntent::new(ClusterAction::Use, format!("context `{}` ({})", info.context, info.api_server)))
-        })
+        Box::pin(async move { Ok(use_intent(&self.resolve()?)) })
     }
 
     fn info(&self) -> Result<Option<ClusterInfo>, ProviderError> {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::config::profile::Provider;
-use crate::ui::Reporter;
+use crate::ui::{Reporter, ReporterExt};
 pub use registry::Registry;
 
 /// How long a single question to an API server may take before it counts as unreachable.
@@ -153,6 +153,36 @@ impl ClusterIntent {
     }
 }
 
+/// What `ensure` did: the cluster, and the decision it carried out.
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    pub info: ClusterInfo,
+    pub carried_out: ClusterIntent,
+}
+
+/// The decision `ensure` carries out: the one it makes when it runs (under the provider's
+/// lock, where sim has one), which is the planned one unless the cluster changed since.
+/// A change is reported on `step`, so that `up` never does silently what it did not plan.
+pub fn replan(planned: &ClusterIntent, now: ClusterIntent, step: &str, reporter: &dyn Reporter) -> ClusterIntent {
+    if let Some(note) = replan_note(planned, &now) {
+        reporter.progress(step, &note);
+    }
+    now
+}
+
+/// `the cluster changed since up planned to reuse it (…); the plan now is to restart it: …`.
+fn replan_note(planned: &ClusterIntent, now: &ClusterIntent) -> Option<String> {
+    (planned.action != now.action).then(|| {
+        format!(
+            "the cluster changed since `up` planned to {} it ({}); the plan now is to {} it: {}",
+            planned.action.verb(),
+            planned.reason,
+            now.action.verb(),
+            now.reason
+        )
+    })
+}
+
 /// A provider's view of its cluster for `status`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,12 +218,20 @@ pub trait ClusterProvider: Send + Sync {
     /// answering, Flux installed), run before anything is created.
     fn preflight(&self) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// Creates the cluster, or reuses it when it is already there and healthy.
-    fn ensure<'a>(&'a self, env: &'a str, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<ClusterInfo, Error>>;
+    /// Carries out `planned` (from [`intent`](Self::intent)): creates the cluster, or reuses
+    /// it when it is already there and healthy. It decides again by the same rules when it
+    /// runs, and carries out that decision, saying so, if the cluster changed since the plan
+    /// ([`replan`]).
+    fn ensure<'a>(
+        &'a self,
+        env: &'a str,
+        planned: &'a ClusterIntent,
+        reporter: &'a dyn Reporter,
+    ) -> BoxFuture<'a, Result<Ensured, Error>>;
 
-    /// What `ensure` would do now, and why, changing nothing (`plan` shows it). `ensure`
-    /// decides by the same rules, again, when it runs. Fails as `ensure` would on a cluster
-    /// it would refuse (one of that name devenv did not make).
+    /// What `ensure` would do now, and why, changing nothing: `plan` shows it, `up` carries
+    /// it out. Fails as `ensure` would on a cluster it would refuse (one of that name devenv
+    /// did not make).
     fn intent<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, Error>>;
 
     /// How to reach the cluster if there is one (it may not be running); touches nothing.
@@ -416,6 +454,21 @@ mod tests {
             api_server: "https://127.0.0.1:6443".into(),
             registry: Registry::same("127.0.0.1:5000"),
         }
+    }
+
+    #[test]
+    fn a_decision_that_changed_since_the_plan_is_named_with_both_reasons() {
+        let planned = ClusterIntent::new(ClusterAction::Reuse, "`dev` is running and healthy");
+        let same = ClusterIntent::new(ClusterAction::Reuse, "`dev` is running and healthy still");
+        assert_eq!(replan_note(&planned, &same), None, "only a different action is a change");
+        let now = ClusterIntent::new(ClusterAction::Restart, "`kube-apiserver` is not running");
+        assert_eq!(
+            replan_note(&planned, &now).as_deref(),
+            Some(
+                "the cluster changed since `up` planned to reuse it (`dev` is running and healthy); \
+                 the plan now is to restart it: `kube-apiserver` is not running"
+            )
+        );
     }
 
     #[test]

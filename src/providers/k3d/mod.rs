@@ -26,8 +26,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
-    Registry, container_cluster, kubeconfig,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Ensured,
+    Error as ProviderError, Registry, container_cluster, kubeconfig,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -290,23 +290,30 @@ impl K3dCluster {
         Ok(self.decide(self.listed().await?.as_ref(), recorded)?)
     }
 
-    async fn up(&self, reporter: &dyn Reporter) -> Result<ClusterInfo, ProviderError> {
+    async fn up(&self, planned: &ClusterIntent, reporter: &dyn Reporter) -> Result<Ensured, ProviderError> {
         let step = format!("cluster/{}", self.name);
         let started = Instant::now();
         reporter.started(&step, "checking k3d");
-        let result = self.up_steps(&step, reporter).await;
+        let result = self.up_steps(planned, &step, reporter).await;
         match &result {
-            Ok(info) => reporter.finished(&step, Status::Ok, &format!("context `{}`", info.context), started.elapsed()),
+            Ok(done) => {
+                reporter.finished(&step, Status::Ok, &format!("context `{}`", done.info.context), started.elapsed())
+            }
             Err(error) => reporter.finished(&step, Status::Failed, &error.to_string(), started.elapsed()),
         }
         result
     }
 
-    async fn up_steps(&self, step: &str, reporter: &dyn Reporter) -> Result<ClusterInfo, ProviderError> {
+    async fn up_steps(
+        &self,
+        planned: &ClusterIntent,
+        step: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<Ensured, ProviderError> {
         let version = cli::version()?;
         let record = self.load_record()?;
         let mut listed = self.listed().await?;
-        let intent = self.decide(listed.as_ref(), record.is_some())?;
+        let intent = super::replan(planned, self.decide(listed.as_ref(), record.is_some())?, step, reporter);
         let progress = |line: &str| reporter.progress(step, line);
         if intent.action == ClusterAction::Recreate {
             reporter
@@ -356,7 +363,7 @@ impl K3dCluster {
             let registry = self.settings.flux_image_registry.as_deref();
             super::flux_install::install(&client, registry, step, reporter).await.map_err(Error::from)?;
         }
-        Ok(info)
+        Ok(Ensured { info, carried_out: intent })
     }
 
     async fn client_for(&self, info: &ClusterInfo) -> Result<kube::Client, Error> {
@@ -407,9 +414,10 @@ impl ClusterProvider for K3dCluster {
     fn ensure<'a>(
         &'a self,
         _env: &'a str,
+        planned: &'a ClusterIntent,
         reporter: &'a dyn Reporter,
-    ) -> BoxFuture<'a, Result<ClusterInfo, ProviderError>> {
-        Box::pin(self.up(reporter))
+    ) -> BoxFuture<'a, Result<Ensured, ProviderError>> {
+        Box::pin(self.up(planned, reporter))
     }
 
     fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {

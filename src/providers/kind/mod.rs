@@ -24,8 +24,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error as ProviderError,
-    Registry, container_cluster, kubeconfig,
+    Capabilities, ClusterAction, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Ensured,
+    Error as ProviderError, Registry, container_cluster, kubeconfig,
 };
 use crate::config::Config;
 use crate::config::profile::Provider;
@@ -296,14 +296,16 @@ impl KindCluster {
         Ok(self.decide(exists, recorded)?)
     }
 
-    async fn up(&self, reporter: &dyn Reporter) -> Result<ClusterInfo, ProviderError> {
+    async fn up(&self, planned: &ClusterIntent, reporter: &dyn Reporter) -> Result<Ensured, ProviderError> {
         let docker = Docker::connect().await.map_err(Error::from)?;
         let step = format!("cluster/{}", self.name);
         let started = Instant::now();
         reporter.started(&step, "checking kind");
-        let result = self.up_steps(&docker, &step, reporter).await;
+        let result = self.up_steps(&docker, planned, &step, reporter).await;
         match &result {
-            Ok(info) => reporter.finished(&step, Status::Ok, &format!("context `{}`", info.context), started.elapsed()),
+            Ok(done) => {
+                reporter.finished(&step, Status::Ok, &format!("context `{}`", done.info.context), started.elapsed())
+            }
             Err(error) => reporter.finished(&step, Status::Failed, &error.to_string(), started.elapsed()),
         }
         result
@@ -312,13 +314,14 @@ impl KindCluster {
     async fn up_steps(
         &self,
         docker: &Docker,
+        planned: &ClusterIntent,
         step: &str,
         reporter: &dyn Reporter,
-    ) -> Result<ClusterInfo, ProviderError> {
+    ) -> Result<Ensured, ProviderError> {
         let version = cli::version()?;
         let record = self.load_record().map_err(ProviderError::from)?;
         let exists = cli::clusters().await?.contains(&self.name);
-        let intent = self.decide(exists, record.is_some())?;
+        let intent = super::replan(planned, self.decide(exists, record.is_some())?, step, reporter);
         let container = registry_container(&self.name);
         let container_exists = docker.inspect_container(&container).await.map_err(Error::from)?.is_some();
         let port = self.registry_port(record.as_ref(), container_exists)?;
@@ -359,7 +362,7 @@ impl KindCluster {
             let registry = self.settings.flux_image_registry.as_deref();
             super::flux_install::install(&client, registry, step, reporter).await.map_err(Error::from)?;
         }
-        Ok(info)
+        Ok(Ensured { info, carried_out: intent })
     }
 
     /// After a restart of the machine kind's nodes may be stopped; they start as they were.
@@ -491,9 +494,10 @@ impl ClusterProvider for KindCluster {
     fn ensure<'a>(
         &'a self,
         _env: &'a str,
+        planned: &'a ClusterIntent,
         reporter: &'a dyn Reporter,
-    ) -> BoxFuture<'a, Result<ClusterInfo, ProviderError>> {
-        Box::pin(self.up(reporter))
+    ) -> BoxFuture<'a, Result<Ensured, ProviderError>> {
+        Box::pin(self.up(planned, reporter))
     }
 
     fn intent<'a>(&'a self, _env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, ProviderError>> {

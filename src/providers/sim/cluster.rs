@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use super::{Sim, SimInfo};
 use crate::config::profile::Provider;
 use crate::providers::{
-    Capabilities, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Error, LogLines, Registry,
+    Capabilities, ClusterInfo, ClusterIntent, ClusterProvider, ClusterStatus, Ensured, Error, LogLines, Registry,
 };
 use crate::ui::Reporter;
 
@@ -59,8 +59,16 @@ impl ClusterProvider for SimCluster {
         Box::pin(async { super::binaries().map(drop).map_err(Error::from) })
     }
 
-    fn ensure<'a>(&'a self, env: &'a str, reporter: &'a dyn Reporter) -> BoxFuture<'a, Result<ClusterInfo, Error>> {
-        Box::pin(async move { Ok(self.sim.up(env, reporter).await?.into()) })
+    fn ensure<'a>(
+        &'a self,
+        env: &'a str,
+        planned: &'a ClusterIntent,
+        reporter: &'a dyn Reporter,
+    ) -> BoxFuture<'a, Result<Ensured, Error>> {
+        Box::pin(async move {
+            let (info, carried_out) = self.sim.carry_out(env, Some(planned), reporter).await?;
+            Ok(Ensured { info: info.into(), carried_out })
+        })
     }
 
     fn intent<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<ClusterIntent, Error>> {

@@ -563,6 +563,17 @@ impl Sim {
     /// Makes sure the cluster runs and is healthy. A healthy cluster is reused as it is;
     /// anything less is stopped and booted again (the data survives).
     pub async fn up(&self, env: &str, reporter: &dyn Reporter) -> Result<SimInfo, Error> {
+        Ok(self.carry_out(env, None, reporter).await?.0)
+    }
+
+    /// [`up`](Self::up) as planned: the decision is made again under the directory's lock,
+    /// and a change since `planned` is reported. Returns the decision carried out.
+    pub async fn carry_out(
+        &self,
+        env: &str,
+        planned: Option<&ClusterIntent>,
+        reporter: &dyn Reporter,
+    ) -> Result<(SimInfo, ClusterIntent), Error> {
         const STEP: &str = "sim/cluster";
         let started = Instant::now();
         let binaries = binaries()?;
@@ -571,11 +582,14 @@ impl Sim {
         let _lock = DirLock::acquire(&self.layout.lock()).await?;
 
         let previous = self.layout.load_record().ok().flatten();
-        let intent = self.decide(previous.as_ref(), &binaries, &context).await;
+        let mut intent = self.decide(previous.as_ref(), &binaries, &context).await;
+        if let Some(planned) = planned {
+            intent = crate::providers::replan(planned, intent, STEP, reporter);
+        }
         match (intent.action, &previous) {
             (ClusterAction::Reuse, Some(record)) => {
                 reporter.finished(STEP, Status::Unchanged, &format!("`{context}` already running"), started.elapsed());
-                return Ok(self.layout.info(record));
+                return Ok((self.layout.info(record), intent));
             }
             (ClusterAction::Restart, _) => reporter.progress(STEP, &format!("restarting: {}", intent.reason)),
             _ => {}
@@ -619,7 +633,7 @@ impl Sim {
                     }
                 }
                 reporter.finished(STEP, Status::Ok, &format!("`{context}` ready"), started.elapsed());
-                Ok(self.layout.info(&record))
+                Ok((self.layout.info(&record), intent))
             }
             Err(error) => {
                 // Nothing of a failed boot keeps running; the logs stay for a look. Dropping
