@@ -88,7 +88,7 @@ pub const IDS: &[(&str, &str)] = &[
     ("DEV063", "Flux objects were not Ready in time"),
     ("DEV064", "Flux is not installed in the cluster"),
     ("DEV065", "applying to the cluster failed"),
-    ("DEV066", "Flux's prune did not finish in time"),
+    ("DEV066", "a deletion did not finish in time (Flux's prune, or an object `up` must apply again)"),
     ("DEV067", "a substituted value would make a string field a number, boolean or null"),
     ("DEV068", "an `overlay.disable` entry matches nothing"),
     ("DEV069", "a manifest is not valid YAML or a kustomization file names a file that does not exist"),

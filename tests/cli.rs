@@ -659,13 +659,14 @@ fn k3d_is_run_on_a_recorded_cluster_with_a_configuration_its_schema_accepts() {
         "{stderr}"
     );
 
-    // Exactly these commands: the checks before anything is made (preflight), again in `up`,
-    // then the cluster from the written configuration.
+    // Exactly these commands: the checks before anything is made (preflight), the plan, the
+    // same decision again when it is carried out, then the cluster from the written
+    // configuration. The version is asked once.
     let log = std::fs::read_to_string(bin.path().join("k3d.log")).unwrap();
     let create = format!("cluster create --config {}", config_path.display());
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        ["version", "cluster list -o json", "version", "cluster list -o json", create.as_str()]
+        ["version", "cluster list -o json", "cluster list -o json", "cluster list -o json", create.as_str()]
     );
 
     // The cluster and its registry were recorded before k3d was asked to make them.

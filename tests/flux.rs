@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Instant;
 
 use common::shape::Shapes;
@@ -12,7 +14,7 @@ use common::{TestRepo, cluster_client, copy_tree, mariadb_image, result_json, ti
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::networking::v1::IngressClass;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 
@@ -288,6 +290,48 @@ fn a_missing_variable_stops_up_before_anything_is_created() {
     assert!(!repo.state.path().join("envs/t-flux-contract").exists(), "nothing was created");
 }
 
+/// An object of devenv's on its way out (an interrupted `down` deleted it; here the test's
+/// finalizer holds it) is waited out and applied again by `up`; still held after
+/// `--timeout`, `up` names it (DEV066) rather than report applied what is about to go.
+async fn held_objects_of_devenv_are_waited_out_and_applied_again(
+    repo: &TestRepo,
+    client: &kube::Client,
+    args: &[&str],
+) {
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "flux-system");
+    let own = config_maps.list(&ListParams::default().labels(&format!("devenv.io/env={}", repo.env))).await.unwrap();
+    let name = own.items[0].metadata.name.clone().unwrap();
+    let hold = |finalizers: Vec<&str>| Patch::Merge(json!({"metadata": {"finalizers": finalizers}}));
+    config_maps.patch(&name, &PatchParams::default(), &hold(vec!["devenv.test/hold"])).await.unwrap();
+    config_maps.delete(&name, &Default::default()).await.unwrap();
+
+    let short = ["--profile", "sim", "--env", &repo.env, "--timeout", "5s"];
+    let output = repo.devenv().arg("up").args(short).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let expected = format!("error[DEV066]: ConfigMap/flux-system/{name} is being deleted and was not gone within 5s");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains(&format!("(`kubectl get ConfigMap {name} -n flux-system -o yaml`)")), "{stderr}");
+
+    // Released while `up` waits for it: it is created again and `up` passes.
+    let mut up = repo.std_command().arg("up").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(up.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let waiting = format!("ConfigMap/flux-system/{name} is being deleted: waiting until it is gone to apply it again");
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        seen.push_str(&(line.clone() + "\n"));
+        if line.contains(&waiting) {
+            break;
+        }
+    }
+    assert!(seen.contains(&waiting), "up says what it waits for:\n{seen}");
+    config_maps.patch(&name, &PatchParams::default(), &hold(Vec::new())).await.unwrap();
+    seen.extend(lines.map(|line| line + "\n"));
+    assert!(up.wait().unwrap().success(), "{seen}");
+    let again = config_maps.get(&name).await.unwrap();
+    assert!(again.metadata.deletion_timestamp.is_none(), "applied again, not left on its way out");
+}
+
 #[tokio::test]
 async fn a_cluster_without_flux_is_named_as_such() {
     let problem = devenv::providers::sim::binaries().err().map(|e| format!("{e}; run `devenv sim build`"));
@@ -360,6 +404,8 @@ async fn a_cluster_without_flux_is_named_as_such() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let result = repo.up_json(&args).1;
     let client = cluster_client(&result).await;
+
+    held_objects_of_devenv_are_waited_out_and_applied_again(&repo, &client, &args).await;
 
     // Flux's HelmRelease API goes away, as in a cluster where Flux was never installed.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =

@@ -867,12 +867,12 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
     let (_, scheduler) = pid_files(&dir).into_iter().find(|(name, _)| name == "kube-scheduler").unwrap();
     unsafe { libc::kill(scheduler, libc::SIGKILL) };
     wait_all_gone(&[("kube-scheduler".to_string(), scheduler)], Duration::from_secs(5)).await;
-    let notes = Notes::default();
+    let warnings = Warnings::default();
     let (restarted, done) =
-        sim.carry_out("lifetime", Some(&planned), &notes).await.unwrap_or_else(|e| panic!("{}", describe(e)));
+        sim.carry_out("lifetime", Some(&planned), &warnings).await.unwrap_or_else(|e| panic!("{}", describe(e)));
     assert_eq!(done.action, ClusterAction::Restart, "{done:?}");
     assert!(done.reason.contains("kube-scheduler"), "the reason names the stopped process: {done:?}");
-    let said = notes.0.lock().unwrap().clone();
+    let said = warnings.0.lock().unwrap().clone();
     assert!(
         said.iter().any(|line| line.starts_with("the cluster changed since `up` planned to reuse it")
             && line.ends_with(&format!("the plan now is to restart it: {}", done.reason))),
@@ -898,13 +898,13 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
 // `devenv down` without a readable state file
 // ---------------------------------------------------------------------------------------
 
-/// Keeps the progress lines a step reports.
+/// Keeps the warnings reported.
 #[derive(Default)]
-struct Notes(std::sync::Mutex<Vec<String>>);
+struct Warnings(std::sync::Mutex<Vec<String>>);
 
-impl Reporter for Notes {
+impl Reporter for Warnings {
     fn report(&self, event: Event<'_>) {
-        if let Event::Progress { message, .. } = event {
+        if let Event::Warning { message } = event {
             self.0.lock().unwrap().push(message.to_string());
         }
     }

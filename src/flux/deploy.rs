@@ -52,6 +52,10 @@ pub enum Error {
     Wait(#[from] wait::Error),
     #[error("{object} was not removed within {deadline:?} (a finalizer may be blocked)")]
     PruneTimeout { object: String, deadline: Duration },
+    #[error(
+        "{object} is being deleted and was not gone within {deadline:?}, so it could not be applied again (a finalizer may be blocked)"
+    )]
+    HeldInDeletion { object: String, deadline: Duration },
 }
 
 impl Error {
@@ -253,7 +257,8 @@ pub async fn up(
                     k8s::get(client, object).await?.and_then(|o| o.metadata.resource_version).map(Value::from)
                 }
             };
-            let after = apply_over_deletion(client, object, timeout).await?.metadata.resource_version.map(Value::from);
+            let applied = apply_over_deletion(client, object, timeout, reporter).await?;
+            let after = applied.metadata.resource_version.map(Value::from);
             Ok::<bool, Error>(is_env && before != after)
         }
     });
@@ -384,13 +389,20 @@ const FLUX_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
 /// Applies an object; one that turns out to be on its way out (an interrupted `down` deleted
 /// it and a finalizer still holds it) is waited out and created again, since an apply to it
 /// would be lost with it.
-async fn apply_over_deletion(client: &kube::Client, object: &Value, timeout: Duration) -> Result<DynamicObject, Error> {
+async fn apply_over_deletion(
+    client: &kube::Client,
+    object: &Value,
+    timeout: Duration,
+    reporter: &dyn Reporter,
+) -> Result<DynamicObject, Error> {
     let applied = k8s::apply(client, object).await?;
     if applied.metadata.deletion_timestamp.is_none() {
         return Ok(applied);
     }
+    let object_name = describe(object);
+    reporter.warning(&format!("{object_name} is being deleted: waiting until it is gone to apply it again"));
     if !k8s::wait_gone(client, object, timeout).await? {
-        return Err(Error::PruneTimeout { object: describe(object), deadline: timeout });
+        return Err(Error::HeldInDeletion { object: object_name, deadline: timeout });
     }
     Ok(k8s::apply(client, object).await?)
 }

@@ -57,7 +57,7 @@ pub fn flux(error: &Error) -> Diagnosis {
                 "DEV063",
                 Some("raise `--timeout`, or look at the objects still waiting (`kubectl get kustomizations,helmreleases -A`)".into()),
             ),
-            Deploy::PruneTimeout { object, .. } => (
+            Deploy::PruneTimeout { object, .. } | Deploy::HeldInDeletion { object, .. } => (
                 "DEV066",
                 Some(prune_blocked_hint(object)),
             ),
@@ -125,7 +125,7 @@ pub(crate) fn prune_blocked_hint(object: &str) -> String {
         _ => format!("`kubectl get {object} -o yaml`"),
     };
     format!(
-        "its `metadata.finalizers` name what holds it ({look}); once that is resolved, `devenv down` again finishes the job, or give it longer with `--timeout`"
+        "its `metadata.finalizers` name what holds it ({look}); once that is resolved, the same command again finishes the job, or give it longer with `--timeout`"
     )
 }
 

@@ -162,10 +162,10 @@ pub struct Ensured {
 
 /// The decision `ensure` carries out: the one it makes when it runs (under the provider's
 /// lock, where sim has one), which is the planned one unless the cluster changed since.
-/// A change is reported on `step`, so that `up` never does silently what it did not plan.
-pub fn replan(planned: &ClusterIntent, now: ClusterIntent, step: &str, reporter: &dyn Reporter) -> ClusterIntent {
+/// A change is a warning, so that `up` never does silently what it did not plan.
+pub fn replan(planned: &ClusterIntent, now: ClusterIntent, reporter: &dyn Reporter) -> ClusterIntent {
     if let Some(note) = replan_note(planned, &now) {
-        reporter.progress(step, &note);
+        reporter.warning(&note);
     }
     now
 }

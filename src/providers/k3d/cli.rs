@@ -62,7 +62,17 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 /// `k3d version` → `v5.9.0`; fails when k3d is missing or older than [`MIN_VERSION`].
 /// Blocking (it answers at once), so `doctor`'s synchronous checks can use it too.
+/// Asked once per run (the binary does not change meanwhile); a failure is asked again.
 pub fn version() -> Result<String, Error> {
+    static FOUND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(version) = FOUND.get() {
+        return Ok(version.clone());
+    }
+    let version = ask_version()?;
+    Ok(FOUND.get_or_init(|| version).clone())
+}
+
+fn ask_version() -> Result<String, Error> {
     let args = version_args();
     let output = match std::process::Command::new(PROGRAM).args(&args).stdin(Stdio::null()).output() {
         Ok(output) => output,

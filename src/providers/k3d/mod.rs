@@ -313,7 +313,7 @@ impl K3dCluster {
         let version = cli::version()?;
         let record = self.load_record()?;
         let mut listed = self.listed().await?;
-        let intent = super::replan(planned, self.decide(listed.as_ref(), record.is_some())?, step, reporter);
+        let intent = super::replan(planned, self.decide(listed.as_ref(), record.is_some())?, reporter);
         let progress = |line: &str| reporter.progress(step, line);
         if intent.action == ClusterAction::Recreate {
             reporter

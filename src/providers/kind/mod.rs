@@ -321,7 +321,7 @@ impl KindCluster {
         let version = cli::version()?;
         let record = self.load_record().map_err(ProviderError::from)?;
         let exists = cli::clusters().await?.contains(&self.name);
-        let intent = super::replan(planned, self.decide(exists, record.is_some())?, step, reporter);
+        let intent = super::replan(planned, self.decide(exists, record.is_some())?, reporter);
         let container = registry_container(&self.name);
         let container_exists = docker.inspect_container(&container).await.map_err(Error::from)?.is_some();
         let port = self.registry_port(record.as_ref(), container_exists)?;

@@ -584,7 +584,7 @@ impl Sim {
         let previous = self.layout.load_record().ok().flatten();
         let mut intent = self.decide(previous.as_ref(), &binaries, &context).await;
         if let Some(planned) = planned {
-            intent = crate::providers::replan(planned, intent, STEP, reporter);
+            intent = crate::providers::replan(planned, intent, reporter);
         }
         match (intent.action, &previous) {
             (ClusterAction::Reuse, Some(record)) => {
