@@ -191,6 +191,16 @@ fn covers(part: &Value, whole: &Value) -> bool {
     }
 }
 
+/// Whether the API server serves `plural` in `api_version` (`group/version`), asked of
+/// discovery: every authenticated identity may read it, unlike a cluster-wide list.
+pub async fn served(client: &kube::Client, api_version: &str, plural: &str) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|resource| resource.name == plural)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// The objects of `env` of the kind and namespace of `like`, as the cluster has them, by
 /// [`describe`]; `None` when they cannot be listed (then everything is applied).
 pub async fn list_labelled(client: &kube::Client, like: &Value, env: &str) -> Option<Vec<Value>> {

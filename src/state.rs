@@ -102,6 +102,13 @@ impl FluxPlacement {
     pub fn for_config(config: &crate::config::Config) -> Self {
         FluxPlacement { namespace: config.flux_namespace(), shared: config.environment_namespace().is_some() }
     }
+
+    /// The namespace that holds every Flux object of the environment, when it is its own in a
+    /// shared cluster: Flux objects are read there alone, which an identity confined to it
+    /// may do, rather than in the whole cluster.
+    pub fn scope(&self) -> Option<&str> {
+        self.shared.then_some(self.namespace.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -274,6 +274,123 @@ async fn two_environments_share_one_cluster_and_one_goes_without_touching_the_ot
     let _ = Sim::new(&sim_dir).down(true, &SilentReporter).await;
 }
 
+/// A kubeconfig beside the sim cluster's with a context `confined`: the same admin credentials,
+/// acting as `user` (impersonation, `as:`), as an identity a company gives a developer.
+fn confined_kubeconfig(info: &SimInfo, user: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(&info.kubeconfig).unwrap();
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let context = (config["contexts"].as_sequence().unwrap().iter())
+        .find(|c| c["name"].as_str() == Some(info.context.as_str()))
+        .unwrap()
+        .clone();
+    let admin = context["context"]["user"].as_str().unwrap().to_string();
+    let mut user_entry =
+        (config["users"].as_sequence().unwrap().iter()).find(|u| u["name"].as_str() == Some(&admin)).unwrap().clone();
+    user_entry["name"] = "confined".into();
+    user_entry["user"]["as"] = user.into();
+    let mut confined = context;
+    confined["name"] = "confined".into();
+    confined["context"]["user"] = "confined".into();
+    config["users"].as_sequence_mut().unwrap().push(user_entry);
+    config["contexts"].as_sequence_mut().unwrap().push(confined);
+    let path = dir.join("confined-kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// A developer whose identity may act in the environment's namespace only, as in a company's
+/// shared EKS cluster where the platform team hands out namespaces: `up`, an edit, `up` and
+/// `down` work without a right outside it (Flux's own controllers apply what is cluster-wide).
+#[tokio::test]
+async fn an_identity_confined_to_the_environments_namespace_runs_it() {
+    let Some(image) = mariadb_image() else { return };
+    if !sim_available() {
+        return;
+    }
+    let (info, sim_dir) = boot("confined", Scope::Full);
+    let admin = devenv::providers::kubeconfig::client(&info.kubeconfig, &info.context).await.unwrap();
+    let namespace = "devenv-t-confined";
+    let grant = [
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "developer", "namespace": namespace},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "developer", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "developer"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev-confined"}],
+        }),
+        // Whether pods run is read from the nodes; an identity that may not is taken to run
+        // them, and the sim cluster's do not (its webhooks would stay and refuse objects).
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "node-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}],
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "dev-confined-node-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-reader"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev-confined"}],
+        }),
+    ];
+    for object in &grant {
+        devenv::kube::apply(&admin, object).await.unwrap();
+    }
+    let kubeconfig = confined_kubeconfig(&info, "dev-confined", &sim_dir);
+    let confined = devenv::providers::kubeconfig::client(&kubeconfig, "confined").await.unwrap();
+    let cluster_wide: Api<Namespace> = Api::all(confined.clone());
+    let refused = cluster_wide.list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{refused:?}");
+
+    let repo = TestRepo::new("t-confined", "");
+    copy_tree(Path::new(FIXTURE), repo.path());
+    repo.override_image("rds-mariadb", &image);
+    profile(&repo, "confined", &info.registry, "");
+    let devenv = |args: &[&str]| {
+        let output =
+            repo.devenv().args(args).args(["--output", "json"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?} failed: {stderr}{stdout}");
+        result_json(&output.stdout)
+    };
+    let up = || devenv(&["up", "--profile", "shared", "--env", "t-confined", "--timeout", "120s"]);
+    let result = up();
+    let objects: Vec<&str> =
+        result["flux"]["objects"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+    for name in ["devenv-root", "crds", "platform", "apps"] {
+        assert!(objects.contains(&format!("Kustomization/{namespace}/{name}").as_str()), "{objects:?}");
+    }
+    assert_eq!(all_ready(&admin, namespace).await, Vec::<String>::new());
+    let status = devenv(&["status", "--profile", "shared", "--env", "t-confined"]);
+    let listed: Vec<&str> = status["flux"].as_array().unwrap().iter().map(|o| o["object"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), objects.len(), "status reads the same objects: {listed:?} vs {objects:?}");
+    assert!(status["flux"].as_array().unwrap().iter().all(|o| o["ready"] == true), "{status}");
+
+    let manifest = repo.path().join("apps/base/orders/deployment.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, original.replace("${LOG_LEVEL:=info}", "${LOG_LEVEL:=debug}")).unwrap();
+    let planned = devenv(&["plan", "--profile", "shared", "--env", "t-confined"]);
+    let edited = up();
+    assert_eq!(edited["plan"]["flux"], planned["flux"], "up carried out the plan shown");
+    assert_eq!(edited["flux"]["artifacts"]["pushed"], serde_json::json!(["devenv-ks-apps"]), "{edited}");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
+    let loans = deployments.get("loans").await.unwrap();
+    let container = &loans.spec.unwrap().template.spec.unwrap().containers[0];
+    let level = container.env.as_ref().unwrap().iter().find(|e| e.name == "LOG_LEVEL").unwrap().value.clone();
+    assert_eq!(level.as_deref(), Some("debug"));
+
+    let down = devenv(&["down", "--env", "t-confined"]);
+    assert!(!down["flux"]["pruned"].as_array().unwrap().is_empty(), "{down}");
+    assert!(deployments.get_opt("loans").await.unwrap().is_none(), "Flux pruned the workload");
+    assert_eq!(labelled_containers("t-confined"), "");
+    drop(repo);
+    let _ = Sim::new(&sim_dir).down(true, &SilentReporter).await;
+}
+
 #[tokio::test]
 async fn a_cluster_without_flux_is_refused_before_anything_is_created() {
     if !sim_available() {

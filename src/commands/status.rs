@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), Error> {
         && health.healthy
         && let Ok(client) = provider.client(info).await
     {
-        match flux::wait::snapshot(&client, &config.flux_namespace()).await {
+        match flux::wait::snapshot(&client, &crate::state::FluxPlacement::for_config(&config)).await {
             Ok(objects) => flux_objects = Some(objects),
             Err(error) => ctx.reporter().warning(&format!("cannot read the Flux objects: {error}")),
         }

@@ -34,11 +34,9 @@ const CONCURRENT_REQUESTS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Flux is not installed in the cluster (no {kind} API)")]
-    FluxMissing {
-        kind: String,
-        #[source]
-        source: kube::Error,
-    },
+    FluxMissing { kind: String },
+    #[error("cannot ask the cluster which Flux APIs it serves")]
+    FluxCheck(#[source] kube::Error),
     #[error(transparent)]
     Kube(#[from] k8s::Error),
     #[error(transparent)]
@@ -199,10 +197,13 @@ pub async fn up(
     timeout: Duration,
     reporter: &dyn Reporter,
 ) -> Result<Deployed, Error> {
-    for (api, kind) in [(kustomizations(client), "Kustomization"), (helm_releases(client), "HelmRelease")] {
-        api.list(&ListParams::default().limit(1))
-            .await
-            .map_err(|source| Error::FluxMissing { kind: kind.to_string(), source })?;
+    for (api_version, plural, kind) in [
+        ("kustomize.toolkit.fluxcd.io/v1", "kustomizations", "Kustomization"),
+        ("helm.toolkit.fluxcd.io/v2", "helmreleases", "HelmRelease"),
+    ] {
+        if !k8s::served(client, api_version, plural).await.map_err(Error::FluxCheck)? {
+            return Err(Error::FluxMissing { kind: kind.to_string() });
+        }
     }
     finish_interrupted_removal(client, config, packed, timeout, reporter).await?;
     let step = "flux/apply";
@@ -270,6 +271,8 @@ pub async fn up(
     // Kustomization reconciles, so a changed ConfigMap asks every one of them.
     let token = request_token();
     let flux_namespace = &config.flux_namespace();
+    let placement = FluxPlacement::for_config(config);
+    let scope = placement.scope();
     let pushed: Vec<String> = sources.iter().filter(|(_, p)| p.pushed).map(|(s, _)| s.clone()).collect();
     // A source whose artifact is not the one in the registry (an `up` interrupted between
     // its push and its request) is asked again, as if pushed now.
@@ -278,8 +281,8 @@ pub async fn up(
         request(client, "source.toolkit.fluxcd.io/v1", "OCIRepository", flux_namespace, source, &token).await?;
     }
     // One read of the Kustomizations and HelmReleases serves every decision below.
-    let flux_objects = wait::list_all(client).await?;
-    let chart_digests = follow_charts(client, &charts, &flux_objects, &token).await?;
+    let flux_objects = wait::list_all(client, scope).await?;
+    let chart_digests = follow_charts(client, scope, &charts, &flux_objects, &token).await?;
     let mut requested = retry_failed(client, &flux_objects, flux_namespace, &token).await?;
     // With nothing new to apply the root is not asked again: a no-op `up` touches nothing,
     // and the watch below still checks that every object is Ready at the current revisions
@@ -315,6 +318,7 @@ pub async fn up(
         sources.iter().map(|(source, p)| (source.clone(), p.manifest_digest.clone())).collect();
     let target = wait::Target {
         flux_namespace,
+        scope,
         revisions: &revisions,
         chart_digests: &chart_digests,
         requested: &requested,
@@ -322,7 +326,7 @@ pub async fn up(
     };
     let origin = |object: &str| packed.origins.get(object).cloned();
     let statuses = wait::until_ready(client, &target, timeout, &origin, reporter).await?;
-    remove_stale_sources(client, config, &packed.sources()).await?;
+    remove_stale_sources(client, config, scope, &packed.sources()).await?;
     Ok(Deployed { artifacts: Artifacts { pushed, sources, charts }, objects: statuses })
 }
 
@@ -365,7 +369,7 @@ async fn sources_behind(
 /// being deleted takes no new objects: applying into it fails, naming it (`DEV065`), unless
 /// it was the environment's own and an interrupted `down` is finished first.
 async fn ensure_namespace(client: &kube::Client, namespace: &str, env: &str) -> Result<(), Error> {
-    let mut namespace_object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    let mut namespace_object = namespace_reference(namespace);
     if k8s::get(client, &namespace_object).await?.is_none() {
         k8s::label(&mut namespace_object, env);
         k8s::apply(client, &namespace_object).await?;
@@ -407,6 +411,10 @@ async fn apply_over_deletion(
     Ok(k8s::apply(client, object).await?)
 }
 
+fn namespace_reference(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
 /// The root Kustomization in `flux_namespace`, as a reference for `k8s::get` and `k8s::delete`.
 fn root_reference(flux_namespace: &str) -> Value {
     json!({
@@ -439,7 +447,7 @@ async fn finish_interrupted_removal(
     // Flux deletes in the background, and the root's inventory no longer names what its
     // Kustomizations applied once they are gone: what the tree declares that is still being
     // deleted is waited out.
-    let leftovers = being_deleted(client, packed, &placement.namespace).await?;
+    let leftovers = being_deleted(client, packed, &placement).await?;
     for object in &leftovers {
         let left = timeout.saturating_sub(started.elapsed());
         if !k8s::wait_gone(client, object, left).await? {
@@ -455,13 +463,14 @@ async fn finish_interrupted_removal(
 }
 
 /// The Kustomizations and HelmReleases of the packed tree, and the namespaces they live in or
-/// Flux applied from `flux_namespace`, that are being deleted.
-async fn being_deleted(client: &kube::Client, packed: &Packed, flux_namespace: &str) -> Result<Vec<Value>, Error> {
+/// Flux applied from the placement's namespace, that are being deleted.
+async fn being_deleted(client: &kube::Client, packed: &Packed, placement: &FluxPlacement) -> Result<Vec<Value>, Error> {
     let terminating = |o: &DynamicObject| o.metadata.deletion_timestamp.is_some();
+    let (flux_namespace, scope) = (placement.namespace.as_str(), placement.scope());
     let mut objects = Vec::new();
     for (api, api_version, kind) in [
-        (kustomizations(client), "kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
-        (helm_releases(client), "helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+        (kustomizations(client, scope), "kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+        (helm_releases(client, scope), "helm.toolkit.fluxcd.io/v2", "HelmRelease"),
     ] {
         for object in listed(&api).await?.iter().filter(|o| terminating(o)) {
             let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
@@ -471,8 +480,12 @@ async fn being_deleted(client: &kube::Client, packed: &Packed, flux_namespace: &
         }
     }
     let declared: BTreeSet<&str> = packed.origins.keys().filter_map(|key| key.split('/').nth(1)).collect();
-    let namespaces: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Namespace>(&()));
-    for namespace in listed(&namespaces).await?.iter().filter(|o| terminating(o)) {
+    // In its own namespace an environment applies nothing elsewhere: that one is looked at.
+    let namespaces = match scope {
+        Some(own) => k8s::get(client, &namespace_reference(own)).await?.into_iter().collect(),
+        None => listed(&Api::all_with(client.clone(), &ApiResource::erase::<Namespace>(&()))).await?,
+    };
+    for namespace in namespaces.iter().filter(|o| terminating(o)) {
         let applied_here = namespace.labels().get(FLUX_NAMESPACE_LABEL).is_some_and(|n| n == flux_namespace);
         let name = namespace.name_any();
         if applied_here || declared.contains(name.as_str()) {
@@ -540,6 +553,7 @@ async fn retry_failed(
 /// HelmRelease installing one of them must reach, by `HelmRelease/namespace/name`.
 async fn follow_charts(
     client: &kube::Client,
+    scope: Option<&str>,
     charts: &[Pushed],
     flux_objects: &[DynamicObject],
     token: &str,
@@ -552,8 +566,7 @@ async fn follow_charts(
         &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
         "ocirepositories",
     );
-    let sources: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let sources = sources.list(&ListParams::default()).await.map_err(Error::List)?.items;
+    let sources = wait::api_in(scope, client, &resource).list(&ListParams::default()).await.map_err(Error::List)?.items;
     let is_release = |o: &&DynamicObject| o.types.as_ref().is_some_and(|t| t.kind == "HelmRelease");
     let releases: Vec<&DynamicObject> = flux_objects.iter().filter(is_release).collect();
     for chart in charts {
@@ -582,10 +595,14 @@ async fn follow_charts(
 }
 
 /// devenv's OCIRepositories of the environment that no Kustomization reads any more.
-async fn remove_stale_sources(client: &kube::Client, config: &Config, keep: &BTreeSet<String>) -> Result<(), Error> {
-    for source in
-        labelled(client, &config.env, "source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories").await?
-    {
+async fn remove_stale_sources(
+    client: &kube::Client,
+    config: &Config,
+    scope: Option<&str>,
+    keep: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let kind = ("source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories");
+    for source in labelled(client, &config.env, scope, kind).await? {
         let name = source.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         if overlay::is_devenv_source(name) && !keep.contains(name) {
             k8s::delete(client, &source).await?;
@@ -594,22 +611,29 @@ async fn remove_stale_sources(client: &kube::Client, config: &Config, keep: &BTr
     Ok(())
 }
 
-/// devenv's objects of one kind in this environment, as deletable references.
+/// devenv's objects of one kind (group, version, kind, plural) in this environment, in
+/// `scope` (a namespace) or the whole cluster, as deletable references. Namespaces in a
+/// scope: that one, if devenv made it for the environment.
 async fn labelled(
     client: &kube::Client,
     env: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
+    scope: Option<&str>,
+    (group, version, kind, plural): (&str, &str, &str, &str),
 ) -> Result<Vec<Value>, Error> {
     let selector = crate::naming::env_selector(env);
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let list = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?;
+    let items = match (kind, scope) {
+        ("Namespace", Some(own)) => {
+            let made_here = |n: &DynamicObject| n.labels().get(crate::naming::LABEL_ENV).is_some_and(|e| e == env);
+            k8s::get(client, &namespace_reference(own)).await?.into_iter().filter(made_here).collect()
+        }
+        _ => {
+            let api = wait::api_in(scope.filter(|_| kind != "Namespace"), client, &resource);
+            api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?.items
+        }
+    };
     let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(list
-        .items
+    Ok(items
         .into_iter()
         .map(|item| {
             json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": item.metadata.name, "namespace": item.metadata.namespace}})
@@ -648,7 +672,8 @@ pub async fn remove(
     let step = "flux/remove";
     let started = Instant::now();
     let mut removed = Removed::default();
-    if kustomizations(client).list(&ListParams::default().limit(1)).await.is_err() {
+    // A cluster without Flux (it was removed since) has nothing of Flux's to prune.
+    if !k8s::served(client, "kustomize.toolkit.fluxcd.io/v1", "kustomizations").await.map_err(Error::FluxCheck)? {
         return Ok(removed);
     }
     let pruned = prune(client, placement, deadline, reporter).await?;
@@ -659,10 +684,10 @@ pub async fn remove(
         ("", "v1", "Secret", "secrets"),
         ("", "v1", "Namespace", "namespaces"),
     ];
-    for (group, version, kind, plural) in kinds {
-        for object in labelled(client, env, group, version, kind, plural).await? {
+    for kind in kinds {
+        for object in labelled(client, env, placement.scope(), kind).await? {
             let name = object["metadata"]["name"].as_str();
-            if kind == "Namespace" && keep.is_some() && name == keep {
+            if kind.2 == "Namespace" && keep.is_some() && name == keep {
                 continue;
             }
             if k8s::delete(client, &object).await? {
@@ -705,7 +730,7 @@ async fn prune(
     let started = Instant::now();
     let root = root_reference(&placement.namespace);
     let shared = placement.shared;
-    let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, &placement.namespace)
+    let (kept, applied): (Vec<Value>, Vec<Value>) = inventory(client, placement)
         .await?
         .into_iter()
         .partition(|object| shared && overlay::is_cluster_wide(object["kind"].as_str().unwrap_or_default()));
@@ -730,9 +755,9 @@ async fn prune(
 
 /// Every object in the inventories of the environment's Kustomizations (root first, then
 /// the Kustomizations it applied, and so on), as references for `k8s::get`.
-async fn inventory(client: &kube::Client, flux_namespace: &str) -> Result<Vec<Value>, Error> {
-    let all = kustomizations(client).list(&ListParams::default()).await.map_err(Error::List)?.items;
-    Ok(inventory_of(&all, flux_namespace))
+async fn inventory(client: &kube::Client, placement: &FluxPlacement) -> Result<Vec<Value>, Error> {
+    let all = kustomizations(client, placement.scope()).list(&ListParams::default()).await.map_err(Error::List)?.items;
+    Ok(inventory_of(&all, &placement.namespace))
 }
 
 /// `inventory` from a list that holds the environment's Kustomizations (other kinds ignored).

@@ -12,6 +12,7 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
 use super::names::{REQUESTED_AT, ROOT_NAME};
+use crate::state::FluxPlacement;
 use crate::ui::{Reporter, ReporterExt, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,10 @@ pub struct ObjectStatus {
 /// What "done" means for this run.
 pub struct Target<'a> {
     pub flux_namespace: &'a str,
+    /// Where the environment's Flux objects are read ([`FluxPlacement::scope`]).
+    ///
+    /// [`FluxPlacement::scope`]: crate::state::FluxPlacement::scope
+    pub scope: Option<&'a str>,
     /// Manifest digest of each of devenv's sources: a Kustomization reading one counts only
     /// once it applied that revision.
     pub revisions: &'a BTreeMap<String, String>,
@@ -60,17 +65,25 @@ pub struct Target<'a> {
     pub token: &'a str,
 }
 
-fn api(client: &kube::Client, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::all_with(client.clone(), &resource)
+/// The objects of one kind in `scope` (a namespace), or in the whole cluster without one.
+pub fn api_in(scope: Option<&str>, client: &kube::Client, resource: &ApiResource) -> Api<DynamicObject> {
+    match scope {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
 }
 
-pub fn kustomizations(client: &kube::Client) -> Api<DynamicObject> {
-    api(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations")
+fn api(client: &kube::Client, scope: Option<&str>, gvk: (&str, &str, &str), plural: &str) -> Api<DynamicObject> {
+    let (group, version, kind) = gvk;
+    api_in(scope, client, &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural))
 }
 
-pub fn helm_releases(client: &kube::Client) -> Api<DynamicObject> {
-    api(client, "helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases")
+pub fn kustomizations(client: &kube::Client, scope: Option<&str>) -> Api<DynamicObject> {
+    api(client, scope, ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"), "kustomizations")
+}
+
+pub fn helm_releases(client: &kube::Client, scope: Option<&str>) -> Api<DynamicObject> {
+    api(client, scope, ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"), "helmreleases")
 }
 
 /// `Kind/namespace/name` of a listed object.
@@ -95,7 +108,7 @@ pub async fn until_ready(
     let deadline = tokio::time::Instant::now() + timeout;
     // Two watch streams, tagged by kind; each restarts itself after an error.
     let config = watcher::Config::default();
-    let streams = [kustomizations(client), helm_releases(client)]
+    let streams = [kustomizations(client, target.scope), helm_releases(client, target.scope)]
         .into_iter()
         .enumerate()
         .map(|(index, api)| watcher::watcher(api, config.clone()).default_backoff().map(move |e| (index, e)).boxed());
@@ -141,7 +154,7 @@ pub async fn until_ready(
         // list of both kinds.
         let confirmed = match statuses.iter().any(|s| s.failed) {
             true => {
-                let fresh = list_all(client).await?;
+                let fresh = list_all(client, target.scope).await?;
                 let fresh: Vec<&DynamicObject> = fresh.iter().collect();
                 evaluate(&environment_objects(&fresh, target.flux_namespace), Some(target))
             }
@@ -216,8 +229,9 @@ async fn nudge_dependents(
 
 /// The environment's Flux objects as they are now, for `devenv status`: Ready at their
 /// generation, in tree order.
-pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec<ObjectStatus>, Error> {
-    let all = list_all(client).await?;
+pub async fn snapshot(client: &kube::Client, placement: &FluxPlacement) -> Result<Vec<ObjectStatus>, Error> {
+    let flux_namespace = placement.namespace.as_str();
+    let all = list_all(client, placement.scope()).await?;
     let all: Vec<&DynamicObject> = all.iter().collect();
     let mut statuses: Vec<ObjectStatus> =
         evaluate(&environment_objects(&all, flux_namespace), None).into_iter().map(|e| e.status).collect();
@@ -227,10 +241,10 @@ pub async fn snapshot(client: &kube::Client, flux_namespace: &str) -> Result<Vec
     Ok(statuses)
 }
 
-/// Every Kustomization and HelmRelease in the cluster, read now.
-pub(super) async fn list_all(client: &kube::Client) -> Result<Vec<DynamicObject>, Error> {
-    let mut all = kustomizations(client).list(&Default::default()).await.map_err(Error::List)?.items;
-    all.extend(helm_releases(client).list(&Default::default()).await.map_err(Error::List)?.items);
+/// Every Kustomization and HelmRelease in `scope` (a namespace, or the cluster), read now.
+pub(super) async fn list_all(client: &kube::Client, scope: Option<&str>) -> Result<Vec<DynamicObject>, Error> {
+    let mut all = kustomizations(client, scope).list(&Default::default()).await.map_err(Error::List)?.items;
+    all.extend(helm_releases(client, scope).list(&Default::default()).await.map_err(Error::List)?.items);
     Ok(all)
 }
 

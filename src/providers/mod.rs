@@ -24,8 +24,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DynamicObject, ListParams, LogParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, ListParams, LogParams};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -310,16 +309,13 @@ const FLUX_KINDS: [(&str, &str, &str, &str); 3] = [
     ("source.toolkit.fluxcd.io", "v1", "OCIRepository", "ocirepositories"),
 ];
 
-/// Lists one object of each Flux kind: a 404 means the API is missing.
+/// Asks discovery which Flux kinds are served, so that an identity confined to one namespace
+/// (which may not list them cluster-wide) gets the same answer.
 pub async fn flux_presence(client: &kube::Client) -> Result<FluxPresence, kube::Error> {
     let mut presence = FluxPresence::default();
     for (group, version, kind, plural) in FLUX_KINDS {
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        match api.list(&ListParams::default().limit(1)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => presence.missing.push(kind.to_string()),
-            Err(error) => return Err(error),
+        if !crate::kube::served(client, &format!("{group}/{version}"), plural).await? {
+            presence.missing.push(kind.to_string());
         }
     }
     Ok(presence)
