@@ -731,9 +731,8 @@ async fn the_github_actions_workflow_runs_its_preview_steps() {
     let removed = run_step(&repo, &down, &[("github.event.pull_request.number", "12")]);
     assert!(removed.contains(r#""existed":true"#), "{removed}");
     assert!(namespaces.get_opt("pr-12-ci-shop").await.unwrap().is_none());
-    // No pull request open: `gh pr list` prints nothing, and nothing is left to delete.
-    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "")]);
-    assert!(gc.contains(r#"{"deleted":[],"kept":[]}"#), "{gc}");
+    // `gc` does not wait for a namespace to go; until it has, a later `gc` keeps it as
+    // already being deleted.
     let _ = eventually("pr-11-ci-shop is gone", Duration::from_secs(60), || {
         let namespaces = namespaces.clone();
         async move {
@@ -744,6 +743,9 @@ async fn the_github_actions_workflow_runs_its_preview_steps() {
         }
     })
     .await;
+    // No pull request open: `gh pr list` prints nothing, and nothing is left to delete.
+    let gc = run_step(&repo, &workflow_step("gc", "gc"), &[("steps.open.outputs.prs", "")]);
+    assert!(gc.contains(r#"{"deleted":[],"kept":[]}"#), "{gc}");
 }
 
 fn which(program: &str) -> Option<PathBuf> {

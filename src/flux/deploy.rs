@@ -411,6 +411,7 @@ async fn apply_over_deletion(
     Ok(k8s::apply(client, object).await?)
 }
 
+/// A Namespace, as a reference for `k8s::get` and `k8s::apply`.
 fn namespace_reference(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
@@ -489,7 +490,7 @@ async fn being_deleted(client: &kube::Client, packed: &Packed, placement: &FluxP
         let applied_here = namespace.labels().get(FLUX_NAMESPACE_LABEL).is_some_and(|n| n == flux_namespace);
         let name = namespace.name_any();
         if applied_here || declared.contains(name.as_str()) {
-            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+            objects.push(namespace_reference(&name));
         }
     }
     Ok(objects)
@@ -628,7 +629,7 @@ async fn labelled(
             k8s::get(client, &namespace_reference(own)).await?.into_iter().filter(made_here).collect()
         }
         _ => {
-            let api = wait::api_in(scope.filter(|_| kind != "Namespace"), client, &resource);
+            let api = wait::api_in(scope, client, &resource);
             api.list(&ListParams::default().labels(&selector)).await.map_err(Error::List)?.items
         }
     };
