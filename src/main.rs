@@ -25,8 +25,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let command = commands::run(&cli, &ctx);
         tokio::pin!(command);
+        // Biased, the interrupt is listened for before the command first runs: its first
+        // steps may run for a while without yielding (packing the tree), and a Ctrl-C then
+        // must still end it cleanly.
         tokio::select! {
-            result = &mut command => result,
+            biased;
             // Every object is labelled when it is created, so stopping here leaves nothing
             // that `down` cannot find, once the engine has done what it was asked: a request
             // on its way is carried out even if devenv exits, so it is let finish first.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(30), settle).await;
                 Err(Error::Interrupted)
             }
+            result = &mut command => result,
         }
     });
     match result {
