@@ -865,6 +865,7 @@ async fn a_detached_cluster_outlives_up_and_down_stops_it() {
     let planned = sim.intent("lifetime").await.unwrap();
     assert_eq!(planned.action, ClusterAction::Reuse, "{planned:?}");
     let (_, scheduler) = pid_files(&dir).into_iter().find(|(name, _)| name == "kube-scheduler").unwrap();
+    // SAFETY: a signal to a process of the cluster this test booted, by its pid file.
     unsafe { libc::kill(scheduler, libc::SIGKILL) };
     wait_all_gone(&[("kube-scheduler".to_string(), scheduler)], Duration::from_secs(5)).await;
     let warnings = Warnings::default();
