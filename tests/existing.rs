@@ -53,6 +53,14 @@ fn profile(repo: &TestRepo, context: &str, registry: &str, cluster: &str) {
     );
 }
 
+/// The JSON result of a devenv command that must succeed, run with `KUBECONFIG=kubeconfig`.
+fn succeeded_json(repo: &TestRepo, kubeconfig: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> serde_json::Value {
+    let output = repo.devenv().args(args).args(["--output", "json"]).env("KUBECONFIG", kubeconfig).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{args:?} failed: {stderr}{stdout}");
+    result_json(&output.stdout)
+}
+
 /// Containers carrying the environment's label.
 fn labelled_containers(env: &str) -> String {
     let output = std::process::Command::new("docker")
@@ -219,13 +227,7 @@ async fn two_environments_share_one_cluster_and_one_goes_without_touching_the_ot
     repo.override_image("rds-mariadb", &image);
     profile(&repo, &info.context, &info.registry, "");
     let kubeconfig = info.kubeconfig.display().to_string();
-    let devenv = |args: &[&str]| {
-        let output =
-            repo.devenv().args(args).args(["--output", "json"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert!(output.status.success(), "{args:?} failed: {stderr}{stdout}");
-        result_json(&output.stdout)
-    };
+    let devenv = |args: &[&str]| succeeded_json(&repo, &kubeconfig, args);
     // The repository's own guard removes `t-share-a`; this one `t-share-b`, even after a failure.
     let _b = Purge(&repo, "t-share-b");
     let up = |env: &str| devenv(&["up", "--profile", "shared", "--env", env, "--timeout", "120s"]);
@@ -350,13 +352,7 @@ async fn an_identity_confined_to_the_environments_namespace_runs_it() {
     copy_tree(Path::new(FIXTURE), repo.path());
     repo.override_image("rds-mariadb", &image);
     profile(&repo, "confined", &info.registry, "");
-    let devenv = |args: &[&str]| {
-        let output =
-            repo.devenv().args(args).args(["--output", "json"]).env("KUBECONFIG", &kubeconfig).output().unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert!(output.status.success(), "{args:?} failed: {stderr}{stdout}");
-        result_json(&output.stdout)
-    };
+    let devenv = |args: &[&str]| succeeded_json(&repo, &kubeconfig, args);
     let up = || devenv(&["up", "--profile", "shared", "--env", "t-confined", "--timeout", "120s"]);
     let result = up();
     let objects: Vec<&str> =

@@ -1,6 +1,6 @@
-//! What the providers whose nodes are Docker containers (kind, k3d) share once their cluster
-//! runs: waiting for the nodes to be Ready, and `status`'s view of the nodes, the pods and the
-//! registry container beside them.
+//! What the providers whose nodes are Docker containers (kind, k3d) share: their CLI's
+//! version asked once per run, and once their cluster runs, waiting for the nodes to be Ready
+//! and `status`'s view of the nodes, the pods and the registry container beside them.
 
 use std::time::Duration;
 
@@ -8,6 +8,19 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 
 use super::{ClusterInfo, ClusterStatus};
+
+/// `found`, or what `ask` answers, kept in `found` for the rest of the run (a CLI's version:
+/// the binary does not change meanwhile). A failure is not kept, so it is asked again.
+pub fn asked_once<E>(
+    found: &std::sync::OnceLock<String>,
+    ask: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E> {
+    if let Some(known) = found.get() {
+        return Ok(known.clone());
+    }
+    let answer = ask()?;
+    Ok(found.get_or_init(|| answer).clone())
+}
 use crate::docker::{self, Docker};
 use crate::ui::{Reporter, ReporterExt};
 

@@ -21,11 +21,7 @@ const PROGRAM: &str = "kind";
 /// Asked once per run (the binary does not change meanwhile); a failure is asked again.
 pub fn version() -> Result<String, Error> {
     static FOUND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(version) = FOUND.get() {
-        return Ok(version.clone());
-    }
-    let version = ask_version()?;
-    Ok(FOUND.get_or_init(|| version).clone())
+    crate::providers::container_cluster::asked_once(&FOUND, ask_version)
 }
 
 fn ask_version() -> Result<String, Error> {
